@@ -1,0 +1,61 @@
+import { randomUUID } from 'node:crypto';
+import { Hono } from 'hono';
+import type { AppEnv } from './app-env.js';
+import { ApiRouter } from './api-router.js';
+import { errorBody, errorResponse } from './http-error.js';
+import { adminRoutes } from './routes/admin.js';
+import { opsRoutes } from './routes/ops.js';
+import { userRoutes } from './routes/users.js';
+import type { StrataNode } from './strata-node.js';
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The HTTP application for one node. Listening, TLS and shutdown live in server.ts. */
+export function createApp(node: StrataNode): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  const { metrics } = node;
+
+  // One middleware for request id, metrics and the request log line, so all three agree on
+  // the route template and the status. Logged: method, route template, status, duration,
+  // token id. Never the Authorization header, the query string or a body.
+  app.use('*', async (c, next) => {
+    const started = performance.now();
+    const incoming = c.req.header('x-request-id');
+    const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    c.set('requestId', requestId);
+    c.set('log', node.log);
+    c.set('route', 'unmatched');
+    metrics.inflightRequests.inc();
+    try {
+      await next();
+    } finally {
+      metrics.inflightRequests.dec();
+    }
+    c.header('X-Request-Id', requestId);
+    if (node.draining) c.header('Connection', 'close');
+    const seconds = (performance.now() - started) / 1000;
+    const route = c.get('route');
+    const status = c.res.status;
+    metrics.httpDuration.labels(c.req.method, route, String(status)).observe(seconds);
+    node.log.info(
+      {
+        req_id: requestId,
+        method: c.req.method,
+        route,
+        status,
+        ms: Math.round(seconds * 1e4) / 10,
+        token_id: c.get('caller')?.tokenId,
+      },
+      'request',
+    );
+  });
+
+  const router = new ApiRouter(app, node.tokens, node.config.server.max_body_bytes);
+  opsRoutes(router, node);
+  adminRoutes(router, node);
+  userRoutes(router, node);
+
+  app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
+  app.onError((err, c) => errorResponse(c, err));
+  return app;
+}

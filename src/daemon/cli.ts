@@ -1,0 +1,141 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { ROLES, type Role } from '../engines/auth/token-store.js';
+import { ConfigError, defaultConfigFile, loadConfig, type StrataConfig } from './config.js';
+import { createLogger } from './logger.js';
+import { startServer } from './server.js';
+import { DataDirLock, StrataNode } from './strata-node.js';
+import { VERSION } from './version.js';
+
+// Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
+
+const HELP = `strata ${VERSION} — a self-hosted storage node for AI platforms
+
+Usage:
+  strata serve         [--config FILE] [--set key.path=value ...]
+  strata check-config  [--config FILE] [--set key.path=value ...]
+  strata token create  [--config FILE] [--set ...] --role ROLE [--user-id ID] [--name NAME]
+  strata --help | --version
+
+Options:
+  --config FILE          the YAML config (default: the embedded config/strata.yaml)
+  --set key.path=value   override one key before validation; the value is parsed as YAML
+                         (repeatable), e.g. --set server.listen=0.0.0.0:7070
+  --role ROLE            ${ROLES.join(' | ')}
+  --user-id ID           the user a "user" token is bound to
+  --name NAME            a label for the token (default: "cli")
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.`;
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string' },
+        set: { type: 'string', multiple: true },
+        role: { type: 'string' },
+        'user-id': { type: 'string' },
+        name: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(VERSION + '\n');
+    return 0;
+  }
+  const command = positionals.join(' ');
+  const config = () => loadConfig(values.config ?? defaultConfigFile(), { overrides: values.set ?? [] });
+  switch (command) {
+    case 'serve':
+      return serveCommand(config());
+    case 'check-config': {
+      const cfg = config();
+      process.stdout.write(`config ok: node ${cfg.node.id}, listen ${cfg.server.listen}, data_dir ${cfg.storage.data_dir}\n`);
+      return 0;
+    }
+    case 'token create': {
+      const role = values.role as Role | undefined;
+      if (!role || !ROLES.includes(role)) throw new UsageError(`--role must be one of ${ROLES.join(', ')}`);
+      const cfg = config();
+      const node = await StrataNode.open(cfg, createLogger('silent'));
+      try {
+        const t = await node.tokens.create({ tokenId: 'cli' }, { name: values.name ?? 'cli', role, user_id: values['user-id'] });
+        process.stdout.write(`${t.token}\n`);
+        process.stderr.write(`created token ${t.id} (role ${t.role}${t.user_id ? `, user ${t.user_id}` : ''}); it is shown only once\n`);
+      } finally {
+        await node.close();
+      }
+      return 0;
+    }
+    case '':
+      throw new UsageError('a command is required');
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+async function serveCommand(config: StrataConfig): Promise<number> {
+  const log = createLogger(config.log.level);
+  const lock = DataDirLock.acquire(config.storage.data_dir);
+  const node = await StrataNode.open(config, log);
+  let server;
+  try {
+    server = await startServer(node);
+  } catch (err) {
+    await node.close();
+    lock.release();
+    throw err;
+  }
+  return new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (++signals > 1) {
+        log.warn({ signal }, 'second signal: exiting now');
+        lock.release();
+        process.exit(1);
+      }
+      server
+        .stop(signal)
+        .then(() => resolve(0))
+        .catch((err: unknown) => {
+          log.error({ err }, 'shutdown failed');
+          resolve(1);
+        })
+        .finally(() => lock.release());
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`strata: invalid configuration:\n${err.problems.map((p) => `  ${p}`).join('\n')}\n`);
+      process.exitCode = 2;
+    } else if (err instanceof UsageError) {
+      process.stderr.write(`strata: ${err.message}\nRun "strata --help" for usage.\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`strata: ${(err as Error).stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,168 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { hostname } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import { z } from 'zod';
+
+// The one YAML file. Order of work: parse the file → apply --set overrides → substitute
+// ${ENV} in every string → validate with zod (unknown keys are errors). Any failure is a
+// ConfigError carrying the dotted path of the bad key; the CLI prints it and exits 2.
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+const listen = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected "host:port", for example "127.0.0.1:7070"')
+  .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port must be 0..65535');
+
+const tier = z.strictObject({
+  daily_token_limit: z.int().positive().describe('tokens a user of this tier may use per UTC day'),
+  conversation_retention_days: z.int().positive().describe('days a conversation is kept after its last message'),
+});
+
+export const configSchema = z.strictObject({
+  node: z
+    .strictObject({
+      id: z.string().min(1).default(hostname()),
+    })
+    .prefault({}),
+  server: z
+    .strictObject({
+      listen: listen.default('127.0.0.1:7070'),
+      max_body_bytes: z.int().positive().default(16 * 1024 * 1024),
+      shutdown_timeout_seconds: z.number().positive().default(15),
+      tls: z
+        .strictObject({
+          cert_file: z.string().min(1),
+          key_file: z.string().min(1),
+        })
+        .optional(),
+    })
+    .prefault({}),
+  storage: z
+    .strictObject({
+      data_dir: z.string().min(1).default('./data'),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    })
+    .prefault({}),
+  metrics: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+    })
+    .prefault({}),
+  tiers: z
+    .record(z.string().regex(/^[a-z][a-z0-9_-]*$/, 'tier names are lower-case words'), tier)
+    .refine((t) => Object.keys(t).length > 0, 'at least one tier is needed')
+    .default({
+      free: { daily_token_limit: 1_000_000, conversation_retention_days: 7 },
+      plus: { daily_token_limit: 5_000_000, conversation_retention_days: 30 },
+      pro: { daily_token_limit: 20_000_000, conversation_retention_days: 30 },
+      enterprise: { daily_token_limit: 100_000_000, conversation_retention_days: 30 },
+    }),
+});
+
+export type StrataConfig = z.infer<typeof configSchema>;
+
+/** The embedded default file, used when no --config is given (found from src/ and dist/ alike). */
+export function defaultConfigFile(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const candidate = join(dir, 'config', 'strata.yaml');
+    if (existsSync(candidate)) return candidate;
+    const parent = dirname(dir);
+    if (parent === dir) throw new ConfigError(['the embedded config/strata.yaml was not found; pass --config FILE']);
+    dir = parent;
+  }
+}
+
+export interface LoadOptions {
+  /** `key.path=value` strings from --set. */
+  overrides?: string[];
+  env?: Record<string, string | undefined>;
+}
+
+export function loadConfig(file: string, options: LoadOptions = {}): StrataConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError([`${file}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`]);
+  }
+  return parseConfig(text, { ...options, source: file });
+}
+
+export function parseConfig(text: string, options: LoadOptions & { source?: string } = {}): StrataConfig {
+  const source = options.source ?? 'config';
+  const doc = YAML.parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(doc.errors.map((e) => `${source}: invalid YAML: ${e.message.split('\n')[0]}`));
+  }
+  let raw: unknown = doc.toJS() ?? {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ConfigError([`${source}: expected a mapping at the top level`]);
+  }
+  for (const o of options.overrides ?? []) raw = applyOverride(raw as Record<string, unknown>, o);
+  raw = substituteEnv(raw, options.env ?? process.env, []);
+  const result = configSchema.safeParse(raw);
+  if (!result.success) throw new ConfigError(result.error.issues.map(describeIssue));
+  return result.data;
+}
+
+/** `a.b.c=value`: the value is parsed as YAML, so numbers and booleans keep their type. */
+export function applyOverride(root: Record<string, unknown>, override: string): Record<string, unknown> {
+  const eq = override.indexOf('=');
+  if (eq <= 0) throw new ConfigError([`--set ${override}: expected key.path=value`]);
+  const path = override.slice(0, eq).split('.');
+  if (path.some((p) => p === '')) throw new ConfigError([`--set ${override}: the key path has an empty segment`]);
+  const valueText = override.slice(eq + 1);
+  let value: unknown;
+  try {
+    value = valueText === '' ? '' : YAML.parse(valueText);
+  } catch {
+    value = valueText;
+  }
+  let node: Record<string, unknown> = root;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== 'object' || next === null || Array.isArray(next)) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]!] = value;
+  return root;
+}
+
+// ${NAME} and ${NAME:-fallback} in any string; $${ is a literal "${".
+function substituteEnv(value: unknown, env: Record<string, string | undefined>, path: string[]): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$?\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (match, name: string, fallback?: string) => {
+      if (match.startsWith('$$')) return match.slice(1);
+      const v = env[name];
+      if (v !== undefined && v !== '') return v;
+      if (fallback !== undefined) return fallback;
+      throw new ConfigError([`${path.join('.')}: environment variable ${name} is not set`]);
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, [...path, String(i)]));
+  if (typeof value === 'object' && value !== null) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteEnv(v, env, [...path, k])]));
+  }
+  return value;
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  const path = issue.path.map(String).join('.');
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((k) => `${path ? `${path}.` : ''}${k}: unknown key`).join('\n');
+  }
+  return `${path || '(top level)'}: ${issue.message}`;
+}

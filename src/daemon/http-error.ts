@@ -1,0 +1,39 @@
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { StrataError, type ErrorCode } from '../engines/errors.js';
+
+// The one place where errors become HTTP responses. Engines throw typed StrataErrors; this
+// maps their code to a status. Anything else is a bug: it is logged with its stack and the
+// client gets a 500 that reveals nothing about the internals.
+
+const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
+  invalid_input: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  payload_too_large: 413,
+  quota_exceeded: 429,
+  read_only_replica: 409,
+  unavailable: 503,
+  internal: 500,
+};
+
+export function errorBody(code: ErrorCode | string, message: string, details?: Record<string, unknown>) {
+  return { error: { code, message, ...(details ? { details } : {}) } };
+}
+
+export function errorResponse(c: Context, err: unknown): Response {
+  if (err instanceof StrataError) {
+    if (err.code === 'unauthorized') c.header('WWW-Authenticate', 'Bearer realm="strata"');
+    return c.json(errorBody(err.code, err.message, err.details), STATUS[err.code]);
+  }
+  if (err instanceof HTTPException) {
+    const status = err.status as ContentfulStatusCode;
+    const code = status === 404 ? 'not_found' : status === 413 ? 'payload_too_large' : status < 500 ? 'invalid_input' : 'internal';
+    return c.json(errorBody(code, err.message || 'request failed'), status);
+  }
+  c.get('log')?.error({ err }, 'unhandled error');
+  return c.json(errorBody('internal', 'an internal error occurred; see the server log for the request id'), 500);
+}

@@ -1,0 +1,41 @@
+import type { Context } from 'hono';
+import { InvalidInput, PayloadTooLarge } from '../engines/errors.js';
+
+// JSON bodies are read here, never with c.req.json(): that buffers whatever arrives, and
+// hono's bodyLimit middleware reads a chunked body whole before it decides. Here a declared
+// Content-Length over the limit is refused before a byte is read, and a chunked body is
+// counted as it streams in and cut off at the limit.
+
+export async function readJsonBody(c: Context, limitBytes: number): Promise<unknown> {
+  const type = c.req.header('content-type');
+  if (type && !/^application\/(json|[a-z0-9.+-]*\+json)\b/i.test(type)) {
+    throw new InvalidInput(`the body must be JSON (Content-Type: application/json), not ${type.split(';')[0]}`);
+  }
+  const declared = c.req.header('content-length');
+  if (declared !== undefined && Number(declared) > limitBytes) throw new PayloadTooLarge(limitBytes);
+  const text = await readLimited(c.req.raw.body, limitBytes);
+  if (text.trim() === '') throw new InvalidInput('a JSON body is required');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new InvalidInput(`the body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+async function readLimited(body: ReadableStream<Uint8Array> | null, limitBytes: number): Promise<string> {
+  if (!body) return '';
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limitBytes) {
+      await reader.cancel().catch(() => undefined);
+      throw new PayloadTooLarge(limitBytes);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

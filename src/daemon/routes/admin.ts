@@ -1,0 +1,97 @@
+import { z } from 'zod';
+import { ROLES } from '../../engines/auth/token-store.js';
+import type { ApiRouter } from '../api-router.js';
+import { actorOf } from '../auth.js';
+import { decodeCursor, page, pageQuery } from '../pagination.js';
+import { id as userId } from '../schemas.js';
+import type { StrataNode } from '../strata-node.js';
+
+export const tokenCreateBody = z.strictObject({
+  name: z.string().min(1).max(200),
+  role: z.enum(ROLES),
+  user_id: userId.optional(),
+});
+
+const tokenCreated = z.object({
+  id: z.string(),
+  token: z.string().describe('the secret; shown only in this response'),
+  name: z.string(),
+  role: z.enum(ROLES),
+  user_id: z.string().nullable(),
+  created_at: z.string(),
+});
+
+export function adminRoutes(router: ApiRouter, node: StrataNode): void {
+  router.route(
+    {
+      method: 'post',
+      path: '/v1/admin/tokens',
+      summary: 'Create a token; the secret is in this response only',
+      tag: 'admin',
+      access: 'admin',
+      body: tokenCreateBody,
+      responses: { 201: { description: 'created', schema: tokenCreated } },
+    },
+    async (c, { body, caller }) => {
+      const created = await node.tokens.create(actorOf(caller), body);
+      return c.json(created, 201);
+    },
+  );
+
+  router.route(
+    {
+      method: 'delete',
+      path: '/v1/admin/tokens/:id',
+      summary: 'Revoke a token',
+      tag: 'admin',
+      access: 'admin',
+      params: z.object({ id: z.string().min(1).max(64) }),
+      responses: { 204: { description: 'revoked' }, 404: { description: 'no such token' } },
+    },
+    async (c, { params, caller }) => {
+      await node.tokens.delete(actorOf(caller), params.id);
+      return c.body(null, 204);
+    },
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/v1/admin/status',
+      summary: 'Node role, epoch, change-log position, replicas and storage',
+      tag: 'admin',
+      access: 'admin',
+      responses: { 200: { description: 'status' } },
+    },
+    (c) => c.json(node.status()),
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/v1/admin/audit',
+      summary: 'Audit entries, newest first',
+      tag: 'admin',
+      access: 'admin',
+      query: pageQuery,
+      responses: { 200: { description: 'a page of entries' } },
+    },
+    (c, { query }) => {
+      const from = decodeCursor(query.cursor, z.object({ before: z.number().int() }));
+      const rows = node.audit.list(query.limit + 1, from?.before);
+      return c.json(page(rows, query.limit, (last) => ({ before: last.seq })));
+    },
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/v1/admin/audit/verify',
+      summary: 'Recompute the hash chain; names the first broken entry',
+      tag: 'admin',
+      access: 'admin',
+      responses: { 200: { description: '{ok, entries, head_hash, first_broken?}' } },
+    },
+    (c) => c.json(node.audit.verify()),
+  );
+}

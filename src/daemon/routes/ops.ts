@@ -1,0 +1,63 @@
+import type { ApiRouter } from '../api-router.js';
+import { errorBody } from '../http-error.js';
+import type { StrataNode } from '../strata-node.js';
+import { z } from 'zod';
+import { VERSION } from '../version.js';
+
+// Operations endpoints: no token, cheap, safe to hit every second.
+
+export function opsRoutes(router: ApiRouter, node: StrataNode): void {
+  router.route(
+    {
+      method: 'get',
+      path: '/healthz',
+      summary: 'Liveness: 200 while the process runs',
+      tag: 'operations',
+      access: 'public',
+      responses: { 200: { description: 'alive', schema: z.object({ status: z.literal('ok') }) } },
+    },
+    (c) => c.json({ status: 'ok' as const }),
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/readyz',
+      summary: 'Readiness: 200 when every engine is open and the node accepts traffic',
+      tag: 'operations',
+      access: 'public',
+      responses: { 200: { description: 'ready' }, 503: { description: 'not ready, with the reason' } },
+    },
+    (c) => {
+      if (node.draining) return c.json(errorBody('unavailable', 'the node is shutting down'), 503);
+      return c.json({ status: 'ready' });
+    },
+  );
+
+  if (node.config.metrics.enabled) {
+    router.route(
+      {
+        method: 'get',
+        path: '/metrics',
+        summary: 'Prometheus text exposition',
+        tag: 'operations',
+        access: 'public',
+        responses: { 200: { description: 'metrics' } },
+      },
+      async (c) => c.body(await node.metrics.render(), 200, { 'Content-Type': node.metrics.contentType }),
+    );
+  }
+
+  const document = () => router.openapi({ title: 'Strata', version: VERSION });
+  router.route(
+    {
+      method: 'get',
+      path: '/openapi.json',
+      summary: 'This OpenAPI document, generated from the schemas that validate requests',
+      tag: 'operations',
+      access: 'public',
+      responses: { 200: { description: 'OpenAPI 3.1 document' } },
+    },
+    (c) => c.json(document()),
+  );
+}

@@ -1,0 +1,146 @@
+import { chmodSync, mkdirSync, readFileSync, statfsSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { AuditLog, auditMigrations } from '../engines/audit/audit-log.js';
+import { TokenStore, tokenMigrations } from '../engines/auth/token-store.js';
+import { SqlStore } from '../engines/sql/sql-store.js';
+import type { Actor } from '../engines/sql/writer.js';
+import { UserStore, userMigrations } from '../engines/users/user-store.js';
+import type { StrataConfig } from './config.js';
+import type { Logger } from './logger.js';
+import { Metrics } from './metrics.js';
+
+export const SYSTEM: Actor = { tokenId: 'system' };
+
+/**
+ * Everything one Strata node holds open: the SQLite store, the engines on it and the metrics.
+ * It knows nothing of HTTP; the CLI opens one to serve it (server.ts) or to act offline
+ * (`strata token create`).
+ */
+export class StrataNode {
+  readonly dataDir: string;
+  /** Set while the node drains for shutdown: /readyz answers 503 and responses close their connection. */
+  draining = false;
+
+  private constructor(
+    readonly config: StrataConfig,
+    readonly log: Logger,
+    readonly metrics: Metrics,
+    readonly sql: SqlStore,
+    readonly tokens: TokenStore,
+    readonly audit: AuditLog,
+    readonly users: UserStore,
+  ) {
+    this.dataDir = resolve(config.storage.data_dir);
+  }
+
+  static async open(config: StrataConfig, log: Logger): Promise<StrataNode> {
+    const dataDir = resolve(config.storage.data_dir);
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const metrics = new Metrics(config.node.id);
+    const sql = await SqlStore.open(join(dataDir, 'strata.db'), [...auditMigrations, ...tokenMigrations, ...userMigrations], {
+      onCommit: ({ seconds, calls, lastLsn }) => {
+        metrics.sqlTransactionDuration.observe(seconds);
+        metrics.sqlBatchCalls.observe(calls);
+        metrics.changelogLsn.set(lastLsn);
+      },
+    });
+    const audit = new AuditLog(sql.db, sql.changes);
+    sql.writer.setAuditor(audit.append);
+    const tokens = new TokenStore(sql.db, sql.changes, sql.writer);
+    const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers));
+    metrics.changelogLsn.set(sql.writer.lastLsn);
+    const node = new StrataNode(config, log, metrics, sql, tokens, audit, users);
+    await node.ensureAdminToken();
+    return node;
+  }
+
+  get adminTokenFile(): string {
+    return join(this.dataDir, 'admin.token');
+  }
+
+  /**
+   * The first start of an empty data dir makes an admin token and leaves it in
+   * <data_dir>/admin.token (0600). The log names the file, never the token.
+   */
+  private async ensureAdminToken(): Promise<void> {
+    if (this.tokens.count() > 0) return;
+    const created = await this.tokens.create(SYSTEM, { name: 'initial admin', role: 'admin' });
+    writeFileSync(this.adminTokenFile, created.token + '\n', { mode: 0o600 });
+    chmodSync(this.adminTokenFile, 0o600);
+    this.log.warn({ file: this.adminTokenFile, token_id: created.id }, 'created the first admin token; read it from this file');
+  }
+
+  status() {
+    return {
+      node_id: this.config.node.id,
+      role: 'primary' as const,
+      epoch: this.sql.epoch(),
+      lsn: this.sql.writer.lastLsn,
+      replicas: [] as Array<{ node_id: string; lsn: number; lag_seconds: number }>,
+      storage: this.storageStatus(),
+    };
+  }
+
+  private storageStatus() {
+    const size = (f: string) => {
+      try {
+        return statSync(f).size;
+      } catch {
+        return 0;
+      }
+    };
+    const db = join(this.dataDir, 'strata.db');
+    let freeBytes: number | null = null;
+    try {
+      const s = statfsSync(this.dataDir);
+      freeBytes = Number(s.bavail) * Number(s.bsize);
+    } catch {
+      // statfs is missing on some runtimes; the field is then null.
+    }
+    return { data_dir: this.dataDir, sql_bytes: size(db) + size(`${db}-wal`), free_bytes: freeBytes };
+  }
+
+  async close(): Promise<void> {
+    await this.sql.close();
+  }
+}
+
+/**
+ * Keeps a second daemon off a data dir that one already serves. The file holds the pid;
+ * one left by a killed process (kill -9, power loss) is recognised as stale and replaced.
+ */
+export class DataDirLock {
+  private constructor(private readonly file: string) {}
+
+  static acquire(dataDir: string): DataDirLock {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const file = join(resolve(dataDir), 'strata.pid');
+    try {
+      writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
+    } catch {
+      const pid = Number(readFileSync(file, 'utf8').trim());
+      if (pid && pid !== process.pid && alive(pid)) {
+        throw new Error(`the data dir ${dataDir} is in use by another strata process (pid ${pid})`);
+      }
+      writeFileSync(file, `${process.pid}\n`);
+    }
+    return new DataDirLock(file);
+  }
+
+  release(): void {
+    try {
+      unlinkSync(this.file);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

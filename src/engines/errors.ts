@@ -1,0 +1,85 @@
+// The typed errors every engine throws. The HTTP layer maps them to a status and
+// `{error:{code,message}}` in exactly one place (src/daemon/http-error.ts); engines never
+// know about HTTP. Each class carries the API.md error code so the mapping is a lookup.
+
+export type ErrorCode =
+  | 'invalid_input'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'not_found'
+  | 'conflict'
+  | 'payload_too_large'
+  | 'quota_exceeded'
+  | 'read_only_replica'
+  | 'unavailable'
+  | 'internal';
+
+export class StrataError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export class InvalidInput extends StrataError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('invalid_input', message, details);
+  }
+}
+
+export class Unauthorized extends StrataError {
+  constructor(message = 'a valid bearer token is required') {
+    super('unauthorized', message);
+  }
+}
+
+export class Forbidden extends StrataError {
+  constructor(message = 'this token does not allow that') {
+    super('forbidden', message);
+  }
+}
+
+export class NotFound extends StrataError {
+  constructor(message: string) {
+    super('not_found', message);
+  }
+}
+
+export class Conflict extends StrataError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('conflict', message, details);
+  }
+}
+
+export class PayloadTooLarge extends StrataError {
+  constructor(limitBytes: number) {
+    super('payload_too_large', `the request body is larger than the limit of ${limitBytes} bytes`, {
+      limit_bytes: limitBytes,
+    });
+  }
+}
+
+export class QuotaExceeded extends StrataError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('quota_exceeded', message, details);
+  }
+}
+
+export class ReadOnlyReplica extends StrataError {
+  constructor(primary: string) {
+    super('read_only_replica', `this node is a read-only replica; send writes to the primary at ${primary}`, {
+      primary,
+    });
+  }
+}
+
+export class Unavailable extends StrataError {
+  constructor(message: string) {
+    super('unavailable', message);
+  }
+}

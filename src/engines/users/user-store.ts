@@ -1,0 +1,149 @@
+import { randomUUID } from 'node:crypto';
+import { Conflict, InvalidInput, NotFound, PayloadTooLarge } from '../errors.js';
+import type { ChangeLog, ChangeType } from '../sql/change-log.js';
+import type { SqlDatabase } from '../sql/database.js';
+import type { Migration } from '../sql/migrations.js';
+import type { Actor, Writer } from '../sql/writer.js';
+
+// Users and their preferences. Emails are unique regardless of case (the lower-cased form
+// carries the unique index), and a user's tier must be one of the configured tiers.
+
+export const userMigrations: Migration[] = [
+  {
+    engine: 'users',
+    version: 1,
+    name: 'users and preferences',
+    sql: `
+      CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL,
+        email_key TEXT NOT NULL UNIQUE,
+        tier TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      ) STRICT;
+      CREATE TABLE preferences (
+        user_id TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+        doc TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      ) STRICT;
+    `,
+  },
+];
+
+export const PREFERENCES_MAX_BYTES = 64 * 1024;
+
+export interface User {
+  id: string;
+  email: string;
+  tier: string;
+  created_at: string;
+  updated_at: string;
+}
+
+type UserRow = User & { email_key: string };
+
+function emailKey(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+export class UserStore {
+  private readonly upserted: ChangeType<UserRow>;
+  private readonly preferencesSet: ChangeType<{ user_id: string; doc: string; updated_at: string }>;
+
+  constructor(
+    private readonly db: SqlDatabase,
+    changes: ChangeLog,
+    private readonly writer: Writer,
+    private readonly tiers: () => readonly string[],
+  ) {
+    this.upserted = changes.define<UserRow>('users', 'upsert', (db, u) => {
+      db.prepare(
+        `INSERT INTO users (id, email, email_key, tier, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET email = excluded.email, email_key = excluded.email_key,
+           tier = excluded.tier, updated_at = excluded.updated_at`,
+      ).run(u.id, u.email, u.email_key, u.tier, u.created_at, u.updated_at);
+    });
+    this.preferencesSet = changes.define('users', 'set_preferences', (db, p) => {
+      db.prepare(
+        `INSERT INTO preferences (user_id, doc, updated_at) VALUES (?, ?, ?)
+         ON CONFLICT (user_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`,
+      ).run(p.user_id, p.doc, p.updated_at);
+    });
+  }
+
+  create(actor: Actor, input: { id?: string | undefined; email: string; tier: string }): Promise<User> {
+    this.checkTier(input.tier);
+    return this.writer.write(actor, (tx) => {
+      const id = input.id ?? randomUUID();
+      if (this.find(id)) throw new Conflict(`a user with id ${id} already exists`);
+      this.checkEmailFree(input.email, null);
+      const now = new Date().toISOString();
+      const row: UserRow = { id, email: input.email.trim(), email_key: emailKey(input.email), tier: input.tier, created_at: now, updated_at: now };
+      tx.apply(this.upserted, row);
+      tx.audit('users.create', `user:${id}`);
+      return publicUser(row);
+    });
+  }
+
+  update(actor: Actor, id: string, patch: { email?: string | undefined; tier?: string | undefined }): Promise<User> {
+    if (patch.tier !== undefined) this.checkTier(patch.tier);
+    return this.writer.write(actor, (tx) => {
+      const current = this.get(id);
+      if (patch.email !== undefined) this.checkEmailFree(patch.email, id);
+      const email = patch.email?.trim() ?? current.email;
+      const row: UserRow = {
+        ...current,
+        email,
+        email_key: emailKey(email),
+        tier: patch.tier ?? current.tier,
+        updated_at: new Date().toISOString(),
+      };
+      tx.apply(this.upserted, row);
+      tx.audit('users.update', `user:${id}`, { fields: Object.keys(patch) });
+      return publicUser(row);
+    });
+  }
+
+  find(id: string): User | undefined {
+    const row = this.db.prepare<UserRow>('SELECT * FROM users WHERE id = ?').get(id);
+    return row && publicUser(row);
+  }
+
+  get(id: string): User {
+    const user = this.find(id);
+    if (!user) throw new NotFound(`user ${id} does not exist`);
+    return user;
+  }
+
+  preferences(userId: string): Record<string, unknown> {
+    this.get(userId);
+    const row = this.db.prepare<{ doc: string }>('SELECT doc FROM preferences WHERE user_id = ?').get(userId);
+    return row ? (JSON.parse(row.doc) as Record<string, unknown>) : {};
+  }
+
+  setPreferences(actor: Actor, userId: string, doc: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const text = JSON.stringify(doc);
+    if (Buffer.byteLength(text) > PREFERENCES_MAX_BYTES) throw new PayloadTooLarge(PREFERENCES_MAX_BYTES);
+    return this.writer.write(actor, (tx) => {
+      this.get(userId);
+      tx.apply(this.preferencesSet, { user_id: userId, doc: text, updated_at: new Date().toISOString() });
+      tx.audit('users.set_preferences', `user:${userId}`);
+      return doc;
+    });
+  }
+
+  private checkTier(tier: string): void {
+    const tiers = this.tiers();
+    if (!tiers.includes(tier)) throw new InvalidInput(`unknown tier "${tier}"; configured tiers: ${tiers.join(', ')}`);
+  }
+
+  private checkEmailFree(email: string, exceptId: string | null): void {
+    const owner = this.db.prepare<{ id: string }>('SELECT id FROM users WHERE email_key = ?').get(emailKey(email));
+    if (owner && owner.id !== exceptId) throw new Conflict('a user with this email already exists');
+  }
+}
+
+function publicUser(row: UserRow): User {
+  return { id: row.id, email: row.email, tier: row.tier, created_at: row.created_at, updated_at: row.updated_at };
+}
