@@ -80,7 +80,7 @@ export async function startDaemon(options: { dataDir?: string; runtime?: Runtime
     proc,
     output: () => out,
     async stop() {
-      if (proc.exitCode === null) proc.kill('SIGTERM');
+      if (proc.exitCode === null && proc.signalCode === null && !proc.killed) proc.kill('SIGTERM');
       return exited;
     },
     async kill9() {
