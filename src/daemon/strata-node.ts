@@ -97,7 +97,7 @@ export class StrataNode {
     } catch {
       // statfs is missing on some runtimes; the field is then null.
     }
-    return { data_dir: this.dataDir, sql_bytes: size(db) + size(`${db}-wal`), free_bytes: freeBytes };
+    return { data_dir: this.dataDir, sql_driver: this.sql.db.driver, sql_bytes: size(db) + size(`${db}-wal`), free_bytes: freeBytes };
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,6 @@
-// The small SQLite interface every engine uses. Two drivers stand behind it:
-// better-sqlite3 under Node (and Deno), bun:sqlite under Bun, where better-sqlite3 does not
-// load. Only positional `?` parameters are used: the two drivers disagree on named-parameter
+// The small SQLite interface every engine uses. Three drivers stand behind it:
+// better-sqlite3 under Node, bun:sqlite under Bun (better-sqlite3 does not load there) and
+// node:sqlite under Deno (which loads only Node-API addons; better-sqlite3 is not one). Only positional `?` parameters are used: the two drivers disagree on named-parameter
 // prefixes, and plain positions keep statements portable.
 
 export type SqlValue = string | number | bigint | Uint8Array | null;
@@ -18,7 +18,7 @@ export interface SqlStatement<Row = Record<string, unknown>> {
 
 export interface SqlDatabase {
   readonly path: string;
-  readonly driver: 'better-sqlite3' | 'bun:sqlite';
+  readonly driver: 'better-sqlite3' | 'bun:sqlite' | 'node:sqlite';
   /** Runs one or more statements without parameters (DDL, PRAGMA, BEGIN/COMMIT). */
   exec(sql: string): void;
   /** Prepared statements are cached per SQL text: call this freely on hot paths. */
@@ -35,10 +35,16 @@ export function isBun(): boolean {
   return typeof (process.versions as Record<string, string | undefined>).bun === 'string';
 }
 
+export function isDeno(): boolean {
+  return typeof (process.versions as Record<string, string | undefined>).deno === 'string';
+}
+
 export async function openDatabase(path: string, options: OpenOptions = {}): Promise<SqlDatabase> {
   const db = isBun()
     ? await (await import('./bun-sqlite-driver.js')).openBunSqlite(path, options)
-    : await (await import('./better-sqlite3-driver.js')).openBetterSqlite3(path, options);
+    : isDeno()
+      ? await (await import('./node-sqlite-driver.js')).openNodeSqlite(path, options)
+      : await (await import('./better-sqlite3-driver.js')).openBetterSqlite3(path, options);
   if (!options.readonly) configure(db);
   return db;
 }
