@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { ROLES, type Role } from '../engines/auth/token-store.js';
+import { InvalidInput } from '../engines/errors.js';
 import { ConfigError, defaultConfigFile, loadConfig, type StrataConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { startServer } from './server.js';
@@ -129,6 +130,9 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (err instanceof ConfigError) {
       process.stderr.write(`strata: invalid configuration:\n${err.problems.map((p) => `  ${p}`).join('\n')}\n`);
+      process.exitCode = 2;
+    } else if (err instanceof InvalidInput) {
+      process.stderr.write(`strata: ${err.message}\n`);
       process.exitCode = 2;
     } else if (err instanceof UsageError) {
       process.stderr.write(`strata: ${err.message}\nRun "strata --help" for usage.\n`);

@@ -11,6 +11,20 @@ import { Metrics } from './metrics.js';
 
 export const SYSTEM: Actor = { tokenId: 'system' };
 
+export const ENGINE_MIGRATIONS = [...auditMigrations, ...tokenMigrations, ...userMigrations];
+
+/**
+ * The engines on one SQL store. Separate from StrataNode.open so that a replica or a restore
+ * can define the same change types on a store and replay a log into it.
+ */
+export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers'>) {
+  const audit = new AuditLog(sql.db, sql.changes);
+  sql.writer.setAuditor(audit.append);
+  const tokens = new TokenStore(sql.db, sql.changes, sql.writer);
+  const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers));
+  return { audit, tokens, users };
+}
+
 /**
  * Everything one Strata node holds open: the SQLite store, the engines on it and the metrics.
  * It knows nothing of HTTP; the CLI opens one to serve it (server.ts) or to act offline
@@ -37,17 +51,14 @@ export class StrataNode {
     const dataDir = resolve(config.storage.data_dir);
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const metrics = new Metrics(config.node.id);
-    const sql = await SqlStore.open(join(dataDir, 'strata.db'), [...auditMigrations, ...tokenMigrations, ...userMigrations], {
+    const sql = await SqlStore.open(join(dataDir, 'strata.db'), ENGINE_MIGRATIONS, {
       onCommit: ({ seconds, calls, lastLsn }) => {
         metrics.sqlTransactionDuration.observe(seconds);
         metrics.sqlBatchCalls.observe(calls);
         metrics.changelogLsn.set(lastLsn);
       },
     });
-    const audit = new AuditLog(sql.db, sql.changes);
-    sql.writer.setAuditor(audit.append);
-    const tokens = new TokenStore(sql.db, sql.changes, sql.writer);
-    const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers));
+    const { audit, tokens, users } = createEngines(sql, config);
     metrics.changelogLsn.set(sql.writer.lastLsn);
     const node = new StrataNode(config, log, metrics, sql, tokens, audit, users);
     await node.ensureAdminToken();

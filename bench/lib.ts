@@ -1,0 +1,134 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Agent, request } from 'node:http';
+import { cpus, freemem, platform, release, totalmem } from 'node:os';
+
+// Shared pieces of the benchmarks: the result row, a closed-loop HTTP load generator, and
+// spawning servers as separate processes so that server and peer are measured alike.
+
+export interface ResultRow {
+  name: string;
+  metric: string;
+  unit: string;
+  value: number;
+  peer: string;
+  peer_value: number;
+  /** Strata over peer, oriented so that > 1 means Strata is better. */
+  ratio: number;
+  better: 'higher' | 'lower';
+  notes?: string;
+}
+
+export interface BenchOptions {
+  quick: boolean;
+}
+
+export function row(r: Omit<ResultRow, 'ratio'>): ResultRow {
+  const ratio = r.better === 'higher' ? r.value / r.peer_value : r.peer_value / r.value;
+  return { ...r, ratio: Math.round(ratio * 1000) / 1000 };
+}
+
+export function machine() {
+  const c = cpus();
+  return {
+    cpus: c.length,
+    cpu_model: c[0]?.model ?? 'unknown',
+    memory_bytes: totalmem(),
+    free_memory_bytes: freemem(),
+    os: `${platform()} ${release()}`,
+    node: process.version,
+  };
+}
+
+export interface LoadResult {
+  requests: number;
+  errors: number;
+  seconds: number;
+  perSecond: number;
+  p50ms: number;
+  p99ms: number;
+}
+
+/**
+ * `concurrency` clients each send a request, wait for the answer, and send the next, for
+ * `seconds`. `next(i)` builds request i (a unique index across all clients).
+ */
+export async function closedLoop(
+  baseUrl: string,
+  concurrency: number,
+  seconds: number,
+  next: (i: number) => { method: string; path: string; headers?: Record<string, string>; body?: string },
+): Promise<LoadResult> {
+  const url = new URL(baseUrl);
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
+  const latencies: number[] = [];
+  let counter = 0;
+  let errors = 0;
+  const deadline = performance.now() + seconds * 1000;
+  const started = performance.now();
+  const one = (i: number) =>
+    new Promise<void>((resolve) => {
+      const r = next(i);
+      const t0 = performance.now();
+      const req = request(
+        {
+          agent,
+          host: url.hostname,
+          port: url.port,
+          method: r.method,
+          path: r.path,
+          headers: { ...(r.body ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(r.body) } : {}), ...r.headers },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => {
+            if ((res.statusCode ?? 500) >= 400) errors++;
+            latencies.push(performance.now() - t0);
+            resolve();
+          });
+        },
+      );
+      req.on('error', () => {
+        errors++;
+        resolve();
+      });
+      req.end(r.body);
+    });
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < deadline) await one(counter++);
+    }),
+  );
+  const elapsed = (performance.now() - started) / 1000;
+  agent.destroy();
+  latencies.sort((a, b) => a - b);
+  const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
+  return { requests: latencies.length, errors, seconds: elapsed, perSecond: latencies.length / elapsed, p50ms: q(0.5), p99ms: q(0.99) };
+}
+
+/** Spawns a process and resolves once its output matches `ready`, with the first capture group. */
+export function spawnUntil(cmd: string, args: string[], ready: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<{ proc: ChildProcess; match: string }> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let out = '';
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      const m = ready.exec(out);
+      if (m) {
+        proc.stdout!.off('data', onData);
+        proc.stdout!.resume();
+        proc.stderr!.resume();
+        resolve({ proc, match: m[1] ?? m[0] });
+      }
+    };
+    proc.stdout!.on('data', onData);
+    proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    proc.once('exit', (code) => reject(new Error(`${cmd} exited with ${code} before it was ready:\n${out}`)));
+  });
+}
+
+export async function stop(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null) return;
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGTERM');
+  await exited;
+}

@@ -1,0 +1,34 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { httpWrite } from './http-write.js';
+import { machine, type BenchOptions, type ResultRow } from './lib.js';
+
+// `npm run bench` runs every benchmark; `npm run bench -- --quick` a short version of each.
+// Results go to bench/results/latest.json and a table on stdout.
+
+const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [['http_write', httpWrite]];
+
+async function main(): Promise<void> {
+  const quick = process.argv.includes('--quick');
+  const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
+  const results: ResultRow[] = [];
+  for (const [name, run] of benchmarks) {
+    if (only && only !== name) continue;
+    process.stderr.write(`bench: ${name}${quick ? ' (quick)' : ''}…\n`);
+    results.push(...(await run({ quick })));
+  }
+  const report = { machine: machine(), quick, date: new Date().toISOString(), results };
+  const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
+  console.log(`| benchmark | metric | strata | peer | peer value | ratio (>1 = strata better) |`);
+  console.log(`| --- | --- | --- | --- | --- | --- |`);
+  for (const r of results) console.log(`| ${r.name} | ${r.metric} | ${r.value} ${r.unit} | ${r.peer} | ${r.peer_value} ${r.unit} | ${r.ratio} |`);
+  console.log(`\nwritten to ${join(dir, 'latest.json')}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
