@@ -8,7 +8,6 @@ const require = createRequire(import.meta.url);
 type BetterDatabase = {
   exec(sql: string): void;
   prepare(sql: string): RawStatement;
-  pragma(sql: string, opts: { simple: boolean }): unknown;
   close(): void;
 };
 
@@ -21,7 +20,6 @@ export async function openBetterSqlite3(path: string, options: OpenOptions): Pro
     driver: 'better-sqlite3',
     exec: (sql) => raw.exec(sql),
     prepare: cachedPrepare((sql) => raw.prepare(sql)),
-    pragma: (name) => raw.pragma(name, { simple: true }),
     close: () => raw.close(),
   };
 }

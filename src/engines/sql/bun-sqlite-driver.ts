@@ -18,10 +18,6 @@ export async function openBunSqlite(path: string, options: OpenOptions): Promise
     driver: 'bun:sqlite',
     exec: (sql) => raw.exec(sql),
     prepare: cachedPrepare((sql) => raw.prepare(sql)),
-    pragma(name) {
-      const row = raw.prepare(`PRAGMA ${name}`).get() as Record<string, unknown> | null;
-      return row ? Object.values(row)[0] : undefined;
-    },
     close: () => raw.close(false),
   };
 }

@@ -23,7 +23,6 @@ export interface SqlDatabase {
   exec(sql: string): void;
   /** Prepared statements are cached per SQL text: call this freely on hot paths. */
   prepare<Row = Record<string, unknown>>(sql: string): SqlStatement<Row>;
-  pragma(name: string): unknown;
   close(): void;
 }
 

@@ -19,10 +19,6 @@ export async function openNodeSqlite(path: string, options: OpenOptions): Promis
     driver: 'node:sqlite',
     exec: (sql) => raw.exec(sql),
     prepare: cachedPrepare((sql) => raw.prepare(sql)),
-    pragma(name) {
-      const row = raw.prepare(`PRAGMA ${name}`).get() as Record<string, unknown> | undefined;
-      return row ? Object.values(row)[0] : undefined;
-    },
     close: () => raw.close(),
   };
 }
