@@ -40,6 +40,31 @@ describe('users and preferences', () => {
     expect((await t.call('GET', '/v1/users/x')).status).toBe(404);
   });
 
+  it('refuses malformed paths, queries, cursors and bodies with invalid_input', async () => {
+    const cases: Array<[string, string, unknown]> = [
+      ['GET', '/v1/users/%E0%A4%A', undefined],
+      ['GET', '/v1/users/a%00b', undefined],
+      ['GET', '/v1/admin/audit?limit=abc', undefined],
+      ['GET', '/v1/admin/audit?limit=0', undefined],
+      ['GET', '/v1/admin/audit?cursor=%ZZ', undefined],
+      ['POST', '/v1/users', 'null'],
+      ['POST', '/v1/users', '"just a string"'],
+      ['POST', '/v1/users', ''],
+    ];
+    for (const [method, path, body] of cases) {
+      const r = await t.call(method, path, body);
+      expect(r.status, `${method} ${path} ${String(body)}`).toBe(400);
+      expect(r.body.error.code).toBe('invalid_input');
+    }
+    const res = await t.app.request('/v1/users', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.adminToken}`, 'content-type': 'text/plain' },
+      body: 'email=x',
+    });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as any).error.message).toMatch(/must be JSON/);
+  });
+
   it('preferences are any JSON object up to 64 KiB', async () => {
     await t.call('POST', '/v1/users', { id: 'p1', email: 'p1@example.com', tier: 'free' });
     expect((await t.call('GET', '/v1/users/p1/preferences')).body).toEqual({});
