@@ -1,0 +1,55 @@
+import type { Readable } from 'node:stream';
+
+// One interface for every place blobs live: the local disk (fs driver, the embedded default)
+// and MinIO / any S3 (s3 driver, still to come). Keys are chosen by the caller; the registry
+// above decides what they mean (content addressing is done there, by sha256, so that no driver
+// has to rename or copy after hashing). A put is all or nothing: a key is either absent or
+// holds the complete, verified bytes — never a partial object.
+
+export interface PutResult {
+  key: string;
+  size: number;
+  /** Lower-case hex SHA-256 of the bytes written, computed on the stream. */
+  sha256: string;
+}
+
+export interface PutOptions {
+  /** When given, a mismatch fails the put with InvalidInput and leaves nothing behind. */
+  expectedSha256?: string;
+}
+
+/** Inclusive byte range, as in HTTP `Range: bytes=start-end`. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+}
+
+export interface ObjectStore {
+  readonly name: string;
+  put(key: string, body: AsyncIterable<Uint8Array>, options?: PutOptions): Promise<PutResult>;
+  /** NotFound when the key is absent. A range must lie inside the object. */
+  get(key: string, range?: ByteRange): Promise<Readable>;
+  head(key: string): Promise<ObjectInfo | undefined>;
+  /** Deleting an absent key is not an error. */
+  delete(key: string): Promise<void>;
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+}
+
+/** Keys are slash-separated relative paths of safe segments; anything else is refused. */
+export function checkKey(key: string): void {
+  if (
+    key.length === 0 ||
+    key.length > 1024 ||
+    key.startsWith('/') ||
+    key.includes('\0') ||
+    key.includes('\\') ||
+    key.split('/').some((s) => s === '' || s === '.' || s === '..')
+  ) {
+    throw new Error(`invalid object key ${JSON.stringify(key)}`);
+  }
+}
