@@ -11,7 +11,7 @@ import type { TokenStore } from '../engines/auth/token-store.js';
 // The wrapper also checks the bearer token and the route's access level before the handler
 // runs, and records the route template for metrics and logs.
 
-type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
+type Method = 'get' | 'head' | 'post' | 'put' | 'patch' | 'delete';
 
 export interface RouteSpec<P extends z.ZodType, Q extends z.ZodType, B extends z.ZodType> {
   method: Method;

@@ -5,6 +5,7 @@ import { ApiRouter } from './api-router.js';
 import { errorBody, errorResponse } from './http-error.js';
 import { adminRoutes } from './routes/admin.js';
 import { opsRoutes } from './routes/ops.js';
+import { modelRoutes } from './routes/models.js';
 import { userRoutes } from './routes/users.js';
 import type { StrataNode } from './strata-node.js';
 
@@ -50,10 +51,22 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
     );
   });
 
+  // URL parsing resolves dot segments ("/files/a/../b" becomes "/files/b") before routing, so
+  // a traversal attempt would silently land somewhere else. Refuse them on the raw target.
+  app.use('*', async (c, next) => {
+    const raw = (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url;
+    const path = raw?.split('?')[0] ?? '';
+    if (/(^|\/)(\.|%2e){1,2}(\/|$)/i.test(path)) {
+      return c.json(errorBody('invalid_input', 'the request path contains "." or ".." segments'), 400);
+    }
+    await next();
+  });
+
   const router = new ApiRouter(app, node.tokens, node.config.server.max_body_bytes);
   opsRoutes(router, node);
   adminRoutes(router, node);
   userRoutes(router, node);
+  modelRoutes(router, node);
 
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
   app.onError((err, c) => errorResponse(c, err));

@@ -26,6 +26,29 @@ const tier = z.strictObject({
   conversation_retention_days: z.int().positive().describe('days a conversation is kept after its last message'),
 });
 
+const fsTier = z.strictObject({
+  driver: z.literal('fs'),
+  /** Default: <data_dir>/objects/<tier>. */
+  path: z.string().min(1).optional(),
+});
+
+const s3Tier = z.strictObject({
+  driver: z.literal('s3'),
+  endpoint: z.string().min(1).describe('host name of the MinIO / S3 endpoint'),
+  port: z.int().min(1).max(65535).optional(),
+  use_ssl: z.boolean().default(true),
+  region: z.string().default('us-east-1'),
+  bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'a valid S3 bucket name (3-63 characters)'),
+  access_key: z.string().min(1),
+  secret_key: z.string().min(1),
+  path_style: z.boolean().default(true),
+  part_size_bytes: z.int().min(5 * 1024 * 1024).default(16 * 1024 * 1024),
+  parallel_parts: z.int().min(1).max(64).default(4),
+});
+
+export const objectTierSchema = z.discriminatedUnion('driver', [fsTier, s3Tier]);
+export type ObjectTierConfig = z.infer<typeof objectTierSchema>;
+
 export const configSchema = z.strictObject({
   node: z
     .strictObject({
@@ -48,6 +71,11 @@ export const configSchema = z.strictObject({
   storage: z
     .strictObject({
       data_dir: z.string().min(1).default('./data'),
+    })
+    .prefault({}),
+  objects: z
+    .strictObject({
+      hot: objectTierSchema.default({ driver: 'fs' }),
     })
     .prefault({}),
   log: z

@@ -5,24 +5,28 @@ import { TokenStore, tokenMigrations } from '../engines/auth/token-store.js';
 import { SqlStore } from '../engines/sql/sql-store.js';
 import type { Actor } from '../engines/sql/writer.js';
 import { UserStore, userMigrations } from '../engines/users/user-store.js';
+import { ModelRegistry, modelMigrations } from '../engines/models/model-registry.js';
+import type { ObjectStore } from '../engines/objects/object-store.js';
+import { openObjectTier } from './object-tiers.js';
 import type { StrataConfig } from './config.js';
 import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 
 export const SYSTEM: Actor = { tokenId: 'system' };
 
-export const ENGINE_MIGRATIONS = [...auditMigrations, ...tokenMigrations, ...userMigrations];
+export const ENGINE_MIGRATIONS = [...auditMigrations, ...tokenMigrations, ...userMigrations, ...modelMigrations];
 
 /**
  * The engines on one SQL store. Separate from StrataNode.open so that a replica or a restore
  * can define the same change types on a store and replay a log into it.
  */
-export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers'>) {
+export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers'>, hot: ObjectStore) {
   const audit = new AuditLog(sql.db, sql.changes);
   sql.writer.setAuditor(audit.append);
   const tokens = new TokenStore(sql.db, sql.changes, sql.writer);
   const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers));
-  return { audit, tokens, users };
+  const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot);
+  return { audit, tokens, users, models };
 }
 
 /**
@@ -43,6 +47,7 @@ export class StrataNode {
     readonly tokens: TokenStore,
     readonly audit: AuditLog,
     readonly users: UserStore,
+    readonly models: ModelRegistry,
   ) {
     this.dataDir = resolve(config.storage.data_dir);
   }
@@ -58,9 +63,16 @@ export class StrataNode {
         metrics.changelogLsn.set(lastLsn);
       },
     });
-    const { audit, tokens, users } = createEngines(sql, config);
+    let hot: ObjectStore;
+    try {
+      hot = await openObjectTier('hot', config.objects.hot, dataDir);
+    } catch (err) {
+      await sql.close();
+      throw err;
+    }
+    const { audit, tokens, users, models } = createEngines(sql, config, hot);
     metrics.changelogLsn.set(sql.writer.lastLsn);
-    const node = new StrataNode(config, log, metrics, sql, tokens, audit, users);
+    const node = new StrataNode(config, log, metrics, sql, tokens, audit, users, models);
     await node.ensureAdminToken();
     return node;
   }

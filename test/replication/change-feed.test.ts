@@ -4,6 +4,7 @@ import { SqlStore } from '../../src/engines/sql/sql-store.js';
 import { createEngines, ENGINE_MIGRATIONS } from '../../src/daemon/strata-node.js';
 import { applyChanges, readChanges } from '../../src/replication/change-feed.js';
 import { tempDir } from '../helpers/daemon.js';
+import { FsObjectStore } from '../../src/engines/objects/fs-object-store.js';
 import { openTestNode } from '../helpers/node.js';
 
 const tables = ['users', 'preferences', 'tokens', 'audit_log'];
@@ -22,7 +23,7 @@ describe('change feed', () => {
     await primary.call('DELETE', `/v1/admin/tokens/${tok.body.id}`);
 
     const replica = await SqlStore.open(join(tempDir(), 'replica.db'), ENGINE_MIGRATIONS);
-    const engines = createEngines(replica, primary.node.config);
+    const engines = createEngines(replica, primary.node.config, new FsObjectStore(tempDir()));
     // Ship in small batches, re-sending one batch as a lost acknowledgement would.
     let lsn = 0;
     for (;;) {

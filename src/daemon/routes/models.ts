@@ -1,0 +1,160 @@
+import { Readable } from 'node:stream';
+import { z } from 'zod';
+import type { ApiRouter } from '../api-router.js';
+import { actorOf } from '../auth.js';
+import { parseRange } from '../byte-range.js';
+import { errorBody } from '../http-error.js';
+import { decodeCursor, page, pageQuery } from '../pagination.js';
+import { id } from '../schemas.js';
+import type { StrataNode } from '../strata-node.js';
+
+const modelParams = z.object({ model: id });
+const versionParams = z.object({ model: id, version: id });
+const fileParams = z.object({ model: id, version: id, path: z.string().min(1) });
+const FILE_PATH = '/v1/models/:model/versions/:version/files/:path{.+}';
+
+export function modelRoutes(router: ApiRouter, node: StrataNode): void {
+  const { models } = node;
+
+  router.route(
+    {
+      method: 'put',
+      path: '/v1/models/:model',
+      summary: 'Create or update a model',
+      tag: 'models',
+      access: 'service',
+      params: modelParams,
+      body: z.strictObject({ description: z.string().max(10_000).optional(), tags: z.array(z.string().max(200)).max(100).optional() }),
+      responses: { 201: { description: 'created' }, 200: { description: 'updated' } },
+    },
+    async (c, { params, body, caller }) => {
+      const { created } = await models.putModel(actorOf(caller), params.model, body);
+      return c.json(models.getModel(params.model), created ? 201 : 200);
+    },
+  );
+
+  router.route(
+    { method: 'get', path: '/v1/models', summary: 'Models by name', tag: 'models', access: 'read', query: pageQuery, responses: { 200: { description: 'a page of models' } } },
+    (c, { query }) => {
+      const from = decodeCursor(query.cursor, z.object({ after: z.string() }));
+      return c.json(page(models.listModels(query.limit + 1, from?.after), query.limit, (m) => ({ after: m.name })));
+    },
+  );
+
+  router.route(
+    { method: 'get', path: '/v1/models/:model', summary: 'A model with its versions, aliases, alias history and rollout', tag: 'models', access: 'read', params: modelParams, responses: { 200: { description: 'the model' } } },
+    (c, { params }) => c.json(models.getModel(params.model)),
+  );
+
+  router.route(
+    {
+      method: 'post',
+      path: '/v1/models/:model/versions',
+      summary: 'Open a new version',
+      tag: 'models',
+      access: 'service',
+      params: modelParams,
+      body: z.strictObject({ version: id.optional(), metadata: z.record(z.string(), z.unknown()).optional() }),
+      responses: { 201: { description: 'the open version' }, 409: { description: 'exists' } },
+    },
+    async (c, { params, body, caller }) => c.json(await models.createVersion(actorOf(caller), params.model, body), 201),
+  );
+
+  router.route(
+    { method: 'get', path: '/v1/models/:model/versions/:version', summary: 'A version (id or alias) with its files', tag: 'models', access: 'read', params: versionParams, responses: { 200: { description: 'the version' } } },
+    (c, { params }) => c.json(models.getVersion(params.model, params.version)),
+  );
+
+  router.route(
+    { method: 'post', path: '/v1/models/:model/versions/:version/finalize', summary: 'Make a version immutable', tag: 'models', access: 'service', params: versionParams, responses: { 200: { description: 'final' } } },
+    async (c, { params, caller }) => c.json(await models.finalize(actorOf(caller), params.model, params.version)),
+  );
+
+  router.route(
+    {
+      method: 'put',
+      path: FILE_PATH,
+      summary: 'Upload a file, streamed; optional X-Content-Sha256 is checked and nothing is kept on mismatch',
+      tag: 'models',
+      access: 'service',
+      params: fileParams,
+      responses: { 201: { description: '{path, size, sha256}' }, 400: { description: 'bad path or sha256 mismatch' }, 409: { description: 'version is final' } },
+    },
+    async (c, { params, caller }) => {
+      const body = c.req.raw.body;
+      const source: AsyncIterable<Uint8Array> = body ? Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>) : (async function* () {})();
+      const entry = await models.putFile(actorOf(caller), params.model, params.version, params.path, source, c.req.header('x-content-sha256'));
+      return c.json(entry, 201);
+    },
+  );
+
+  const download = async (c: Parameters<Parameters<ApiRouter['route']>[1]>[0], params: z.infer<typeof fileParams>, head: boolean) => {
+    const f = models.locateFile(params.model, params.version, params.path);
+    const headers: Record<string, string> = {
+      ETag: `"${f.sha256}"`,
+      'Accept-Ranges': 'bytes',
+      'Content-Type': 'application/octet-stream',
+    };
+    const range = parseRange(c.req.header('range'), f.size);
+    if (range === 'unsatisfiable') {
+      return c.json(errorBody('range_not_satisfiable', `the range is outside the file (${f.size} bytes)`), 416, { 'Content-Range': `bytes */${f.size}` });
+    }
+    const status = range ? 206 : 200;
+    if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end}/${f.size}`;
+    headers['Content-Length'] = String(range ? range.end - range.start + 1 : f.size);
+    if (head) return c.body(null, status, headers);
+    const stream = await node.models.openFile(f.key, range);
+    return c.body(Readable.toWeb(stream) as ReadableStream, status, headers);
+  };
+
+  router.route(
+    { method: 'get', path: FILE_PATH, summary: 'Download a file; one Range allowed', tag: 'models', access: 'read', params: fileParams, responses: { 200: { description: 'the bytes' }, 206: { description: 'a range' }, 416: { description: 'unsatisfiable range' } } },
+    (c, { params }) => download(c, params, false),
+  );
+  router.route(
+    { method: 'head', path: FILE_PATH, summary: 'Size, ETag and range support of a file', tag: 'models', access: 'read', params: fileParams, responses: { 200: { description: 'headers only' } } },
+    (c, { params }) => download(c, params, true),
+  );
+
+  router.route(
+    {
+      method: 'put',
+      path: '/v1/models/:model/aliases/:alias',
+      summary: 'Point an alias at a version; the move is kept in the alias history',
+      tag: 'models',
+      access: 'service',
+      params: z.object({ model: id, alias: id }),
+      body: z.strictObject({ version: id }),
+      responses: { 200: { description: 'moved' } },
+    },
+    async (c, { params, body, caller }) => c.json(await models.setAlias(actorOf(caller), params.model, params.alias, body.version)),
+  );
+
+  router.route(
+    {
+      method: 'put',
+      path: '/v1/models/:model/rollout',
+      summary: 'Weighted variants (weights sum to 100)',
+      tag: 'models',
+      access: 'service',
+      params: modelParams,
+      body: z.strictObject({ variants: z.array(z.strictObject({ version: id, weight: z.int().min(0).max(100) })).min(1).max(20) }),
+      responses: { 200: { description: 'set' } },
+    },
+    async (c, { params, body, caller }) => c.json(await models.setRollout(actorOf(caller), params.model, body.variants)),
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/v1/models/:model/rollout/resolve',
+      summary: 'The version for a key; sticky while the rollout is unchanged',
+      tag: 'models',
+      access: 'read',
+      params: modelParams,
+      query: z.object({ key: z.string().min(1).max(512) }),
+      responses: { 200: { description: '{version}' } },
+    },
+    (c, { params, query }) => c.json(models.resolveRollout(params.model, query.key)),
+  );
+}

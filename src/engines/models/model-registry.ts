@@ -1,0 +1,338 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { Conflict, InvalidInput, NotFound } from '../errors.js';
+import type { ObjectStore } from '../objects/object-store.js';
+import type { ChangeLog, ChangeType } from '../sql/change-log.js';
+import type { SqlDatabase } from '../sql/database.js';
+import type { Migration } from '../sql/migrations.js';
+import type { Actor, Writer } from '../sql/writer.js';
+
+// Models, their versions and files, aliases with their history, and weighted rollouts.
+//
+// Blobs before references: a file's bytes are written to the object tier under a fresh key
+// (`blobs/<uuid>`) and verified before the transaction that references them commits. If a
+// blob with the same sha256 already exists, the new row points at the existing blob and the
+// fresh copy is deleted after the commit — identical content is stored once, without the
+// rename-after-hash that S3 cannot do. A crash between the put and the commit leaves an
+// unreferenced object, which garbage collection removes; never a row without its bytes.
+
+export const modelMigrations: Migration[] = [
+  {
+    engine: 'models',
+    version: 1,
+    name: 'model registry',
+    sql: `
+      CREATE TABLE blobs (
+        sha256 TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        tier TEXT NOT NULL DEFAULT 'hot',
+        key TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      ) STRICT;
+      CREATE TABLE models (
+        name TEXT PRIMARY KEY,
+        description TEXT NOT NULL DEFAULT '',
+        tags TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      ) STRICT;
+      CREATE TABLE model_versions (
+        model TEXT NOT NULL REFERENCES models (name),
+        version TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'final')),
+        metadata TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        finalized_at TEXT,
+        PRIMARY KEY (model, version)
+      ) STRICT;
+      CREATE TABLE model_files (
+        model TEXT NOT NULL,
+        version TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL REFERENCES blobs (sha256),
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (model, version, path),
+        FOREIGN KEY (model, version) REFERENCES model_versions (model, version)
+      ) STRICT;
+      CREATE INDEX model_files_sha ON model_files (sha256);
+      CREATE TABLE model_aliases (
+        model TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        version TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (model, alias)
+      ) STRICT;
+      CREATE TABLE model_alias_history (
+        seq INTEGER PRIMARY KEY,
+        model TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        version TEXT NOT NULL,
+        previous TEXT,
+        token_id TEXT NOT NULL,
+        time TEXT NOT NULL
+      ) STRICT;
+      CREATE TABLE model_rollouts (
+        model TEXT PRIMARY KEY,
+        variants TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      ) STRICT;
+    `,
+  },
+];
+
+export interface FileEntry {
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+export interface RolloutVariant {
+  version: string;
+  weight: number;
+}
+
+type VersionRow = { model: string; version: string; state: 'open' | 'final'; metadata: string; created_at: string; finalized_at: string | null };
+
+/** File paths inside a version: relative, slash-separated, no `..`, no NUL, no backslash. */
+export function checkFilePath(path: string): void {
+  if (
+    path.length === 0 ||
+    path.length > 1024 ||
+    path.startsWith('/') ||
+    /[\0\\]/.test(path) ||
+    path.split('/').some((s) => s === '' || s === '.' || s === '..')
+  ) {
+    throw new InvalidInput(`invalid file path ${JSON.stringify(path)}: use a relative path without "..", "//", NUL or backslashes`);
+  }
+}
+
+export class ModelRegistry {
+  private readonly modelPut: ChangeType<{ name: string; description: string; tags: string; now: string }>;
+  private readonly versionPut: ChangeType<VersionRow>;
+  private readonly filePut: ChangeType<FileEntry & { model: string; version: string; key: string; now: string }>;
+  private readonly aliasSet: ChangeType<{ model: string; alias: string; version: string; previous: string | null; token_id: string; now: string }>;
+  private readonly rolloutSet: ChangeType<{ model: string; variants: string; now: string }>;
+
+  constructor(
+    private readonly db: SqlDatabase,
+    changes: ChangeLog,
+    private readonly writer: Writer,
+    private readonly store: ObjectStore,
+  ) {
+    this.modelPut = changes.define('models', 'put', (db, m) => {
+      db.prepare(
+        `INSERT INTO models (name, description, tags, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET description = excluded.description, tags = excluded.tags, updated_at = excluded.updated_at`,
+      ).run(m.name, m.description, m.tags, m.now, m.now);
+    });
+    this.versionPut = changes.define<VersionRow>('models', 'put_version', (db, v) => {
+      db.prepare(
+        `INSERT INTO model_versions (model, version, state, metadata, created_at, finalized_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (model, version) DO UPDATE SET state = excluded.state, finalized_at = excluded.finalized_at`,
+      ).run(v.model, v.version, v.state, v.metadata, v.created_at, v.finalized_at);
+    });
+    this.filePut = changes.define('models', 'put_file', (db, f) => {
+      db.prepare('INSERT OR IGNORE INTO blobs (sha256, size, tier, key, created_at) VALUES (?, ?, ?, ?, ?)').run(f.sha256, f.size, 'hot', f.key, f.now);
+      db.prepare(
+        `INSERT INTO model_files (model, version, path, size, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (model, version, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, created_at = excluded.created_at`,
+      ).run(f.model, f.version, f.path, f.size, f.sha256, f.now);
+    });
+    this.aliasSet = changes.define('models', 'set_alias', (db, a) => {
+      db.prepare(
+        `INSERT INTO model_aliases (model, alias, version, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at`,
+      ).run(a.model, a.alias, a.version, a.now);
+      db.prepare('INSERT INTO model_alias_history (model, alias, version, previous, token_id, time) VALUES (?, ?, ?, ?, ?, ?)').run(
+        a.model,
+        a.alias,
+        a.version,
+        a.previous,
+        a.token_id,
+        a.now,
+      );
+    });
+    this.rolloutSet = changes.define('models', 'set_rollout', (db, r) => {
+      db.prepare(
+        `INSERT INTO model_rollouts (model, variants, updated_at) VALUES (?, ?, ?)
+         ON CONFLICT (model) DO UPDATE SET variants = excluded.variants, updated_at = excluded.updated_at`,
+      ).run(r.model, r.variants, r.now);
+    });
+  }
+
+  putModel(actor: Actor, name: string, input: { description?: string | undefined; tags?: string[] | undefined }): Promise<{ created: boolean }> {
+    return this.writer.write(actor, (tx) => {
+      const existing = this.db.prepare<{ description: string; tags: string }>('SELECT description, tags FROM models WHERE name = ?').get(name);
+      tx.apply(this.modelPut, {
+        name,
+        description: input.description ?? existing?.description ?? '',
+        tags: input.tags ? JSON.stringify(input.tags) : (existing?.tags ?? '[]'),
+        now: new Date().toISOString(),
+      });
+      tx.audit(existing ? 'models.update' : 'models.create', `model:${name}`);
+      return { created: !existing };
+    });
+  }
+
+  listModels(limit: number, after?: string) {
+    return this.db
+      .prepare<{ name: string; description: string; tags: string; created_at: string; updated_at: string }>(
+        'SELECT * FROM models WHERE name > ? ORDER BY name LIMIT ?',
+      )
+      .all(after ?? '', limit)
+      .map((m) => ({ ...m, tags: JSON.parse(m.tags) as string[] }));
+  }
+
+  getModel(name: string) {
+    const m = this.db.prepare<{ name: string; description: string; tags: string; created_at: string; updated_at: string }>('SELECT * FROM models WHERE name = ?').get(name);
+    if (!m) throw new NotFound(`model ${name} does not exist`);
+    const versions = this.db
+      .prepare<VersionRow>('SELECT * FROM model_versions WHERE model = ? ORDER BY created_at, version')
+      .all(name)
+      .map((v) => ({ version: v.version, state: v.state, created_at: v.created_at, finalized_at: v.finalized_at }));
+    const aliases = Object.fromEntries(
+      this.db.prepare<{ alias: string; version: string }>('SELECT alias, version FROM model_aliases WHERE model = ? ORDER BY alias').all(name).map((a) => [a.alias, a.version]),
+    );
+    const alias_history = this.db
+      .prepare('SELECT alias, version, previous, token_id, time FROM model_alias_history WHERE model = ? ORDER BY seq DESC LIMIT 100')
+      .all(name);
+    const rollout = this.db.prepare<{ variants: string }>('SELECT variants FROM model_rollouts WHERE model = ?').get(name);
+    return { ...m, tags: JSON.parse(m.tags) as string[], versions, aliases, alias_history, rollout: rollout ? (JSON.parse(rollout.variants) as RolloutVariant[]) : null };
+  }
+
+  createVersion(actor: Actor, model: string, input: { version?: string | undefined; metadata?: Record<string, unknown> | undefined }) {
+    return this.writer.write(actor, (tx) => {
+      this.getModel(model);
+      const version = input.version ?? new Date().toISOString().replace(/[-:.]/g, '').slice(0, 15) + '-' + randomUUID().slice(0, 8);
+      if (this.findVersion(model, version)) throw new Conflict(`version ${version} of ${model} already exists`);
+      if (this.db.prepare('SELECT 1 FROM model_aliases WHERE model = ? AND alias = ?').get(model, version)) {
+        throw new Conflict(`"${version}" is an alias of ${model}; versions and aliases share one namespace`);
+      }
+      const row: VersionRow = { model, version, state: 'open', metadata: JSON.stringify(input.metadata ?? {}), created_at: new Date().toISOString(), finalized_at: null };
+      tx.apply(this.versionPut, row);
+      tx.audit('models.create_version', `model:${model}@${version}`);
+      return { version, state: 'open' as const, metadata: input.metadata ?? {}, created_at: row.created_at };
+    });
+  }
+
+  private findVersion(model: string, version: string): VersionRow | undefined {
+    return this.db.prepare<VersionRow>('SELECT * FROM model_versions WHERE model = ? AND version = ?').get(model, version);
+  }
+
+  /** A version id or an alias → the version row. */
+  resolveVersion(model: string, versionOrAlias: string): VersionRow {
+    const direct = this.findVersion(model, versionOrAlias);
+    if (direct) return direct;
+    const alias = this.db.prepare<{ version: string }>('SELECT version FROM model_aliases WHERE model = ? AND alias = ?').get(model, versionOrAlias);
+    const viaAlias = alias && this.findVersion(model, alias.version);
+    if (!viaAlias) throw new NotFound(`model ${model} has no version or alias "${versionOrAlias}"`);
+    return viaAlias;
+  }
+
+  getVersion(model: string, versionOrAlias: string) {
+    const v = this.resolveVersion(model, versionOrAlias);
+    const files = this.db
+      .prepare<FileEntry>('SELECT path, size, sha256 FROM model_files WHERE model = ? AND version = ? ORDER BY path')
+      .all(model, v.version);
+    return { version: v.version, state: v.state, files, metadata: JSON.parse(v.metadata) as Record<string, unknown>, created_at: v.created_at, finalized_at: v.finalized_at };
+  }
+
+  /**
+   * Streams a file into the object tier, then records it. The version must be open before the
+   * bytes are sent and still be open when the row is written.
+   */
+  async putFile(actor: Actor, model: string, versionOrAlias: string, path: string, body: AsyncIterable<Uint8Array>, expectedSha256?: string): Promise<FileEntry> {
+    checkFilePath(path);
+    if (expectedSha256 !== undefined && !/^[0-9a-fA-F]{64}$/.test(expectedSha256)) {
+      throw new InvalidInput('X-Content-Sha256 must be 64 hex characters');
+    }
+    const v = this.resolveVersion(model, versionOrAlias);
+    if (v.state !== 'open') throw new Conflict(`version ${v.version} of ${model} is finalized; its files cannot change`);
+    const key = `blobs/${randomUUID()}`;
+    const put = await this.store.put(key, body, expectedSha256 ? { expectedSha256 } : {});
+    let duplicate = false;
+    try {
+      await this.writer.write(actor, (tx) => {
+        const now = this.findVersion(model, v.version);
+        if (now?.state !== 'open') throw new Conflict(`version ${v.version} of ${model} was finalized during the upload`);
+        const existing = this.db.prepare<{ key: string }>('SELECT key FROM blobs WHERE sha256 = ?').get(put.sha256);
+        duplicate = existing !== undefined;
+        tx.apply(this.filePut, { model, version: v.version, path, size: put.size, sha256: put.sha256, key: existing?.key ?? key, now: new Date().toISOString() });
+        tx.audit('models.put_file', `model:${model}@${v.version}/${path}`, { size: put.size, sha256: put.sha256 });
+      });
+    } catch (err) {
+      await this.store.delete(key).catch(() => undefined);
+      throw err;
+    }
+    if (duplicate) await this.store.delete(key).catch(() => undefined);
+    return { path, size: put.size, sha256: put.sha256 };
+  }
+
+  /** The file's entry and where its bytes live. */
+  locateFile(model: string, versionOrAlias: string, path: string): FileEntry & { key: string; tier: string } {
+    checkFilePath(path);
+    const v = this.resolveVersion(model, versionOrAlias);
+    const f = this.db
+      .prepare<FileEntry & { key: string; tier: string }>(
+        'SELECT f.path, f.size, f.sha256, b.key, b.tier FROM model_files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.model = ? AND f.version = ? AND f.path = ?',
+      )
+      .get(model, v.version, path);
+    if (!f) throw new NotFound(`${model}@${v.version} has no file ${path}`);
+    return f;
+  }
+
+  openFile(key: string, range?: { start: number; end: number }) {
+    return this.store.get(key, range);
+  }
+
+  finalize(actor: Actor, model: string, versionOrAlias: string) {
+    return this.writer.write(actor, (tx) => {
+      const v = this.resolveVersion(model, versionOrAlias);
+      if (v.state === 'final') return { version: v.version, state: 'final' as const };
+      tx.apply(this.versionPut, { ...v, state: 'final', finalized_at: new Date().toISOString() });
+      tx.audit('models.finalize', `model:${model}@${v.version}`);
+      return { version: v.version, state: 'final' as const };
+    });
+  }
+
+  setAlias(actor: Actor, model: string, alias: string, version: string) {
+    return this.writer.write(actor, (tx) => {
+      this.getModel(model);
+      if (!this.findVersion(model, version)) throw new NotFound(`model ${model} has no version ${version}`);
+      if (this.findVersion(model, alias)) throw new Conflict(`"${alias}" is a version of ${model}; versions and aliases share one namespace`);
+      const previous = this.db.prepare<{ version: string }>('SELECT version FROM model_aliases WHERE model = ? AND alias = ?').get(model, alias)?.version ?? null;
+      tx.apply(this.aliasSet, { model, alias, version, previous, token_id: actor.tokenId, now: new Date().toISOString() });
+      tx.audit('models.set_alias', `model:${model}#${alias}`, { version, previous });
+      return { model, alias, version, previous };
+    });
+  }
+
+  setRollout(actor: Actor, model: string, variants: RolloutVariant[]) {
+    const total = variants.reduce((s, v) => s + v.weight, 0);
+    if (total !== 100) throw new InvalidInput(`rollout weights must sum to 100, not ${total}`);
+    return this.writer.write(actor, (tx) => {
+      this.getModel(model);
+      for (const v of variants) if (!this.findVersion(model, v.version)) throw new InvalidInput(`model ${model} has no version ${v.version}`);
+      tx.apply(this.rolloutSet, { model, variants: JSON.stringify(variants), now: new Date().toISOString() });
+      tx.audit('models.set_rollout', `model:${model}`, { variants });
+      return { model, variants };
+    });
+  }
+
+  /**
+   * Sticky resolution: the key's SHA-256 picks a point in 0..99 and the variants divide that
+   * range in their listed order, so a key keeps its version while the rollout is unchanged.
+   */
+  resolveRollout(model: string, key: string): { version: string } {
+    const row = this.db.prepare<{ variants: string }>('SELECT variants FROM model_rollouts WHERE model = ?').get(model);
+    if (!row) throw new NotFound(`model ${model} has no rollout`);
+    const variants = JSON.parse(row.variants) as RolloutVariant[];
+    const point = createHash('sha256').update(`${model}\0${key}`).digest().readUInt32BE(0) % 100;
+    let edge = 0;
+    for (const v of variants) {
+      edge += v.weight;
+      if (point < edge) return { version: v.version };
+    }
+    return { version: variants[variants.length - 1]!.version };
+  }
+}

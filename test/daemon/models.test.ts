@@ -1,0 +1,160 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { api, startDaemon, type Daemon } from '../helpers/daemon.js';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+function blobFiles(d: Daemon): string[] {
+  try {
+    return readdirSync(join(d.dataDir, 'objects', 'hot', 'blobs'));
+  } catch {
+    return [];
+  }
+}
+
+describe('model store over HTTP', () => {
+  let d: Daemon;
+  const auth = () => ({ authorization: `Bearer ${d.adminToken}` });
+  const put = (path: string, body: Buffer, headers: Record<string, string> = {}) =>
+    fetch(d.url + path, { method: 'PUT', headers: { ...auth(), ...headers }, body });
+
+  beforeAll(async () => {
+    d = await startDaemon();
+    expect((await api(d, 'PUT', '/v1/models/llama', { description: 'test model', tags: ['chat'] })).status).toBe(201);
+    expect((await api(d, 'PUT', '/v1/models/llama', { description: 'updated' })).status).toBe(200);
+    expect((await api(d, 'POST', '/v1/models/llama/versions', { version: 'v1', metadata: { params: '8B' } })).status).toBe(201);
+    expect((await api(d, 'POST', '/v1/models/llama/versions', { version: 'v1' })).status).toBe(409);
+  });
+  afterAll(async () => {
+    await d.stop();
+  });
+
+  it('streams an upload, checks X-Content-Sha256, and serves it back with ETag and length', async () => {
+    const data = randomBytes(3 * 1024 * 1024 + 5);
+    const res = await put('/v1/models/llama/versions/v1/files/weights/model-00001.safetensors', data, { 'x-content-sha256': sha(data) });
+    expect(res.status).toBe(201);
+    expect(await res.json()).toEqual({ path: 'weights/model-00001.safetensors', size: data.length, sha256: sha(data) });
+    const get = await fetch(d.url + '/v1/models/llama/versions/v1/files/weights/model-00001.safetensors', { headers: auth() });
+    expect(get.status).toBe(200);
+    expect(get.headers.get('etag')).toBe(`"${sha(data)}"`);
+    expect(get.headers.get('accept-ranges')).toBe('bytes');
+    expect(get.headers.get('content-length')).toBe(String(data.length));
+    expect(Buffer.from(await get.arrayBuffer()).equals(data)).toBe(true);
+    const head = await fetch(d.url + '/v1/models/llama/versions/v1/files/weights/model-00001.safetensors', { method: 'HEAD', headers: auth() });
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-length')).toBe(String(data.length));
+    const version = (await api(d, 'GET', '/v1/models/llama/versions/v1')).body;
+    expect(version).toMatchObject({ version: 'v1', state: 'open', metadata: { params: '8B' } });
+    expect(version.files).toEqual([{ path: 'weights/model-00001.safetensors', size: data.length, sha256: sha(data) }]);
+  });
+
+  it('a sha256 mismatch is a 400 and keeps nothing', async () => {
+    const before = blobFiles(d).length;
+    const res = await put('/v1/models/llama/versions/v1/files/bad.bin', Buffer.from('some bytes'), { 'x-content-sha256': '0'.repeat(64) });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as any).error.code).toBe('invalid_input');
+    expect(blobFiles(d).length).toBe(before);
+    expect((await api(d, 'GET', '/v1/models/llama/versions/v1/files/bad.bin')).status).toBe(404);
+    expect((await put('/v1/models/llama/versions/v1/files/x.bin', Buffer.from('x'), { 'x-content-sha256': 'nothex' })).status).toBe(400);
+  });
+
+  it('stores identical content once across versions and models', async () => {
+    const data = randomBytes(100_000);
+    await api(d, 'POST', '/v1/models/llama/versions', { version: 'v2' });
+    await api(d, 'PUT', '/v1/models/other', {});
+    await api(d, 'POST', '/v1/models/other/versions', { version: 'a' });
+    const before = blobFiles(d).length;
+    for (const p of ['/v1/models/llama/versions/v1/files/tok.json', '/v1/models/llama/versions/v2/files/tok.json', '/v1/models/other/versions/a/files/t.json']) {
+      expect((await put(p, data)).status).toBe(201);
+    }
+    expect(blobFiles(d).length).toBe(before + 1);
+    const back = await fetch(d.url + '/v1/models/other/versions/a/files/t.json', { headers: auth() });
+    expect(Buffer.from(await back.arrayBuffer()).equals(data)).toBe(true);
+  });
+
+  it('serves single ranges: first byte, last byte, open-ended, suffix; 416 past the end', async () => {
+    const data = randomBytes(1000);
+    await put('/v1/models/llama/versions/v1/files/r.bin', data);
+    const range = async (r: string) => {
+      const res = await fetch(d.url + '/v1/models/llama/versions/v1/files/r.bin', { headers: { ...auth(), range: r } });
+      return { status: res.status, cr: res.headers.get('content-range'), body: Buffer.from(await res.arrayBuffer()) };
+    };
+    expect(await range('bytes=0-0')).toEqual({ status: 206, cr: 'bytes 0-0/1000', body: data.subarray(0, 1) });
+    expect(await range('bytes=999-999')).toEqual({ status: 206, cr: 'bytes 999-999/1000', body: data.subarray(999) });
+    expect(await range('bytes=900-')).toEqual({ status: 206, cr: 'bytes 900-999/1000', body: data.subarray(900) });
+    expect(await range('bytes=-10')).toEqual({ status: 206, cr: 'bytes 990-999/1000', body: data.subarray(990) });
+    expect(await range('bytes=990-5000')).toEqual({ status: 206, cr: 'bytes 990-999/1000', body: data.subarray(990) });
+    const past = await range('bytes=1000-1001');
+    expect(past.status).toBe(416);
+    expect(past.cr).toBe('bytes */1000');
+  });
+
+  it('refuses path traversal with 400', async () => {
+    const { hostname, port } = new URL(d.url);
+    for (const p of ['..%2F..%2Fetc%2Fpasswd', 'a/%2e%2e/b', 'a/../b', '../../../etc/passwd', 'a/./b', 'a%00b', '%2Fabs', 'a%5Cb']) {
+      const out = await new Promise<string>((resolve) => {
+        const s = connect(Number(port), hostname, () =>
+          s.end(`PUT /v1/models/llama/versions/v1/files/${p} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx`),
+        );
+        let o = '';
+        s.on('data', (c) => (o += c.toString()));
+        s.on('close', () => resolve(o));
+      });
+      expect(out, p).toMatch(/^HTTP\/1\.1 400/);
+      expect(out).toContain('invalid_input');
+    }
+  });
+
+  it('a finalized version refuses writes with 409', async () => {
+    await api(d, 'POST', '/v1/models/llama/versions', { version: 'v3' });
+    await put('/v1/models/llama/versions/v3/files/a.bin', Buffer.from('a'));
+    expect((await api(d, 'POST', '/v1/models/llama/versions/v3/finalize')).body).toEqual({ version: 'v3', state: 'final' });
+    const res = await put('/v1/models/llama/versions/v3/files/a.bin', Buffer.from('b'));
+    expect(res.status).toBe(409);
+    expect(((await res.json()) as any).error.code).toBe('conflict');
+    const back = await fetch(d.url + '/v1/models/llama/versions/v3/files/a.bin', { headers: auth() });
+    expect(await back.text()).toBe('a');
+  });
+
+  it('aliases resolve in paths and keep a history of who moved them', async () => {
+    expect((await api(d, 'PUT', '/v1/models/llama/aliases/production', { version: 'v1' })).status).toBe(200);
+    expect((await api(d, 'PUT', '/v1/models/llama/aliases/production', { version: 'v3' })).body).toMatchObject({ previous: 'v1', version: 'v3' });
+    expect((await api(d, 'GET', '/v1/models/llama/versions/production')).body.version).toBe('v3');
+    const model = (await api(d, 'GET', '/v1/models/llama')).body;
+    expect(model.aliases).toEqual({ production: 'v3' });
+    expect(model.alias_history.map((h: any) => [h.version, h.previous])).toEqual([
+      ['v3', 'v1'],
+      ['v1', null],
+    ]);
+    expect(model.alias_history[0].token_id).toMatch(/^tok_/);
+    expect((await api(d, 'PUT', '/v1/models/llama/aliases/production', { version: 'nope' })).status).toBe(404);
+    expect((await api(d, 'PUT', '/v1/models/llama/aliases/v2', { version: 'v1' })).status).toBe(409);
+  });
+
+  it('rollouts split keys by weight and stick', async () => {
+    expect((await api(d, 'PUT', '/v1/models/llama/rollout', { variants: [{ version: 'v1', weight: 50 }, { version: 'v2', weight: 40 }] })).status).toBe(400);
+    expect((await api(d, 'PUT', '/v1/models/llama/rollout', { variants: [{ version: 'v1', weight: 80 }, { version: 'v2', weight: 20 }] })).status).toBe(200);
+    const counts: Record<string, number> = {};
+    const first: Record<string, string> = {};
+    for (let i = 0; i < 400; i++) {
+      const v = (await api(d, 'GET', `/v1/models/llama/rollout/resolve?key=user-${i}`)).body.version;
+      counts[v] = (counts[v] ?? 0) + 1;
+      first[i] = v;
+    }
+    expect(counts.v1! / 400).toBeGreaterThan(0.7);
+    expect(counts.v2! / 400).toBeGreaterThan(0.12);
+    for (let i = 0; i < 50; i++) expect((await api(d, 'GET', `/v1/models/llama/rollout/resolve?key=user-${i}`)).body.version).toBe(first[i]);
+  });
+
+  it('a reader can download but not upload', async () => {
+    const reader = (await api(d, 'POST', '/v1/admin/tokens', { name: 'r', role: 'reader' })).body.token;
+    const res = await fetch(d.url + '/v1/models/llama/versions/v1/files/r.bin', { headers: { authorization: `Bearer ${reader}` } });
+    expect(res.status).toBe(200);
+    await res.arrayBuffer();
+    const up = await fetch(d.url + '/v1/models/llama/versions/v1/files/z.bin', { method: 'PUT', headers: { authorization: `Bearer ${reader}` }, body: 'z' });
+    expect(up.status).toBe(403);
+  });
+});
