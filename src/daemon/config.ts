@@ -78,6 +78,18 @@ export const configSchema = z.strictObject({
       hot: objectTierSchema.default({ driver: 'fs' }),
     })
     .prefault({}),
+  models: z
+    .strictObject({
+      cache: z
+        .strictObject({
+          /** Default: <data_dir>/cache/models. Put it on the fastest local disk. */
+          path: z.string().min(1).optional(),
+          capacity_bytes: z.int().positive().default(10 * 1024 ** 3),
+          pinned_aliases: z.array(z.string().min(1)).default(['production']),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

@@ -43,6 +43,11 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly modelCacheHits = new client.Counter({ name: 'strata_model_cache_hits_total', help: 'Model file reads served from the local cache', registers: [this.registry] });
+  readonly modelCacheMisses = new client.Counter({ name: 'strata_model_cache_misses_total', help: 'Model file reads that had to fetch from the object tier', registers: [this.registry] });
+  readonly modelCacheEvictions = new client.Counter({ name: 'strata_model_cache_evictions_total', help: 'Files evicted from the model cache', registers: [this.registry] });
+  readonly modelCacheBytes = new client.Gauge({ name: 'strata_model_cache_bytes', help: 'Bytes held in the model cache', registers: [this.registry] });
+
   constructor(nodeId: string) {
     new client.Gauge({
       name: 'strata_build_info',

@@ -8,6 +8,7 @@ import { UserStore, userMigrations } from '../engines/users/user-store.js';
 import { ModelRegistry, modelMigrations } from '../engines/models/model-registry.js';
 import type { ObjectStore } from '../engines/objects/object-store.js';
 import { openObjectTier } from './object-tiers.js';
+import { ModelCache } from '../engines/models/model-cache.js';
 import type { StrataConfig } from './config.js';
 import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';
@@ -20,12 +21,12 @@ export const ENGINE_MIGRATIONS = [...auditMigrations, ...tokenMigrations, ...use
  * The engines on one SQL store. Separate from StrataNode.open so that a replica or a restore
  * can define the same change types on a store and replay a log into it.
  */
-export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers'>, hot: ObjectStore) {
+export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' | 'models'>, hot: ObjectStore, cache?: ModelCache) {
   const audit = new AuditLog(sql.db, sql.changes);
   sql.writer.setAuditor(audit.append);
   const tokens = new TokenStore(sql.db, sql.changes, sql.writer);
   const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers));
-  const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot);
+  const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, cache, config.models.cache.pinned_aliases);
   return { audit, tokens, users, models };
 }
 
@@ -48,6 +49,7 @@ export class StrataNode {
     readonly audit: AuditLog,
     readonly users: UserStore,
     readonly models: ModelRegistry,
+    readonly modelCache: ModelCache,
   ) {
     this.dataDir = resolve(config.storage.data_dir);
   }
@@ -70,9 +72,23 @@ export class StrataNode {
       await sql.close();
       throw err;
     }
-    const { audit, tokens, users, models } = createEngines(sql, config, hot);
+    // The registry answers which blobs are pinned; the cache asks lazily, at eviction time.
+    let pinned: () => ReadonlySet<string> = () => new Set();
+    const cacheCfg = config.models.cache;
+    const cache = await ModelCache.open(cacheCfg.path ?? join(dataDir, 'cache', 'models'), cacheCfg.capacity_bytes, () => pinned(), {
+      hit: () => metrics.modelCacheHits.inc(),
+      miss: () => metrics.modelCacheMisses.inc(),
+      evict: (bytes) => {
+        metrics.modelCacheEvictions.inc();
+        metrics.modelCacheBytes.dec(bytes);
+      },
+      fill: (bytes) => metrics.modelCacheBytes.inc(bytes),
+    });
+    metrics.modelCacheBytes.set(cache.stats().used_bytes);
+    const { audit, tokens, users, models } = createEngines(sql, config, hot, cache);
+    pinned = () => models.pinnedBlobs();
     metrics.changelogLsn.set(sql.writer.lastLsn);
-    const node = new StrataNode(config, log, metrics, sql, tokens, audit, users, models);
+    const node = new StrataNode(config, log, metrics, sql, tokens, audit, users, models, cache);
     await node.ensureAdminToken();
     return node;
   }

@@ -157,4 +157,30 @@ describe('model store over HTTP', () => {
     const up = await fetch(d.url + '/v1/models/llama/versions/v1/files/z.bin', { method: 'PUT', headers: { authorization: `Bearer ${reader}` }, body: 'z' });
     expect(up.status).toBe(403);
   });
+
+  it('serves through the model cache; prefetch and pinned aliases make files local', async () => {
+    const before = (await api(d, 'GET', '/v1/cache')).body;
+    expect(before.capacity_bytes).toBeGreaterThan(0);
+    await api(d, 'POST', '/v1/models/llama/versions', { version: 'v9' });
+    const data = randomBytes(50_000);
+    await put('/v1/models/llama/versions/v9/files/w.bin', data);
+    const get = async () => Buffer.from(await (await fetch(d.url + '/v1/models/llama/versions/v9/files/w.bin', { headers: auth() })).arrayBuffer());
+    expect((await get()).equals(data)).toBe(true);
+    expect((await get()).equals(data)).toBe(true);
+    const after = (await api(d, 'GET', '/v1/cache')).body;
+    expect(after.misses).toBe(before.misses + 1);
+    expect(after.hits).toBe(before.hits + 1);
+    // Moving the pinned alias prefetches: the next read of a new version is a hit.
+    await api(d, 'POST', '/v1/models/llama/versions', { version: 'v10' });
+    await put('/v1/models/llama/versions/v10/files/w2.bin', randomBytes(40_000));
+    expect((await api(d, 'PUT', '/v1/models/llama/aliases/production', { version: 'v10' })).status).toBe(200);
+    for (let i = 0; i < 50 && (await api(d, 'GET', '/v1/cache')).body.entries < after.entries + 1; i++) await new Promise((r) => setTimeout(r, 50));
+    const pre = (await api(d, 'GET', '/v1/cache')).body;
+    await (await fetch(d.url + '/v1/models/llama/versions/production/files/w2.bin', { headers: auth() })).arrayBuffer();
+    expect((await api(d, 'GET', '/v1/cache')).body.hits).toBe(pre.hits + 1);
+    expect((await api(d, 'POST', '/v1/models/llama/versions/v1/prefetch')).status).toBe(202);
+    const metrics = await (await fetch(d.url + '/metrics')).text();
+    expect(metrics).toMatch(/strata_model_cache_hits_total [1-9]/);
+    expect(metrics).toMatch(/strata_model_cache_bytes [1-9]/);
+  });
 });

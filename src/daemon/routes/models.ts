@@ -103,7 +103,7 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
     if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end}/${f.size}`;
     headers['Content-Length'] = String(range ? range.end - range.start + 1 : f.size);
     if (head) return c.body(null, status, headers);
-    const stream = await node.models.openFile(f.key, range);
+    const stream = await node.models.openFile(f, range);
     return c.body(Readable.toWeb(stream) as ReadableStream, status, headers);
   };
 
@@ -127,7 +127,34 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
       body: z.strictObject({ version: id }),
       responses: { 200: { description: 'moved' } },
     },
-    async (c, { params, body, caller }) => c.json(await models.setAlias(actorOf(caller), params.model, params.alias, body.version)),
+    async (c, { params, body, caller }) => {
+      const moved = await models.setAlias(actorOf(caller), params.model, params.alias, body.version);
+      // A pinned alias should be a cache hit from its first read.
+      if (models.isPinnedAlias(params.alias)) backgroundPrefetch(node, params.model, body.version);
+      return c.json(moved);
+    },
+  );
+
+  router.route(
+    {
+      method: 'post',
+      path: '/v1/models/:model/versions/:version/prefetch',
+      summary: "Copy a version's files into the local model cache",
+      tag: 'models',
+      access: 'service',
+      params: versionParams,
+      responses: { 202: { description: 'prefetch started' } },
+    },
+    (c, { params }) => {
+      const v = models.resolveVersion(params.model, params.version);
+      backgroundPrefetch(node, params.model, v.version);
+      return c.json({ model: params.model, version: v.version, state: 'prefetching' }, 202);
+    },
+  );
+
+  router.route(
+    { method: 'get', path: '/v1/cache', summary: 'Model cache capacity, use, hits, misses, evictions', tag: 'models', access: 'read', responses: { 200: { description: 'cache stats' } } },
+    (c) => c.json(node.modelCache.stats()),
   );
 
   router.route(
@@ -156,5 +183,13 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 200: { description: '{version}' } },
     },
     (c, { params, query }) => c.json(models.resolveRollout(params.model, query.key)),
+  );
+}
+
+function backgroundPrefetch(node: StrataNode, model: string, version: string): void {
+  const started = Date.now();
+  node.models.prefetch(model, version).then(
+    (r) => node.log.info({ model, version, ...r, ms: Date.now() - started }, 'prefetch done'),
+    (err: unknown) => node.log.error({ err, model, version }, 'prefetch failed'),
   );
 }

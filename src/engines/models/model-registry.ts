@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
 import type { ObjectStore } from '../objects/object-store.js';
+import type { ModelCache } from './model-cache.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
 import type { SqlDatabase } from '../sql/database.js';
 import type { Migration } from '../sql/migrations.js';
@@ -118,6 +119,8 @@ export class ModelRegistry {
     changes: ChangeLog,
     private readonly writer: Writer,
     private readonly store: ObjectStore,
+    private readonly cache?: ModelCache,
+    private readonly pinnedAliases: readonly string[] = [],
   ) {
     this.modelPut = changes.define('models', 'put', (db, m) => {
       db.prepare(
@@ -281,8 +284,42 @@ export class ModelRegistry {
     return f;
   }
 
-  openFile(key: string, range?: { start: number; end: number }) {
-    return this.store.get(key, range);
+  /** The file's bytes, through the model cache when there is one. */
+  openFile(f: { key: string; sha256: string; size: number }, range?: { start: number; end: number }) {
+    if (!this.cache) return this.store.get(f.key, range);
+    return this.cache.read(f.sha256, f.size, () => this.store.get(f.key), range);
+  }
+
+  /** sha256 of every file of a version that a pinned alias points at: never evicted. */
+  pinnedBlobs(): Set<string> {
+    if (this.pinnedAliases.length === 0) return new Set();
+    const marks = this.pinnedAliases.map(() => '?').join(', ');
+    const rows = this.db
+      .prepare<{ sha256: string }>(
+        `SELECT DISTINCT f.sha256 FROM model_aliases a JOIN model_files f ON f.model = a.model AND f.version = a.version WHERE a.alias IN (${marks})`,
+      )
+      .all(...this.pinnedAliases);
+    return new Set(rows.map((r) => r.sha256));
+  }
+
+  /** Fills the cache with a version's files; resolves when all are local. */
+  async prefetch(model: string, versionOrAlias: string): Promise<{ files: number; bytes: number }> {
+    const v = this.resolveVersion(model, versionOrAlias);
+    const files = this.db
+      .prepare<{ sha256: string; size: number; key: string }>(
+        'SELECT f.sha256, f.size, b.key FROM model_files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.model = ? AND f.version = ?',
+      )
+      .all(model, v.version);
+    let bytes = 0;
+    for (const f of files) {
+      await this.cache?.ensure(f.sha256, f.size, () => this.store.get(f.key));
+      bytes += f.size;
+    }
+    return { files: files.length, bytes };
+  }
+
+  isPinnedAlias(alias: string): boolean {
+    return this.pinnedAliases.includes(alias);
   }
 
   finalize(actor: Actor, model: string, versionOrAlias: string) {

@@ -1,0 +1,84 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { ModelCache } from '../../../src/engines/models/model-cache.js';
+import { tempDir } from '../../helpers/daemon.js';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+async function read(s: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of s) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+function source(data: Buffer, counter: { n: number }, delayMs = 50) {
+  return async () => {
+    counter.n++;
+    await new Promise((r) => setTimeout(r, delayMs));
+    return Readable.from([data.subarray(0, 1000), data.subarray(1000)]);
+  };
+}
+
+describe('model cache', () => {
+  it('20 concurrent cold reads cause one fetch, and all get the bytes', async () => {
+    const cache = await ModelCache.open(tempDir(), 10_000_000, () => new Set());
+    const data = randomBytes(200_000);
+    const fetches = { n: 0 };
+    const results = await Promise.all(Array.from({ length: 20 }, () => cache.read(sha(data), data.length, source(data, fetches)).then(read)));
+    expect(fetches.n).toBe(1);
+    for (const r of results) expect(r.equals(data)).toBe(true);
+    expect(cache.stats()).toMatchObject({ misses: 20, hits: 0, entries: 1, used_bytes: data.length });
+    const range = await read(await cache.read(sha(data), data.length, source(data, fetches), { start: 10, end: 19 }));
+    expect(range.equals(data.subarray(10, 20))).toBe(true);
+    expect(fetches.n).toBe(1);
+    expect(cache.stats().hits).toBe(1);
+  });
+
+  it('checks sha256 on fill: corrupt bytes are refused and not cached', async () => {
+    const dir = tempDir();
+    const cache = await ModelCache.open(dir, 10_000_000, () => new Set());
+    const data = randomBytes(5000);
+    const fetches = { n: 0 };
+    await expect(cache.read('f'.repeat(64), data.length, source(data, fetches))).rejects.toThrow(/corrupt/);
+    expect(cache.has('f'.repeat(64))).toBe(false);
+    expect(readdirSync(dir).filter((f) => f !== '.tmp')).toEqual([]);
+  });
+
+  it('evicts least recently used entries at capacity, never a pinned one', async () => {
+    const blobs = Array.from({ length: 5 }, () => randomBytes(30_000));
+    const pinned = new Set([sha(blobs[0]!)]);
+    const cache = await ModelCache.open(tempDir(), 100_000, () => pinned);
+    const fetches = { n: 0 };
+    for (const b of blobs) await read(await cache.read(sha(b), b.length, source(b, fetches, 0)));
+    // 5 × 30 KB into 100 KB: two had to go, the oldest unpinned ones.
+    expect(cache.stats().evictions).toBe(2);
+    expect(cache.stats().used_bytes).toBeLessThanOrEqual(100_000);
+    expect(cache.has(sha(blobs[0]!))).toBe(true);
+    expect(cache.has(sha(blobs[1]!))).toBe(false);
+    expect(cache.has(sha(blobs[2]!))).toBe(false);
+    expect(cache.has(sha(blobs[4]!))).toBe(true);
+  });
+
+  it('rebuilds its index from the directory after a restart', async () => {
+    const dir = tempDir();
+    const data = randomBytes(10_000);
+    const fetches = { n: 0 };
+    const first = await ModelCache.open(dir, 1_000_000, () => new Set());
+    await read(await first.read(sha(data), data.length, source(data, fetches)));
+    const second = await ModelCache.open(dir, 1_000_000, () => new Set());
+    expect(second.stats()).toMatchObject({ entries: 1, used_bytes: data.length });
+    expect((await read(await second.read(sha(data), data.length, source(data, fetches)))).equals(data)).toBe(true);
+    expect(fetches.n).toBe(1);
+    expect(second.stats().hits).toBe(1);
+  });
+
+  it('streams a file larger than the whole cache without caching it', async () => {
+    const cache = await ModelCache.open(tempDir(), 1000, () => new Set());
+    const data = randomBytes(5000);
+    const fetches = { n: 0 };
+    expect((await read(await cache.read(sha(data), data.length, source(data, fetches), { start: 900, end: 1099 }))).equals(data.subarray(900, 1100))).toBe(true);
+    expect(cache.stats().entries).toBe(0);
+  });
+});
