@@ -96,6 +96,7 @@ async function serveCommand(config: StrataConfig): Promise<number> {
   let server;
   try {
     server = await startServer(node);
+    node.startBackgroundJobs();
   } catch (err) {
     await node.close();
     lock.release();

@@ -139,7 +139,24 @@ export class StrataNode {
     return { data_dir: this.dataDir, sql_driver: this.sql.db.driver, sql_bytes: size(db) + size(`${db}-wal`), free_bytes: freeBytes };
   }
 
+  private gcTimer: NodeJS.Timeout | undefined;
+
+  /** Periodic work of a serving node (not of offline CLI commands). */
+  startBackgroundJobs(): void {
+    const every = this.config.objects.gc_interval_seconds;
+    if (every > 0) {
+      this.gcTimer = setInterval(() => {
+        this.models.collectGarbage(SYSTEM, this.config.objects.gc_grace_seconds * 1000).then(
+          (r) => this.log.info(r, 'garbage collection done'),
+          (err: unknown) => this.log.error({ err }, 'garbage collection failed'),
+        );
+      }, every * 1000);
+      this.gcTimer.unref();
+    }
+  }
+
   async close(): Promise<void> {
+    clearInterval(this.gcTimer);
     await this.sql.close();
   }
 }

@@ -94,4 +94,20 @@ export function adminRoutes(router: ApiRouter, node: StrataNode): void {
     },
     (c) => c.json(node.audit.verify()),
   );
+
+  router.route(
+    {
+      method: 'post',
+      path: '/v1/admin/gc',
+      summary: 'Collect unreferenced blobs older than the grace period now',
+      tag: 'admin',
+      access: 'admin',
+      query: z.object({ grace_seconds: z.coerce.number().int().min(0).optional() }),
+      responses: { 200: { description: 'what was removed' } },
+    },
+    async (c, { query, caller }) => {
+      const grace = (query.grace_seconds ?? node.config.objects.gc_grace_seconds) * 1000;
+      return c.json(await node.models.collectGarbage(actorOf(caller), grace));
+    },
+  );
 }

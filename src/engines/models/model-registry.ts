@@ -112,6 +112,7 @@ export class ModelRegistry {
   private readonly versionPut: ChangeType<VersionRow>;
   private readonly filePut: ChangeType<FileEntry & { model: string; version: string; key: string; now: string }>;
   private readonly aliasSet: ChangeType<{ model: string; alias: string; version: string; previous: string | null; token_id: string; now: string }>;
+  private readonly blobDeleted: ChangeType<{ sha256: string }>;
   private readonly rolloutSet: ChangeType<{ model: string; variants: string; now: string }>;
 
   constructor(
@@ -154,6 +155,9 @@ export class ModelRegistry {
         a.token_id,
         a.now,
       );
+    });
+    this.blobDeleted = changes.define<{ sha256: string }>('models', 'delete_blob', (db, b) => {
+      db.prepare('DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM model_files WHERE sha256 = ?)').run(b.sha256, b.sha256);
     });
     this.rolloutSet = changes.define('models', 'set_rollout', (db, r) => {
       db.prepare(
@@ -316,6 +320,40 @@ export class ModelRegistry {
       bytes += f.size;
     }
     return { files: files.length, bytes };
+  }
+
+  /**
+   * Removes blobs nothing references, once older than `graceMs`: objects under blobs/ with no
+   * row (the leftover of a crash between blob write and commit, or of a lost race), rows no
+   * file points at, and incomplete puts. The grace period protects uploads in flight, whose
+   * object exists before its row.
+   */
+  async collectGarbage(actor: Actor, graceMs: number): Promise<{ orphan_objects: number; unreferenced_blobs: number; incomplete: number; bytes: number }> {
+    const cutoff = Date.now() - graceMs;
+    const known = new Set(this.db.prepare<{ key: string }>('SELECT key FROM blobs').all().map((r) => r.key));
+    let orphanObjects = 0;
+    let bytes = 0;
+    for await (const o of this.store.list('blobs/')) {
+      if (known.has(o.key) || (o.modified && o.modified.getTime() > cutoff)) continue;
+      await this.store.delete(o.key);
+      orphanObjects++;
+      bytes += o.size;
+    }
+    const cutoffIso = new Date(cutoff).toISOString();
+    const unreferenced = this.db
+      .prepare<{ sha256: string; key: string; size: number }>(
+        'SELECT sha256, key, size FROM blobs b WHERE created_at < ? AND NOT EXISTS (SELECT 1 FROM model_files f WHERE f.sha256 = b.sha256)',
+      )
+      .all(cutoffIso);
+    for (const b of unreferenced) {
+      // Row first, then bytes: a crash in between leaves an orphan object, never a dangling row.
+      await this.writer.write(actor, (tx) => tx.apply(this.blobDeleted, { sha256: b.sha256 }));
+      await this.store.delete(b.key);
+      await this.cache?.remove(b.sha256);
+      bytes += b.size;
+    }
+    const incomplete = (await this.store.sweepIncomplete?.(graceMs)) ?? 0;
+    return { orphan_objects: orphanObjects, unreferenced_blobs: unreferenced.length, incomplete, bytes };
   }
 
   isPinnedAlias(alias: string): boolean {

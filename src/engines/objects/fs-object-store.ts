@@ -87,12 +87,13 @@ export class FsObjectStore implements ObjectStore {
     for await (const path of walk(this.root)) {
       const key = relative(this.root, path).split(sep).join('/');
       if (key.startsWith(`${TMP}/`) || !key.startsWith(prefix)) continue;
-      yield { key, size: (await stat(path)).size };
+      const s = await stat(path);
+      yield { key, size: s.size, modified: s.mtime };
     }
   }
 
   /** Removes temp files older than `olderThanMs`: the leftovers of puts a crash interrupted. */
-  async sweepTemp(olderThanMs: number): Promise<number> {
+  async sweepIncomplete(olderThanMs: number): Promise<number> {
     const dir = join(this.root, TMP);
     let removed = 0;
     for (const name of await readdir(dir).catch(() => [] as string[])) {

@@ -27,6 +27,8 @@ export interface ByteRange {
 export interface ObjectInfo {
   key: string;
   size: number;
+  /** Last write; garbage collection keeps objects younger than its grace period. */
+  modified?: Date;
 }
 
 export interface ObjectStore {
@@ -38,6 +40,8 @@ export interface ObjectStore {
   /** Deleting an absent key is not an error. */
   delete(key: string): Promise<void>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Removes what interrupted puts left behind, if the driver can leave anything (fs can). */
+  sweepIncomplete?(olderThanMs: number): Promise<number>;
 }
 
 /** Keys are slash-separated relative paths of safe segments; anything else is refused. */

@@ -138,8 +138,8 @@ export class S3ObjectStore implements ObjectStore {
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     const stream = this.client.listObjectsV2(this.bucket, prefix, true);
-    for await (const item of stream as AsyncIterable<{ name?: string; size?: number }>) {
-      if (item.name !== undefined) yield { key: item.name, size: item.size ?? 0 };
+    for await (const item of stream as AsyncIterable<{ name?: string; size?: number; lastModified?: Date }>) {
+      if (item.name !== undefined) yield { key: item.name, size: item.size ?? 0, ...(item.lastModified ? { modified: item.lastModified } : {}) };
     }
   }
 }

@@ -21,10 +21,10 @@ describe('fs object store', () => {
     writeFileSync(join(tmp, 'orphan'), 'partial');
     await expect(store.put('k', stalled())).rejects.toThrow();
     expect(readdirSync(tmp)).toEqual(['orphan']);
-    expect(await store.sweepTemp(60_000)).toBe(0);
+    expect(await store.sweepIncomplete(60_000)).toBe(0);
     const old = new Date(Date.now() - 120_000);
     utimesSync(join(tmp, 'orphan'), old, old);
-    expect(await store.sweepTemp(60_000)).toBe(1);
+    expect(await store.sweepIncomplete(60_000)).toBe(1);
     expect(readdirSync(tmp)).toEqual([]);
     expect(await store.head('k')).toBeUndefined();
   });
