@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { z } from 'zod';
+import { InvalidInput } from '../../engines/errors.js';
 import type { ApiRouter } from '../api-router.js';
 import { actorOf } from '../auth.js';
 import { parseRange } from '../byte-range.js';
@@ -74,18 +75,57 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
     {
       method: 'put',
       path: FILE_PATH,
-      summary: 'Upload a file, streamed; optional X-Content-Sha256 is checked and nothing is kept on mismatch',
+      summary:
+        'Upload a file, streamed; optional X-Content-Sha256 is checked and nothing is kept on mismatch. With ?upload_id&part=N: one part of a resumable upload',
       tag: 'models',
       access: 'service',
       params: fileParams,
-      responses: { 201: { description: '{path, size, sha256}' }, 400: { description: 'bad path or sha256 mismatch' }, 409: { description: 'version is final' } },
+      query: z.object({ upload_id: z.uuid().optional(), part: z.coerce.number().int().min(1).max(10_000).optional() }),
+      responses: { 201: { description: '{path, size, sha256}' }, 200: { description: 'a part was stored' }, 400: { description: 'bad path or sha256 mismatch' }, 409: { description: 'version is final' } },
     },
-    async (c, { params, caller }) => {
+    async (c, { params, query, caller }) => {
       const body = c.req.raw.body;
       const source: AsyncIterable<Uint8Array> = body ? Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>) : (async function* () {})();
+      if (query.upload_id !== undefined || query.part !== undefined) {
+        if (query.upload_id === undefined || query.part === undefined) throw new InvalidInput('a part upload needs both upload_id and part');
+        return c.json(await models.putPart(params.model, params.path, query.upload_id, query.part, source));
+      }
       const entry = await models.putFile(actorOf(caller), params.model, params.version, params.path, source, c.req.header('x-content-sha256'));
       return c.json(entry, 201);
     },
+  );
+
+  router.route(
+    {
+      method: 'post',
+      path: FILE_PATH,
+      summary: 'Resumable upload: ?uploads starts a session, ?upload_id=… completes it (X-Content-Sha256 optional)',
+      tag: 'models',
+      access: 'service',
+      params: fileParams,
+      query: z.object({ uploads: z.string().optional(), upload_id: z.uuid().optional() }),
+      responses: { 201: { description: '{upload_id} or the completed file' } },
+    },
+    async (c, { params, query, caller }) => {
+      if (query.upload_id !== undefined) {
+        return c.json(await models.completeUpload(actorOf(caller), params.model, params.path, query.upload_id, c.req.header('x-content-sha256')), 201);
+      }
+      if (query.uploads !== undefined) return c.json(await models.startUpload(actorOf(caller), params.model, params.version, params.path), 201);
+      throw new InvalidInput('POST on a file needs ?uploads (start a resumable upload) or ?upload_id=… (complete it)');
+    },
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/v1/models/:model/uploads/:upload_id/:path{.+}',
+      summary: 'Parts received so far for a resumable upload',
+      tag: 'models',
+      access: 'service',
+      params: z.object({ model: id, upload_id: z.uuid(), path: z.string().min(1) }),
+      responses: { 200: { description: '{upload_id, parts:[{part,size}]}' } },
+    },
+    async (c, { params }) => c.json(await models.listParts(params.model, params.path, params.upload_id)),
   );
 
   const download = async (c: Parameters<Parameters<ApiRouter['route']>[1]>[0], params: z.infer<typeof fileParams>, head: boolean) => {

@@ -5,7 +5,7 @@ import type { ModelCache } from './model-cache.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
 import type { SqlDatabase } from '../sql/database.js';
 import type { Migration } from '../sql/migrations.js';
-import type { Actor, Writer } from '../sql/writer.js';
+import type { Actor, Tx, Writer } from '../sql/writer.js';
 
 // Models, their versions and files, aliases with their history, and weighted rollouts.
 //
@@ -81,6 +81,21 @@ export const modelMigrations: Migration[] = [
   },
 ];
 
+modelMigrations.push({
+  engine: 'models',
+  version: 2,
+  name: 'resumable upload sessions',
+  sql: `
+    CREATE TABLE model_uploads (
+      id TEXT PRIMARY KEY,
+      model TEXT NOT NULL,
+      version TEXT NOT NULL,
+      path TEXT NOT NULL,
+      created_at TEXT NOT NULL
+    ) STRICT;
+  `,
+});
+
 export interface FileEntry {
   path: string;
   size: number;
@@ -95,6 +110,10 @@ export interface RolloutVariant {
 type VersionRow = { model: string; version: string; state: 'open' | 'final'; metadata: string; created_at: string; finalized_at: string | null };
 
 /** File paths inside a version: relative, slash-separated, no `..`, no NUL, no backslash. */
+function checkSha(sha: string | undefined): void {
+  if (sha !== undefined && !/^[0-9a-fA-F]{64}$/.test(sha)) throw new InvalidInput('X-Content-Sha256 must be 64 hex characters');
+}
+
 export function checkFilePath(path: string): void {
   if (
     path.length === 0 ||
@@ -113,6 +132,8 @@ export class ModelRegistry {
   private readonly filePut: ChangeType<FileEntry & { model: string; version: string; key: string; now: string }>;
   private readonly aliasSet: ChangeType<{ model: string; alias: string; version: string; previous: string | null; token_id: string; now: string }>;
   private readonly blobDeleted: ChangeType<{ sha256: string }>;
+  private readonly uploadStarted: ChangeType<{ id: string; model: string; version: string; path: string; created_at: string }>;
+  private readonly uploadEnded: ChangeType<{ id: string }>;
   private readonly rolloutSet: ChangeType<{ model: string; variants: string; now: string }>;
 
   constructor(
@@ -158,6 +179,12 @@ export class ModelRegistry {
     });
     this.blobDeleted = changes.define<{ sha256: string }>('models', 'delete_blob', (db, b) => {
       db.prepare('DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM model_files WHERE sha256 = ?)').run(b.sha256, b.sha256);
+    });
+    this.uploadStarted = changes.define('models', 'start_upload', (db, u) => {
+      db.prepare('INSERT INTO model_uploads (id, model, version, path, created_at) VALUES (?, ?, ?, ?, ?)').run(u.id, u.model, u.version, u.path, u.created_at);
+    });
+    this.uploadEnded = changes.define<{ id: string }>('models', 'end_upload', (db, u) => {
+      db.prepare('DELETE FROM model_uploads WHERE id = ?').run(u.id);
     });
     this.rolloutSet = changes.define('models', 'set_rollout', (db, r) => {
       db.prepare(
@@ -250,22 +277,30 @@ export class ModelRegistry {
    */
   async putFile(actor: Actor, model: string, versionOrAlias: string, path: string, body: AsyncIterable<Uint8Array>, expectedSha256?: string): Promise<FileEntry> {
     checkFilePath(path);
-    if (expectedSha256 !== undefined && !/^[0-9a-fA-F]{64}$/.test(expectedSha256)) {
-      throw new InvalidInput('X-Content-Sha256 must be 64 hex characters');
-    }
+    checkSha(expectedSha256);
+    const v = this.openVersion(model, versionOrAlias);
+    return this.storeFile(actor, model, v.version, path, body, expectedSha256);
+  }
+
+  private openVersion(model: string, versionOrAlias: string): VersionRow {
     const v = this.resolveVersion(model, versionOrAlias);
     if (v.state !== 'open') throw new Conflict(`version ${v.version} of ${model} is finalized; its files cannot change`);
+    return v;
+  }
+
+  private async storeFile(actor: Actor, model: string, version: string, path: string, body: AsyncIterable<Uint8Array>, expectedSha256: string | undefined, extra?: (tx: Tx) => void): Promise<FileEntry> {
     const key = `blobs/${randomUUID()}`;
     const put = await this.store.put(key, body, expectedSha256 ? { expectedSha256 } : {});
     let duplicate = false;
     try {
       await this.writer.write(actor, (tx) => {
-        const now = this.findVersion(model, v.version);
-        if (now?.state !== 'open') throw new Conflict(`version ${v.version} of ${model} was finalized during the upload`);
+        const now = this.findVersion(model, version);
+        if (now?.state !== 'open') throw new Conflict(`version ${version} of ${model} was finalized during the upload`);
         const existing = this.db.prepare<{ key: string }>('SELECT key FROM blobs WHERE sha256 = ?').get(put.sha256);
         duplicate = existing !== undefined;
-        tx.apply(this.filePut, { model, version: v.version, path, size: put.size, sha256: put.sha256, key: existing?.key ?? key, now: new Date().toISOString() });
-        tx.audit('models.put_file', `model:${model}@${v.version}/${path}`, { size: put.size, sha256: put.sha256 });
+        tx.apply(this.filePut, { model, version, path, size: put.size, sha256: put.sha256, key: existing?.key ?? key, now: new Date().toISOString() });
+        extra?.(tx);
+        tx.audit('models.put_file', `model:${model}@${version}/${path}`, { size: put.size, sha256: put.sha256 });
       });
     } catch (err) {
       await this.store.delete(key).catch(() => undefined);
@@ -273,6 +308,58 @@ export class ModelRegistry {
     }
     if (duplicate) await this.store.delete(key).catch(() => undefined);
     return { path, size: put.size, sha256: put.sha256 };
+  }
+
+  // Resumable uploads, in the manner of S3 multipart: parts are stored as objects under
+  // uploads/<id>/, a dropped part is simply sent again, and completion streams the parts in
+  // order into one blob (hashed and checked like any upload) before the file row commits.
+
+  async startUpload(actor: Actor, model: string, versionOrAlias: string, path: string): Promise<{ upload_id: string; version: string; path: string }> {
+    checkFilePath(path);
+    const v = this.openVersion(model, versionOrAlias);
+    const id = randomUUID();
+    await this.writer.write(actor, (tx) => {
+      tx.apply(this.uploadStarted, { id, model, version: v.version, path, created_at: new Date().toISOString() });
+      tx.audit('models.start_upload', `model:${model}@${v.version}/${path}`, { upload_id: id });
+    });
+    return { upload_id: id, version: v.version, path };
+  }
+
+  private session(id: string, model: string, path: string) {
+    const u = this.db.prepare<{ id: string; model: string; version: string; path: string }>('SELECT * FROM model_uploads WHERE id = ?').get(id);
+    if (!u || u.model !== model || u.path !== path) throw new NotFound(`upload ${id} does not exist for ${model}/${path}`);
+    return u;
+  }
+
+  async putPart(model: string, path: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>): Promise<{ part: number; size: number; sha256: string }> {
+    if (!Number.isInteger(part) || part < 1 || part > 10_000) throw new InvalidInput('part must be an integer from 1 to 10000');
+    this.session(uploadId, model, path);
+    const put = await this.store.put(`uploads/${uploadId}/${String(part).padStart(5, '0')}`, body);
+    return { part, size: put.size, sha256: put.sha256 };
+  }
+
+  async listParts(model: string, path: string, uploadId: string) {
+    this.session(uploadId, model, path);
+    const parts: Array<{ part: number; size: number }> = [];
+    for await (const o of this.store.list(`uploads/${uploadId}/`)) parts.push({ part: Number(o.key.slice(o.key.lastIndexOf('/') + 1)), size: o.size });
+    return { upload_id: uploadId, parts };
+  }
+
+  async completeUpload(actor: Actor, model: string, path: string, uploadId: string, expectedSha256?: string): Promise<FileEntry> {
+    checkSha(expectedSha256);
+    const u = this.session(uploadId, model, path);
+    const { parts } = await this.listParts(model, path, uploadId);
+    if (parts.length === 0) throw new InvalidInput(`upload ${uploadId} has no parts`);
+    parts.forEach((p, i) => {
+      if (p.part !== i + 1) throw new InvalidInput(`upload ${uploadId} is missing part ${i + 1}`);
+    });
+    const store = this.store;
+    async function* concatenated() {
+      for (const p of parts) yield* (await store.get(`uploads/${uploadId}/${String(p.part).padStart(5, '0')}`)) as AsyncIterable<Uint8Array>;
+    }
+    const entry = await this.storeFile(actor, model, u.version, path, concatenated(), expectedSha256, (tx) => tx.apply(this.uploadEnded, { id: uploadId }));
+    for (const p of parts) await this.store.delete(`uploads/${uploadId}/${String(p.part).padStart(5, '0')}`).catch(() => undefined);
+    return entry;
   }
 
   /** The file's entry and where its bytes live. */
