@@ -3,11 +3,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { httpWrite } from './http-write.js';
 import { machine, type BenchOptions, type ResultRow } from './lib.js';
+import { models } from './models.js';
 
 // `npm run bench` runs every benchmark; `npm run bench -- --quick` a short version of each.
 // Results go to bench/results/latest.json and a table on stdout.
 
-const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [['http_write', httpWrite]];
+const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [
+  ['http_write', httpWrite],
+  ['models', models],
+];
 
 async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');

@@ -1,4 +1,6 @@
+import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { InvalidInput } from '../../engines/errors.js';
 import type { ApiRouter } from '../api-router.js';
@@ -144,7 +146,14 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
     headers['Content-Length'] = String(range ? range.end - range.start + 1 : f.size);
     if (head) return c.body(null, status, headers);
     const stream = await node.models.openFile(f, range);
-    return c.body(Readable.toWeb(stream) as ReadableStream, status, headers);
+    const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+    if (!outgoing) return c.body(Readable.toWeb(stream) as ReadableStream, status, headers);
+    // Under @hono/node-server, pipe the file straight into the socket: going through a web
+    // ReadableStream cost a quarter of the throughput of a cache hit. The response returned
+    // below only tells the adapter (and the request log) that it was sent, and with what status.
+    outgoing.writeHead(status, { ...headers, 'X-Request-Id': c.get('requestId') });
+    pipeline(stream, outgoing).catch(() => stream.destroy());
+    return new Response(null, { status, headers: { 'x-hono-already-sent': 'true' } });
   };
 
   router.route(
