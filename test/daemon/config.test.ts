@@ -27,8 +27,10 @@ describe('config', () => {
   });
 
   it('the production example is valid', () => {
-    const cfg = loadConfig(join(ROOT, 'config/production.example.yaml'));
+    const cfg = loadConfig(join(ROOT, 'config/production.example.yaml'), { env: { MINIO_ACCESS_KEY: 'ak', MINIO_SECRET_KEY: 'sk' } });
     expect(cfg.server.tls?.cert_file).toBe('/etc/strata/tls/server.crt');
+    expect(cfg.objects.hot).toMatchObject({ driver: 's3', access_key: 'ak', bucket: 'strata-hot' });
+    expect(() => loadConfig(join(ROOT, 'config/production.example.yaml'), { env: {} })).toThrow(ConfigError);
   });
 
   it('an unknown key is an error naming its dotted path', () => {
