@@ -48,7 +48,30 @@ export class Metrics {
   readonly modelCacheEvictions = new client.Counter({ name: 'strata_model_cache_evictions_total', help: 'Files evicted from the model cache', registers: [this.registry] });
   readonly modelCacheBytes = new client.Gauge({ name: 'strata_model_cache_bytes', help: 'Bytes held in the model cache', registers: [this.registry] });
 
+  readonly objectTransferBytes = new client.Counter({
+    name: 'strata_object_transfer_bytes_total',
+    help: 'Bytes written to (in) and read from (out) each object tier',
+    labelNames: ['tier', 'direction'] as const,
+    registers: [this.registry],
+  });
+
+  /** Set by the node once the registry is open: bytes of blobs per tier, read at scrape time. */
+  objectBytesByTier: () => Array<{ tier: string; bytes: number }> = () => [];
+
   constructor(nodeId: string) {
+    const metrics = this;
+    new client.Gauge({
+      name: 'strata_objects_bytes',
+      help: 'Bytes of referenced blobs in each object tier',
+      labelNames: ['tier'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.labels('hot').set(0);
+        for (const { tier, bytes } of metrics.objectBytesByTier()) this.labels(tier).set(bytes);
+      },
+    });
+    for (const direction of ['in', 'out']) this.objectTransferBytes.labels('hot', direction).inc(0);
     new client.Gauge({
       name: 'strata_build_info',
       help: 'Always 1; labels say which build and runtime this node runs',

@@ -67,7 +67,7 @@ export class StrataNode {
     });
     let hot: ObjectStore;
     try {
-      hot = await openObjectTier('hot', config.objects.hot, dataDir);
+      hot = await openObjectTier('hot', config.objects.hot, dataDir, metrics);
     } catch (err) {
       await sql.close();
       throw err;
@@ -87,6 +87,7 @@ export class StrataNode {
     metrics.modelCacheBytes.set(cache.stats().used_bytes);
     const { audit, tokens, users, models } = createEngines(sql, config, hot, cache);
     pinned = () => models.pinnedBlobs();
+    metrics.objectBytesByTier = () => models.bytesByTier();
     metrics.changelogLsn.set(sql.writer.lastLsn);
     const node = new StrataNode(config, log, metrics, sql, tokens, audit, users, models, cache);
     await node.ensureAdminToken();

@@ -182,6 +182,9 @@ describe('model store over HTTP', () => {
     const metrics = await (await fetch(d.url + '/metrics')).text();
     expect(metrics).toMatch(/strata_model_cache_hits_total [1-9]/);
     expect(metrics).toMatch(/strata_model_cache_bytes [1-9]/);
+    expect(metrics).toMatch(/strata_objects_bytes\{tier="hot"\} [1-9]/);
+    expect(metrics).toMatch(/strata_object_transfer_bytes_total\{tier="hot",direction="in"\} [1-9]/);
+    expect(metrics).toMatch(/strata_object_transfer_bytes_total\{tier="hot",direction="out"\} [1-9]/);
   });
 });
 

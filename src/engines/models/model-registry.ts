@@ -443,6 +443,10 @@ export class ModelRegistry {
     return { orphan_objects: orphanObjects, unreferenced_blobs: unreferenced.length, incomplete, bytes };
   }
 
+  bytesByTier(): Array<{ tier: string; bytes: number }> {
+    return this.db.prepare<{ tier: string; bytes: number }>('SELECT tier, sum(size) AS bytes FROM blobs GROUP BY tier').all();
+  }
+
   isPinnedAlias(alias: string): boolean {
     return this.pinnedAliases.includes(alias);
   }
