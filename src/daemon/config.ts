@@ -76,6 +76,7 @@ export const configSchema = z.strictObject({
   objects: z
     .strictObject({
       hot: objectTierSchema.default({ driver: 'fs' }),
+      archive: objectTierSchema.default({ driver: 'fs' }),
       /** Unreferenced blobs younger than this are kept: uploads in flight write bytes before rows. */
       gc_grace_seconds: z.int().min(0).default(86_400),
       gc_interval_seconds: z.int().min(0).default(3600),

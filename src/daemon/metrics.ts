@@ -68,10 +68,11 @@ export class Metrics {
       collect() {
         this.reset();
         this.labels('hot').set(0);
+        this.labels('archive').set(0);
         for (const { tier, bytes } of metrics.objectBytesByTier()) this.labels(tier).set(bytes);
       },
     });
-    for (const direction of ['in', 'out']) this.objectTransferBytes.labels('hot', direction).inc(0);
+    for (const tier of ['hot', 'archive']) for (const direction of ['in', 'out']) this.objectTransferBytes.labels(tier, direction).inc(0);
     new client.Gauge({
       name: 'strata_build_info',
       help: 'Always 1; labels say which build and runtime this node runs',

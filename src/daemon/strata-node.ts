@@ -21,12 +21,12 @@ export const ENGINE_MIGRATIONS = [...auditMigrations, ...tokenMigrations, ...use
  * The engines on one SQL store. Separate from StrataNode.open so that a replica or a restore
  * can define the same change types on a store and replay a log into it.
  */
-export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' | 'models'>, hot: ObjectStore, cache?: ModelCache) {
+export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' | 'models'>, hot: ObjectStore, cache?: ModelCache, archive?: ObjectStore) {
   const audit = new AuditLog(sql.db, sql.changes);
   sql.writer.setAuditor(audit.append);
   const tokens = new TokenStore(sql.db, sql.changes, sql.writer);
   const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers));
-  const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, cache, config.models.cache.pinned_aliases);
+  const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, cache, config.models.cache.pinned_aliases, archive);
   return { audit, tokens, users, models };
 }
 
@@ -66,8 +66,10 @@ export class StrataNode {
       },
     });
     let hot: ObjectStore;
+    let archive: ObjectStore;
     try {
       hot = await openObjectTier('hot', config.objects.hot, dataDir, metrics);
+      archive = await openObjectTier('archive', config.objects.archive, dataDir, metrics);
     } catch (err) {
       await sql.close();
       throw err;
@@ -85,7 +87,7 @@ export class StrataNode {
       fill: (bytes) => metrics.modelCacheBytes.inc(bytes),
     });
     metrics.modelCacheBytes.set(cache.stats().used_bytes);
-    const { audit, tokens, users, models } = createEngines(sql, config, hot, cache);
+    const { audit, tokens, users, models } = createEngines(sql, config, hot, cache, archive);
     pinned = () => models.pinnedBlobs();
     metrics.objectBytesByTier = () => models.bytesByTier();
     metrics.changelogLsn.set(sql.writer.lastLsn);

@@ -27,7 +27,7 @@ describe('config', () => {
   });
 
   it('the production example is valid', () => {
-    const cfg = loadConfig(join(ROOT, 'config/production.example.yaml'), { env: { MINIO_ACCESS_KEY: 'ak', MINIO_SECRET_KEY: 'sk' } });
+    const cfg = loadConfig(join(ROOT, 'config/production.example.yaml'), { env: { MINIO_ACCESS_KEY: 'ak', MINIO_SECRET_KEY: 'sk', ARCHIVE_ACCESS_KEY: 'a2', ARCHIVE_SECRET_KEY: 's2' } });
     expect(cfg.server.tls?.cert_file).toBe('/etc/strata/tls/server.crt');
     expect(cfg.objects.hot).toMatchObject({ driver: 's3', access_key: 'ak', bucket: 'strata-hot' });
     expect(() => loadConfig(join(ROOT, 'config/production.example.yaml'), { env: {} })).toThrow(ConfigError);

@@ -296,3 +296,36 @@ describe('resumable uploads', () => {
     }
   });
 });
+
+describe('archive tier', () => {
+  it('archiving moves blobs to the archive tier, evicts them, and reads still work', async () => {
+    const d = await startDaemon();
+    const h = { authorization: `Bearer ${d.adminToken}` };
+    try {
+      await api(d, 'PUT', '/v1/models/old', {});
+      await api(d, 'POST', '/v1/models/old/versions', { version: 'v1' });
+      await api(d, 'POST', '/v1/models/old/versions', { version: 'v2' });
+      const only = randomBytes(20_000);
+      const shared = randomBytes(10_000);
+      await fetch(d.url + '/v1/models/old/versions/v1/files/only.bin', { method: 'PUT', headers: h, body: only });
+      await fetch(d.url + '/v1/models/old/versions/v1/files/shared.bin', { method: 'PUT', headers: h, body: shared });
+      await fetch(d.url + '/v1/models/old/versions/v2/files/shared.bin', { method: 'PUT', headers: h, body: shared });
+      await (await fetch(d.url + '/v1/models/old/versions/v1/files/only.bin', { headers: h })).arrayBuffer(); // now cached
+      const entriesBefore = (await api(d, 'GET', '/v1/cache')).body.entries;
+      const r = await api(d, 'POST', '/v1/models/old/versions/v1/archive');
+      expect(r.body).toEqual({ version: 'v1', moved: 1, bytes: 20_000 }); // shared.bin stays hot for v2
+      expect((await api(d, 'GET', '/v1/models/old/versions/v1')).body).toMatchObject({ state: 'final', archived: true });
+      expect((await api(d, 'GET', '/v1/cache')).body.entries).toBe(entriesBefore - 1);
+      expect(readdirSync(join(d.dataDir, 'objects', 'archive', 'blobs'))).toHaveLength(1);
+      const back = await fetch(d.url + '/v1/models/old/versions/v1/files/only.bin', { headers: { ...h, range: 'bytes=100-199' } });
+      expect(back.status).toBe(206);
+      expect(Buffer.from(await back.arrayBuffer()).equals(only.subarray(100, 200))).toBe(true);
+      const whole = await fetch(d.url + '/v1/models/old/versions/v1/files/shared.bin', { headers: h });
+      expect(Buffer.from(await whole.arrayBuffer()).equals(shared)).toBe(true);
+      const metrics = await (await fetch(d.url + '/metrics')).text();
+      expect(metrics).toMatch(/strata_objects_bytes\{tier="archive"\} 20000/);
+    } finally {
+      await d.stop();
+    }
+  });
+});

@@ -202,6 +202,19 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
   );
 
   router.route(
+    {
+      method: 'post',
+      path: '/v1/models/:model/versions/:version/archive',
+      summary: "Move a version's files to the archive tier (it is finalized); reads still work, slower",
+      tag: 'models',
+      access: 'service',
+      params: versionParams,
+      responses: { 200: { description: '{version, moved, bytes}' } },
+    },
+    async (c, { params, caller }) => c.json(await models.archiveVersion(actorOf(caller), params.model, params.version)),
+  );
+
+  router.route(
     { method: 'get', path: '/v1/cache', summary: 'Model cache capacity, use, hits, misses, evictions', tag: 'models', access: 'read', responses: { 200: { description: 'cache stats' } } },
     (c) => c.json(node.modelCache.stats()),
   );

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { Conflict, InvalidInput, NotFound } from '../errors.js';
+import { Conflict, InvalidInput, NotFound, Unavailable } from '../errors.js';
 import type { ObjectStore } from '../objects/object-store.js';
 import type { ModelCache } from './model-cache.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
@@ -96,6 +96,13 @@ modelMigrations.push({
   `,
 });
 
+modelMigrations.push({
+  engine: 'models',
+  version: 3,
+  name: 'archived versions',
+  sql: `ALTER TABLE model_versions ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;`,
+});
+
 export interface FileEntry {
   path: string;
   size: number;
@@ -107,7 +114,7 @@ export interface RolloutVariant {
   weight: number;
 }
 
-type VersionRow = { model: string; version: string; state: 'open' | 'final'; metadata: string; created_at: string; finalized_at: string | null };
+type VersionRow = { model: string; version: string; state: 'open' | 'final'; metadata: string; created_at: string; finalized_at: string | null; archived?: number };
 
 /** File paths inside a version: relative, slash-separated, no `..`, no NUL, no backslash. */
 function checkSha(sha: string | undefined): void {
@@ -132,6 +139,7 @@ export class ModelRegistry {
   private readonly filePut: ChangeType<FileEntry & { model: string; version: string; key: string; now: string }>;
   private readonly aliasSet: ChangeType<{ model: string; alias: string; version: string; previous: string | null; token_id: string; now: string }>;
   private readonly blobDeleted: ChangeType<{ sha256: string }>;
+  private readonly blobMoved: ChangeType<{ sha256: string; tier: string; key: string }>;
   private readonly uploadStarted: ChangeType<{ id: string; model: string; version: string; path: string; created_at: string }>;
   private readonly uploadEnded: ChangeType<{ id: string }>;
   private readonly rolloutSet: ChangeType<{ model: string; variants: string; now: string }>;
@@ -143,6 +151,7 @@ export class ModelRegistry {
     private readonly store: ObjectStore,
     private readonly cache?: ModelCache,
     private readonly pinnedAliases: readonly string[] = [],
+    private readonly archive?: ObjectStore,
   ) {
     this.modelPut = changes.define('models', 'put', (db, m) => {
       db.prepare(
@@ -152,9 +161,9 @@ export class ModelRegistry {
     });
     this.versionPut = changes.define<VersionRow>('models', 'put_version', (db, v) => {
       db.prepare(
-        `INSERT INTO model_versions (model, version, state, metadata, created_at, finalized_at) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (model, version) DO UPDATE SET state = excluded.state, finalized_at = excluded.finalized_at`,
-      ).run(v.model, v.version, v.state, v.metadata, v.created_at, v.finalized_at);
+        `INSERT INTO model_versions (model, version, state, metadata, created_at, finalized_at, archived) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (model, version) DO UPDATE SET state = excluded.state, finalized_at = excluded.finalized_at, archived = excluded.archived`,
+      ).run(v.model, v.version, v.state, v.metadata, v.created_at, v.finalized_at, v.archived ?? 0);
     });
     this.filePut = changes.define('models', 'put_file', (db, f) => {
       db.prepare('INSERT OR IGNORE INTO blobs (sha256, size, tier, key, created_at) VALUES (?, ?, ?, ?, ?)').run(f.sha256, f.size, 'hot', f.key, f.now);
@@ -179,6 +188,9 @@ export class ModelRegistry {
     });
     this.blobDeleted = changes.define<{ sha256: string }>('models', 'delete_blob', (db, b) => {
       db.prepare('DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM model_files WHERE sha256 = ?)').run(b.sha256, b.sha256);
+    });
+    this.blobMoved = changes.define<{ sha256: string; tier: string; key: string }>('models', 'move_blob', (db, b) => {
+      db.prepare('UPDATE blobs SET tier = ?, key = ? WHERE sha256 = ?').run(b.tier, b.key, b.sha256);
     });
     this.uploadStarted = changes.define('models', 'start_upload', (db, u) => {
       db.prepare('INSERT INTO model_uploads (id, model, version, path, created_at) VALUES (?, ?, ?, ?, ?)').run(u.id, u.model, u.version, u.path, u.created_at);
@@ -268,7 +280,15 @@ export class ModelRegistry {
     const files = this.db
       .prepare<FileEntry>('SELECT path, size, sha256 FROM model_files WHERE model = ? AND version = ? ORDER BY path')
       .all(model, v.version);
-    return { version: v.version, state: v.state, files, metadata: JSON.parse(v.metadata) as Record<string, unknown>, created_at: v.created_at, finalized_at: v.finalized_at };
+    return {
+      version: v.version,
+      state: v.state,
+      archived: v.archived === 1,
+      files,
+      metadata: JSON.parse(v.metadata) as Record<string, unknown>,
+      created_at: v.created_at,
+      finalized_at: v.finalized_at,
+    };
   }
 
   /**
@@ -376,9 +396,50 @@ export class ModelRegistry {
   }
 
   /** The file's bytes, through the model cache when there is one. */
-  openFile(f: { key: string; sha256: string; size: number }, range?: { start: number; end: number }) {
+  openFile(f: { key: string; sha256: string; size: number; tier?: string }, range?: { start: number; end: number }) {
+    // Archived files are read straight from the archive tier (slower) and not cached: an
+    // archived version is not expected to be loaded onto GPUs again soon.
+    if (f.tier === 'archive') return this.archiveStore().get(f.key, range);
     if (!this.cache) return this.store.get(f.key, range);
     return this.cache.read(f.sha256, f.size, () => this.store.get(f.key), range);
+  }
+
+  private archiveStore(): ObjectStore {
+    if (!this.archive) throw new Unavailable('no archive tier is configured (objects.archive)');
+    return this.archive;
+  }
+
+  /**
+   * Moves a version's blobs to the archive tier and evicts them from the cache. A blob that a
+   * version outside the archived ones still uses stays hot. Copy, verify, commit the new
+   * location, then delete the hot copy: a crash at any step leaves a readable file (at worst
+   * an orphan copy for GC).
+   */
+  async archiveVersion(actor: Actor, model: string, versionOrAlias: string): Promise<{ version: string; moved: number; bytes: number }> {
+    const archive = this.archiveStore();
+    const v = this.resolveVersion(model, versionOrAlias);
+    await this.writer.write(actor, (tx) => {
+      tx.apply(this.versionPut, { ...v, state: 'final', finalized_at: v.finalized_at ?? new Date().toISOString(), archived: 1 } as VersionRow);
+      tx.audit('models.archive', `model:${model}@${v.version}`);
+    });
+    const blobs = this.db
+      .prepare<{ sha256: string; key: string; size: number }>(
+        `SELECT DISTINCT b.sha256, b.key, b.size FROM model_files f JOIN blobs b ON b.sha256 = f.sha256
+         WHERE f.model = ? AND f.version = ? AND b.tier = 'hot'
+           AND NOT EXISTS (SELECT 1 FROM model_files g JOIN model_versions w ON w.model = g.model AND w.version = g.version
+                           WHERE g.sha256 = b.sha256 AND w.archived = 0)`,
+      )
+      .all(model, v.version);
+    let bytes = 0;
+    for (const b of blobs) {
+      const key = `blobs/${randomUUID()}`;
+      await archive.put(key, (await this.store.get(b.key)) as AsyncIterable<Uint8Array>, { expectedSha256: b.sha256 });
+      await this.writer.write(actor, (tx) => tx.apply(this.blobMoved, { sha256: b.sha256, tier: 'archive', key }));
+      await this.store.delete(b.key);
+      await this.cache?.remove(b.sha256);
+      bytes += b.size;
+    }
+    return { version: v.version, moved: blobs.length, bytes };
   }
 
   /** sha256 of every file of a version that a pinned alias points at: never evicted. */
@@ -428,14 +489,14 @@ export class ModelRegistry {
     }
     const cutoffIso = new Date(cutoff).toISOString();
     const unreferenced = this.db
-      .prepare<{ sha256: string; key: string; size: number }>(
-        'SELECT sha256, key, size FROM blobs b WHERE created_at < ? AND NOT EXISTS (SELECT 1 FROM model_files f WHERE f.sha256 = b.sha256)',
+      .prepare<{ sha256: string; key: string; size: number; tier: string }>(
+        'SELECT sha256, key, size, tier FROM blobs b WHERE created_at < ? AND NOT EXISTS (SELECT 1 FROM model_files f WHERE f.sha256 = b.sha256)',
       )
       .all(cutoffIso);
     for (const b of unreferenced) {
       // Row first, then bytes: a crash in between leaves an orphan object, never a dangling row.
       await this.writer.write(actor, (tx) => tx.apply(this.blobDeleted, { sha256: b.sha256 }));
-      await this.store.delete(b.key);
+      await (b.tier === 'archive' ? this.archiveStore() : this.store).delete(b.key);
       await this.cache?.remove(b.sha256);
       bytes += b.size;
     }
