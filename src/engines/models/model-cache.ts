@@ -48,7 +48,7 @@ export class ModelCache {
   ) {}
 
   static async open(dir: string, capacity: number, pinned: () => ReadonlySet<string>, events: CacheEvents = {}): Promise<ModelCache> {
-    await mkdir(join(dir, '.tmp'), { recursive: true });
+    // Fills a crash interrupted are worthless: start with an empty .tmp.
     await rm(join(dir, '.tmp'), { recursive: true, force: true });
     await mkdir(join(dir, '.tmp'), { recursive: true });
     const cache = new ModelCache(dir, capacity, pinned, events);
