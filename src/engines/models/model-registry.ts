@@ -103,6 +103,32 @@ modelMigrations.push({
   sql: `ALTER TABLE model_versions ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;`,
 });
 
+modelMigrations.push({
+  engine: 'models',
+  version: 4,
+  name: 'training checkpoints',
+  sql: `
+    CREATE TABLE checkpoints (
+      run TEXT NOT NULL,
+      step INTEGER NOT NULL,
+      archived INTEGER NOT NULL DEFAULT 0,
+      created_at TEXT NOT NULL,
+      PRIMARY KEY (run, step)
+    ) STRICT;
+    CREATE TABLE checkpoint_files (
+      run TEXT NOT NULL,
+      step INTEGER NOT NULL,
+      path TEXT NOT NULL,
+      size INTEGER NOT NULL,
+      sha256 TEXT NOT NULL REFERENCES blobs (sha256),
+      created_at TEXT NOT NULL,
+      PRIMARY KEY (run, step, path),
+      FOREIGN KEY (run, step) REFERENCES checkpoints (run, step) ON DELETE CASCADE
+    ) STRICT;
+    CREATE INDEX checkpoint_files_sha ON checkpoint_files (sha256);
+  `,
+});
+
 export interface FileEntry {
   path: string;
   size: number;
@@ -187,7 +213,9 @@ export class ModelRegistry {
       );
     });
     this.blobDeleted = changes.define<{ sha256: string }>('models', 'delete_blob', (db, b) => {
-      db.prepare('DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM model_files WHERE sha256 = ?)').run(b.sha256, b.sha256);
+      db.prepare(
+        'DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM model_files WHERE sha256 = ?) AND NOT EXISTS (SELECT 1 FROM checkpoint_files WHERE sha256 = ?)',
+      ).run(b.sha256, b.sha256, b.sha256);
     });
     this.blobMoved = changes.define<{ sha256: string; tier: string; key: string }>('models', 'move_blob', (db, b) => {
       db.prepare('UPDATE blobs SET tier = ?, key = ? WHERE sha256 = ?').run(b.tier, b.key, b.sha256);
@@ -308,26 +336,63 @@ export class ModelRegistry {
     return v;
   }
 
-  private async storeFile(actor: Actor, model: string, version: string, path: string, body: AsyncIterable<Uint8Array>, expectedSha256: string | undefined, extra?: (tx: Tx) => void): Promise<FileEntry> {
+  private storeFile(actor: Actor, model: string, version: string, path: string, body: AsyncIterable<Uint8Array>, expectedSha256: string | undefined, extra?: (tx: Tx) => void): Promise<FileEntry> {
+    return this.storeBlob(actor, body, expectedSha256, (tx, blob) => {
+      const now = this.findVersion(model, version);
+      if (now?.state !== 'open') throw new Conflict(`version ${version} of ${model} was finalized during the upload`);
+      tx.apply(this.filePut, { model, version, path, size: blob.size, sha256: blob.sha256, key: blob.key, now: new Date().toISOString() });
+      extra?.(tx);
+      tx.audit('models.put_file', `model:${model}@${version}/${path}`, { size: blob.size, sha256: blob.sha256 });
+    }).then((blob) => ({ path, size: blob.size, sha256: blob.sha256 }));
+  }
+
+  /**
+   * Writes a body to the hot tier, then runs `record` in a write transaction with the blob's
+   * sha256, size and the key its bytes live under (an existing blob's key when the content is
+   * already stored: the fresh copy is then deleted). `record` inserts the blob row (INSERT OR
+   * IGNORE) and whatever references it.
+   */
+  async storeBlob(
+    actor: Actor,
+    body: AsyncIterable<Uint8Array>,
+    expectedSha256: string | undefined,
+    record: (tx: Tx, blob: { sha256: string; size: number; key: string }) => void,
+  ): Promise<{ sha256: string; size: number }> {
+    checkSha(expectedSha256);
     const key = `blobs/${randomUUID()}`;
     const put = await this.store.put(key, body, expectedSha256 ? { expectedSha256 } : {});
     let duplicate = false;
     try {
       await this.writer.write(actor, (tx) => {
-        const now = this.findVersion(model, version);
-        if (now?.state !== 'open') throw new Conflict(`version ${version} of ${model} was finalized during the upload`);
         const existing = this.db.prepare<{ key: string }>('SELECT key FROM blobs WHERE sha256 = ?').get(put.sha256);
         duplicate = existing !== undefined;
-        tx.apply(this.filePut, { model, version, path, size: put.size, sha256: put.sha256, key: existing?.key ?? key, now: new Date().toISOString() });
-        extra?.(tx);
-        tx.audit('models.put_file', `model:${model}@${version}/${path}`, { size: put.size, sha256: put.sha256 });
+        record(tx, { sha256: put.sha256, size: put.size, key: existing?.key ?? key });
       });
     } catch (err) {
       await this.store.delete(key).catch(() => undefined);
       throw err;
     }
     if (duplicate) await this.store.delete(key).catch(() => undefined);
-    return { path, size: put.size, sha256: put.sha256 };
+    return { sha256: put.sha256, size: put.size };
+  }
+
+  /**
+   * Moves hot blobs to the archive tier: verified copy, commit the new location, delete the
+   * hot copy, evict from the cache. A crash at any step leaves a readable blob (at worst an
+   * orphan copy for GC).
+   */
+  async moveToArchive(actor: Actor, blobs: Array<{ sha256: string; key: string; size: number }>): Promise<number> {
+    const archive = this.archiveStore();
+    let bytes = 0;
+    for (const b of blobs) {
+      const key = `blobs/${randomUUID()}`;
+      await archive.put(key, (await this.store.get(b.key)) as AsyncIterable<Uint8Array>, { expectedSha256: b.sha256 });
+      await this.writer.write(actor, (tx) => tx.apply(this.blobMoved, { sha256: b.sha256, tier: 'archive', key }));
+      await this.store.delete(b.key);
+      await this.cache?.remove(b.sha256);
+      bytes += b.size;
+    }
+    return bytes;
   }
 
   // Resumable uploads, in the manner of S3 multipart: parts are stored as objects under
@@ -416,7 +481,7 @@ export class ModelRegistry {
    * an orphan copy for GC).
    */
   async archiveVersion(actor: Actor, model: string, versionOrAlias: string): Promise<{ version: string; moved: number; bytes: number }> {
-    const archive = this.archiveStore();
+    this.archiveStore(); // fail before changing anything when no archive tier exists
     const v = this.resolveVersion(model, versionOrAlias);
     await this.writer.write(actor, (tx) => {
       tx.apply(this.versionPut, { ...v, state: 'final', finalized_at: v.finalized_at ?? new Date().toISOString(), archived: 1 } as VersionRow);
@@ -427,18 +492,12 @@ export class ModelRegistry {
         `SELECT DISTINCT b.sha256, b.key, b.size FROM model_files f JOIN blobs b ON b.sha256 = f.sha256
          WHERE f.model = ? AND f.version = ? AND b.tier = 'hot'
            AND NOT EXISTS (SELECT 1 FROM model_files g JOIN model_versions w ON w.model = g.model AND w.version = g.version
-                           WHERE g.sha256 = b.sha256 AND w.archived = 0)`,
+                           WHERE g.sha256 = b.sha256 AND w.archived = 0)
+           AND NOT EXISTS (SELECT 1 FROM checkpoint_files c JOIN checkpoints k ON k.run = c.run AND k.step = c.step
+                           WHERE c.sha256 = b.sha256 AND k.archived = 0)`,
       )
       .all(model, v.version);
-    let bytes = 0;
-    for (const b of blobs) {
-      const key = `blobs/${randomUUID()}`;
-      await archive.put(key, (await this.store.get(b.key)) as AsyncIterable<Uint8Array>, { expectedSha256: b.sha256 });
-      await this.writer.write(actor, (tx) => tx.apply(this.blobMoved, { sha256: b.sha256, tier: 'archive', key }));
-      await this.store.delete(b.key);
-      await this.cache?.remove(b.sha256);
-      bytes += b.size;
-    }
+    const bytes = await this.moveToArchive(actor, blobs);
     return { version: v.version, moved: blobs.length, bytes };
   }
 
@@ -490,7 +549,9 @@ export class ModelRegistry {
     const cutoffIso = new Date(cutoff).toISOString();
     const unreferenced = this.db
       .prepare<{ sha256: string; key: string; size: number; tier: string }>(
-        'SELECT sha256, key, size, tier FROM blobs b WHERE created_at < ? AND NOT EXISTS (SELECT 1 FROM model_files f WHERE f.sha256 = b.sha256)',
+        `SELECT sha256, key, size, tier FROM blobs b WHERE created_at < ?
+           AND NOT EXISTS (SELECT 1 FROM model_files f WHERE f.sha256 = b.sha256)
+           AND NOT EXISTS (SELECT 1 FROM checkpoint_files c WHERE c.sha256 = b.sha256)`,
       )
       .all(cutoffIso);
     for (const b of unreferenced) {
