@@ -5,6 +5,7 @@ import { ApiRouter } from './api-router.js';
 import { errorBody, errorResponse } from './http-error.js';
 import { adminRoutes } from './routes/admin.js';
 import { opsRoutes } from './routes/ops.js';
+import { checkpointRoutes } from './routes/checkpoints.js';
 import { modelRoutes } from './routes/models.js';
 import { userRoutes } from './routes/users.js';
 import type { StrataNode } from './strata-node.js';
@@ -67,6 +68,7 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
   adminRoutes(router, node);
   userRoutes(router, node);
   modelRoutes(router, node);
+  checkpointRoutes(router, node);
 
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
   app.onError((err, c) => errorResponse(c, err));

@@ -94,6 +94,13 @@ export const configSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  checkpoints: z
+    .strictObject({
+      keep_last: z.int().min(1).default(3),
+      archive_older: z.boolean().default(true),
+      delete_after_days: z.int().min(1).default(30),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

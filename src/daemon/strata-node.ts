@@ -9,6 +9,7 @@ import { ModelRegistry, modelMigrations } from '../engines/models/model-registry
 import type { ObjectStore } from '../engines/objects/object-store.js';
 import { openObjectTier } from './object-tiers.js';
 import { ModelCache } from '../engines/models/model-cache.js';
+import { CheckpointStore } from '../engines/models/checkpoint-store.js';
 import type { StrataConfig } from './config.js';
 import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';
@@ -27,7 +28,8 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const tokens = new TokenStore(sql.db, sql.changes, sql.writer);
   const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers));
   const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, cache, config.models.cache.pinned_aliases, archive);
-  return { audit, tokens, users, models };
+  const checkpoints = new CheckpointStore(sql.db, sql.changes, sql.writer, models);
+  return { audit, tokens, users, models, checkpoints };
 }
 
 /**
@@ -50,6 +52,7 @@ export class StrataNode {
     readonly users: UserStore,
     readonly models: ModelRegistry,
     readonly modelCache: ModelCache,
+    readonly checkpoints: CheckpointStore,
   ) {
     this.dataDir = resolve(config.storage.data_dir);
   }
@@ -87,11 +90,11 @@ export class StrataNode {
       fill: (bytes) => metrics.modelCacheBytes.inc(bytes),
     });
     metrics.modelCacheBytes.set(cache.stats().used_bytes);
-    const { audit, tokens, users, models } = createEngines(sql, config, hot, cache, archive);
+    const { audit, tokens, users, models, checkpoints } = createEngines(sql, config, hot, cache, archive);
     pinned = () => models.pinnedBlobs();
     metrics.objectBytesByTier = () => models.bytesByTier();
     metrics.changelogLsn.set(sql.writer.lastLsn);
-    const node = new StrataNode(config, log, metrics, sql, tokens, audit, users, models, cache);
+    const node = new StrataNode(config, log, metrics, sql, tokens, audit, users, models, cache, checkpoints);
     await node.ensureAdminToken();
     return node;
   }
@@ -149,6 +152,10 @@ export class StrataNode {
     const every = this.config.objects.gc_interval_seconds;
     if (every > 0) {
       this.gcTimer = setInterval(() => {
+        this.checkpoints.applyRetention(SYSTEM, this.config.checkpoints).then(
+          (r) => this.log.info(r, 'checkpoint retention done'),
+          (err: unknown) => this.log.error({ err }, 'checkpoint retention failed'),
+        );
         this.models.collectGarbage(SYSTEM, this.config.objects.gc_grace_seconds * 1000).then(
           (r) => this.log.info(r, 'garbage collection done'),
           (err: unknown) => this.log.error({ err }, 'garbage collection failed'),

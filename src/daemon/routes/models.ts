@@ -86,8 +86,7 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 201: { description: '{path, size, sha256}' }, 200: { description: 'a part was stored' }, 400: { description: 'bad path or sha256 mismatch' }, 409: { description: 'version is final' } },
     },
     async (c, { params, query, caller }) => {
-      const body = c.req.raw.body;
-      const source: AsyncIterable<Uint8Array> = body ? Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>) : (async function* () {})();
+      const source = requestBody(c);
       if (query.upload_id !== undefined || query.part !== undefined) {
         if (query.upload_id === undefined || query.part === undefined) throw new InvalidInput('a part upload needs both upload_id and part');
         return c.json(await models.putPart(params.model, params.path, query.upload_id, query.part, source));
@@ -130,31 +129,8 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
     async (c, { params }) => c.json(await models.listParts(params.model, params.path, params.upload_id)),
   );
 
-  const download = async (c: Parameters<Parameters<ApiRouter['route']>[1]>[0], params: z.infer<typeof fileParams>, head: boolean) => {
-    const f = models.locateFile(params.model, params.version, params.path);
-    const headers: Record<string, string> = {
-      ETag: `"${f.sha256}"`,
-      'Accept-Ranges': 'bytes',
-      'Content-Type': 'application/octet-stream',
-    };
-    const range = parseRange(c.req.header('range'), f.size);
-    if (range === 'unsatisfiable') {
-      return c.json(errorBody('range_not_satisfiable', `the range is outside the file (${f.size} bytes)`), 416, { 'Content-Range': `bytes */${f.size}` });
-    }
-    const status = range ? 206 : 200;
-    if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end}/${f.size}`;
-    headers['Content-Length'] = String(range ? range.end - range.start + 1 : f.size);
-    if (head) return c.body(null, status, headers);
-    const stream = await node.models.openFile(f, range);
-    const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
-    if (!outgoing) return c.body(Readable.toWeb(stream) as ReadableStream, status, headers);
-    // Under @hono/node-server, pipe the file straight into the socket: going through a web
-    // ReadableStream cost a quarter of the throughput of a cache hit. The response returned
-    // below only tells the adapter (and the request log) that it was sent, and with what status.
-    outgoing.writeHead(status, { ...headers, 'X-Request-Id': c.get('requestId') });
-    pipeline(stream, outgoing).catch(() => stream.destroy());
-    return new Response(null, { status, headers: { 'x-hono-already-sent': 'true' } });
-  };
+  const download = (c: RouteContext, params: z.infer<typeof fileParams>, head: boolean) =>
+    serveFile(c, node, models.locateFile(params.model, params.version, params.path), head);
 
   router.route(
     { method: 'get', path: FILE_PATH, summary: 'Download a file; one Range allowed', tag: 'models', access: 'read', params: fileParams, responses: { 200: { description: 'the bytes' }, 206: { description: 'a range' }, 416: { description: 'unsatisfiable range' } } },
@@ -254,4 +230,38 @@ function backgroundPrefetch(node: StrataNode, model: string, version: string): v
     (r) => node.log.info({ model, version, ...r, ms: Date.now() - started }, 'prefetch done'),
     (err: unknown) => node.log.error({ err, model, version }, 'prefetch failed'),
   );
+}
+
+type RouteContext = Parameters<Parameters<ApiRouter['route']>[1]>[0];
+
+/** GET/HEAD of a stored file (model or checkpoint): one Range, ETag, length, straight to the socket. */
+export async function serveFile(c: RouteContext, node: StrataNode, f: { key: string; sha256: string; size: number; tier: string }, head: boolean): Promise<Response> {
+  const headers: Record<string, string> = {
+    ETag: `"${f.sha256}"`,
+    'Accept-Ranges': 'bytes',
+    'Content-Type': 'application/octet-stream',
+  };
+  const range = parseRange(c.req.header('range'), f.size);
+  if (range === 'unsatisfiable') {
+    return c.json(errorBody('range_not_satisfiable', `the range is outside the file (${f.size} bytes)`), 416, { 'Content-Range': `bytes */${f.size}` });
+  }
+  const status = range ? 206 : 200;
+  if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end}/${f.size}`;
+  headers['Content-Length'] = String(range ? range.end - range.start + 1 : f.size);
+  if (head) return c.body(null, status, headers);
+  const stream = await node.models.openFile(f, range);
+  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+  if (!outgoing) return c.body(Readable.toWeb(stream) as ReadableStream, status, headers);
+  // Under @hono/node-server, pipe the file straight into the socket: going through a web
+  // ReadableStream cost a quarter of the throughput of a cache hit. The response returned
+  // below only tells the adapter (and the request log) that it was sent, and with what status.
+  outgoing.writeHead(status, { ...headers, 'X-Request-Id': c.get('requestId') });
+  pipeline(stream, outgoing).catch(() => stream.destroy());
+  return new Response(null, { status, headers: { 'x-hono-already-sent': 'true' } });
+}
+
+/** The request body as an async iterable of bytes (empty when there is none). */
+export function requestBody(c: RouteContext): AsyncIterable<Uint8Array> {
+  const body = c.req.raw.body;
+  return body ? Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>) : (async function* () {})();
 }
