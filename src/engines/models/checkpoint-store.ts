@@ -93,17 +93,11 @@ export class CheckpointStore {
           deleted++;
         } else if (policy.archive_older && !c.archived) {
           await this.writer.write(actor, (tx) => tx.apply(this.archivedSet, { run, step: c.step }));
-          const blobs = this.db
-            .prepare<{ sha256: string; key: string; size: number }>(
-              `SELECT DISTINCT b.sha256, b.key, b.size FROM checkpoint_files c JOIN blobs b ON b.sha256 = c.sha256
-               WHERE c.run = ? AND c.step = ? AND b.tier = 'hot'
-                 AND NOT EXISTS (SELECT 1 FROM checkpoint_files d JOIN checkpoints k ON k.run = d.run AND k.step = d.step
-                                 WHERE d.sha256 = b.sha256 AND k.archived = 0)
-                 AND NOT EXISTS (SELECT 1 FROM model_files f JOIN model_versions v ON v.model = f.model AND v.version = f.version
-                                 WHERE f.sha256 = b.sha256 AND v.archived = 0)`,
-            )
-            .all(run, c.step);
-          await this.registry.moveToArchive(actor, blobs);
+          const shas = this.db
+            .prepare<{ sha256: string }>('SELECT DISTINCT sha256 FROM checkpoint_files WHERE run = ? AND step = ?')
+            .all(run, c.step)
+            .map((r) => r.sha256);
+          await this.registry.archiveUnlessInUse(actor, shas);
           archived++;
         }
       }

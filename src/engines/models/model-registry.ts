@@ -377,11 +377,29 @@ export class ModelRegistry {
   }
 
   /**
+   * Archives those of `shas` that are still hot and that no version or checkpoint outside the
+   * archive uses any more. The one place that rule lives: model versions and checkpoints both
+   * archive through here.
+   */
+  async archiveUnlessInUse(actor: Actor, shas: readonly string[]): Promise<{ moved: number; bytes: number }> {
+    const inUse = this.db.prepare<{ sha256: string; key: string; size: number }>(
+      `SELECT b.sha256, b.key, b.size FROM blobs b
+       WHERE b.sha256 = ? AND b.tier = 'hot'
+         AND NOT EXISTS (SELECT 1 FROM model_files f JOIN model_versions v ON v.model = f.model AND v.version = f.version
+                         WHERE f.sha256 = b.sha256 AND v.archived = 0)
+         AND NOT EXISTS (SELECT 1 FROM checkpoint_files c JOIN checkpoints k ON k.run = c.run AND k.step = c.step
+                         WHERE c.sha256 = b.sha256 AND k.archived = 0)`,
+    );
+    const movable = shas.flatMap((sha) => inUse.all(sha));
+    return { moved: movable.length, bytes: await this.moveToArchive(actor, movable) };
+  }
+
+  /**
    * Moves hot blobs to the archive tier: verified copy, commit the new location, delete the
    * hot copy, evict from the cache. A crash at any step leaves a readable blob (at worst an
    * orphan copy for GC).
    */
-  async moveToArchive(actor: Actor, blobs: Array<{ sha256: string; key: string; size: number }>): Promise<number> {
+  private async moveToArchive(actor: Actor, blobs: Array<{ sha256: string; key: string; size: number }>): Promise<number> {
     const archive = this.archiveStore();
     let bytes = 0;
     for (const b of blobs) {
@@ -475,10 +493,8 @@ export class ModelRegistry {
   }
 
   /**
-   * Moves a version's blobs to the archive tier and evicts them from the cache. A blob that a
-   * version outside the archived ones still uses stays hot. Copy, verify, commit the new
-   * location, then delete the hot copy: a crash at any step leaves a readable file (at worst
-   * an orphan copy for GC).
+   * Finalizes a version, marks it archived and moves the blobs only it still needs to the
+   * archive tier (see archiveUnlessInUse and moveToArchive for the rule and the crash order).
    */
   async archiveVersion(actor: Actor, model: string, versionOrAlias: string): Promise<{ version: string; moved: number; bytes: number }> {
     this.archiveStore(); // fail before changing anything when no archive tier exists
@@ -487,18 +503,12 @@ export class ModelRegistry {
       tx.apply(this.versionPut, { ...v, state: 'final', finalized_at: v.finalized_at ?? new Date().toISOString(), archived: 1 } as VersionRow);
       tx.audit('models.archive', `model:${model}@${v.version}`);
     });
-    const blobs = this.db
-      .prepare<{ sha256: string; key: string; size: number }>(
-        `SELECT DISTINCT b.sha256, b.key, b.size FROM model_files f JOIN blobs b ON b.sha256 = f.sha256
-         WHERE f.model = ? AND f.version = ? AND b.tier = 'hot'
-           AND NOT EXISTS (SELECT 1 FROM model_files g JOIN model_versions w ON w.model = g.model AND w.version = g.version
-                           WHERE g.sha256 = b.sha256 AND w.archived = 0)
-           AND NOT EXISTS (SELECT 1 FROM checkpoint_files c JOIN checkpoints k ON k.run = c.run AND k.step = c.step
-                           WHERE c.sha256 = b.sha256 AND k.archived = 0)`,
-      )
-      .all(model, v.version);
-    const bytes = await this.moveToArchive(actor, blobs);
-    return { version: v.version, moved: blobs.length, bytes };
+    const shas = this.db
+      .prepare<{ sha256: string }>('SELECT DISTINCT sha256 FROM model_files WHERE model = ? AND version = ?')
+      .all(model, v.version)
+      .map((r) => r.sha256);
+    const { moved, bytes } = await this.archiveUnlessInUse(actor, shas);
+    return { version: v.version, moved, bytes };
   }
 
   /** sha256 of every file of a version that a pinned alias points at: never evicted. */
