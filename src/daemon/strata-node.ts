@@ -68,30 +68,32 @@ export class StrataNode {
         metrics.changelogLsn.set(lastLsn);
       },
     });
+    // The registry answers which blobs are pinned; the cache asks lazily, at eviction time.
+    let pinned: () => ReadonlySet<string> = () => new Set();
     let hot: ObjectStore;
     let archive: ObjectStore;
+    let cache: ModelCache;
     try {
       hot = await openObjectTier('hot', config.objects.hot, dataDir, metrics);
       archive = await openObjectTier('archive', config.objects.archive, dataDir, metrics);
+      const cacheCfg = config.models.cache;
+      cache = await ModelCache.open(cacheCfg.path ?? join(dataDir, 'cache', 'models'), cacheCfg.capacity_bytes, () => pinned(), {
+        hit: () => metrics.modelCacheHits.inc(),
+        miss: () => metrics.modelCacheMisses.inc(),
+        evict: (bytes) => {
+          metrics.modelCacheEvictions.inc();
+          metrics.modelCacheBytes.dec(bytes);
+        },
+        fill: (bytes) => metrics.modelCacheBytes.inc(bytes),
+      });
     } catch (err) {
       await sql.close();
       throw err;
     }
-    // The registry answers which blobs are pinned; the cache asks lazily, at eviction time.
-    let pinned: () => ReadonlySet<string> = () => new Set();
-    const cacheCfg = config.models.cache;
-    const cache = await ModelCache.open(cacheCfg.path ?? join(dataDir, 'cache', 'models'), cacheCfg.capacity_bytes, () => pinned(), {
-      hit: () => metrics.modelCacheHits.inc(),
-      miss: () => metrics.modelCacheMisses.inc(),
-      evict: (bytes) => {
-        metrics.modelCacheEvictions.inc();
-        metrics.modelCacheBytes.dec(bytes);
-      },
-      fill: (bytes) => metrics.modelCacheBytes.inc(bytes),
-    });
     metrics.modelCacheBytes.set(cache.stats().used_bytes);
     const { audit, tokens, users, models, checkpoints } = createEngines(sql, config, hot, cache, archive);
     pinned = () => models.pinnedBlobs();
+    await cache.trim();
     metrics.objectBytesByTier = () => models.bytesByTier();
     metrics.changelogLsn.set(sql.writer.lastLsn);
     const node = new StrataNode(config, log, metrics, sql, tokens, audit, users, models, cache, checkpoints);

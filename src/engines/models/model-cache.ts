@@ -63,7 +63,8 @@ export class ModelCache {
       cache.entries.set(f.sha, { size: f.size });
       cache.used += f.size;
     }
-    await cache.evict();
+    // No eviction here: the pinned set may not be answerable yet. The owner calls trim() once
+    // it is (a capacity lowered in config takes effect then).
     return cache;
   }
 
@@ -98,6 +99,11 @@ export class ModelCache {
   async ensure(sha256: string, size: number, fetch: () => Promise<Readable>): Promise<void> {
     if (this.entries.has(sha256) || size > this.capacity) return;
     await this.fill(sha256, fetch);
+  }
+
+  /** Evicts unpinned entries until the cache fits its capacity. */
+  trim(): Promise<void> {
+    return this.evict();
   }
 
   async remove(sha256: string): Promise<void> {

@@ -74,6 +74,21 @@ describe('model cache', () => {
     expect(second.stats().hits).toBe(1);
   });
 
+  it('a capacity lowered across a restart trims unpinned entries only', async () => {
+    const dir = tempDir();
+    const a = randomBytes(30_000);
+    const b = randomBytes(30_000);
+    const fetches = { n: 0 };
+    const first = await ModelCache.open(dir, 1_000_000, () => new Set());
+    await read(await first.read(sha(a), a.length, source(a, fetches, 0)));
+    await read(await first.read(sha(b), b.length, source(b, fetches, 0)));
+    const second = await ModelCache.open(dir, 40_000, () => new Set([sha(a)]));
+    expect(second.stats().entries).toBe(2); // nothing evicted before the pinned set is known
+    await second.trim();
+    expect(second.has(sha(a))).toBe(true);
+    expect(second.has(sha(b))).toBe(false);
+  });
+
   it('streams a file larger than the whole cache without caching it', async () => {
     const cache = await ModelCache.open(tempDir(), 1000, () => new Set());
     const data = randomBytes(5000);
