@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { InvalidInput } from '../engines/errors.js';
 import type { AppEnv, Caller } from './app-env.js';
 import { authenticate, authorize, type Access } from './auth.js';
-import { readJsonBody } from './json-body.js';
+import { readBody } from './json-body.js';
 import type { TokenStore } from '../engines/auth/token-store.js';
 
 // Every API route is declared through ApiRouter.route(): the same zod schemas validate the
@@ -23,6 +23,8 @@ export interface RouteSpec<P extends z.ZodType, Q extends z.ZodType, B extends z
   params?: P;
   query?: Q;
   body?: B;
+  /** The body may also be MessagePack (bulk endpoints, per API.md). */
+  msgpack?: boolean;
   /** Status → description and (optionally) the response body's schema. */
   responses: Record<number, { description: string; schema?: z.ZodType }>;
 }
@@ -65,7 +67,7 @@ export class ApiRouter {
       }
       const params = validate('path', spec.params ?? noInput, c.req.param());
       const query = validate('query', spec.query ?? noInput, c.req.query());
-      const body = spec.body ? validate('body', spec.body, await readJsonBody(c, this.maxBodyBytes)) : undefined;
+      const body = spec.body ? validate('body', spec.body, await readBody(c, this.maxBodyBytes, spec.msgpack === true)) : undefined;
       return handler(c, { params, query, body, caller: caller as Caller } as RouteInput<z.infer<P>, z.infer<Q>, z.infer<B>>);
     });
   }

@@ -8,6 +8,8 @@ import { opsRoutes } from './routes/ops.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
 import { modelRoutes } from './routes/models.js';
 import { userRoutes } from './routes/users.js';
+import { conversationRoutes } from './routes/conversations.js';
+import { usageRoutes } from './routes/usage.js';
 import type { StrataNode } from './strata-node.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -69,6 +71,8 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
   userRoutes(router, node);
   modelRoutes(router, node);
   checkpointRoutes(router, node);
+  conversationRoutes(router, node);
+  usageRoutes(router, node);
 
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
   app.onError((err, c) => errorResponse(c, err));

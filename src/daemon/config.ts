@@ -23,7 +23,41 @@ const listen = z
 
 const tier = z.strictObject({
   daily_token_limit: z.int().positive().describe('tokens a user of this tier may use per UTC day'),
+  monthly_token_limit: z.int().positive().optional().describe('tokens per UTC calendar month, checked with the daily limit'),
   conversation_retention_days: z.int().positive().describe('days a conversation is kept after its last message'),
+  conversation_hot_days: z.number().positive().default(3).describe('days without a message before a conversation moves to the archive tier'),
+});
+
+const hostPort = z.strictObject({ host: z.string().min(1), port: z.int().min(1).max(65535) });
+
+const redis = z
+  .strictObject({
+    mode: z.enum(['standalone', 'sentinel', 'cluster']).default('standalone'),
+    /** standalone: redis://[user:pass@]host:port[/db] (rediss:// for TLS). */
+    url: z.string().min(1).default('redis://127.0.0.1:6379'),
+    /** sentinel: the sentinels and the monitored master's name. */
+    sentinels: z.array(hostPort).optional(),
+    master_name: z.string().min(1).optional(),
+    /** cluster: seed nodes. */
+    nodes: z.array(hostPort).optional(),
+    /** Empty means none, so `${REDIS_PASSWORD:-}` works when no password is set. */
+    username: z.string().optional(),
+    password: z.string().optional(),
+    tls: z.boolean().default(false),
+    key_prefix: z.string().default('strata:'),
+    /** Commands slower than this count as failures and fall back to SQLite. */
+    command_timeout_ms: z.int().positive().default(250),
+  })
+  .superRefine((r, ctx) => {
+    if (r.mode === 'sentinel' && (!r.sentinels?.length || !r.master_name)) {
+      ctx.addIssue({ code: 'custom', message: 'mode sentinel needs sentinels and master_name' });
+    }
+    if (r.mode === 'cluster' && !r.nodes?.length) ctx.addIssue({ code: 'custom', message: 'mode cluster needs nodes' });
+  });
+
+const price = z.strictObject({
+  input_micros_per_million_tokens: z.int().min(0),
+  output_micros_per_million_tokens: z.int().min(0),
 });
 
 const fsTier = z.strictObject({
@@ -101,6 +135,43 @@ export const configSchema = z.strictObject({
       delete_after_days: z.int().min(1).default(30),
     })
     .prefault({}),
+  cache: z
+    .strictObject({
+      driver: z.enum(['memory', 'redis']).default('memory'),
+      memory: z.strictObject({ max_bytes: z.int().positive().default(256 * 1024 * 1024) }).prefault({}),
+      redis: redis.optional(),
+    })
+    .refine((c) => c.driver !== 'redis' || c.redis !== undefined, 'driver redis needs a redis: section')
+    .prefault({}),
+  conversations: z
+    .strictObject({
+      /** Recent messages per conversation kept in the cache, with a sliding expiry. */
+      cached_messages: z.int().min(0).max(10_000).default(100),
+      hot_ttl_seconds: z.int().positive().default(86_400),
+      archive: z
+        .strictObject({
+          /** How often the archive/retention job runs; 0 turns it off. */
+          interval_seconds: z.int().min(0).default(3600),
+          /** Archive segments of conversations deleted by retention are kept this long, then deleted. 0: not kept. */
+          compliance_retention_days: z.int().min(0).default(365),
+          /** Conversations handled per job step (one transaction each). */
+          batch: z.int().positive().default(100),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  usage: z
+    .strictObject({
+      /** Per-model prices in millionths of the currency unit per million tokens; "*" applies to models not listed. */
+      prices: z.record(z.string().min(1), price).default({}),
+    })
+    .prefault({}),
+  billing: z
+    .strictObject({
+      /** The ledger's own SQLite file. Default: <data_dir>/billing.db. */
+      path: z.string().min(1).optional(),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -114,7 +185,7 @@ export const configSchema = z.strictObject({
   tiers: z
     .record(z.string().regex(/^[a-z][a-z0-9_-]*$/, 'tier names are lower-case words'), tier)
     .refine((t) => Object.keys(t).length > 0, 'at least one tier is needed')
-    .default({
+    .prefault({
       free: { daily_token_limit: 1_000_000, conversation_retention_days: 7 },
       plus: { daily_token_limit: 5_000_000, conversation_retention_days: 30 },
       pro: { daily_token_limit: 20_000_000, conversation_retention_days: 30 },

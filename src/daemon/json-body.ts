@@ -1,10 +1,28 @@
 import type { Context } from 'hono';
+import { unpack } from 'msgpackr';
 import { InvalidInput, PayloadTooLarge } from '../engines/errors.js';
 
 // JSON bodies are read here, never with c.req.json(): that buffers whatever arrives, and
 // hono's bodyLimit middleware reads a chunked body whole before it decides. Here a declared
 // Content-Length over the limit is refused before a byte is read, and a chunked body is
 // counted as it streams in and cut off at the limit.
+
+const MSGPACK = /^application\/(x-)?msgpack\b/i;
+
+/** Bulk routes also take MessagePack (Content-Type: application/msgpack), read under the same limit. */
+export async function readBody(c: Context, limitBytes: number, msgpack: boolean): Promise<unknown> {
+  const type = c.req.header('content-type');
+  if (!msgpack || !type || !MSGPACK.test(type)) return readJsonBody(c, limitBytes);
+  const declared = c.req.header('content-length');
+  if (declared !== undefined && Number(declared) > limitBytes) throw new PayloadTooLarge(limitBytes);
+  const bytes = await readLimited(c.req.raw.body, limitBytes);
+  if (bytes.length === 0) throw new InvalidInput('a MessagePack body is required');
+  try {
+    return unpack(bytes) as unknown;
+  } catch (err) {
+    throw new InvalidInput(`the body is not valid MessagePack: ${(err as Error).message}`);
+  }
+}
 
 export async function readJsonBody(c: Context, limitBytes: number): Promise<unknown> {
   const type = c.req.header('content-type');
@@ -13,7 +31,7 @@ export async function readJsonBody(c: Context, limitBytes: number): Promise<unkn
   }
   const declared = c.req.header('content-length');
   if (declared !== undefined && Number(declared) > limitBytes) throw new PayloadTooLarge(limitBytes);
-  const text = await readLimited(c.req.raw.body, limitBytes);
+  const text = (await readLimited(c.req.raw.body, limitBytes)).toString('utf8');
   if (text.trim() === '') throw new InvalidInput('a JSON body is required');
   try {
     return JSON.parse(text) as unknown;
@@ -22,8 +40,8 @@ export async function readJsonBody(c: Context, limitBytes: number): Promise<unkn
   }
 }
 
-async function readLimited(body: ReadableStream<Uint8Array> | null, limitBytes: number): Promise<string> {
-  if (!body) return '';
+async function readLimited(body: ReadableStream<Uint8Array> | null, limitBytes: number): Promise<Buffer> {
+  if (!body) return Buffer.alloc(0);
   const reader = body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
@@ -37,5 +55,5 @@ async function readLimited(body: ReadableStream<Uint8Array> | null, limitBytes: 
     }
     chunks.push(value);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }

@@ -55,6 +55,51 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly cacheRequests = new client.Counter({
+    name: 'strata_cache_requests_total',
+    help: 'Cache lookups by use and result (hit or miss; a degraded cache counts as a miss)',
+    labelNames: ['use', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly cacheDegraded = new client.Gauge({
+    name: 'strata_cache_degraded',
+    help: '1 while the cache backend (Redis) is unreachable and reads fall back to SQLite',
+    registers: [this.registry],
+  });
+  readonly redisConnected = new client.Gauge({
+    name: 'strata_redis_connected',
+    help: '1 while connected to Redis; 0 when disconnected (absent value with the memory driver: always 0)',
+    registers: [this.registry],
+  });
+  readonly quotaRefusals = new client.Counter({ name: 'strata_quota_refusals_total', help: 'Usage calls refused because a token limit would be passed', registers: [this.registry] });
+  readonly conversationsArchived = new client.Counter({ name: 'strata_conversations_archived_total', help: 'Conversations moved to the archive tier', registers: [this.registry] });
+  readonly conversationArchiveBytes = new client.Counter({
+    name: 'strata_conversation_archive_bytes_total',
+    help: 'Bytes of archived conversations: raw MessagePack and stored (compressed)',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly conversationArchiveRatio = new client.Gauge({
+    name: 'strata_conversation_archive_compression_ratio',
+    help: 'Raw / stored bytes over the last archive run that archived anything',
+    registers: [this.registry],
+  });
+  readonly conversationsDeleted = new client.Counter({ name: 'strata_conversations_retention_deleted_total', help: 'Conversations deleted by tier retention', registers: [this.registry] });
+  readonly archiveJobProcessed = new client.Gauge({
+    name: 'strata_conversation_archive_job_processed',
+    help: 'Conversations handled so far by the running (or last) archive job, by step',
+    labelNames: ['step'] as const,
+    registers: [this.registry],
+  });
+  readonly archiveJobLastSuccess = new client.Gauge({
+    name: 'strata_conversation_archive_job_last_success_timestamp_seconds',
+    help: 'Unix time the conversation archive job last finished without error',
+    registers: [this.registry],
+  });
+
+  /** Set by the node: entries in the billing ledger, read at scrape time. */
+  ledgerEntries: () => number = () => 0;
+
   /** Set by the node once the registry is open: bytes of blobs per tier, read at scrape time. */
   objectBytesByTier: () => Array<{ tier: string; bytes: number }> = () => [];
 
@@ -72,6 +117,16 @@ export class Metrics {
         for (const { tier, bytes } of metrics.objectBytesByTier()) this.labels(tier).set(bytes);
       },
     });
+    new client.Gauge({
+      name: 'strata_billing_ledger_entries',
+      help: 'Entries in the billing ledger',
+      registers: [this.registry],
+      collect() {
+        this.set(metrics.ledgerEntries());
+      },
+    });
+    for (const result of ['hit', 'miss']) for (const use of ['conversations', 'preferences']) this.cacheRequests.labels(use, result).inc(0);
+    for (const kind of ['raw', 'stored']) this.conversationArchiveBytes.labels(kind).inc(0);
     for (const tier of ['hot', 'archive']) for (const direction of ['in', 'out']) this.objectTransferBytes.labels(tier, direction).inc(0);
     new client.Gauge({
       name: 'strata_build_info',

@@ -13,23 +13,83 @@ import { CheckpointStore } from '../engines/models/checkpoint-store.js';
 import type { StrataConfig } from './config.js';
 import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';
+import { CacheTier } from '../engines/cache/cache-tier.js';
+import { MemoryCache } from '../engines/cache/memory-cache.js';
+import { ConversationStore, conversationMigrations } from '../engines/conversations/conversation-store.js';
+import { ConversationArchive } from '../engines/conversations/conversation-archive.js';
+import { UsageMeter, usageMigrations } from '../engines/usage/usage-meter.js';
+import { BillingLedger, billingMigrations } from '../engines/billing/billing-ledger.js';
+import { NotFound } from '../engines/errors.js';
+import { openCache } from './cache-driver.js';
 
 export const SYSTEM: Actor = { tokenId: 'system' };
 
-export const ENGINE_MIGRATIONS = [...auditMigrations, ...tokenMigrations, ...userMigrations, ...modelMigrations];
+export const ENGINE_MIGRATIONS = [...auditMigrations, ...tokenMigrations, ...userMigrations, ...modelMigrations, ...conversationMigrations, ...usageMigrations];
+export const BILLING_MIGRATIONS = billingMigrations;
+
+/** What createEngines needs besides the SQL store; everything but `hot` has a local default. */
+export interface EngineDeps {
+  hot: ObjectStore;
+  archive?: ObjectStore | undefined;
+  modelCache?: ModelCache | undefined;
+  cache?: CacheTier | undefined;
+  metrics?: Metrics | undefined;
+}
+
 
 /**
  * The engines on one SQL store. Separate from StrataNode.open so that a replica or a restore
  * can define the same change types on a store and replay a log into it.
  */
-export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' | 'models'>, hot: ObjectStore, cache?: ModelCache, archive?: ObjectStore) {
+export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' | 'models' | 'conversations' | 'usage' | 'cache'>, deps: EngineDeps) {
+  const { hot, archive, modelCache, metrics } = deps;
+  const cache = deps.cache ?? new CacheTier(new MemoryCache(config.cache.memory.max_bytes), 'local');
   const audit = new AuditLog(sql.db, sql.changes);
   sql.writer.setAuditor(audit.append);
   const tokens = new TokenStore(sql.db, sql.changes, sql.writer);
-  const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers));
-  const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, cache, config.models.cache.pinned_aliases, archive);
+  const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers), cache);
+  const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, modelCache, config.models.cache.pinned_aliases, archive);
   const checkpoints = new CheckpointStore(sql.db, sql.changes, sql.writer, models);
-  return { audit, tokens, users, models, checkpoints };
+  const conversations = new ConversationStore(sql.db, sql.changes, sql.writer, cache, {
+    cachedMessages: config.conversations.cached_messages,
+    ttlSeconds: config.conversations.hot_ttl_seconds,
+  });
+  const conversationArchive = new ConversationArchive(
+    sql.db,
+    sql.changes,
+    sql.writer,
+    archive ?? hot,
+    conversations,
+    (tier) => {
+      const t = config.tiers[tier];
+      return t && { hotDays: t.conversation_hot_days, retentionDays: t.conversation_retention_days };
+    },
+    { complianceRetentionDays: config.conversations.archive.compliance_retention_days, batch: config.conversations.archive.batch },
+    {
+      archived: (n, raw, stored) => {
+        metrics?.conversationsArchived.inc(n);
+        metrics?.conversationArchiveBytes.labels('raw').inc(raw);
+        metrics?.conversationArchiveBytes.labels('stored').inc(stored);
+      },
+      deleted: (n) => metrics?.conversationsDeleted.inc(n),
+      progress: (step, done) => metrics?.archiveJobProcessed.labels(step).set(done),
+    },
+  );
+  const prices = config.usage.prices;
+  const usage = new UsageMeter(
+    sql.db,
+    sql.changes,
+    sql.writer,
+    cache,
+    (userId) => {
+      const tier = config.tiers[users.get(userId).tier];
+      if (!tier) throw new NotFound(`the tier of user ${userId} is no longer configured`);
+      return { daily: tier.daily_token_limit, monthly: tier.monthly_token_limit };
+    },
+    (model) => prices[model] ?? prices['*'],
+    { refused: () => metrics?.quotaRefusals.inc() },
+  );
+  return { audit, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache };
 }
 
 /**
@@ -53,6 +113,12 @@ export class StrataNode {
     readonly models: ModelRegistry,
     readonly modelCache: ModelCache,
     readonly checkpoints: CheckpointStore,
+    readonly cache: CacheTier,
+    readonly conversations: ConversationStore,
+    readonly conversationArchive: ConversationArchive,
+    readonly usage: UsageMeter,
+    readonly billingSql: SqlStore,
+    readonly billing: BillingLedger,
   ) {
     this.dataDir = resolve(config.storage.data_dir);
   }
@@ -73,6 +139,8 @@ export class StrataNode {
     let hot: ObjectStore;
     let archive: ObjectStore;
     let cache: ModelCache;
+    let cacheTier: CacheTier;
+    let billingSql: SqlStore;
     try {
       hot = await openObjectTier('hot', config.objects.hot, dataDir, metrics);
       archive = await openObjectTier('archive', config.objects.archive, dataDir, metrics);
@@ -86,17 +154,49 @@ export class StrataNode {
         },
         fill: (bytes) => metrics.modelCacheBytes.inc(bytes),
       });
+      const backend = await openCache(config.cache, log);
+      const showState = (s: 'ok' | 'degraded') => {
+        metrics.cacheDegraded.set(s === 'ok' ? 0 : 1);
+        metrics.redisConnected.set(backend.driver === 'redis' && s === 'ok' ? 1 : 0);
+      };
+      showState(backend.state());
+      cacheTier = new CacheTier(backend, config.node.id, {
+        hit: (use) => metrics.cacheRequests.labels(use, 'hit').inc(),
+        miss: (use) => metrics.cacheRequests.labels(use, 'miss').inc(),
+        state: showState,
+      });
+      billingSql = await SqlStore.open(resolve(config.billing.path ?? join(dataDir, 'billing.db')), BILLING_MIGRATIONS);
     } catch (err) {
       await sql.close();
       throw err;
     }
     metrics.modelCacheBytes.set(cache.stats().used_bytes);
-    const { audit, tokens, users, models, checkpoints } = createEngines(sql, config, hot, cache, archive);
+    const engines = createEngines(sql, config, { hot, archive, modelCache: cache, cache: cacheTier, metrics });
+    const { audit, tokens, users, models, checkpoints } = engines;
+    const billing = new BillingLedger(billingSql);
+    metrics.ledgerEntries = () => billing.count();
     pinned = () => models.pinnedBlobs();
     await cache.trim();
     metrics.objectBytesByTier = () => models.bytesByTier();
     metrics.changelogLsn.set(sql.writer.lastLsn);
-    const node = new StrataNode(config, log, metrics, sql, tokens, audit, users, models, cache, checkpoints);
+    const node = new StrataNode(
+      config,
+      log,
+      metrics,
+      sql,
+      tokens,
+      audit,
+      users,
+      models,
+      cache,
+      checkpoints,
+      cacheTier,
+      engines.conversations,
+      engines.conversationArchive,
+      engines.usage,
+      billingSql,
+      billing,
+    );
     await node.ensureAdminToken();
     return node;
   }
@@ -115,6 +215,38 @@ export class StrataNode {
     writeFileSync(this.adminTokenFile, created.token + '\n', { mode: 0o600 });
     chmodSync(this.adminTokenFile, 0o600);
     this.log.warn({ file: this.adminTokenFile, token_id: created.id }, 'created the first admin token; read it from this file');
+  }
+
+  /**
+   * Deletes a user and everything held about them in this node's engines, in one transaction:
+   * conversations, messages and their archive segments, usage, preferences, tokens. Cache
+   * entries and archive objects are cleared after the commit. Billing entries are kept: the
+   * ledger is append-only and financial records outlive an account (see the README).
+   */
+  async eraseUser(actor: Actor, userId: string): Promise<{ conversations: number; segments: number; tokens: number }> {
+    const done = await this.sql.writer.write(actor, (tx) => {
+      this.users.get(userId);
+      const conv = this.conversations.eraseUser(tx, userId);
+      this.usage.eraseUser(tx, userId);
+      const tokens = this.tokens.eraseUser(tx, userId);
+      this.users.erase(tx, userId);
+      tx.audit('users.erase', `user:${userId}`, { conversations: conv.conversationIds.length, segments: conv.segmentKeys.length, tokens });
+      return { ...conv, tokens };
+    });
+    await this.users.forget(userId);
+    for (const id of done.conversationIds) await this.conversations.forget(id);
+    for (const key of done.segmentKeys) await this.conversationArchive.deleteObject(key);
+    return { conversations: done.conversationIds.length, segments: done.segmentKeys.length, tokens: done.tokens };
+  }
+
+  /** One run of the conversation archive and retention job, logged with its figures. */
+  async runConversationArchive(now = Date.now()) {
+    this.log.info('conversation archive job started');
+    const result = await this.conversationArchive.run(SYSTEM, now);
+    if (result.compression_ratio !== null) this.metrics.conversationArchiveRatio.set(result.compression_ratio);
+    this.metrics.archiveJobLastSuccess.set(Date.now() / 1000);
+    this.log.info(result, 'conversation archive job done');
+    return result;
   }
 
   status() {
@@ -165,11 +297,29 @@ export class StrataNode {
       }, every * 1000);
       this.gcTimer.unref();
     }
+    const archiveEvery = this.config.conversations.archive.interval_seconds;
+    if (archiveEvery > 0) {
+      let running = false;
+      this.archiveTimer = setInterval(() => {
+        // One run at a time: a slow object tier must not stack runs on top of each other.
+        if (running) return;
+        running = true;
+        this.runConversationArchive()
+          .catch((err: unknown) => this.log.error({ err }, 'conversation archive job failed; the next run resumes it'))
+          .finally(() => (running = false));
+      }, archiveEvery * 1000);
+      this.archiveTimer.unref();
+    }
   }
+
+  private archiveTimer: NodeJS.Timeout | undefined;
 
   async close(): Promise<void> {
     clearInterval(this.gcTimer);
+    clearInterval(this.archiveTimer);
     await this.sql.close();
+    await this.billingSql.close();
+    await this.cache.close();
   }
 }
 

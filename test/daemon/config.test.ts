@@ -21,7 +21,7 @@ describe('config', () => {
     expect(cfg.server.listen).toBe('127.0.0.1:7070');
     expect(cfg.storage.data_dir).toBe('./data');
     expect(cfg.server.max_body_bytes).toBe(16 * 1024 * 1024);
-    expect(cfg.tiers.free).toEqual({ daily_token_limit: 1_000_000, conversation_retention_days: 7 });
+    expect(cfg.tiers.free).toEqual({ daily_token_limit: 1_000_000, conversation_retention_days: 7, conversation_hot_days: 2 });
     expect(cfg.tiers.pro!.conversation_retention_days).toBe(30);
     expect(Object.keys(cfg.tiers)).toEqual(['free', 'plus', 'pro', 'enterprise']);
   });
@@ -30,7 +30,15 @@ describe('config', () => {
     const cfg = loadConfig(join(ROOT, 'config/production.example.yaml'), { env: { MINIO_ACCESS_KEY: 'ak', MINIO_SECRET_KEY: 'sk', ARCHIVE_ACCESS_KEY: 'a2', ARCHIVE_SECRET_KEY: 's2' } });
     expect(cfg.server.tls?.cert_file).toBe('/etc/strata/tls/server.crt');
     expect(cfg.objects.hot).toMatchObject({ driver: 's3', access_key: 'ak', bucket: 'strata-hot' });
+    expect(cfg.cache).toMatchObject({ driver: 'redis', redis: { mode: 'standalone', url: 'redis://127.0.0.1:6379' } });
+    expect(cfg.usage.prices['*']).toEqual({ input_micros_per_million_tokens: 100000, output_micros_per_million_tokens: 200000 });
     expect(() => loadConfig(join(ROOT, 'config/production.example.yaml'), { env: {} })).toThrow(ConfigError);
+  });
+
+  it('a redis cache must say where redis is, for its mode', () => {
+    expect(problems(() => parseConfig('cache:\n  driver: redis\n'))).toEqual(['cache: driver redis needs a redis: section']);
+    expect(problems(() => parseConfig('cache:\n  driver: redis\n  redis:\n    mode: sentinel\n'))[0]).toMatch(/^cache\.redis: mode sentinel needs sentinels and master_name/);
+    expect(problems(() => parseConfig('cache:\n  driver: redis\n  redis:\n    mode: cluster\n'))[0]).toMatch(/^cache\.redis: mode cluster needs nodes/);
   });
 
   it('an unknown key is an error naming its dotted path', () => {
@@ -60,7 +68,7 @@ describe('config', () => {
     const cfg = parseConfig('{}', { overrides: ['server.listen=0.0.0.0:9', 'metrics.enabled=false', 'tiers.free.daily_token_limit=5', 'tiers.free.conversation_retention_days=1'] });
     expect(cfg.server.listen).toBe('0.0.0.0:9');
     expect(cfg.metrics.enabled).toBe(false);
-    expect(cfg.tiers).toEqual({ free: { daily_token_limit: 5, conversation_retention_days: 1 } });
+    expect(cfg.tiers).toEqual({ free: { daily_token_limit: 5, conversation_retention_days: 1, conversation_hot_days: 3 } });
     expect(problems(() => parseConfig('{}', { overrides: ['server.port=1'] }))).toEqual(['server.port: unknown key']);
     expect(problems(() => parseConfig('{}', { overrides: ['noequals'] }))[0]).toMatch(/expected key.path=value/);
   });

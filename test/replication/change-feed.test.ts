@@ -23,7 +23,7 @@ describe('change feed', () => {
     await primary.call('DELETE', `/v1/admin/tokens/${tok.body.id}`);
 
     const replica = await SqlStore.open(join(tempDir(), 'replica.db'), ENGINE_MIGRATIONS);
-    const engines = createEngines(replica, primary.node.config, new FsObjectStore(tempDir()));
+    const engines = createEngines(replica, primary.node.config, { hot: new FsObjectStore(tempDir()) });
     // Ship in small batches, re-sending one batch as a lost acknowledgement would.
     let lsn = 0;
     for (;;) {

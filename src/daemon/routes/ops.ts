@@ -30,6 +30,11 @@ export function opsRoutes(router: ApiRouter, node: StrataNode): void {
     },
     (c) => {
       if (node.draining) return c.json(errorBody('unavailable', 'the node is shutting down'), 503);
+      // A lost Redis is not a reason to take the node out of rotation: every read falls back
+      // to SQLite. It is reported so that operators (and the metric) see it.
+      if (node.cache.state() !== 'ok') {
+        return c.json({ status: 'degraded', reasons: [`cache: the ${node.cache.cache.driver} backend is unreachable; reads fall back to SQLite`] });
+      }
       return c.json({ status: 'ready' });
     },
   );

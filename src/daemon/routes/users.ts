@@ -56,6 +56,22 @@ export function userRoutes(router: ApiRouter, node: StrataNode): void {
 
   router.route(
     {
+      method: 'delete',
+      path: '/v1/users/:user_id',
+      summary: 'Erase a user: profile, preferences, conversations and archives, usage, tokens (billing entries are kept)',
+      tag: 'users',
+      access: 'service',
+      params: userParams,
+      responses: { 204: { description: 'erased' } },
+    },
+    async (c, { params, caller }) => {
+      await node.eraseUser(actorOf(caller), params.user_id);
+      return c.body(null, 204);
+    },
+  );
+
+  router.route(
+    {
       method: 'get',
       path: '/v1/users/:user_id/preferences',
       summary: "A user's preferences ({} when never set)",
@@ -64,9 +80,9 @@ export function userRoutes(router: ApiRouter, node: StrataNode): void {
       params: userParams,
       responses: { 200: { description: 'the preferences object' } },
     },
-    (c, { params, caller }) => {
+    async (c, { params, caller }) => {
       guardUser(caller, params.user_id);
-      return c.json(node.users.preferences(params.user_id));
+      return c.body(await node.users.preferencesJson(params.user_id), 200, { 'Content-Type': 'application/json' });
     },
   );
 

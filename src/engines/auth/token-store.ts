@@ -3,7 +3,7 @@ import { InvalidInput, NotFound } from '../errors.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
 import type { SqlDatabase } from '../sql/database.js';
 import type { Migration } from '../sql/migrations.js';
-import type { Actor, Writer } from '../sql/writer.js';
+import type { Actor, Tx, Writer } from '../sql/writer.js';
 
 // Bearer tokens. The secret is 32 random bytes shown once, at creation; only its SHA-256 is
 // stored (and logged to the change log), so neither the database, its backups nor a replica
@@ -94,6 +94,13 @@ export class TokenStore {
       tx.audit('tokens.create', `token:${info.id}`, { role: info.role, user_id: info.user_id });
     });
     return { ...info, token };
+  }
+
+  /** Inside an erasure: revokes every token bound to the user. */
+  eraseUser(tx: Tx, userId: string): number {
+    const ids = this.db.prepare<{ id: string }>('SELECT id FROM tokens WHERE user_id = ?').all(userId);
+    for (const { id } of ids) tx.apply(this.deleted, { id });
+    return ids.length;
   }
 
   async delete(actor: Actor, id: string): Promise<void> {

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { Conflict, InvalidInput, NotFound, PayloadTooLarge } from '../errors.js';
+import type { CacheTier } from '../cache/cache-tier.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
 import type { SqlDatabase } from '../sql/database.js';
 import type { Migration } from '../sql/migrations.js';
-import type { Actor, Writer } from '../sql/writer.js';
+import type { Actor, Tx, Writer } from '../sql/writer.js';
 
 // Users and their preferences. Emails are unique regardless of case (the lower-cased form
 // carries the unique index), and a user's tier must be one of the configured tiers.
@@ -50,12 +51,15 @@ function emailKey(email: string): string {
 export class UserStore {
   private readonly upserted: ChangeType<UserRow>;
   private readonly preferencesSet: ChangeType<{ user_id: string; doc: string; updated_at: string }>;
+  private readonly erased: ChangeType<{ id: string }>;
 
   constructor(
     private readonly db: SqlDatabase,
     changes: ChangeLog,
     private readonly writer: Writer,
     private readonly tiers: () => readonly string[],
+    /** Preferences are read through this cache (read on every chat turn, written rarely). */
+    private readonly cache?: CacheTier,
   ) {
     this.upserted = changes.define<UserRow>('users', 'upsert', (db, u) => {
       db.prepare(
@@ -70,6 +74,14 @@ export class UserStore {
          ON CONFLICT (user_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`,
       ).run(p.user_id, p.doc, p.updated_at);
     });
+    this.erased = changes.define<{ id: string }>('users', 'erase', (db, p) => {
+      db.prepare('DELETE FROM users WHERE id = ?').run(p.id);
+    });
+  }
+
+  /** Inside an erasure: the user row and (by cascade) their preferences. */
+  erase(tx: Tx, id: string): void {
+    tx.apply(this.erased, { id });
   }
 
   create(actor: Actor, input: { id?: string | undefined; email: string; tier: string }): Promise<User> {
@@ -116,21 +128,37 @@ export class UserStore {
     return user;
   }
 
-  preferences(userId: string): Record<string, unknown> {
+  /** The stored JSON text ('{}' when never set); cached, and the cache is kept current on write. */
+  async preferencesJson(userId: string): Promise<string> {
+    const cached = await this.cache?.get('preferences', `prefs:${userId}`);
+    if (cached) return cached.toString('utf8');
     this.get(userId);
-    const row = this.db.prepare<{ doc: string }>('SELECT doc FROM preferences WHERE user_id = ?').get(userId);
-    return row ? (JSON.parse(row.doc) as Record<string, unknown>) : {};
+    const doc = this.db.prepare<{ doc: string }>('SELECT doc FROM preferences WHERE user_id = ?').get(userId)?.doc ?? '{}';
+    // Issued right after the read, before any await: see ConversationStore on ordering.
+    void this.cache?.set(`prefs:${userId}`, Buffer.from(doc));
+    return doc;
   }
 
-  setPreferences(actor: Actor, userId: string, doc: Record<string, unknown>): Promise<Record<string, unknown>> {
+  async preferences(userId: string): Promise<Record<string, unknown>> {
+    return JSON.parse(await this.preferencesJson(userId)) as Record<string, unknown>;
+  }
+
+  /** Drops cached state of an erased user. */
+  forget(userId: string): Promise<void> | undefined {
+    return this.cache?.delete([`prefs:${userId}`]);
+  }
+
+  async setPreferences(actor: Actor, userId: string, doc: Record<string, unknown>): Promise<Record<string, unknown>> {
     const text = JSON.stringify(doc);
     if (Buffer.byteLength(text) > PREFERENCES_MAX_BYTES) throw new PayloadTooLarge(PREFERENCES_MAX_BYTES);
-    return this.writer.write(actor, (tx) => {
+    const saved = await this.writer.write(actor, (tx) => {
       this.get(userId);
       tx.apply(this.preferencesSet, { user_id: userId, doc: text, updated_at: new Date().toISOString() });
       tx.audit('users.set_preferences', `user:${userId}`);
       return doc;
     });
+    void this.cache?.set(`prefs:${userId}`, Buffer.from(text));
+    return saved;
   }
 
   private checkTier(tier: string): void {

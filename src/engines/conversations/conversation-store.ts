@@ -1,0 +1,375 @@
+import { randomUUID } from 'node:crypto';
+import { Packr } from 'msgpackr';
+import type { CacheTier } from '../cache/cache-tier.js';
+import { Conflict, InvalidInput, NotFound } from '../errors.js';
+import type { ChangeLog, ChangeType } from '../sql/change-log.js';
+import type { SqlDatabase } from '../sql/database.js';
+import type { Migration } from '../sql/migrations.js';
+import type { Actor, Tx, Writer } from '../sql/writer.js';
+import type { ConversationArchive } from './conversation-archive.js';
+
+// Conversations and their messages. SQLite is the truth; the cache holds, per conversation,
+// its metadata and its most recent messages (sliding TTL), which is what a chat front end
+// reads before every model call.
+//
+// Ordering: appends run inside the group-commit writer, which runs calls one after another,
+// so `last_seq + 1` is always the next number and seq has no gaps even under concurrency.
+// Cache coherence: every cache write is issued synchronously right after the SQLite state it
+// copies was read (no await in between), and one connection delivers commands in order, so a
+// slower reader can never put an older tail over a newer one.
+
+export const conversationMigrations: Migration[] = [
+  {
+    engine: 'conversations',
+    version: 1,
+    name: 'conversations, messages and archive segments',
+    sql: `
+      CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        title TEXT,
+        model TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        message_count INTEGER NOT NULL DEFAULT 0,
+        token_count INTEGER NOT NULL DEFAULT 0,
+        -- When set, the messages live in this object of the archive tier, not in messages.
+        archive_key TEXT,
+        archived_at TEXT
+      ) STRICT;
+      CREATE INDEX conversations_by_user ON conversations (user_id, created_at DESC, id DESC);
+      CREATE INDEX conversations_by_activity ON conversations (updated_at) WHERE archive_key IS NULL;
+      CREATE TABLE messages (
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        tokens INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, seq)
+      ) STRICT, WITHOUT ROWID;
+      -- Every archive object ever written, live or kept for compliance after its conversation
+      -- was deleted; the job deletes the object once delete_after has passed.
+      CREATE TABLE conversation_segments (
+        key TEXT PRIMARY KEY,
+        conversation_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        messages INTEGER NOT NULL,
+        raw_bytes INTEGER NOT NULL,
+        stored_bytes INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        delete_after TEXT
+      ) STRICT;
+      CREATE INDEX conversation_segments_expiry ON conversation_segments (delete_after) WHERE delete_after IS NOT NULL;
+      CREATE INDEX conversation_segments_by_user ON conversation_segments (user_id);
+    `,
+  },
+];
+
+export const ROLES = ['system', 'user', 'assistant', 'tool'] as const;
+export type Role = (typeof ROLES)[number];
+export const MAX_MESSAGES_PER_APPEND = 1000;
+
+export interface Conversation {
+  id: string;
+  user_id: string;
+  title: string | null;
+  model: string | null;
+  created_at: string;
+  updated_at: string;
+  message_count: number;
+  token_count: number;
+  archived: boolean;
+}
+
+export interface Message {
+  seq: number;
+  role: Role;
+  content: string;
+  tokens: number;
+  created_at: string;
+}
+
+export interface NewMessage {
+  role: Role;
+  content: string;
+  tokens?: number | undefined;
+}
+
+interface ConversationRow {
+  id: string;
+  user_id: string;
+  title: string | null;
+  model: string | null;
+  created_at: string;
+  updated_at: string;
+  message_count: number;
+  token_count: number;
+  archive_key: string | null;
+  archived_at: string | null;
+}
+
+/** What the cache holds per conversation: metadata and the last messages, in seq order. */
+interface CachedTail {
+  c: ConversationRow;
+  m: Message[];
+  /** True when m starts at seq 1, i.e. holds the whole conversation. */
+  all: boolean;
+}
+
+const packr = new Packr({ useRecords: false });
+
+export interface ConversationCacheOptions {
+  cachedMessages: number;
+  ttlSeconds: number;
+}
+
+export class ConversationStore {
+  readonly created: ChangeType<ConversationRow>;
+  readonly appended: ChangeType<{ conversation_id: string; messages: Message[]; updated_at: string }>;
+  readonly deleted: ChangeType<{ id: string }>;
+  readonly restored: ChangeType<{ conversation_id: string; messages: Message[] }>;
+  private readonly userErased: ChangeType<{ user_id: string }>;
+  archive: ConversationArchive | undefined;
+
+  constructor(
+    private readonly db: SqlDatabase,
+    changes: ChangeLog,
+    private readonly writer: Writer,
+    private readonly cache: CacheTier,
+    private readonly options: ConversationCacheOptions,
+  ) {
+    this.created = changes.define<ConversationRow>('conversations', 'create', (db, c) => {
+      db.prepare(
+        `INSERT INTO conversations (id, user_id, title, model, created_at, updated_at, message_count, token_count)
+         VALUES (?, ?, ?, ?, ?, ?, 0, 0)`,
+      ).run(c.id, c.user_id, c.title, c.model, c.created_at, c.updated_at);
+    });
+    this.appended = changes.define('conversations', 'append', (db, p) => {
+      const insert = db.prepare('INSERT INTO messages (conversation_id, seq, role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?)');
+      let tokens = 0;
+      for (const m of p.messages) {
+        insert.run(p.conversation_id, m.seq, m.role, m.content, m.tokens, m.created_at);
+        tokens += m.tokens;
+      }
+      db.prepare(
+        'UPDATE conversations SET message_count = message_count + ?, token_count = token_count + ?, updated_at = ? WHERE id = ?',
+      ).run(p.messages.length, tokens, p.updated_at, p.conversation_id);
+    });
+    // Brings an archived conversation back into SQLite (the user wrote to it again). The
+    // payload carries the messages, so a replica replays it without the archive object.
+    this.restored = changes.define('conversations', 'restore', (db, p) => {
+      const insert = db.prepare('INSERT INTO messages (conversation_id, seq, role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?)');
+      for (const m of p.messages) insert.run(p.conversation_id, m.seq, m.role, m.content, m.tokens, m.created_at);
+      db.prepare('UPDATE conversations SET archive_key = NULL, archived_at = NULL WHERE id = ?').run(p.conversation_id);
+    });
+    this.deleted = changes.define('conversations', 'delete', (db, p) => {
+      db.prepare('DELETE FROM conversations WHERE id = ?').run(p.id);
+    });
+    this.userErased = changes.define('conversations', 'erase_user', (db, p) => {
+      db.prepare('DELETE FROM conversations WHERE user_id = ?').run(p.user_id);
+      db.prepare('DELETE FROM conversation_segments WHERE user_id = ?').run(p.user_id);
+    });
+  }
+
+  create(actor: Actor, input: { user_id: string; title?: string | undefined; model?: string | undefined; id?: string | undefined }): Promise<Conversation> {
+    return this.writer.write(actor, (tx) => {
+      const id = input.id ?? randomUUID();
+      if (this.row(id)) throw new Conflict(`a conversation with id ${id} already exists`);
+      const now = new Date().toISOString();
+      const row: ConversationRow = {
+        id,
+        user_id: input.user_id,
+        title: input.title ?? null,
+        model: input.model ?? null,
+        created_at: now,
+        updated_at: now,
+        message_count: 0,
+        token_count: 0,
+        archive_key: null,
+        archived_at: null,
+      };
+      tx.apply(this.created, row);
+      tx.audit('conversations.create', `conversation:${id}`, { user_id: input.user_id });
+      return publicConversation(row);
+    });
+  }
+
+  /** Metadata; served from the cache when the conversation is hot. */
+  async get(id: string): Promise<Conversation> {
+    const cached = await this.cachedTail(id);
+    if (cached) return publicConversation(cached.c);
+    return publicConversation(this.requireRow(id));
+  }
+
+  /** The owner of a conversation, for the tenant guard (NotFound when it does not exist). */
+  async ownerOf(id: string): Promise<string> {
+    return (await this.get(id)).user_id;
+  }
+
+  list(userId: string, limit: number, after?: { created_at: string; id: string }): Conversation[] {
+    const rows = after
+      ? this.db
+          .prepare<ConversationRow>(
+            `SELECT * FROM conversations WHERE user_id = ? AND (created_at, id) < (?, ?)
+             ORDER BY created_at DESC, id DESC LIMIT ?`,
+          )
+          .all(userId, after.created_at, after.id, limit)
+      : this.db
+          .prepare<ConversationRow>('SELECT * FROM conversations WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT ?')
+          .all(userId, limit);
+    return rows.map(publicConversation);
+  }
+
+  async append(actor: Actor, conversationId: string, input: NewMessage[]): Promise<Message[]> {
+    if (input.length === 0) throw new InvalidInput('at least one message is required');
+    if (input.length > MAX_MESSAGES_PER_APPEND) throw new InvalidInput(`at most ${MAX_MESSAGES_PER_APPEND} messages per call`);
+    // Writing to an archived conversation brings it back first; the archive is read outside
+    // the transaction (it is I/O), and the write checks it is still the same archive.
+    const before = this.requireRow(conversationId);
+    const archived = before.archive_key && this.archive ? { key: before.archive_key, messages: await this.archive.read(before.archive_key) } : undefined;
+    const { items, tail } = await this.writer.write(actor, (tx) => {
+      let row = this.requireRow(conversationId);
+      if (row.archive_key) {
+        if (!archived || archived.key !== row.archive_key) throw new Conflict('the conversation was archived while this write waited; retry');
+        tx.apply(this.restored, { conversation_id: row.id, messages: archived.messages });
+      }
+      const now = new Date().toISOString();
+      let seq = row.message_count;
+      const messages: Message[] = input.map((m) => ({ seq: ++seq, role: m.role, content: m.content, tokens: m.tokens ?? 0, created_at: now }));
+      tx.apply(this.appended, { conversation_id: conversationId, messages, updated_at: now });
+      row = this.requireRow(conversationId);
+      return { items: messages, tail: this.tailFromSql(row) };
+    });
+    void this.cache.set(cacheKey(conversationId), packr.pack(tail), this.options.ttlSeconds);
+    return items;
+  }
+
+  /**
+   * Messages in seq order: after a seq (paging forward), or the last `last` of them.
+   * Hot conversations are answered from the cache; archived ones from their archive object.
+   */
+  async messages(conversationId: string, query: { after?: number | undefined; limit: number; last?: number | undefined }): Promise<{ items: Message[]; more: boolean }> {
+    const cached = await this.cachedTail(conversationId);
+    if (cached) {
+      const answer = answerFrom(cached, query);
+      if (answer) return answer;
+    }
+    const row = this.requireRow(conversationId);
+    if (row.archive_key && this.archive) {
+      const all = await this.archive.read(row.archive_key);
+      const whole: CachedTail = { c: row, m: all, all: true };
+      void this.cache.set(cacheKey(conversationId), packr.pack(whole), this.options.ttlSeconds);
+      return answerFrom(whole, query)!;
+    }
+    const tail = this.tailFromSql(row);
+    void this.cache.set(cacheKey(conversationId), packr.pack(tail), this.options.ttlSeconds);
+    const fromTail = answerFrom(tail, query);
+    if (fromTail) return fromTail;
+    const after = query.last !== undefined ? Math.max(0, row.message_count - query.last) : (query.after ?? 0);
+    const limit = query.last !== undefined ? Math.min(query.last, query.limit) : query.limit;
+    const rows = this.db
+      .prepare<Message>('SELECT seq, role, content, tokens, created_at FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?')
+      .all(conversationId, after, limit + 1);
+    return { items: rows.slice(0, limit), more: rows.length > limit };
+  }
+
+  async delete(actor: Actor, conversationId: string): Promise<void> {
+    const segments = await this.writer.write(actor, (tx) => {
+      this.requireRow(conversationId);
+      const keys = this.segmentKeys(conversationId);
+      tx.apply(this.deleted, { id: conversationId });
+      if (this.archive) for (const key of keys) tx.apply(this.archive.segmentDropped, { key });
+      tx.audit('conversations.delete', `conversation:${conversationId}`);
+      return keys;
+    });
+    await this.cache.delete([cacheKey(conversationId)]);
+    // Rows first, objects after: a crash in between leaves an orphan object, never a row
+    // pointing at nothing. The archive job's sweep removes such orphans.
+    if (this.archive) for (const key of segments) await this.archive.deleteObject(key);
+  }
+
+  /**
+   * Inside an erasure: every conversation, message and archive segment row of the user
+   * (compliance copies included). Returns what the caller must clear once committed.
+   */
+  eraseUser(tx: Tx, userId: string): { conversationIds: string[]; segmentKeys: string[] } {
+    const conversationIds = this.db.prepare<{ id: string }>('SELECT id FROM conversations WHERE user_id = ?').all(userId).map((r) => r.id);
+    const segmentKeys = this.db.prepare<{ key: string }>('SELECT key FROM conversation_segments WHERE user_id = ?').all(userId).map((r) => r.key);
+    tx.apply(this.userErased, { user_id: userId });
+    return { conversationIds, segmentKeys };
+  }
+
+  /** Drops a conversation's cache entry (after the archive job or an erasure changed it). */
+  forget(conversationId: string): Promise<void> {
+    return this.cache.delete([cacheKey(conversationId)]);
+  }
+
+  segmentKeys(conversationId: string): string[] {
+    return this.db
+      .prepare<{ key: string }>('SELECT key FROM conversation_segments WHERE conversation_id = ?')
+      .all(conversationId)
+      .map((r) => r.key);
+  }
+
+  private async cachedTail(id: string): Promise<CachedTail | undefined> {
+    if (this.options.cachedMessages === 0) return undefined;
+    const buf = await this.cache.get('conversations', cacheKey(id), { slideTtlSeconds: this.options.ttlSeconds });
+    return buf ? (packr.unpack(buf) as CachedTail) : undefined;
+  }
+
+  private tailFromSql(row: ConversationRow): CachedTail {
+    const n = this.options.cachedMessages;
+    const m = this.db
+      .prepare<Message>('SELECT seq, role, content, tokens, created_at FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq')
+      .all(row.id, Math.max(0, row.message_count - n));
+    return { c: row, m, all: row.message_count <= n };
+  }
+
+  row(id: string): ConversationRow | undefined {
+    return this.db.prepare<ConversationRow>('SELECT * FROM conversations WHERE id = ?').get(id);
+  }
+
+  private requireRow(id: string): ConversationRow {
+    const row = this.row(id);
+    if (!row) throw new NotFound(`conversation ${id} does not exist`);
+    return row;
+  }
+}
+
+/** Answers a read from a cached tail when the tail covers it, else undefined. */
+function answerFrom(tail: CachedTail, query: { after?: number | undefined; limit: number; last?: number | undefined }): { items: Message[]; more: boolean } | undefined {
+  const total = tail.c.message_count;
+  const first = tail.m[0]?.seq ?? total + 1;
+  if (query.last !== undefined) {
+    const want = Math.min(query.last, query.limit, total);
+    if (!tail.all && want > tail.m.length) return undefined;
+    const start = Math.max(0, total - want);
+    const items = tail.m.filter((m) => m.seq > start);
+    return { items, more: false };
+  }
+  const after = query.after ?? 0;
+  if (!tail.all && after + 1 < first) return undefined;
+  const items = tail.m.filter((m) => m.seq > after).slice(0, query.limit + 1);
+  return { items: items.slice(0, query.limit), more: items.length > query.limit };
+}
+
+function cacheKey(id: string): string {
+  return `conv:${id}`;
+}
+
+export function publicConversation(r: ConversationRow): Conversation {
+  return {
+    id: r.id,
+    user_id: r.user_id,
+    title: r.title,
+    model: r.model,
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+    message_count: r.message_count,
+    token_count: r.token_count,
+    archived: r.archive_key !== null,
+  };
+}
+
+export type { ConversationRow };
