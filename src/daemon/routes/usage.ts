@@ -18,7 +18,8 @@ const day = z
   .regex(/^\d{4}-\d{2}-\d{2}(T.*)?$/, 'expected a date (YYYY-MM-DD) or an RFC 3339 time')
   .transform((v, ctx) => {
     const t = Date.parse(v.length === 10 ? `${v}T00:00:00Z` : v);
-    if (Number.isNaN(t)) {
+    // Date.parse rolls 2026-02-30 over to March; a real date survives the round trip.
+    if (Number.isNaN(t) || (v.length === 10 && new Date(t).toISOString().slice(0, 10) !== v)) {
       ctx.addIssue({ code: 'custom', message: 'not a real date' });
       return z.NEVER;
     }
