@@ -79,3 +79,49 @@ describe('users and preferences', () => {
     expect((await t.call('PUT', '/v1/users/nobody/preferences', { a: 1 })).status).toBe(404);
   });
 });
+
+describe('erasing a user (DELETE /v1/users/{id})', () => {
+  it('removes the user from every engine of the node, caches and archives included; billing stays', async () => {
+    const t = await openTestNode();
+    await t.call('POST', '/v1/users', { id: 'gone', email: 'gone@example.com', tier: 'free' });
+    await t.call('POST', '/v1/users', { id: 'stays', email: 'stays@example.com', tier: 'free' });
+    const token = (await t.call('POST', '/v1/admin/tokens', { name: 'g', role: 'user', user_id: 'gone' })).body.token;
+    await t.call('PUT', '/v1/users/gone/preferences', { a: 1 });
+    expect((await t.call('GET', '/v1/users/gone/preferences')).body).toEqual({ a: 1 }); // now cached
+    const hot = (await t.call('POST', '/v1/conversations', { user_id: 'gone' })).body.id;
+    await t.call('POST', `/v1/conversations/${hot}/messages`, { role: 'user', content: 'hello' });
+    await t.call('GET', `/v1/conversations/${hot}/messages`); // cached
+    const old = (await t.call('POST', '/v1/conversations', { user_id: 'gone' })).body.id;
+    await t.call('POST', `/v1/conversations/${old}/messages`, { role: 'user', content: 'old' });
+    const keep = (await t.call('POST', '/v1/conversations', { user_id: 'stays' })).body.id;
+    await t.call('POST', `/v1/conversations/${keep}/messages`, { role: 'user', content: 'keep me' });
+    // Idle past the free tier's hot window (3 days), inside its retention (7).
+    t.node.sql.db.prepare('UPDATE conversations SET updated_at = ? WHERE id = ?').run(new Date(Date.now() - 4 * 86_400_000).toISOString(), old);
+    await t.node.runConversationArchive(Date.now());
+    const archiveKey = (await t.call('GET', `/v1/conversations/${old}/archive`)).body.key as string;
+    await t.call('POST', '/v1/usage', { user_id: 'gone', model: 'm', input_tokens: 1, output_tokens: 1 });
+    await t.call('POST', '/v1/billing/entries', { user_id: 'gone', kind: 'charge', amount_micros: 1, currency: 'EUR', ref: 'g-1' });
+
+    expect((await t.call('DELETE', '/v1/users/gone')).status).toBe(204);
+
+    expect((await t.call('GET', '/v1/users/gone')).status).toBe(404);
+    expect((await t.call('GET', '/v1/users/gone/preferences')).status).toBe(404);
+    expect((await t.call('GET', `/v1/conversations/${hot}/messages`)).status).toBe(404);
+    expect((await t.call('GET', `/v1/conversations/${old}`)).status).toBe(404);
+    expect((await t.call('GET', '/v1/users/gone/usage')).status).toBe(404);
+    expect((await t.call('GET', '/v1/users/stays', undefined, token)).status).toBe(401);
+    expect(await t.node.conversationArchive['objects'].head(archiveKey)).toBeUndefined();
+    for (const table of ['messages', 'usage_events', 'usage_daily', 'preferences', 'conversation_segments']) {
+      const col = table === 'messages' ? 'conversation_id' : 'user_id';
+      const ids = table === 'messages' ? [hot, old] : ['gone'];
+      const n = t.node.sql.db.prepare(`SELECT COUNT(*) AS n FROM ${table} WHERE ${col} IN (${ids.map(() => '?').join(',')})`).get(...ids) as { n: number };
+      expect(n.n, table).toBe(0);
+    }
+    // Another user's data is untouched; the ledger keeps its (append-only) record.
+    expect((await t.call('GET', `/v1/conversations/${keep}/messages`)).body.items[0].content).toBe('keep me');
+    expect((await t.call('GET', '/v1/billing/entries?user_id=gone')).body.items).toHaveLength(1);
+    expect((await t.call('GET', '/v1/admin/audit?limit=5')).body.items.map((e: { action: string }) => e.action)).toContain('users.erase');
+    expect((await t.call('DELETE', '/v1/users/gone')).status).toBe(404);
+    await t.close();
+  });
+});
