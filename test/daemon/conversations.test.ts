@@ -1,5 +1,6 @@
 import { pack, unpack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { api, startDaemon } from '../helpers/daemon.js';
 import { openTestNode } from '../helpers/node.js';
 
 describe('conversations over HTTP', () => {
@@ -149,5 +150,49 @@ describe('conversations over HTTP', () => {
     }
     expect(t.node.sql.writer.lastLsn).toBe(before);
     expect((await t.call('GET', `/v1/conversations/${id}`)).body.message_count).toBe(0);
+  });
+});
+
+describe('conversations survive kill -9', () => {
+  it('loses no acknowledged message when the daemon is killed during a stream of appends', async () => {
+    const d = await startDaemon();
+    await api(d, 'POST', '/v1/users', { id: 'k', email: 'k@example.com', tier: 'pro' });
+    const conv = (await api(d, 'POST', '/v1/conversations', { user_id: 'k' })).body.id as string;
+    const acked = new Map<number, string>();
+    let n = 0;
+    let stop = false;
+    // 16 writers append as fast as they can; the daemon is killed while they do.
+    const writer = async () => {
+      while (!stop) {
+        const content = `message ${n++}`;
+        try {
+          const r = await api(d, 'POST', `/v1/conversations/${conv}/messages`, { role: 'user', content, tokens: 1 });
+          if (r.status === 201) acked.set(r.body.items[0].seq, content);
+        } catch {
+          return; // connection refused or reset: the daemon is gone
+        }
+      }
+    };
+    const writers = Array.from({ length: 16 }, writer);
+    await new Promise((r) => setTimeout(r, 1500));
+    await d.kill9();
+    stop = true;
+    await Promise.all(writers);
+    expect(acked.size).toBeGreaterThan(50);
+
+    const again = await startDaemon({ dataDir: d.dataDir });
+    const stored: Array<{ seq: number; content: string }> = [];
+    let cursor: string | null = null;
+    do {
+      const page = await api(again, 'GET', `/v1/conversations/${conv}/messages?limit=1000${cursor ? `&cursor=${cursor}` : ''}`);
+      stored.push(...page.body.items);
+      cursor = page.body.next_cursor;
+    } while (cursor);
+    const bySeq = new Map(stored.map((m) => [m.seq, m.content]));
+    for (const [seq, content] of acked) expect(bySeq.get(seq), `seq ${seq}`).toBe(content);
+    // Gapless, and the counts agree with the rows.
+    expect(stored.map((m) => m.seq)).toEqual(Array.from({ length: stored.length }, (_, i) => i + 1));
+    expect((await api(again, 'GET', `/v1/conversations/${conv}`)).body).toMatchObject({ message_count: stored.length, token_count: stored.length });
+    await again.stop();
   });
 });
