@@ -91,9 +91,10 @@ export class RedisCache implements Cache {
   async getMany(keys: readonly string[]): Promise<Array<Buffer | undefined>> {
     if (keys.length === 0) return [];
     if (this.client instanceof Cluster) {
-      // MGET across slots is refused by a Cluster; a pipeline of GETs is routed per key.
-      const results = await this.run(() => this.client.pipeline(keys.map((k) => ['getBuffer', this.key(k)])).exec());
-      return (results ?? []).map(([err, v]) => (err ? undefined : ((v as Buffer | null) ?? undefined)));
+      // A Cluster refuses MGET (and ioredis a pipeline) across slots: one GET per key, sent
+      // together, each routed to the node that owns its slot.
+      const values = await this.run(() => Promise.all(keys.map((k) => this.client.getBuffer(this.key(k)))));
+      return values.map((v) => v ?? undefined);
     }
     const values = await this.run(() => this.client.mgetBuffer(...keys.map((k) => this.key(k))));
     return values.map((v) => v ?? undefined);
@@ -107,7 +108,7 @@ export class RedisCache implements Cache {
   async delete(keys: readonly string[]): Promise<void> {
     if (keys.length === 0) return;
     if (this.client instanceof Cluster) {
-      await this.run(() => this.client.pipeline(keys.map((k) => ['del', this.key(k)])).exec());
+      await this.run(() => Promise.all(keys.map((k) => this.client.del(this.key(k)))));
       return;
     }
     await this.run(() => this.client.del(...keys.map((k) => this.key(k))));

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisCache } from '../../../src/engines/cache/redis-cache.js';
-import { HAS_REDIS, startRedis, type RedisServer } from '../../helpers/redis.js';
+import { HAS_REDIS, startRedis, startRedisCluster, startRedisSentinel, type RedisServer } from '../../helpers/redis.js';
+import type { RedisTopology } from '../../../src/engines/cache/redis-cache.js';
 import { cacheContract } from './cache.contract.js';
 
 let server: RedisServer;
@@ -52,3 +53,31 @@ describe.skipIf(!HAS_REDIS)('redis cache', () => {
     await cache.close();
   });
 });
+
+describe.skipIf(!HAS_REDIS)('redis cache on a Cluster', () => {
+  let cluster: Awaited<ReturnType<typeof startRedisCluster>>;
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+  });
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+  cacheContract('redis cluster', () => openTopology({ mode: 'cluster', nodes: cluster.nodes }));
+});
+
+describe.skipIf(!HAS_REDIS)('redis cache behind Sentinel', () => {
+  let sentinel: Awaited<ReturnType<typeof startRedisSentinel>>;
+  beforeAll(async () => {
+    sentinel = await startRedisSentinel();
+  });
+  afterAll(async () => {
+    await sentinel?.stop();
+  });
+  cacheContract('redis sentinel', () => openTopology({ mode: 'sentinel', sentinels: sentinel.sentinels, name: sentinel.name }));
+});
+
+async function openTopology(topology: RedisTopology): Promise<RedisCache> {
+  const cache = new RedisCache({ topology, keyPrefix: `t${process.pid}-${n++}:`, commandTimeoutMs: 1000 });
+  await cache.waitReady(10_000);
+  return cache;
+}
