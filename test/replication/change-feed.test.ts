@@ -7,7 +7,7 @@ import { tempDir } from '../helpers/daemon.js';
 import { FsObjectStore } from '../../src/engines/objects/fs-object-store.js';
 import { openTestNode } from '../helpers/node.js';
 
-const tables = ['users', 'preferences', 'tokens', 'audit_log'];
+const tables = ['users', 'preferences', 'tokens', 'audit_log', 'conversations', 'messages', 'conversation_segments', 'usage_events', 'usage_daily'];
 
 function dump(store: SqlStore) {
   return Object.fromEntries(tables.map((t) => [t, store.db.prepare(`SELECT * FROM ${t} ORDER BY 1`).all()]));
@@ -21,6 +21,17 @@ describe('change feed', () => {
     await primary.call('PATCH', '/v1/users/a', { tier: 'pro' });
     const tok = await primary.call('POST', '/v1/admin/tokens', { name: 'r', role: 'reader' });
     await primary.call('DELETE', `/v1/admin/tokens/${tok.body.id}`);
+    // The chat side: conversations, an archive and a restore, usage, an erasure.
+    const conv = (await primary.call('POST', '/v1/conversations', { user_id: 'a', title: 't' })).body.id;
+    await primary.call('POST', `/v1/conversations/${conv}/messages`, { messages: [{ role: 'user', content: 'x', tokens: 2 }, { role: 'assistant', content: 'y' }] });
+    expect((await primary.node.runConversationArchive(Date.now() + 10 * 86_400_000)).archived).toBe(1);
+    await primary.call('POST', '/v1/users', { id: 'b', email: 'b@example.com', tier: 'pro' });
+    const other = (await primary.call('POST', '/v1/conversations', { user_id: 'b' })).body.id;
+    await primary.call('POST', `/v1/conversations/${other}/messages`, { role: 'user', content: 'z' });
+    await primary.call('POST', '/v1/usage', { user_id: 'b', model: 'm', input_tokens: 3, output_tokens: 4 });
+    await primary.call('POST', '/v1/users', { id: 'c', email: 'c@example.com', tier: 'pro' });
+    await primary.call('POST', '/v1/usage', { user_id: 'c', model: 'm', input_tokens: 1, output_tokens: 1 });
+    await primary.call('DELETE', '/v1/users/c');
 
     const replica = await SqlStore.open(join(tempDir(), 'replica.db'), ENGINE_MIGRATIONS);
     const engines = createEngines(replica, primary.node.config, { hot: new FsObjectStore(tempDir()) });
@@ -34,6 +45,8 @@ describe('change feed', () => {
     }
     expect(lsn).toBe(primary.node.sql.writer.lastLsn);
     expect(dump(replica)).toEqual(dump(primary.node.sql));
+    expect(dump(replica).conversation_segments).toHaveLength(1);
+    expect(dump(replica).usage_daily).toHaveLength(1);
     expect(engines.audit.verify()).toEqual(primary.node.audit.verify());
     expect(engines.users.get('a').tier).toBe('pro');
     await replica.close();
