@@ -110,10 +110,16 @@ export function spawnUntil(cmd: string, args: string[], ready: RegExp, env: Node
   return new Promise((resolve, reject) => {
     const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
+    // A server that never says it is ready must fail the run, not hang it.
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`${cmd} was not ready after 30 s:\n${out}`));
+    }, 30_000);
     const onData = (d: Buffer) => {
       out += d.toString();
       const m = ready.exec(out);
       if (m) {
+        clearTimeout(timer);
         proc.stdout!.off('data', onData);
         proc.stdout!.resume();
         proc.stderr!.resume();

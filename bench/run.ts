@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { httpWrite } from './http-write.js';
 import { machine, type BenchOptions, type ResultRow } from './lib.js';
 import { models } from './models.js';
+import { conversations } from './conversations.js';
 
 // `npm run bench` runs every benchmark; `npm run bench -- --quick` a short version of each.
 // Results go to bench/results/latest.json and a table on stdout.
@@ -11,6 +12,7 @@ import { models } from './models.js';
 const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [
   ['http_write', httpWrite],
   ['models', models],
+  ['conversations', conversations],
 ];
 
 async function main(): Promise<void> {

@@ -5,7 +5,7 @@ import type { ApiRouter } from '../api-router.js';
 import type { Caller } from '../app-env.js';
 import { actorOf, guardUser } from '../auth.js';
 import { decodeCursor, encodeCursor, page, pageQuery } from '../pagination.js';
-import { reply } from '../reply.js';
+import { reply, wantsMsgpack } from '../reply.js';
 import { id } from '../schemas.js';
 import type { StrataNode } from '../strata-node.js';
 
@@ -44,8 +44,8 @@ export function listedUser(caller: Caller, userId: string | undefined): string {
 export function conversationRoutes(router: ApiRouter, node: StrataNode): void {
   const { conversations } = node;
   /** Tenant guard for a conversation id: another user's conversation is "not found". */
-  const guard = async (caller: Caller, conversationId: string) => {
-    guardUser(caller, await conversations.ownerOf(conversationId), `conversation ${conversationId}`);
+  const guard = (caller: Caller, conversationId: string) => {
+    guardUser(caller, conversations.ownerOf(conversationId), `conversation ${conversationId}`);
   };
 
   router.route(
@@ -113,7 +113,7 @@ export function conversationRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 201: { description: 'the stored messages', schema: z.object({ items: z.array(message) }) } },
     },
     async (c, { params, body, caller }) => {
-      await guard(caller, params.id);
+      guard(caller, params.id);
       const input = 'messages' in body ? body.messages : [body];
       return reply(c, { items: await conversations.append(actorOf(caller), params.id, input) }, 201);
     },
@@ -134,13 +134,16 @@ export function conversationRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 200: { description: 'a page of messages' } },
     },
     async (c, { params, query, caller }) => {
-      await guard(caller, params.id);
       const cursor = decodeCursor(query.cursor, z.object({ after: z.number().int().min(0) }));
       if (cursor && query.last !== undefined) throw new InvalidInput('cursor and last cannot be combined');
       const after = cursor?.after ?? query.after;
-      const { items, more } = await conversations.messages(params.id, { after, limit: query.limit, last: query.last });
-      const last = items[items.length - 1];
-      return reply(c, { items, next_cursor: more && last ? encodeCursor({ after: last.seq }) : null });
+      const p = await conversations.messagePage(params.id, { after, limit: query.limit, last: query.last });
+      // The page carries its owner, so the guard costs no second lookup on the hot path.
+      guardUser(caller, p.user_id, `conversation ${params.id}`);
+      const next = p.more && p.json.length > 0 ? encodeCursor({ after: p.first + p.json.length - 1 }) : null;
+      if (wantsMsgpack(c)) return reply(c, { items: p.json.map((j) => JSON.parse(j) as unknown), next_cursor: next });
+      // Messages are cached in their JSON form: the answer is assembled, not re-serialised.
+      return c.body(`{"items":[${p.json.join(',')}],"next_cursor":${JSON.stringify(next)}}`, 200, { 'Content-Type': 'application/json' });
     },
   );
 
@@ -155,7 +158,7 @@ export function conversationRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 204: { description: 'deleted' } },
     },
     async (c, { params, caller }) => {
-      await guard(caller, params.id);
+      guard(caller, params.id);
       await conversations.delete(actorOf(caller), params.id);
       return c.body(null, 204);
     },
@@ -172,7 +175,7 @@ export function conversationRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 200: { description: 'its location' } },
     },
     async (c, { params, caller }) => {
-      await guard(caller, params.id);
+      guard(caller, params.id);
       const location = node.conversationArchive.location(params.id);
       return c.json(location ? { archived: true, ...location } : { archived: false, tier: 'hot' });
     },

@@ -109,13 +109,31 @@ interface ConversationRow {
   archived_at: string | null;
 }
 
-/** What the cache holds per conversation: metadata and the last messages, in seq order. */
+/**
+ * What the cache holds per conversation: metadata and the last messages in seq order, each
+ * already in its wire form (one JSON text per message, made by SQLite's json_object). A hot
+ * read then decodes a list of strings and joins a slice of it — no per-field decoding, no
+ * JSON.stringify — which is most of what a read costs.
+ */
 interface CachedTail {
   c: ConversationRow;
-  m: Message[];
-  /** True when m starts at seq 1, i.e. holds the whole conversation. */
+  /** JSON of messages first, first + 1, ... */
+  j: string[];
+  first: number;
+  /** True when j starts at seq 1, i.e. holds the whole conversation. */
   all: boolean;
 }
+
+/** A page of messages as JSON texts with consecutive seq numbers from `first`. */
+export interface MessagePage {
+  json: string[];
+  first: number;
+  more: boolean;
+  /** The conversation's owner, for the tenant guard. */
+  user_id: string;
+}
+
+const MESSAGE_JSON = "json_object('seq', seq, 'role', role, 'content', content, 'tokens', tokens, 'created_at', created_at)";
 
 const packr = new Packr({ useRecords: false });
 
@@ -203,8 +221,10 @@ export class ConversationStore {
   }
 
   /** The owner of a conversation, for the tenant guard (NotFound when it does not exist). */
-  async ownerOf(id: string): Promise<string> {
-    return (await this.get(id)).user_id;
+  ownerOf(id: string): string {
+    const row = this.db.prepare<{ user_id: string }>('SELECT user_id FROM conversations WHERE id = ?').get(id);
+    if (!row) throw new NotFound(`conversation ${id} does not exist`);
+    return row.user_id;
   }
 
   list(userId: string, limit: number, after?: { created_at: string; id: string }): Conversation[] {
@@ -249,7 +269,7 @@ export class ConversationStore {
    * Messages in seq order: after a seq (paging forward), or the last `last` of them.
    * Hot conversations are answered from the cache; archived ones from their archive object.
    */
-  async messages(conversationId: string, query: { after?: number | undefined; limit: number; last?: number | undefined }): Promise<{ items: Message[]; more: boolean }> {
+  async messagePage(conversationId: string, query: MessageQuery): Promise<MessagePage> {
     const cached = await this.cachedTail(conversationId);
     if (cached) {
       const answer = answerFrom(cached, query);
@@ -258,7 +278,7 @@ export class ConversationStore {
     const row = this.requireRow(conversationId);
     if (row.archive_key && this.archive) {
       const all = await this.archive.read(row.archive_key);
-      const whole: CachedTail = { c: row, m: all, all: true };
+      const whole: CachedTail = { c: row, j: all.map((m) => JSON.stringify(m)), first: 1, all: true };
       void this.cache.set(cacheKey(conversationId), packr.pack(whole), this.options.ttlSeconds);
       return answerFrom(whole, query)!;
     }
@@ -268,10 +288,17 @@ export class ConversationStore {
     if (fromTail) return fromTail;
     const after = query.last !== undefined ? Math.max(0, row.message_count - query.last) : (query.after ?? 0);
     const limit = query.last !== undefined ? Math.min(query.last, query.limit) : query.limit;
-    const rows = this.db
-      .prepare<Message>('SELECT seq, role, content, tokens, created_at FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?')
-      .all(conversationId, after, limit + 1);
-    return { items: rows.slice(0, limit), more: rows.length > limit };
+    const json = this.db
+      .prepare<{ j: string }>(`SELECT ${MESSAGE_JSON} AS j FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?`)
+      .all(conversationId, after, limit + 1)
+      .map((r) => r.j);
+    return { json: json.slice(0, limit), first: after + 1, more: json.length > limit, user_id: row.user_id };
+  }
+
+  /** messagePage() as objects. */
+  async messages(conversationId: string, query: MessageQuery): Promise<{ items: Message[]; more: boolean; user_id: string }> {
+    const p = await this.messagePage(conversationId, query);
+    return { items: p.json.map((j) => JSON.parse(j) as Message), more: p.more, user_id: p.user_id };
   }
 
   async delete(actor: Actor, conversationId: string): Promise<void> {
@@ -319,11 +346,12 @@ export class ConversationStore {
   }
 
   private tailFromSql(row: ConversationRow): CachedTail {
-    const n = this.options.cachedMessages;
-    const m = this.db
-      .prepare<Message>('SELECT seq, role, content, tokens, created_at FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq')
-      .all(row.id, Math.max(0, row.message_count - n));
-    return { c: row, m, all: row.message_count <= n };
+    const after = Math.max(0, row.message_count - this.options.cachedMessages);
+    const j = this.db
+      .prepare<{ j: string }>(`SELECT ${MESSAGE_JSON} AS j FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq`)
+      .all(row.id, after)
+      .map((r) => r.j);
+    return { c: row, j, first: after + 1, all: after === 0 };
   }
 
   row(id: string): ConversationRow | undefined {
@@ -337,21 +365,26 @@ export class ConversationStore {
   }
 }
 
+export interface MessageQuery {
+  after?: number | undefined;
+  limit: number;
+  last?: number | undefined;
+}
+
 /** Answers a read from a cached tail when the tail covers it, else undefined. */
-function answerFrom(tail: CachedTail, query: { after?: number | undefined; limit: number; last?: number | undefined }): { items: Message[]; more: boolean } | undefined {
+function answerFrom(tail: CachedTail, query: MessageQuery): MessagePage | undefined {
   const total = tail.c.message_count;
-  const first = tail.m[0]?.seq ?? total + 1;
+  const user_id = tail.c.user_id;
   if (query.last !== undefined) {
     const want = Math.min(query.last, query.limit, total);
-    if (!tail.all && want > tail.m.length) return undefined;
-    const start = Math.max(0, total - want);
-    const items = tail.m.filter((m) => m.seq > start);
-    return { items, more: false };
+    if (!tail.all && want > tail.j.length) return undefined;
+    return { json: tail.j.slice(tail.j.length - want), first: total - want + 1, more: false, user_id };
   }
   const after = query.after ?? 0;
-  if (!tail.all && after + 1 < first) return undefined;
-  const items = tail.m.filter((m) => m.seq > after).slice(0, query.limit + 1);
-  return { items: items.slice(0, query.limit), more: items.length > query.limit };
+  if (!tail.all && after + 1 < tail.first) return undefined;
+  const from = Math.max(0, after + 1 - tail.first);
+  const json = tail.j.slice(from, from + query.limit + 1);
+  return { json: json.slice(0, query.limit), first: tail.first + from, more: json.length > query.limit, user_id };
 }
 
 function cacheKey(id: string): string {
