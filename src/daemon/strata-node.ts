@@ -64,7 +64,14 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
       const t = config.tiers[tier];
       return t && { hotDays: t.conversation_hot_days, retentionDays: t.conversation_retention_days };
     },
-    { complianceRetentionDays: config.conversations.archive.compliance_retention_days, batch: config.conversations.archive.batch },
+    {
+      complianceRetentionDays: config.conversations.archive.compliance_retention_days,
+      batch: config.conversations.archive.batch,
+      shortest: {
+        hotDays: Math.min(...Object.values(config.tiers).map((t) => t.conversation_hot_days)),
+        retentionDays: Math.min(...Object.values(config.tiers).map((t) => t.conversation_retention_days)),
+      },
+    },
     {
       archived: (n, raw, stored) => {
         metrics?.conversationsArchived.inc(n);

@@ -32,6 +32,8 @@ export interface TierPolicy {
 export interface ArchiveOptions {
   complianceRetentionDays: number;
   batch: number;
+  /** The shortest hot window and retention of any tier: the scan stops at younger rows. */
+  shortest: TierPolicy;
 }
 
 export interface ArchiveEvents {
@@ -121,10 +123,13 @@ export class ConversationArchive {
 
   async run(actor: Actor, now = Date.now()): Promise<ArchiveRunResult> {
     const result: ArchiveRunResult = { archived: 0, raw_bytes: 0, stored_bytes: 0, compression_ratio: null, deleted: 0, segments_expired: 0 };
+    let seen = 0;
     for (const row of this.candidates('hot', now)) {
-      await this.archiveOne(actor, row, now, result);
-      if (result.archived % this.options.batch === 0) this.events.progress?.('archive', result.archived);
+      // An empty conversation has nothing to move; retention deletes it in time.
+      if (row.message_count > 0) await this.archiveOne(actor, row, now, result);
+      if (++seen % this.options.batch === 0) this.events.progress?.('archive', seen);
     }
+    this.events.progress?.('archive', seen);
     for (const row of this.candidates('retention', now)) {
       // Compliance: keep a copy in the archive before the conversation goes away.
       if (this.options.complianceRetentionDays > 0 && !row.archive_key && row.message_count > 0) await this.archiveOne(actor, row, now, result);
@@ -132,6 +137,7 @@ export class ConversationArchive {
       result.deleted++;
       if (result.deleted % this.options.batch === 0) this.events.progress?.('retention', result.deleted);
     }
+    this.events.progress?.('retention', result.deleted);
     result.segments_expired = await this.dropExpiredSegments(actor, now);
     if (result.stored_bytes > 0) result.compression_ratio = Math.round((result.raw_bytes / result.stored_bytes) * 100) / 100;
     if (result.deleted) this.events.deleted?.(result.deleted);
@@ -151,7 +157,11 @@ export class ConversationArchive {
         )
         .all(cursor.updated_at, cursor.id, this.options.batch);
       if (rows.length === 0) return;
+      const shortest = kind === 'hot' ? this.options.shortest.hotDays : this.options.shortest.retentionDays;
       for (const r of rows) {
+        // Rows come in order of activity: once one is inside every tier's window, all the
+        // rest are too, and the scan ends.
+        if (now - Date.parse(r.updated_at) <= shortest * DAY_MS) return;
         const policy = r.tier ? this.policy(r.tier) : undefined;
         if (!policy) continue;
         const idle = now - Date.parse(r.updated_at);
@@ -160,7 +170,6 @@ export class ConversationArchive {
       }
       const last = rows[rows.length - 1]!;
       cursor = { updated_at: last.updated_at, id: last.id };
-      // Rows are ordered by activity: once one is younger than every tier's window, stop early.
     }
   }
 
