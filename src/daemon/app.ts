@@ -10,6 +10,8 @@ import { modelRoutes } from './routes/models.js';
 import { userRoutes } from './routes/users.js';
 import { conversationRoutes } from './routes/conversations.js';
 import { usageRoutes } from './routes/usage.js';
+import { vectorRoutes } from './routes/vectors.js';
+import { graphRoutes } from './routes/graph.js';
 import type { StrataNode } from './strata-node.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -73,6 +75,8 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
   checkpointRoutes(router, node);
   conversationRoutes(router, node);
   usageRoutes(router, node);
+  vectorRoutes(router, node);
+  graphRoutes(router, node);
 
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
   app.onError((err, c) => errorResponse(c, err));

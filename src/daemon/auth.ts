@@ -11,15 +11,18 @@ import type { Caller } from './app-env.js';
  * - `service`: admin or service — trusted backends acting for any user;
  * - `write`: any role that may change data (everything but reader); user tokens are then
  *   held to their own user by guardUser();
- * - `read`: any valid token; user tokens are held to their own user by guardUser().
+ * - `read`: any valid token; user tokens are held to their own user by guardUser();
+ * - `shared`: reads of data that belongs to no single user (vector collections, the graph):
+ *   admin, service and reader, not user tokens, since such data may mix tenants.
  */
-export type Access = 'public' | 'admin' | 'service' | 'write' | 'read';
+export type Access = 'public' | 'admin' | 'service' | 'write' | 'read' | 'shared';
 
 const ALLOWED: Record<Exclude<Access, 'public'>, ReadonlySet<Caller['role']>> = {
   admin: new Set(['admin']),
   service: new Set(['admin', 'service']),
   write: new Set(['admin', 'service', 'user']),
   read: new Set(['admin', 'service', 'reader', 'user']),
+  shared: new Set(['admin', 'service', 'reader']),
 };
 
 export function authenticate(c: Context, tokens: TokenStore): Caller {

@@ -172,6 +172,37 @@ export const configSchema = z.strictObject({
       path: z.string().min(1).optional(),
     })
     .prefault({}),
+  vectors: z
+    .strictObject({
+      /** Where usearch index files are saved. Default: <data_dir>/indexes. Derived state: deletable. */
+      index_dir: z.string().min(1).optional(),
+      max_batch: z.int().positive().max(100_000).default(1000),
+      max_dimensions: z.int().positive().max(65_536).default(4096),
+      /** Filtered queries matching at most this many vectors are answered by exact search. */
+      exact_search_max: z.int().min(0).default(2048),
+      compact_tombstone_ratio: z.number().gt(0).lt(1).default(0.25),
+      save_interval_seconds: z.int().min(0).default(60),
+      defaults: z
+        .strictObject({
+          connectivity: z.int().min(2).max(256).default(16),
+          expansion_add: z.int().min(1).max(4096).default(128),
+          expansion_search: z.int().min(1).max(4096).default(64),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  embeddings: z
+    .strictObject({
+      cache: z
+        .strictObject({
+          dtype: z.enum(['f32', 'f16']).default('f16'),
+          /** Byte budget with the memory cache driver (the Redis driver relies on TTL and Redis's own maxmemory). */
+          max_bytes: z.int().positive().default(256 * 1024 * 1024),
+          ttl_seconds: z.int().positive().default(30 * 86_400),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

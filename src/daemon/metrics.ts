@@ -97,6 +97,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly vectorQueryDuration = new client.Histogram({
+    name: 'strata_vector_query_duration_seconds',
+    help: 'Vector query latency inside the engine, by plan (hnsw, filtered_hnsw, exact)',
+    labelNames: ['plan'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+  readonly embeddingCacheHits = new client.Counter({ name: 'strata_embedding_cache_hits_total', help: 'Embedding lookups answered from the cache', registers: [this.registry] });
+  readonly embeddingCacheMisses = new client.Counter({ name: 'strata_embedding_cache_misses_total', help: 'Embedding lookups not in the cache', registers: [this.registry] });
+
+  /** Set by the node: per collection, vectors and estimated index bytes, read at scrape time. */
+  vectorCollections: () => Array<{ name: string; count: number; memory_bytes: number }> = () => [];
+
   /** Set by the node: entries in the billing ledger, read at scrape time. */
   ledgerEntries: () => number = () => 0;
 
@@ -123,6 +136,26 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.set(metrics.ledgerEntries());
+      },
+    });
+    new client.Gauge({
+      name: 'strata_vectors',
+      help: 'Vectors stored per collection',
+      labelNames: ['collection'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const c of metrics.vectorCollections()) this.labels(c.name).set(c.count);
+      },
+    });
+    new client.Gauge({
+      name: 'strata_vector_index_bytes',
+      help: 'Estimated memory of each collection index (from its last saved size)',
+      labelNames: ['collection'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const c of metrics.vectorCollections()) this.labels(c.name).set(c.memory_bytes);
       },
     });
     for (const result of ['hit', 'miss']) for (const use of ['conversations', 'preferences']) this.cacheRequests.labels(use, result).inc(0);

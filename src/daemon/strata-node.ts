@@ -21,10 +21,14 @@ import { UsageMeter, usageMigrations } from '../engines/usage/usage-meter.js';
 import { BillingLedger, billingMigrations } from '../engines/billing/billing-ledger.js';
 import { NotFound } from '../engines/errors.js';
 import { openCache } from './cache-driver.js';
+import { VectorStore, vectorMigrations } from '../engines/vectors/vector-store.js';
+import { EmbeddingCache } from '../engines/vectors/embedding-cache.js';
+import { KnowledgeGraph, graphMigrations } from '../engines/graph/knowledge-graph.js';
+import type { Cache } from '../engines/cache/cache.js';
 
 export const SYSTEM: Actor = { tokenId: 'system' };
 
-export const ENGINE_MIGRATIONS = [...auditMigrations, ...tokenMigrations, ...userMigrations, ...modelMigrations, ...conversationMigrations, ...usageMigrations];
+export const ENGINE_MIGRATIONS = [...auditMigrations, ...tokenMigrations, ...userMigrations, ...modelMigrations, ...conversationMigrations, ...usageMigrations, ...vectorMigrations, ...graphMigrations];
 export const BILLING_MIGRATIONS = billingMigrations;
 
 /** What createEngines needs besides the SQL store; everything but `hot` has a local default. */
@@ -34,6 +38,9 @@ export interface EngineDeps {
   modelCache?: ModelCache | undefined;
   cache?: CacheTier | undefined;
   metrics?: Metrics | undefined;
+  /** Where vector index files live (derived state; relative to the working directory if relative). */
+  indexDir?: string | undefined;
+  log?: Logger | undefined;
 }
 
 
@@ -41,7 +48,7 @@ export interface EngineDeps {
  * The engines on one SQL store. Separate from StrataNode.open so that a replica or a restore
  * can define the same change types on a store and replay a log into it.
  */
-export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' | 'models' | 'conversations' | 'usage' | 'cache'>, deps: EngineDeps) {
+export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' | 'models' | 'conversations' | 'usage' | 'cache' | 'vectors'>, deps: EngineDeps) {
   const { hot, archive, modelCache, metrics } = deps;
   const cache = deps.cache ?? new CacheTier(new MemoryCache(config.cache.memory.max_bytes), 'local');
   const audit = new AuditLog(sql.db, sql.changes);
@@ -96,7 +103,23 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
     (model) => prices[model] ?? prices['*'],
     { refused: () => metrics?.quotaRefusals.inc() },
   );
-  return { audit, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache };
+  const vectors = new VectorStore(
+    sql.db,
+    sql.changes,
+    sql.writer,
+    {
+      indexDir: deps.indexDir ?? 'indexes',
+      maxBatch: config.vectors.max_batch,
+      exactSearchMax: config.vectors.exact_search_max,
+      compactRatio: config.vectors.compact_tombstone_ratio,
+    },
+    {
+      queryDuration: (seconds, plan) => metrics?.vectorQueryDuration.labels(plan).observe(seconds),
+      log: (msg, fields) => deps.log?.warn(fields ?? {}, msg),
+    },
+  );
+  const graph = new KnowledgeGraph(sql.db, sql.changes, sql.writer);
+  return { audit, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph };
 }
 
 /**
@@ -126,6 +149,9 @@ export class StrataNode {
     readonly usage: UsageMeter,
     readonly billingSql: SqlStore,
     readonly billing: BillingLedger,
+    readonly vectors: VectorStore,
+    readonly graph: KnowledgeGraph,
+    readonly embeddings: EmbeddingCache,
   ) {
     this.dataDir = resolve(config.storage.data_dir);
   }
@@ -147,6 +173,7 @@ export class StrataNode {
     let archive: ObjectStore;
     let cache: ModelCache;
     let cacheTier: CacheTier;
+    let backend: Cache;
     let billingSql: SqlStore;
     try {
       hot = await openObjectTier('hot', config.objects.hot, dataDir, metrics);
@@ -161,7 +188,7 @@ export class StrataNode {
         },
         fill: (bytes) => metrics.modelCacheBytes.inc(bytes),
       });
-      const backend = await openCache(config.cache, log);
+      backend = await openCache(config.cache, log);
       const showState = (s: 'ok' | 'degraded') => {
         metrics.cacheDegraded.set(s === 'ok' ? 0 : 1);
         metrics.redisConnected.set(backend.driver === 'redis' && s === 'ok' ? 1 : 0);
@@ -178,7 +205,30 @@ export class StrataNode {
       throw err;
     }
     metrics.modelCacheBytes.set(cache.stats().used_bytes);
-    const engines = createEngines(sql, config, { hot, archive, modelCache: cache, cache: cacheTier, metrics });
+    const engines = createEngines(sql, config, {
+      hot,
+      archive,
+      modelCache: cache,
+      cache: cacheTier,
+      metrics,
+      indexDir: resolve(config.vectors.index_dir ?? join(dataDir, 'indexes')),
+      log,
+    });
+    try {
+      await engines.vectors.open();
+    } catch (err) {
+      await engines.vectors.close().catch(() => undefined);
+      await sql.close();
+      throw err;
+    }
+    metrics.vectorCollections = () => engines.vectors.list();
+    // Embeddings get their own byte budget in memory; with Redis they share it, under TTL.
+    const embeddingBackend = backend.driver === 'memory' ? new MemoryCache(config.embeddings.cache.max_bytes) : backend;
+    const embeddings = new EmbeddingCache(
+      embeddingBackend,
+      { dtype: config.embeddings.cache.dtype, ttlSeconds: config.embeddings.cache.ttl_seconds },
+      { hit: (n) => metrics.embeddingCacheHits.inc(n), miss: (n) => metrics.embeddingCacheMisses.inc(n) },
+    );
     const { audit, tokens, users, models, checkpoints } = engines;
     const billing = new BillingLedger(billingSql);
     metrics.ledgerEntries = () => billing.count();
@@ -203,6 +253,9 @@ export class StrataNode {
       engines.usage,
       billingSql,
       billing,
+      engines.vectors,
+      engines.graph,
+      embeddings,
     );
     await node.ensureAdminToken();
     return node;
@@ -304,6 +357,22 @@ export class StrataNode {
       }, every * 1000);
       this.gcTimer.unref();
     }
+    const saveEvery = this.config.vectors.save_interval_seconds;
+    if (saveEvery > 0) {
+      let busy = false;
+      this.vectorTimer = setInterval(() => {
+        if (busy) return;
+        busy = true;
+        // Save first (a restart then replays little), then compact what has too many tombstones.
+        this.vectors
+          .saveAll()
+          .then(() => this.vectors.compactIfNeeded())
+          .then((compacted) => compacted.length && this.log.info({ collections: compacted }, 'vector indexes compacted'))
+          .catch((err: unknown) => this.log.error({ err }, 'vector index maintenance failed'))
+          .finally(() => (busy = false));
+      }, saveEvery * 1000);
+      this.vectorTimer.unref();
+    }
     const archiveEvery = this.config.conversations.archive.interval_seconds;
     if (archiveEvery > 0) {
       let running = false;
@@ -320,10 +389,13 @@ export class StrataNode {
   }
 
   private archiveTimer: NodeJS.Timeout | undefined;
+  private vectorTimer: NodeJS.Timeout | undefined;
 
   async close(): Promise<void> {
     clearInterval(this.gcTimer);
     clearInterval(this.archiveTimer);
+    clearInterval(this.vectorTimer);
+    await this.vectors.close().catch((err: unknown) => this.log.error({ err }, 'saving vector indexes failed; the next start rebuilds them'));
     await this.sql.close();
     await this.billingSql.close();
     await this.cache.close();

@@ -106,6 +106,16 @@ export class ChangeLog {
       .map((r) => ({ ...r, payload: packr.unpack(r.payload) }));
   }
 
+  /** One engine's records with lsn > afterLsn, oldest first (replaying a derived index). */
+  readEngineAfter(engine: string, afterLsn: number, limit = 1000): ChangeRecord[] {
+    return this.db
+      .prepare<{ lsn: number; time: number; engine: string; op: string; payload: Uint8Array }>(
+        'SELECT lsn, time, engine, op, payload FROM changelog WHERE lsn > ? AND engine = ? ORDER BY lsn LIMIT ?',
+      )
+      .all(afterLsn, engine, limit)
+      .map((r) => ({ ...r, payload: packr.unpack(r.payload) }));
+  }
+
   /** The highest LSN ever committed, even if pruning has since removed that record. */
   lastLsn(): number {
     const row = this.db.prepare<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'changelog'").get();

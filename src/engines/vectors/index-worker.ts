@@ -1,0 +1,130 @@
+import { renameSync, statSync, writeFileSync } from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+import usearch, { type Index, type Matches } from 'usearch';
+
+// One usearch HNSW index, owned by this worker thread. usearch's calls are synchronous native
+// code (a search batch, an index build or a save can take far more than 20 ms), so they run
+// here, never on the daemon's event loop. Messages are handled one at a time in arrival
+// order, which is what gives read-your-writes: an add sent after a commit is applied before
+// any search sent after it.
+//
+// This worker never sees SQLite: the main thread sends it the vectors to add or remove and
+// tells it when to save; the index is derived state and may be rebuilt at any time.
+
+export interface IndexConfig {
+  dimensions: number;
+  metric: 'cos' | 'l2' | 'ip';
+  dtype: 'f32' | 'f16' | 'i8';
+  connectivity: number;
+  expansion_add: number;
+  expansion_search: number;
+}
+
+export type WorkerRequest =
+  | { op: 'init'; config: IndexConfig; file?: string | undefined }
+  | { op: 'add'; keys: BigUint64Array; vectors: Float32Array; lsn: number }
+  | { op: 'remove'; keys: BigUint64Array; lsn: number }
+  | { op: 'search'; vector: Float32Array; k: number }
+  | { op: 'exact'; keys: BigUint64Array; dataset: Float32Array; vector: Float32Array; k: number }
+  | { op: 'save'; path: string }
+  | { op: 'stats' };
+
+export interface IndexStats {
+  size: number;
+  tombstones: number;
+  lsn: number;
+}
+
+const METRIC = { cos: usearch.MetricKind.Cos, l2: usearch.MetricKind.L2sq, ip: usearch.MetricKind.IP } as const;
+const DTYPE = { f32: usearch.ScalarKind.F32, f16: usearch.ScalarKind.F16, i8: usearch.ScalarKind.I8 } as const;
+
+let index: Index | undefined;
+let config: IndexConfig | undefined;
+let tombstones = 0;
+/** The LSN of the last change applied: a saved file includes everything up to it. */
+let lsn = 0;
+
+function handle(msg: WorkerRequest): unknown {
+  switch (msg.op) {
+    case 'init': {
+      config = msg.config;
+      index = new usearch.Index({
+        dimensions: config.dimensions,
+        metric: METRIC[config.metric],
+        quantization: DTYPE[config.dtype],
+        connectivity: config.connectivity,
+        expansion_add: config.expansion_add,
+        expansion_search: config.expansion_search,
+        multi: false,
+      });
+      tombstones = 0;
+      if (msg.file) index.load(msg.file);
+      if (index.dimensions() !== config.dimensions) throw new Error(`index file has ${index.dimensions()} dimensions, expected ${config.dimensions}`);
+      return { size: index.size() };
+    }
+    case 'add': {
+      const ix = need();
+      // usearch throws on a key it already holds: an upsert is remove + add, and the removed
+      // slot stays as a tombstone until compaction.
+      const present = ix.contains(msg.keys) as boolean[] | boolean;
+      const existing = msg.keys.filter((_, i) => (Array.isArray(present) ? present[i] : present));
+      if (existing.length > 0) {
+        ix.remove(existing);
+        tombstones += existing.length;
+      }
+      if (msg.keys.length > 0) ix.add(msg.keys, msg.vectors, 1);
+      lsn = Math.max(lsn, msg.lsn);
+      return { size: ix.size() };
+    }
+    case 'remove': {
+      const ix = need();
+      const removed = msg.keys.length ? (ix.remove(msg.keys) as number[] | number) : 0;
+      tombstones += Array.isArray(removed) ? removed.reduce((a, b) => a + b, 0) : removed;
+      lsn = Math.max(lsn, msg.lsn);
+      return { size: ix.size() };
+    }
+    case 'search': {
+      const ix = need();
+      if (ix.size() === 0) return { keys: new BigUint64Array(0), distances: new Float32Array(0) };
+      const m = ix.search(msg.vector, Math.min(msg.k, ix.size()), 1);
+      return { keys: m.keys, distances: m.distances };
+    }
+    case 'exact': {
+      if (!config) throw new Error('index not initialised');
+      const n = msg.keys.length;
+      if (n === 0) return { keys: new BigUint64Array(0), distances: new Float32Array(0) };
+      const m = usearch.exactSearch(msg.dataset, msg.vector, config.dimensions, Math.min(msg.k, n), METRIC[config.metric], 1) as Matches;
+      // exactSearch answers row numbers of the dataset; turn them back into keys.
+      const keys = new BigUint64Array(m.keys.length);
+      for (let i = 0; i < m.keys.length; i++) keys[i] = msg.keys[Number(m.keys[i])]!;
+      return { keys, distances: m.distances };
+    }
+    case 'save': {
+      const ix = need();
+      // Write beside, then rename: a crash mid-save leaves the previous file whole.
+      const tmp = `${msg.path}.tmp`;
+      ix.save(tmp);
+      const bytes = statSync(tmp).size;
+      renameSync(tmp, msg.path);
+      writeFileSync(`${msg.path}.json.tmp`, JSON.stringify({ lsn, size: ix.size(), bytes, dimensions: config!.dimensions }));
+      renameSync(`${msg.path}.json.tmp`, `${msg.path}.json`);
+      return { lsn, bytes, size: ix.size() };
+    }
+    case 'stats': {
+      return { size: index?.size() ?? 0, tombstones, lsn } satisfies IndexStats;
+    }
+  }
+}
+
+function need(): Index {
+  if (!index) throw new Error('index not initialised');
+  return index;
+}
+
+parentPort!.on('message', ({ id, msg }: { id: number; msg: WorkerRequest }) => {
+  try {
+    parentPort!.postMessage({ id, ok: true, result: handle(msg) });
+  } catch (err) {
+    parentPort!.postMessage({ id, ok: false, error: (err as Error).message });
+  }
+});

@@ -1,0 +1,103 @@
+import { InvalidInput } from '../errors.js';
+import type { SqlValue } from '../sql/database.js';
+
+// Metadata filters (API.md): `{field: value}` equality, `{field: {"$in": [...]}}`, and
+// `{field: {"$gte"|"$lte"|"$gt"|"$lt": n}}`, combined by AND. They compile to SQL over
+// vector_meta, where every top-level scalar of a vector's metadata (and every scalar element
+// of a top-level array, so `{tags: "x"}` means "tags contains x") is a row, indexed by
+// (collection, field, kind, value). One compiler serves both the count that plans a query and
+// the check of HNSW candidates, so the two can never disagree.
+
+export type Scalar = string | number | boolean;
+export type Condition = Scalar | { $in?: Scalar[]; $gte?: number; $lte?: number; $gt?: number; $lt?: number };
+export type Filter = Record<string, Condition>;
+
+export const FIELD = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
+const RANGE = { $gte: '>=', $lte: '<=', $gt: '>', $lt: '<' } as const;
+
+export interface MetaRow {
+  field: string;
+  kind: 's' | 'n' | 'b';
+  t: string | null;
+  n: number | null;
+}
+
+/** The indexed rows for one vector's metadata. */
+export function metaRows(metadata: Record<string, unknown> | undefined): MetaRow[] {
+  const rows: MetaRow[] = [];
+  if (!metadata) return rows;
+  for (const [field, value] of Object.entries(metadata)) {
+    if (!FIELD.test(field)) continue;
+    for (const v of Array.isArray(value) ? value : [value]) {
+      const row = scalarRow(field, v);
+      if (row) rows.push(row);
+    }
+  }
+  return rows;
+}
+
+function scalarRow(field: string, v: unknown): MetaRow | undefined {
+  if (typeof v === 'string') return { field, kind: 's', t: v, n: null };
+  if (typeof v === 'number' && Number.isFinite(v)) return { field, kind: 'n', t: null, n: v };
+  if (typeof v === 'boolean') return { field, kind: 'b', t: null, n: v ? 1 : 0 };
+  return undefined;
+}
+
+/**
+ * SQL that is true for the rows of `vectors v` matching the filter (and the params it binds,
+ * after the collection name for each condition). Empty filter: undefined.
+ */
+export function compileFilter(collection: string, filter: Filter | undefined): { sql: string; params: SqlValue[] } | undefined {
+  if (!filter || Object.keys(filter).length === 0) return undefined;
+  const parts: string[] = [];
+  const params: SqlValue[] = [];
+  const sub = (cond: string, values: SqlValue[]) => {
+    parts.push(`v.key IN (SELECT key FROM vector_meta WHERE collection = ? AND field = ? AND ${cond})`);
+    params.push(collection, ...values);
+  };
+  for (const [field, condition] of Object.entries(filter)) {
+    if (!FIELD.test(field)) throw new InvalidInput(`filter field "${field}" is not a valid field name`);
+    if (typeof condition !== 'object' || condition === null) {
+      const row = scalarRow(field, condition);
+      if (!row) throw new InvalidInput(`filter on "${field}": expected a string, a finite number or a boolean`);
+      if (row.kind === 's') sub("kind = 's' AND t = ?", [field, row.t]);
+      else sub('kind = ? AND n = ?', [field, row.kind, row.n]);
+      continue;
+    }
+    const ops = Object.keys(condition);
+    if (ops.length === 0) throw new InvalidInput(`filter on "${field}" has no operator`);
+    for (const op of ops) {
+      if (op === '$in') {
+        const list = condition.$in;
+        if (!Array.isArray(list) || list.length === 0 || list.length > 1000) throw new InvalidInput(`filter on "${field}": $in needs 1 to 1000 values`);
+        const rows = list.map((v) => scalarRow(field, v));
+        if (rows.some((r) => !r)) throw new InvalidInput(`filter on "${field}": $in values must be strings, finite numbers or booleans`);
+        const strings = rows.filter((r) => r!.kind === 's').map((r) => r!.t);
+        const numbers = rows.filter((r) => r!.kind === 'n').map((r) => r!.n);
+        const bools = rows.filter((r) => r!.kind === 'b').map((r) => r!.n);
+        const alts: string[] = [];
+        const values: SqlValue[] = [field];
+        if (strings.length) {
+          alts.push(`(kind = 's' AND t IN (${strings.map(() => '?').join(', ')}))`);
+          values.push(...strings);
+        }
+        if (numbers.length) {
+          alts.push(`(kind = 'n' AND n IN (${numbers.map(() => '?').join(', ')}))`);
+          values.push(...numbers);
+        }
+        if (bools.length) {
+          alts.push(`(kind = 'b' AND n IN (${bools.map(() => '?').join(', ')}))`);
+          values.push(...bools);
+        }
+        sub(`(${alts.join(' OR ')})`, values);
+      } else if (op in RANGE) {
+        const n = (condition as Record<string, unknown>)[op];
+        if (typeof n !== 'number' || !Number.isFinite(n)) throw new InvalidInput(`filter on "${field}": ${op} needs a finite number`);
+        sub(`kind = 'n' AND n ${RANGE[op as keyof typeof RANGE]} ?`, [field, n]);
+      } else {
+        throw new InvalidInput(`filter on "${field}": unknown operator ${op} (use $in, $gte, $lte, $gt, $lt)`);
+      }
+    }
+  }
+  return { sql: parts.join(' AND '), params };
+}

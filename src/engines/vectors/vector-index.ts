@@ -1,0 +1,89 @@
+import { Worker } from 'node:worker_threads';
+import type { IndexConfig, IndexStats, WorkerRequest } from './index-worker.js';
+
+// The main thread's handle on one collection's index worker: each call is a message, answered
+// in order. Nothing here blocks the event loop.
+
+export type { IndexConfig, IndexStats };
+
+export interface SearchResult {
+  keys: BigUint64Array;
+  distances: Float32Array;
+}
+
+/** Under vitest the sources are .ts, which a worker cannot run: use the built file. */
+function workerFile(): URL {
+  const here = new URL(import.meta.url);
+  if (here.pathname.endsWith('.ts')) return new URL('../../../dist/src/engines/vectors/index-worker.js', here);
+  return new URL('./index-worker.js', here);
+}
+
+export class VectorIndex {
+  private readonly worker: Worker;
+  private next = 0;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private dead: Error | undefined;
+
+  constructor() {
+    this.worker = new Worker(workerFile());
+    this.worker.on('message', ({ id, ok, result, error }: { id: number; ok: boolean; result?: unknown; error?: string }) => {
+      const p = this.pending.get(id);
+      if (!p) return;
+      this.pending.delete(id);
+      if (ok) p.resolve(result);
+      else p.reject(new Error(error));
+    });
+    this.worker.on('error', (err) => this.fail(err));
+    this.worker.on('exit', (code) => this.fail(new Error(`the index worker exited with ${code}`)));
+    // The index must not keep a closing daemon alive.
+    this.worker.unref();
+  }
+
+  private fail(err: Error): void {
+    this.dead ??= err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+
+  private call<T>(msg: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<T> {
+    if (this.dead) return Promise.reject(this.dead);
+    const id = this.next++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.postMessage({ id, msg }, transfer);
+    });
+  }
+
+  init(config: IndexConfig, file?: string): Promise<{ size: number }> {
+    return this.call({ op: 'init', config, file });
+  }
+
+  add(keys: BigUint64Array, vectors: Float32Array, lsn: number): Promise<{ size: number }> {
+    return this.call({ op: 'add', keys, vectors, lsn });
+  }
+
+  remove(keys: BigUint64Array, lsn: number): Promise<{ size: number }> {
+    return this.call({ op: 'remove', keys, lsn });
+  }
+
+  search(vector: Float32Array, k: number): Promise<SearchResult> {
+    return this.call({ op: 'search', vector, k });
+  }
+
+  exact(keys: BigUint64Array, dataset: Float32Array, vector: Float32Array, k: number): Promise<SearchResult> {
+    return this.call({ op: 'exact', keys, dataset, vector, k }, [dataset.buffer as ArrayBuffer]);
+  }
+
+  save(path: string): Promise<{ lsn: number; bytes: number; size: number }> {
+    return this.call({ op: 'save', path });
+  }
+
+  stats(): Promise<IndexStats> {
+    return this.call({ op: 'stats' });
+  }
+
+  async close(): Promise<void> {
+    this.dead ??= new Error('the index is closed');
+    await this.worker.terminate();
+  }
+}

@@ -1,0 +1,646 @@
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { unpack } from 'msgpackr';
+import { Conflict, InvalidInput, NotFound } from '../errors.js';
+import type { ChangeLog, ChangeType } from '../sql/change-log.js';
+import type { SqlDatabase, SqlValue } from '../sql/database.js';
+import type { Migration } from '../sql/migrations.js';
+import type { Actor, Writer } from '../sql/writer.js';
+import { compileFilter, metaRows, type Filter } from './metadata-filter.js';
+import { VectorIndex, type IndexConfig } from './vector-index.js';
+
+// Collections of vectors with metadata. SQLite holds the truth (every vector's float32 values
+// and metadata, written through the change log); each collection's usearch HNSW index is
+// derived state, kept in a worker thread (vector-index.ts) and saved to
+// <index_dir>/<name>.usearch with a sidecar naming the LSN it includes. On start the file is
+// loaded and the change log replayed past that LSN; a missing, unreadable or stale file is
+// rebuilt from SQLite. So kill -9 can cost a rebuild, never a vector.
+//
+// Queries with a filter are planned: the matching set is counted in SQLite first. A small set
+// (at most exact_search_max) is searched exactly; a larger one goes to HNSW with an
+// oversampling factor from the set's selectivity, doubled until top_k candidates pass the
+// filter, and exact search over the set when even the whole index is not enough. A filtered
+// query therefore returns exactly top_k results whenever that many vectors match.
+
+export const vectorMigrations: Migration[] = [
+  {
+    engine: 'vectors',
+    version: 1,
+    name: 'collections, vectors and indexed metadata',
+    sql: `
+      CREATE TABLE collections (
+        name TEXT PRIMARY KEY,
+        dimensions INTEGER NOT NULL,
+        metric TEXT NOT NULL,
+        dtype TEXT NOT NULL,
+        connectivity INTEGER NOT NULL,
+        expansion_add INTEGER NOT NULL,
+        expansion_search INTEGER NOT NULL,
+        -- usearch keys are integers; string ids map to them here, never reused.
+        next_key INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+      ) STRICT;
+      CREATE TABLE vectors (
+        collection TEXT NOT NULL REFERENCES collections (name) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        key INTEGER NOT NULL,
+        vec BLOB NOT NULL,              -- float32 little-endian, whatever the index dtype
+        metadata TEXT,
+        PRIMARY KEY (collection, id),
+        UNIQUE (collection, key)
+      ) STRICT;
+      CREATE TABLE vector_meta (
+        collection TEXT NOT NULL,
+        key INTEGER NOT NULL,
+        field TEXT NOT NULL,
+        kind TEXT NOT NULL,             -- s string, n number, b boolean (n = 0/1)
+        t TEXT,
+        n REAL
+      ) STRICT;
+      CREATE INDEX vector_meta_t ON vector_meta (collection, field, kind, t, key);
+      CREATE INDEX vector_meta_n ON vector_meta (collection, field, kind, n, key);
+      CREATE INDEX vector_meta_key ON vector_meta (collection, key);
+    `,
+  },
+];
+
+export type Metric = 'cos' | 'l2' | 'ip';
+export type Dtype = 'f32' | 'f16' | 'i8';
+
+export interface CollectionSpec {
+  name: string;
+  dimensions: number;
+  metric: Metric;
+  dtype: Dtype;
+  connectivity: number;
+  expansion_add: number;
+  expansion_search: number;
+}
+
+export interface CollectionInfo extends CollectionSpec {
+  count: number;
+  memory_bytes: number;
+  tombstones: number;
+  index_lsn: number;
+  created_at: string;
+}
+
+export interface VectorInput {
+  id: string;
+  values: number[] | Float32Array;
+  metadata?: Record<string, unknown> | undefined;
+}
+
+export interface QueryInput {
+  vector: number[] | Float32Array;
+  top_k: number;
+  filter?: Filter | undefined;
+  include_metadata?: boolean | undefined;
+  include_values?: boolean | undefined;
+}
+
+export interface Match {
+  id: string;
+  score: number;
+  metadata?: Record<string, unknown> | null;
+  values?: number[];
+}
+
+export interface VectorStoreOptions {
+  indexDir: string;
+  maxBatch: number;
+  /** Filtered queries whose matching set is at most this large are answered by exact search. */
+  exactSearchMax: number;
+  /** Tombstones / (live + tombstones) above which the index is rebuilt in the background. */
+  compactRatio: number;
+}
+
+export interface VectorEvents {
+  queryDuration?(seconds: number, plan: 'hnsw' | 'filtered_hnsw' | 'exact'): void;
+  log?(msg: string, fields?: Record<string, unknown>): void;
+}
+
+interface UpsertPayload {
+  collection: string;
+  items: Array<{ id: string; key: number; vec: Uint8Array; metadata: string | null }>;
+  next_key: number;
+}
+
+interface Live {
+  spec: CollectionSpec;
+  index: VectorIndex;
+  /** A rebuild in progress: changes go to both, queries to the old one, until it swaps in. */
+  building?: VectorIndex;
+  tombstones: number;
+  size: number;
+  savedLsn: number;
+  savedBytes: number;
+  savedSize: number;
+  appliedLsn: number;
+}
+
+const BYTES: Record<Dtype, number> = { f32: 4, f16: 2, i8: 1 };
+
+export class VectorStore {
+  private readonly created: ChangeType<CollectionSpec & { created_at: string }>;
+  private readonly dropped: ChangeType<{ name: string }>;
+  private readonly upserted: ChangeType<UpsertPayload>;
+  private readonly removed: ChangeType<{ collection: string; keys: number[] }>;
+  private readonly live = new Map<string, Live>();
+
+  constructor(
+    private readonly db: SqlDatabase,
+    private readonly changes: ChangeLog,
+    private readonly writer: Writer,
+    private readonly options: VectorStoreOptions,
+    private readonly events: VectorEvents = {},
+  ) {
+    this.created = changes.define('vectors', 'create_collection', (db, c) => {
+      db.prepare(
+        `INSERT INTO collections (name, dimensions, metric, dtype, connectivity, expansion_add, expansion_search, next_key, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)`,
+      ).run(c.name, c.dimensions, c.metric, c.dtype, c.connectivity, c.expansion_add, c.expansion_search, c.created_at);
+    });
+    this.dropped = changes.define('vectors', 'drop_collection', (db, p) => {
+      db.prepare('DELETE FROM vector_meta WHERE collection = ?').run(p.name);
+      db.prepare('DELETE FROM collections WHERE name = ?').run(p.name);
+    });
+    this.upserted = changes.define<UpsertPayload>('vectors', 'upsert', (db, p) => {
+      const put = db.prepare(
+        `INSERT INTO vectors (collection, id, key, vec, metadata) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (collection, id) DO UPDATE SET vec = excluded.vec, metadata = excluded.metadata`,
+      );
+      const clear = db.prepare('DELETE FROM vector_meta WHERE collection = ? AND key = ?');
+      const meta = db.prepare('INSERT INTO vector_meta (collection, key, field, kind, t, n) VALUES (?, ?, ?, ?, ?, ?)');
+      for (const it of p.items) {
+        put.run(p.collection, it.id, it.key, it.vec, it.metadata);
+        clear.run(p.collection, it.key);
+        for (const r of metaRows(it.metadata ? (JSON.parse(it.metadata) as Record<string, unknown>) : undefined)) {
+          meta.run(p.collection, it.key, r.field, r.kind, r.t, r.n);
+        }
+      }
+      db.prepare('UPDATE collections SET next_key = ? WHERE name = ?').run(p.next_key, p.collection);
+    });
+    this.removed = changes.define('vectors', 'delete', (db, p) => {
+      const del = db.prepare('DELETE FROM vectors WHERE collection = ? AND key = ?');
+      const clear = db.prepare('DELETE FROM vector_meta WHERE collection = ? AND key = ?');
+      for (const key of p.keys) {
+        del.run(p.collection, key);
+        clear.run(p.collection, key);
+      }
+    });
+  }
+
+  /** Loads (or rebuilds) every collection's index; call once before serving. */
+  async open(): Promise<void> {
+    mkdirSync(this.options.indexDir, { recursive: true });
+    for (const spec of this.db.prepare<CollectionSpec>('SELECT * FROM collections').all()) await this.load(spec);
+  }
+
+  async createCollection(actor: Actor, spec: CollectionSpec): Promise<CollectionInfo> {
+    await this.writer.write(actor, (tx) => {
+      if (this.specOf(spec.name)) throw new Conflict(`collection ${spec.name} already exists`);
+      tx.apply(this.created, { ...spec, created_at: new Date().toISOString() });
+      tx.audit('vectors.create_collection', `collection:${spec.name}`, { dimensions: spec.dimensions, metric: spec.metric, dtype: spec.dtype });
+    });
+    // A file left by an earlier collection of the same name must not be loaded.
+    this.removeFiles(spec.name);
+    await this.load(spec);
+    return this.info(spec.name);
+  }
+
+  async deleteCollection(actor: Actor, name: string): Promise<void> {
+    this.requireSpec(name);
+    await this.writer.write(actor, (tx) => {
+      this.requireSpec(name);
+      tx.apply(this.dropped, { name });
+    });
+    const live = this.live.get(name);
+    this.live.delete(name);
+    await live?.index.close();
+    await live?.building?.close();
+    this.removeFiles(name);
+  }
+
+  list(): CollectionInfo[] {
+    return this.db.prepare<{ name: string }>('SELECT name FROM collections ORDER BY name').all().map((r) => this.info(r.name));
+  }
+
+  info(name: string): CollectionInfo {
+    const spec = this.requireSpec(name) as CollectionSpec & { created_at: string };
+    const count = this.db.prepare<{ n: number }>('SELECT COUNT(*) AS n FROM vectors WHERE collection = ?').get(name)!.n;
+    const live = this.live.get(name);
+    return {
+      name: spec.name,
+      dimensions: spec.dimensions,
+      metric: spec.metric,
+      dtype: spec.dtype,
+      connectivity: spec.connectivity,
+      expansion_add: spec.expansion_add,
+      expansion_search: spec.expansion_search,
+      count,
+      memory_bytes: live ? this.memoryBytes(live) : 0,
+      tombstones: live?.tombstones ?? 0,
+      index_lsn: live?.appliedLsn ?? 0,
+      created_at: spec.created_at,
+    };
+  }
+
+  async upsert(actor: Actor, name: string, items: VectorInput[]): Promise<{ upserted: number }> {
+    const spec = this.requireSpec(name);
+    this.checkBatch(items.length);
+    const seen = new Set<string>();
+    const vecs = items.map((it, i) => {
+      if (seen.has(it.id)) throw new InvalidInput(`vectors[${i}]: id ${it.id} appears twice in one batch`);
+      seen.add(it.id);
+      return this.checkVector(spec, it.values, `vectors[${i}].values`);
+    });
+    const { lsn, keys } = await this.writer.write(actor, (tx) => {
+      const current = this.requireSpec(name) as CollectionSpec & { next_key: number };
+      let next = current.next_key;
+      const keyOf = this.db.prepare<{ key: number }>('SELECT key FROM vectors WHERE collection = ? AND id = ?');
+      const payloadItems = items.map((it, i) => ({
+        id: it.id,
+        key: keyOf.get(name, it.id)?.key ?? next++,
+        vec: new Uint8Array(vecs[i]!.buffer, vecs[i]!.byteOffset, vecs[i]!.byteLength),
+        metadata: it.metadata === undefined ? null : JSON.stringify(it.metadata),
+      }));
+      const lsn = tx.apply(this.upserted, { collection: name, items: payloadItems, next_key: next });
+      tx.audit('vectors.upsert', `collection:${name}`, { count: items.length });
+      return { lsn, keys: payloadItems.map((p) => p.key) };
+    });
+    const flat = new Float32Array(items.length * spec.dimensions);
+    vecs.forEach((v, i) => flat.set(v, i * spec.dimensions));
+    this.applyToIndex(name, (ix) => ix.add(BigUint64Array.from(keys.map(BigInt)), flat.slice(), lsn));
+    return { upserted: items.length };
+  }
+
+  async delete(actor: Actor, name: string, by: { ids?: string[] | undefined; filter?: Filter | undefined }): Promise<{ deleted: number }> {
+    this.requireSpec(name);
+    if (by.ids) this.checkBatch(by.ids.length);
+    const result = await this.writer.write(actor, (tx) => {
+      let keys: number[];
+      if (by.ids) {
+        const keyOf = this.db.prepare<{ key: number }>('SELECT key FROM vectors WHERE collection = ? AND id = ?');
+        keys = by.ids.map((id) => keyOf.get(name, id)?.key).filter((k): k is number => k !== undefined);
+      } else {
+        const where = compileFilter(name, by.filter);
+        if (!where) throw new InvalidInput('delete needs ids or a non-empty filter');
+        keys = this.db
+          .prepare<{ key: number }>(`SELECT v.key FROM vectors v WHERE v.collection = ? AND ${where.sql}`)
+          .all(name, ...where.params)
+          .map((r) => r.key);
+      }
+      if (keys.length === 0) return { keys, lsn: 0 };
+      const lsn = tx.apply(this.removed, { collection: name, keys });
+      tx.audit('vectors.delete', `collection:${name}`, { count: keys.length });
+      return { keys, lsn };
+    });
+    if (result.keys.length) this.applyToIndex(name, (ix) => ix.remove(BigUint64Array.from(result.keys.map(BigInt)), result.lsn));
+    return { deleted: result.keys.length };
+  }
+
+  fetch(name: string, ids: string[], includeValues = true): Array<{ id: string; values?: number[]; metadata: Record<string, unknown> | null }> {
+    const spec = this.requireSpec(name);
+    this.checkBatch(ids.length);
+    const get = this.db.prepare<{ id: string; vec: Uint8Array; metadata: string | null }>('SELECT id, vec, metadata FROM vectors WHERE collection = ? AND id = ?');
+    const out: Array<{ id: string; values?: number[]; metadata: Record<string, unknown> | null }> = [];
+    for (const id of ids) {
+      const row = get.get(name, id);
+      if (!row) continue;
+      out.push({ id: row.id, ...(includeValues ? { values: toArray(row.vec, spec.dimensions) } : {}), metadata: row.metadata ? (JSON.parse(row.metadata) as Record<string, unknown>) : null });
+    }
+    return out;
+  }
+
+  async query(name: string, q: QueryInput): Promise<{ matches: Match[]; plan: 'hnsw' | 'filtered_hnsw' | 'exact' }> {
+    const started = performance.now();
+    const spec = this.requireSpec(name);
+    const live = this.requireLive(name);
+    const vector = this.checkVector(spec, q.vector, 'vector');
+    const where = compileFilter(name, q.filter);
+    let plan: 'hnsw' | 'filtered_hnsw' | 'exact' = 'hnsw';
+    let found: Array<{ key: number; distance: number }>;
+    if (!where) {
+      found = pairs(await live.index.search(vector, q.top_k));
+    } else {
+      const matching = this.db.prepare<{ n: number }>(`SELECT COUNT(*) AS n FROM vectors v WHERE v.collection = ? AND ${where.sql}`).get(name, ...where.params)!.n;
+      const total = this.db.prepare<{ n: number }>('SELECT COUNT(*) AS n FROM vectors WHERE collection = ?').get(name)!.n;
+      if (matching === 0) found = [];
+      else if (matching <= this.options.exactSearchMax) {
+        plan = 'exact';
+        found = await this.exactOver(live, spec, where, name, vector, q.top_k);
+      } else {
+        plan = 'filtered_hnsw';
+        found = await this.filteredHnsw(live, spec, where, name, vector, q.top_k, matching, total);
+      }
+    }
+    const matches = this.describe(name, spec, found, q);
+    this.events.queryDuration?.((performance.now() - started) / 1000, plan);
+    return { matches, plan };
+  }
+
+  /** Saves every index that changed since its last save (a background job; also on close). */
+  async saveAll(): Promise<void> {
+    for (const [name, live] of this.live) {
+      if (live.appliedLsn === live.savedLsn && existsSync(this.file(name))) continue;
+      const saved = await live.index.save(this.file(name));
+      live.savedLsn = saved.lsn;
+      live.savedBytes = saved.bytes;
+      live.savedSize = saved.size;
+    }
+  }
+
+  /** Rebuilds indexes whose tombstones passed the threshold, one at a time, without pausing queries. */
+  async compactIfNeeded(): Promise<string[]> {
+    const done: string[] = [];
+    for (const [name, live] of [...this.live]) {
+      const ratio = live.tombstones / Math.max(1, live.size + live.tombstones);
+      if (live.building || live.tombstones === 0 || ratio < this.options.compactRatio) continue;
+      await this.compact(name);
+      done.push(name);
+    }
+    return done;
+  }
+
+  async compact(name: string): Promise<void> {
+    const live = this.requireLive(name);
+    const fresh = new VectorIndex();
+    await fresh.init(toConfig(live.spec));
+    // From here on every committed change also goes to the new index, after the rows read so
+    // far: a row read before a change is corrected by that change, one read after already has it.
+    live.building = fresh;
+    const lsn = this.writer.lastLsn;
+    await this.bulkLoad(name, live.spec, fresh, lsn);
+    const stats = await fresh.stats();
+    const old = live.index;
+    live.index = fresh;
+    live.building = undefined;
+    live.tombstones = stats.tombstones;
+    live.size = stats.size;
+    await old.close();
+    this.events.log?.('vector index compacted', { collection: name, size: stats.size });
+  }
+
+  async stats(name: string) {
+    const live = this.requireLive(name);
+    return live.index.stats();
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.saveAll();
+    } finally {
+      for (const live of this.live.values()) {
+        await live.index.close();
+        await live.building?.close();
+      }
+      this.live.clear();
+    }
+  }
+
+  // --- internals ---
+
+  private async exactOver(live: Live, spec: CollectionSpec, where: { sql: string; params: SqlValue[] }, name: string, vector: Float32Array, k: number) {
+    const rows = this.db
+      .prepare<{ key: number; vec: Uint8Array }>(`SELECT v.key, v.vec FROM vectors v WHERE v.collection = ? AND ${where.sql}`)
+      .all(name, ...where.params);
+    const dataset = new Float32Array(rows.length * spec.dimensions);
+    const bytes = new Uint8Array(dataset.buffer);
+    rows.forEach((r, i) => bytes.set(r.vec, i * spec.dimensions * 4));
+    return pairs(await live.index.exact(BigUint64Array.from(rows.map((r) => BigInt(r.key))), dataset, vector, k));
+  }
+
+  private async filteredHnsw(live: Live, spec: CollectionSpec, where: { sql: string; params: SqlValue[] }, name: string, vector: Float32Array, k: number, matching: number, total: number) {
+    // Expect `matching / total` of the candidates to pass; ask for enough, with a margin.
+    let want = Math.min(total, Math.ceil((k * total) / matching) * 2 + 16);
+    for (;;) {
+      const candidates = pairs(await live.index.search(vector, want));
+      const passing = this.passing(name, where, candidates.map((c) => c.key));
+      const kept = candidates.filter((c) => passing.has(c.key));
+      if (kept.length >= k) return kept.slice(0, k);
+      if (want >= total + live.tombstones) break;
+      want = Math.min(total + live.tombstones, want * 2);
+    }
+    // HNSW could not produce enough matches even asked for everything: the exact answer.
+    return this.exactOver(live, spec, where, name, vector, k);
+  }
+
+  private passing(name: string, where: { sql: string; params: SqlValue[] }, keys: number[]): Set<number> {
+    const out = new Set<number>();
+    for (let i = 0; i < keys.length; i += 500) {
+      const chunk = keys.slice(i, i + 500);
+      for (const r of this.db
+        .prepare<{ key: number }>(`SELECT v.key FROM vectors v WHERE v.collection = ? AND v.key IN (${chunk.map(() => '?').join(',')}) AND ${where.sql}`)
+        .all(name, ...chunk, ...where.params)) {
+        out.add(r.key);
+      }
+    }
+    return out;
+  }
+
+  private describe(name: string, spec: CollectionSpec, found: Array<{ key: number; distance: number }>, q: QueryInput): Match[] {
+    if (found.length === 0) return [];
+    const rows = new Map<number, { id: string; vec: Uint8Array; metadata: string | null }>();
+    const cols = q.include_values ? 'key, id, vec, metadata' : 'key, id, metadata';
+    for (const r of this.db
+      .prepare<{ key: number; id: string; vec: Uint8Array; metadata: string | null }>(
+        `SELECT ${cols} FROM vectors WHERE collection = ? AND key IN (${found.map(() => '?').join(',')})`,
+      )
+      .all(name, ...found.map((f) => f.key))) {
+      rows.set(r.key, r);
+    }
+    const out: Match[] = [];
+    for (const f of found) {
+      const r = rows.get(f.key);
+      // A key the index still returns but SQLite no longer has was deleted meanwhile.
+      if (!r) continue;
+      const m: Match = { id: r.id, score: score(spec.metric, f.distance) };
+      if (q.include_metadata) m.metadata = r.metadata ? (JSON.parse(r.metadata) as Record<string, unknown>) : null;
+      if (q.include_values) m.values = toArray(r.vec, spec.dimensions);
+      out.push(m);
+    }
+    return out;
+  }
+
+  /** Sends a committed change to the index (and to a rebuild in progress), in commit order. */
+  private applyToIndex(name: string, change: (ix: VectorIndex) => Promise<{ size: number }>): void {
+    const live = this.live.get(name);
+    if (!live) return;
+    for (const ix of live.building ? [live.index, live.building] : [live.index]) {
+      change(ix).then(
+        () => undefined,
+        (err: unknown) => this.events.log?.('vector index update failed; the next start rebuilds it', { collection: name, err: String(err) }),
+      );
+    }
+    void live.index.stats().then((s) => {
+      live.tombstones = s.tombstones;
+      live.size = s.size;
+      live.appliedLsn = s.lsn;
+    }, () => undefined);
+  }
+
+  private async load(spec: CollectionSpec): Promise<void> {
+    const file = this.file(spec.name);
+    let index = new VectorIndex();
+    let fromLsn = -1;
+    const side = readSidecar(`${file}.json`);
+    if (side && existsSync(file)) {
+      try {
+        await index.init(toConfig(spec), file);
+        fromLsn = side.lsn;
+        // A drop or re-create after the file was saved makes it another collection's index
+        // (a crash between that commit and the file's removal can leave one behind).
+        const recreated = this.db
+          .prepare<{ payload: Uint8Array }>("SELECT payload FROM changelog WHERE lsn > ? AND engine = 'vectors' AND op IN ('create_collection', 'drop_collection')")
+          .all(side.lsn)
+          .some((r) => (unpack(r.payload) as { name?: string }).name === spec.name);
+        if (recreated) fromLsn = -1;
+      } catch (err) {
+        this.events.log?.('vector index file unreadable; rebuilding from SQLite', { collection: spec.name, err: String(err) });
+        fromLsn = -1;
+      }
+    } else if (existsSync(file) || side) {
+      this.events.log?.('vector index file incomplete; rebuilding from SQLite', { collection: spec.name });
+    }
+    const live: Live = { spec, index, tombstones: 0, size: 0, savedLsn: -1, savedBytes: 0, savedSize: 0, appliedLsn: 0 };
+    if (fromLsn >= 0) {
+      live.savedLsn = fromLsn;
+      live.savedBytes = side!.bytes;
+      live.savedSize = side!.size;
+      await this.replay(spec, index, fromLsn);
+    } else {
+      await index.close();
+      index = new VectorIndex();
+      await index.init(toConfig(spec));
+      live.index = index;
+      if (existsSync(file) || side) this.events.log?.('rebuilding vector index from SQLite', { collection: spec.name });
+      await this.bulkLoad(spec.name, spec, index, this.writer.lastLsn);
+    }
+    const s = await index.stats();
+    live.size = s.size;
+    live.tombstones = s.tombstones;
+    live.appliedLsn = s.lsn;
+    this.live.set(spec.name, live);
+  }
+
+  /** Applies the collection's logged changes after `afterLsn` to a loaded index. */
+  private async replay(spec: CollectionSpec, index: VectorIndex, afterLsn: number): Promise<void> {
+    let lsn = afterLsn;
+    for (;;) {
+      const records = this.changes.readEngineAfter('vectors', lsn, 500);
+      if (records.length === 0) return;
+      for (const r of records) {
+        lsn = r.lsn;
+        if (r.op === 'upsert') {
+          const p = r.payload as UpsertPayload;
+          if (p.collection !== spec.name) continue;
+          const flat = new Float32Array(p.items.length * spec.dimensions);
+          const bytes = new Uint8Array(flat.buffer);
+          p.items.forEach((it, i) => bytes.set(it.vec, i * spec.dimensions * 4));
+          await index.add(BigUint64Array.from(p.items.map((it) => BigInt(it.key))), flat, r.lsn);
+        } else if (r.op === 'delete') {
+          const p = r.payload as { collection: string; keys: number[] };
+          if (p.collection === spec.name) await index.remove(BigUint64Array.from(p.keys.map(BigInt)), r.lsn);
+        }
+      }
+    }
+  }
+
+  /** Streams a collection's vectors from SQLite into an index, in batches sent in key order. */
+  private async bulkLoad(name: string, spec: CollectionSpec, index: VectorIndex, lsn: number): Promise<void> {
+    const page = this.db.prepare<{ key: number; vec: Uint8Array }>('SELECT key, vec FROM vectors WHERE collection = ? AND key > ? ORDER BY key LIMIT 1000');
+    let after = 0;
+    for (;;) {
+      const rows = page.all(name, after);
+      if (rows.length === 0) break;
+      const flat = new Float32Array(rows.length * spec.dimensions);
+      const bytes = new Uint8Array(flat.buffer);
+      rows.forEach((r, i) => bytes.set(r.vec, i * spec.dimensions * 4));
+      after = rows[rows.length - 1]!.key;
+      // Awaiting each batch bounds memory and lets requests run between batches.
+      await index.add(BigUint64Array.from(rows.map((r) => BigInt(r.key))), flat, lsn);
+    }
+    // Mark the index as including everything committed when the load began.
+    await index.remove(new BigUint64Array(0), lsn);
+  }
+
+  private memoryBytes(live: Live): number {
+    if (live.savedSize > 0) return Math.round((live.savedBytes / live.savedSize) * (live.size + live.tombstones));
+    // Not saved yet: vectors at the index's precision plus the graph's links.
+    const perVector = live.spec.dimensions * BYTES[live.spec.dtype] + live.spec.connectivity * 2 * 4 + 32;
+    return (live.size + live.tombstones) * perVector;
+  }
+
+  private file(name: string): string {
+    return join(this.options.indexDir, `${name}.usearch`);
+  }
+
+  private removeFiles(name: string): void {
+    for (const f of [this.file(name), `${this.file(name)}.json`, `${this.file(name)}.tmp`]) rmSync(f, { force: true });
+  }
+
+  private specOf(name: string): (CollectionSpec & { next_key: number; created_at: string }) | undefined {
+    return this.db.prepare<CollectionSpec & { next_key: number; created_at: string }>('SELECT * FROM collections WHERE name = ?').get(name);
+  }
+
+  private requireSpec(name: string) {
+    const spec = this.specOf(name);
+    if (!spec) throw new NotFound(`collection ${name} does not exist`);
+    return spec;
+  }
+
+  private requireLive(name: string): Live {
+    this.requireSpec(name);
+    const live = this.live.get(name);
+    if (!live) throw new NotFound(`collection ${name} is not loaded`);
+    return live;
+  }
+
+  private checkBatch(n: number): void {
+    if (n === 0) throw new InvalidInput('the batch is empty');
+    if (n > this.options.maxBatch) throw new InvalidInput(`at most ${this.options.maxBatch} items per call (vectors.max_batch)`);
+  }
+
+  private checkVector(spec: CollectionSpec, values: ArrayLike<number>, where: string): Float32Array {
+    if (values.length !== spec.dimensions) throw new InvalidInput(`${where}: expected ${spec.dimensions} dimensions, got ${values.length}`);
+    const v = Float32Array.from(values);
+    for (let i = 0; i < v.length; i++) {
+      if (!Number.isFinite(v[i]!)) throw new InvalidInput(`${where}[${i}] is not a finite number (or overflows float32)`);
+    }
+    return v;
+  }
+}
+
+function toConfig(spec: CollectionSpec): IndexConfig {
+  return {
+    dimensions: spec.dimensions,
+    metric: spec.metric,
+    dtype: spec.dtype,
+    connectivity: spec.connectivity,
+    expansion_add: spec.expansion_add,
+    expansion_search: spec.expansion_search,
+  };
+}
+
+function pairs(r: { keys: BigUint64Array; distances: Float32Array }): Array<{ key: number; distance: number }> {
+  return Array.from(r.keys, (k, i) => ({ key: Number(k), distance: r.distances[i]! }));
+}
+
+/** Higher is better for cos (similarity) and ip (dot product); l2 answers the squared distance. */
+function score(metric: Metric, distance: number): number {
+  return metric === 'l2' ? distance : 1 - distance;
+}
+
+function toArray(buf: Uint8Array, dims: number): number[] {
+  return Array.from(new Float32Array(Uint8Array.from(buf).buffer, 0, dims));
+}
+
+function readSidecar(path: string): { lsn: number; size: number; bytes: number; dimensions: number } | undefined {
+  try {
+    const s = JSON.parse(readFileSync(path, 'utf8')) as { lsn: number; size: number; bytes: number; dimensions: number };
+    return typeof s.lsn === 'number' ? s : undefined;
+  } catch {
+    return undefined;
+  }
+}
