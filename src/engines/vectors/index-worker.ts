@@ -1,4 +1,5 @@
-import { renameSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, openSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import usearch, { type Index, type Matches } from 'usearch';
 
@@ -21,7 +22,7 @@ export interface IndexConfig {
 }
 
 export type WorkerRequest =
-  | { op: 'init'; config: IndexConfig; file?: string | undefined }
+  | { op: 'init'; config: IndexConfig; file?: string | undefined; sha256?: string | undefined }
   | { op: 'add'; keys: BigUint64Array; vectors: Float32Array; lsn: number }
   | { op: 'remove'; keys: BigUint64Array; lsn: number }
   | { op: 'search'; vector: Float32Array; k: number }
@@ -58,7 +59,12 @@ function handle(msg: WorkerRequest): unknown {
         multi: false,
       });
       tombstones = 0;
-      if (msg.file) index.load(msg.file);
+      if (msg.file) {
+        // usearch trusts the file it loads: a torn or altered one can crash the process. The
+        // sidecar's checksum is checked first, so only a file this worker wrote is loaded.
+        if (!msg.sha256 || fileSha256(msg.file) !== msg.sha256) throw new Error('index file checksum does not match its sidecar');
+        index.load(msg.file);
+      }
       if (index.dimensions() !== config.dimensions) throw new Error(`index file has ${index.dimensions()} dimensions, expected ${config.dimensions}`);
       return { size: index.size() };
     }
@@ -105,8 +111,9 @@ function handle(msg: WorkerRequest): unknown {
       const tmp = `${msg.path}.tmp`;
       ix.save(tmp);
       const bytes = statSync(tmp).size;
+      const sha256 = fileSha256(tmp);
       renameSync(tmp, msg.path);
-      writeFileSync(`${msg.path}.json.tmp`, JSON.stringify({ lsn, size: ix.size(), bytes, dimensions: config!.dimensions }));
+      writeFileSync(`${msg.path}.json.tmp`, JSON.stringify({ lsn, size: ix.size(), bytes, sha256, dimensions: config!.dimensions }));
       renameSync(`${msg.path}.json.tmp`, `${msg.path}.json`);
       return { lsn, bytes, size: ix.size() };
     }
@@ -114,6 +121,18 @@ function handle(msg: WorkerRequest): unknown {
       return { size: index?.size() ?? 0, tombstones, lsn } satisfies IndexStats;
     }
   }
+}
+
+function fileSha256(path: string): string {
+  const hash = createHash('sha256');
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
+    for (let n = readSync(fd, buf); n > 0; n = readSync(fd, buf)) hash.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
 }
 
 function need(): Index {

@@ -30,12 +30,14 @@ export class VectorIndex {
       const p = this.pending.get(id);
       if (!p) return;
       this.pending.delete(id);
+      if (this.pending.size === 0) this.worker.unref();
       if (ok) p.resolve(result);
       else p.reject(new Error(error));
     });
     this.worker.on('error', (err) => this.fail(err));
     this.worker.on('exit', (code) => this.fail(new Error(`the index worker exited with ${code}`)));
-    // The index must not keep a closing daemon alive.
+    // An idle index must not keep a closing daemon alive, but one with work in flight must
+    // (at start-up nothing else holds the event loop open while an index loads).
     this.worker.unref();
   }
 
@@ -49,13 +51,14 @@ export class VectorIndex {
     if (this.dead) return Promise.reject(this.dead);
     const id = this.next++;
     return new Promise<T>((resolve, reject) => {
+      if (this.pending.size === 0) this.worker.ref();
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       this.worker.postMessage({ id, msg }, transfer);
     });
   }
 
-  init(config: IndexConfig, file?: string): Promise<{ size: number }> {
-    return this.call({ op: 'init', config, file });
+  init(config: IndexConfig, file?: { path: string; sha256: string }): Promise<{ size: number }> {
+    return this.call({ op: 'init', config, file: file?.path, sha256: file?.sha256 });
   }
 
   add(keys: BigUint64Array, vectors: Float32Array, lsn: number): Promise<{ size: number }> {

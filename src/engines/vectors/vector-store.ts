@@ -487,7 +487,7 @@ export class VectorStore {
     const side = readSidecar(`${file}.json`);
     if (side && existsSync(file)) {
       try {
-        await index.init(toConfig(spec), file);
+        await index.init(toConfig(spec), { path: file, sha256: side.sha256 ?? '' });
         fromLsn = side.lsn;
         // A drop or re-create after the file was saved makes it another collection's index
         // (a crash between that commit and the file's removal can leave one behind).
@@ -636,9 +636,9 @@ function toArray(buf: Uint8Array, dims: number): number[] {
   return Array.from(new Float32Array(Uint8Array.from(buf).buffer, 0, dims));
 }
 
-function readSidecar(path: string): { lsn: number; size: number; bytes: number; dimensions: number } | undefined {
+function readSidecar(path: string): { lsn: number; size: number; bytes: number; sha256?: string; dimensions: number } | undefined {
   try {
-    const s = JSON.parse(readFileSync(path, 'utf8')) as { lsn: number; size: number; bytes: number; dimensions: number };
+    const s = JSON.parse(readFileSync(path, 'utf8')) as { lsn: number; size: number; bytes: number; sha256?: string; dimensions: number };
     return typeof s.lsn === 'number' ? s : undefined;
   } catch {
     return undefined;

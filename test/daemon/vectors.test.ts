@@ -1,0 +1,155 @@
+import { readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { pack, unpack } from 'msgpackr';
+import { describe, expect, it } from 'vitest';
+import { api, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { openTestNode } from '../helpers/node.js';
+import { clustered } from '../helpers/vectors.js';
+
+const DIMS = 16;
+const data = clustered(600, DIMS, 6, 3);
+
+async function fill(d: Daemon, from: number, to: number) {
+  const vectors = data.points.slice(from, to).map((values, j) => ({ id: `p${from + j}`, values, metadata: { c: data.cluster[from + j] } }));
+  const r = await api(d, 'POST', '/v1/collections/pts/upsert', { vectors });
+  expect(r.status).toBe(200);
+}
+
+const top = async (d: Daemon, q: number[]) => (await api(d, 'POST', '/v1/collections/pts/query', { vector: q, top_k: 10 })).body.matches.map((m: { id: string }) => m.id);
+
+describe('vector persistence', () => {
+  it('survives a restart and kill -9: the saved index plus the replayed log hold every acknowledged upsert', async () => {
+    const d = await startDaemon({ set: ['vectors.save_interval_seconds=0'] });
+    await api(d, 'POST', '/v1/collections', { name: 'pts', dimensions: DIMS, metric: 'cos', dtype: 'f16' });
+    await fill(d, 0, 300);
+    const q = data.queries(1)[0]!;
+    const expected = await top(d, q);
+    // A graceful stop saves the index with its LSN.
+    expect(await d.stop()).toBe(0);
+    const file = join(d.dataDir, 'indexes', 'pts.usearch');
+    expect(existsSync(file)).toBe(true);
+    const saved = JSON.parse(readFileSync(`${file}.json`, 'utf8')) as { lsn: number; size: number };
+    expect(saved.size).toBe(300);
+
+    const d2 = await startDaemon({ dataDir: d.dataDir, set: ['vectors.save_interval_seconds=0'] });
+    expect(await top(d2, q)).toEqual(expected);
+    // More upserts, then kill -9: the file on disk is now behind the log.
+    await fill(d2, 300, 600);
+    const expectedAll = await top(d2, q);
+    await api(d2, 'POST', '/v1/collections/pts/delete', { ids: ['p1', 'p2'] });
+    await d2.kill9();
+
+    const d3 = await startDaemon({ dataDir: d.dataDir });
+    expect((await api(d3, 'GET', '/v1/collections/pts')).body).toMatchObject({ count: 598, dtype: 'f16' });
+    const afterCrash = await top(d3, q);
+    expect(afterCrash).toEqual(expectedAll.filter((id: string) => id !== 'p1' && id !== 'p2').concat(afterCrash.slice(expectedAll.filter((id: string) => id !== 'p1' && id !== 'p2').length)));
+    expect((await api(d3, 'POST', '/v1/collections/pts/fetch', { ids: ['p599', 'p1'] })).body.vectors.map((v: { id: string }) => v.id)).toEqual(['p599']);
+    await d3.stop();
+  });
+
+  it('rebuilds a deleted or corrupted index file from SQLite, and says so in the log', async () => {
+    const d = await startDaemon();
+    await api(d, 'POST', '/v1/collections', { name: 'pts', dimensions: DIMS, metric: 'l2' });
+    await fill(d, 0, 400);
+    const q = data.queries(1)[0]!;
+    const expected = await top(d, q);
+    await d.stop();
+    const file = join(d.dataDir, 'indexes', 'pts.usearch');
+
+    writeFileSync(file, 'not an index at all');
+    const d2 = await startDaemon({ dataDir: d.dataDir });
+    expect(d2.output()).toMatch(/vector index file unreadable; rebuilding from SQLite/);
+    expect(await top(d2, q)).toEqual(expected);
+    await d2.stop();
+
+    rmSync(file);
+    const d3 = await startDaemon({ dataDir: d.dataDir });
+    expect(d3.output()).toMatch(/rebuilding from SQLite/);
+    expect(await top(d3, q)).toEqual(expected);
+    expect((await api(d3, 'GET', '/v1/collections/pts')).body.count).toBe(400);
+    await d3.stop();
+  });
+});
+
+describe('vector API input', () => {
+  it('refuses bad input with a 4xx and the error shape, and writes nothing', async () => {
+    const t = await openTestNode(['vectors.max_batch=10']);
+    await t.call('POST', '/v1/collections', { name: 'c', dimensions: 3, metric: 'ip', dtype: 'i8' });
+    await t.call('POST', '/v1/collections/c/upsert', { vectors: [{ id: 'a', values: [0.1, 0.2, 0.3] }] });
+    const lsn = t.node.sql.writer.lastLsn;
+    const bad: Array<[string, string, unknown, number]> = [
+      ['POST', '/v1/collections/c/upsert', { vectors: [{ id: 'b', values: [1, 2] }] }, 400],
+      ['POST', '/v1/collections/c/upsert', { vectors: [{ id: 'b', values: [1, 2, 3] }, { id: 'c', values: [1, 2, 3, 4] }] }, 400],
+      ['POST', '/v1/collections/c/upsert', '{"vectors":[{"id":"b","values":[1,2,1e999]}]}', 400],
+      ['POST', '/v1/collections/c/upsert', { vectors: [{ id: 'b', values: [1, 2, 1e39] }] }, 400],
+      ['POST', '/v1/collections/c/upsert', { vectors: [{ id: 'b', values: [1, 'x', 3] }] }, 400],
+      ['POST', '/v1/collections/c/upsert', { vectors: [] }, 400],
+      ['POST', '/v1/collections/c/upsert', { vectors: Array.from({ length: 11 }, (_, i) => ({ id: `n${i}`, values: [1, 2, 3] })) }, 400],
+      ['POST', '/v1/collections/c/upsert', { vectors: [{ id: 'd', values: [1, 2, 3] }, { id: 'd', values: [1, 2, 3] }] }, 400],
+      ['POST', '/v1/collections/nope/upsert', { vectors: [{ id: 'b', values: [1, 2, 3] }] }, 404],
+      ['POST', '/v1/collections/c/query', { vector: [1, 2], top_k: 3 }, 400],
+      ['POST', '/v1/collections/c/query', { vector: [1, 2, 3], top_k: 0 }, 400],
+      ['POST', '/v1/collections/c/query', { vector: [1, 2, 3], top_k: 3, filter: { a: { $regex: 'x' } } }, 400],
+      ['POST', '/v1/collections/c/query', { vector: [1, 2, 3], top_k: 3, filter: { a: { $in: [] } } }, 400],
+      ['POST', '/v1/collections/c/query', { vector: [1, 2, 3], top_k: 3, filter: { 'bad field!': 1 } }, 400],
+      ['POST', '/v1/collections/nope/query', { vector: [1, 2, 3], top_k: 3 }, 404],
+      ['POST', '/v1/collections/c/delete', {}, 400],
+      ['POST', '/v1/collections/c/delete', { filter: {} }, 400],
+      ['POST', '/v1/collections', { name: 'Bad Name', dimensions: 3, metric: 'cos' }, 400],
+      ['POST', '/v1/collections', { name: 'x', dimensions: 0, metric: 'cos' }, 400],
+      ['POST', '/v1/collections', { name: 'x', dimensions: 3, metric: 'hamming' }, 400],
+      ['POST', '/v1/collections', { name: 'c', dimensions: 3, metric: 'cos' }, 409],
+      ['POST', '/v1/graph/relations', { relations: [{ from: 'ghost', type: 'knows', to: 'ghost2' }] }, 400],
+      ['POST', '/v1/embeddings/cache', { model: 'm', items: [{ text: 'a', values: [] }] }, 400],
+    ];
+    for (const [method, path, body, status] of bad) {
+      const r = await t.call(method, path, body);
+      expect(r.status, `${path} ${typeof body === 'string' ? body : JSON.stringify(body).slice(0, 90)}`).toBe(status);
+      expect(typeof r.body.error.code).toBe('string');
+      expect(typeof r.body.error.message).toBe('string');
+    }
+    expect(t.node.sql.writer.lastLsn).toBe(lsn);
+    expect((await t.call('GET', '/v1/collections/c')).body.count).toBe(1);
+    // MessagePack can carry NaN, which JSON cannot.
+    const nan = await t.app.request('/v1/collections/c/upsert', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.adminToken}`, 'content-type': 'application/msgpack' },
+      body: pack({ vectors: [{ id: 'z', values: [1, NaN, 3] }] }),
+    });
+    expect(nan.status).toBe(400);
+    expect(t.node.sql.writer.lastLsn).toBe(lsn);
+    await t.close();
+  });
+
+  it('speaks MessagePack for upsert, query and fetch', async () => {
+    const t = await openTestNode();
+    await t.call('POST', '/v1/collections', { name: 'm', dimensions: 2, metric: 'cos' });
+    const req = (path: string, body: unknown) =>
+      t.app.request(path, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t.adminToken}`, 'content-type': 'application/msgpack', accept: 'application/msgpack' },
+        body: pack(body),
+      });
+    const up = await req('/v1/collections/m/upsert', { vectors: [{ id: 'a', values: [1, 0], metadata: { k: 1 } }, { id: 'b', values: [0, 1] }] });
+    expect(up.headers.get('content-type')).toBe('application/msgpack');
+    expect(unpack(Buffer.from(await up.arrayBuffer()))).toEqual({ upserted: 2 });
+    const q = unpack(Buffer.from(await (await req('/v1/collections/m/query', { vector: [1, 0.1], top_k: 1, include_metadata: true })).arrayBuffer()));
+    expect(q.matches[0]).toMatchObject({ id: 'a', metadata: { k: 1 } });
+    const f = unpack(Buffer.from(await (await req('/v1/collections/m/fetch', { ids: ['b'] })).arrayBuffer()));
+    expect(f.vectors[0]).toMatchObject({ id: 'b', values: [0, 1] });
+    await t.close();
+  });
+
+  it('keeps user tokens off shared collections', async () => {
+    const t = await openTestNode();
+    await t.call('POST', '/v1/users', { id: 'u', email: 'u@example.com', tier: 'free' });
+    const user = (await t.call('POST', '/v1/admin/tokens', { name: 'u', role: 'user', user_id: 'u' })).body.token;
+    const reader = (await t.call('POST', '/v1/admin/tokens', { name: 'r', role: 'reader' })).body.token;
+    await t.call('POST', '/v1/collections', { name: 'c', dimensions: 2, metric: 'cos' });
+    expect((await t.call('POST', '/v1/collections/c/query', { vector: [1, 0], top_k: 1 }, user)).status).toBe(403);
+    expect((await t.call('POST', '/v1/collections/c/query', { vector: [1, 0], top_k: 1 }, reader)).status).toBe(200);
+    expect((await t.call('POST', '/v1/collections/c/upsert', { vectors: [{ id: 'a', values: [1, 0] }] }, reader)).status).toBe(403);
+    expect((await t.call('GET', '/v1/graph/path?from=a&to=b', undefined, user)).status).toBe(403);
+    await t.close();
+  });
+});
