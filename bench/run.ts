@@ -5,6 +5,7 @@ import { httpWrite } from './http-write.js';
 import { machine, type BenchOptions, type ResultRow } from './lib.js';
 import { models } from './models.js';
 import { conversations } from './conversations.js';
+import { vectors } from './vectors.js';
 
 // `npm run bench` runs every benchmark; `npm run bench -- --quick` a short version of each.
 // Results go to bench/results/latest.json and a table on stdout.
@@ -13,6 +14,7 @@ const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [
   ['http_write', httpWrite],
   ['models', models],
   ['conversations', conversations],
+  ['vectors', vectors],
 ];
 
 async function main(): Promise<void> {

@@ -10,7 +10,14 @@ import type { StrataNode } from '../strata-node.js';
 
 const name = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'collection names are 1-63 lower-case letters, digits, _ and -');
 const vectorId = z.string().min(1).max(256);
-const values = z.array(z.number()).min(1);
+// A plain loop, not z.array(z.number()): zod spends ~60 ms on a 1000 × 768 batch, on the
+// event loop. Finiteness and dimensions are checked by the engine.
+const values = z
+  .custom<number[] | Float32Array | Float64Array>(
+    (v) => (Array.isArray(v) ? v.length > 0 && v.every((x) => typeof x === 'number') : (v instanceof Float32Array || v instanceof Float64Array) && v.length > 0),
+    'values must be a non-empty array of numbers',
+  )
+  .meta({ type: 'array', items: { type: 'number' } });
 const scalar = z.union([z.string().max(1024), z.number(), z.boolean()]);
 const condition = z.union([
   scalar,
