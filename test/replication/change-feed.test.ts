@@ -7,7 +7,7 @@ import { tempDir } from '../helpers/daemon.js';
 import { FsObjectStore } from '../../src/engines/objects/fs-object-store.js';
 import { openTestNode } from '../helpers/node.js';
 
-const tables = ['users', 'preferences', 'tokens', 'audit_log', 'conversations', 'messages', 'conversation_segments', 'usage_events', 'usage_daily'];
+const tables = ['users', 'preferences', 'tokens', 'audit_log', 'conversations', 'messages', 'conversation_segments', 'usage_events', 'usage_daily', 'collections', 'vectors', 'vector_meta', 'entities', 'relations'];
 
 function dump(store: SqlStore) {
   return Object.fromEntries(tables.map((t) => [t, store.db.prepare(`SELECT * FROM ${t} ORDER BY 1`).all()]));
@@ -32,6 +32,13 @@ describe('change feed', () => {
     await primary.call('POST', '/v1/users', { id: 'c', email: 'c@example.com', tier: 'pro' });
     await primary.call('POST', '/v1/usage', { user_id: 'c', model: 'm', input_tokens: 1, output_tokens: 1 });
     await primary.call('DELETE', '/v1/users/c');
+    // Vectors and the graph.
+    await primary.call('POST', '/v1/collections', { name: 'v', dimensions: 2, metric: 'cos' });
+    await primary.call('POST', '/v1/collections/v/upsert', { vectors: [{ id: 'x', values: [1, 0], metadata: { t: ['a', 'b'] } }, { id: 'y', values: [0, 1] }] });
+    await primary.call('POST', '/v1/collections/v/upsert', { vectors: [{ id: 'x', values: [1, 1], metadata: { n: 2 } }] });
+    await primary.call('POST', '/v1/collections/v/delete', { ids: ['y'] });
+    await primary.call('POST', '/v1/graph/entities', { entities: [{ id: 'e1', type: 't', name: 'E1', vector: { collection: 'v', id: 'x' } }, { id: 'e2', type: 't', name: 'E2' }] });
+    await primary.call('POST', '/v1/graph/relations', { relations: [{ from: 'e1', type: 'r', to: 'e2' }] });
 
     const replica = await SqlStore.open(join(tempDir(), 'replica.db'), ENGINE_MIGRATIONS);
     const engines = createEngines(replica, primary.node.config, { hot: new FsObjectStore(tempDir()) });
@@ -47,6 +54,8 @@ describe('change feed', () => {
     expect(dump(replica)).toEqual(dump(primary.node.sql));
     expect(dump(replica).conversation_segments).toHaveLength(1);
     expect(dump(replica).usage_daily).toHaveLength(1);
+    expect(dump(replica).vectors).toHaveLength(1);
+    expect(dump(replica).relations).toHaveLength(1);
     expect(engines.audit.verify()).toEqual(primary.node.audit.verify());
     expect(engines.users.get('a').tier).toBe('pro');
     await replica.close();
