@@ -179,7 +179,7 @@ export const configSchema = z.strictObject({
       max_batch: z.int().positive().max(100_000).default(1000),
       max_dimensions: z.int().positive().max(65_536).default(4096),
       /** Filtered queries matching at most this many vectors are answered by exact search. */
-      exact_search_max: z.int().min(0).default(2048),
+      exact_search_max: z.int().min(0).default(1024),
       compact_tombstone_ratio: z.number().gt(0).lt(1).default(0.25),
       save_interval_seconds: z.int().min(0).default(60),
       defaults: z
