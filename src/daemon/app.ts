@@ -12,6 +12,7 @@ import { conversationRoutes } from './routes/conversations.js';
 import { usageRoutes } from './routes/usage.js';
 import { vectorRoutes } from './routes/vectors.js';
 import { graphRoutes } from './routes/graph.js';
+import { replicationRoutes } from './routes/replication.js';
 import type { StrataNode } from './strata-node.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -77,6 +78,7 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
   usageRoutes(router, node);
   vectorRoutes(router, node);
   graphRoutes(router, node);
+  replicationRoutes(router, node);
 
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
   app.onError((err, c) => errorResponse(c, err));

@@ -203,6 +203,25 @@ export const configSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  replication: z
+    .strictObject({
+      role: z.enum(['primary', 'replica']).default('primary'),
+      /** replica: the primary's base URL, e.g. https://strata-1:7070. */
+      primary_url: z.string().url().optional(),
+      /** replica: a service or admin token of the primary (tokens replicate, so it works here too). */
+      token: z.string().min(1).optional(),
+      /** Stores whose writes answer only once a replica has applied them: billing, main. */
+      synchronous: z.array(z.enum(['billing', 'main'])).default(['billing']),
+      /** Synchronous stores wait only when at least this many replicas are expected; 0 = standalone. */
+      sync_min_replicas: z.int().min(0).max(1).default(0),
+      sync_timeout_ms: z.int().positive().default(5000),
+      /** A replica further behind than this answers 503 on /readyz. */
+      max_lag_seconds: z.number().positive().default(30),
+      /** Change-log records older than this are pruned; a replica further behind bootstraps again. */
+      log_retention_seconds: z.int().positive().default(7 * 86_400),
+    })
+    .refine((r) => r.role !== 'replica' || (r.primary_url !== undefined && r.token !== undefined), 'a replica needs primary_url and token')
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

@@ -16,6 +16,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   payload_too_large: 413,
   quota_exceeded: 429,
   read_only_replica: 409,
+  log_pruned: 410,
   unavailable: 503,
   internal: 500,
 };

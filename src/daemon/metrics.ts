@@ -107,6 +107,19 @@ export class Metrics {
   readonly embeddingCacheHits = new client.Counter({ name: 'strata_embedding_cache_hits_total', help: 'Embedding lookups answered from the cache', registers: [this.registry] });
   readonly embeddingCacheMisses = new client.Counter({ name: 'strata_embedding_cache_misses_total', help: 'Embedding lookups not in the cache', registers: [this.registry] });
 
+  readonly replicationLag = new client.Gauge({
+    name: 'strata_replication_lag_seconds',
+    help: 'How far a replica is behind the primary, per store (on a primary: each replica it serves; on a replica: itself)',
+    labelNames: ['replica', 'store'] as const,
+    registers: [this.registry],
+  });
+  readonly replicationAppliedLsn = new client.Gauge({
+    name: 'strata_replication_applied_lsn',
+    help: 'Last change-log LSN a replica has applied, per store',
+    labelNames: ['replica', 'store'] as const,
+    registers: [this.registry],
+  });
+
   /** Set by the node: per collection, vectors and estimated index bytes, read at scrape time. */
   vectorCollections: () => Array<{ name: string; count: number; memory_bytes: number }> = () => [];
 

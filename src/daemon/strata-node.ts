@@ -25,6 +25,7 @@ import { VectorStore, vectorMigrations } from '../engines/vectors/vector-store.j
 import { EmbeddingCache } from '../engines/vectors/embedding-cache.js';
 import { KnowledgeGraph, graphMigrations } from '../engines/graph/knowledge-graph.js';
 import type { Cache } from '../engines/cache/cache.js';
+import { Replication } from '../replication/replication.js';
 
 export const SYSTEM: Actor = { tokenId: 'system' };
 
@@ -152,6 +153,7 @@ export class StrataNode {
     readonly vectors: VectorStore,
     readonly graph: KnowledgeGraph,
     readonly embeddings: EmbeddingCache,
+    readonly replication: Replication,
   ) {
     this.dataDir = resolve(config.storage.data_dir);
   }
@@ -256,9 +258,39 @@ export class StrataNode {
       engines.vectors,
       engines.graph,
       embeddings,
+      StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier),
     );
-    await node.ensureAdminToken();
+    // A replica's tokens (the admin's included) come from its primary.
+    if (node.replication.role === 'primary') await node.ensureAdminToken();
     return node;
+  }
+
+  private static replicationFor(config: StrataConfig, log: Logger, metrics: Metrics, sql: SqlStore, billingSql: SqlStore, vectors: VectorStore, cache: CacheTier): Replication {
+    const r = config.replication;
+    const self = config.node.id;
+    return new Replication(
+      { main: sql, billing: billingSql },
+      { role: r.role, nodeId: self, primaryUrl: r.primary_url, token: r.token, synchronous: r.synchronous, syncMinReplicas: r.sync_min_replicas, syncTimeoutMs: r.sync_timeout_ms },
+      {
+        applied: async (store, records) => {
+          if (store !== 'main') return;
+          // Cached conversations and preferences may now be stale; indexes follow the records.
+          if (records.some((x) => x.engine === 'conversations' || x.engine === 'users' || x.engine === 'usage')) cache.invalidateAll();
+          await vectors.applyReplayed(records);
+          metrics.changelogLsn.set(sql.writer.lastLsn);
+        },
+        bootstrapped: async (store) => {
+          if (store !== 'main') return;
+          cache.invalidateAll();
+          await vectors.reloadAll();
+        },
+        position: (store, p) => {
+          metrics.replicationLag.labels(self, store).set(p.lagSeconds);
+          metrics.replicationAppliedLsn.labels(self, store).set(p.applied);
+        },
+        log: (level, msg, fields) => log[level](fields ?? {}, msg),
+      },
+    );
   }
 
   get adminTokenFile(): string {
@@ -310,12 +342,19 @@ export class StrataNode {
   }
 
   status() {
+    const replicas = this.replication.tracker.replicas();
+    for (const r of replicas) {
+      this.metrics.replicationLag.labels(r.node_id, 'main').set(r.lag_seconds);
+      for (const [store, lsn] of Object.entries(r.stores)) this.metrics.replicationAppliedLsn.labels(r.node_id, store).set(lsn);
+    }
     return {
       node_id: this.config.node.id,
-      role: 'primary' as const,
-      epoch: this.sql.epoch(),
+      role: this.replication.role,
+      epoch: this.replication.epoch(),
       lsn: this.sql.writer.lastLsn,
-      replicas: [] as Array<{ node_id: string; lsn: number; lag_seconds: number }>,
+      billing_lsn: this.billingSql.writer.lastLsn,
+      ...(this.replication.role === 'replica' ? { primary: this.replication.primaryUrl, replication: Object.fromEntries(this.replication.position) } : {}),
+      replicas,
       storage: this.storageStatus(),
     };
   }
@@ -343,9 +382,17 @@ export class StrataNode {
 
   /** Periodic work of a serving node (not of offline CLI commands). */
   startBackgroundJobs(): void {
+    this.replication.start();
+    // Keep primary-side replica metrics fresh between /v1/admin/status calls.
+    this.statusTimer = setInterval(() => this.status(), 5000);
+    this.statusTimer.unref();
+    this.pruneTimer = setInterval(() => this.pruneChangeLog(), 60_000);
+    this.pruneTimer.unref();
     const every = this.config.objects.gc_interval_seconds;
     if (every > 0) {
       this.gcTimer = setInterval(() => {
+        // Replicas get these effects from their primary's log.
+        if (this.replication.role !== 'primary') return;
         this.checkpoints.applyRetention(SYSTEM, this.config.checkpoints).then(
           (r) => this.log.info(r, 'checkpoint retention done'),
           (err: unknown) => this.log.error({ err }, 'checkpoint retention failed'),
@@ -378,7 +425,7 @@ export class StrataNode {
       let running = false;
       this.archiveTimer = setInterval(() => {
         // One run at a time: a slow object tier must not stack runs on top of each other.
-        if (running) return;
+        if (running || this.replication.role !== 'primary') return;
         running = true;
         this.runConversationArchive()
           .catch((err: unknown) => this.log.error({ err }, 'conversation archive job failed; the next run resumes it'))
@@ -389,11 +436,29 @@ export class StrataNode {
   }
 
   private archiveTimer: NodeJS.Timeout | undefined;
+  private statusTimer: NodeJS.Timeout | undefined;
+  private pruneTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Drops change-log records older than replication.log_retention_seconds. Replicas further
+   * behind bootstrap again (410 log_pruned). Point-in-time recovery will need its segments
+   * shipped before this runs (see the README's replication section).
+   */
+  pruneChangeLog(now = Date.now()): number {
+    if (this.replication.role !== 'primary') return 0;
+    const before = now - this.config.replication.log_retention_seconds * 1000;
+    let pruned = 0;
+    for (const s of [this.sql, this.billingSql]) pruned += s.changes.prune(s.writer.lastLsn - 1, before);
+    return pruned;
+  }
   private vectorTimer: NodeJS.Timeout | undefined;
 
   async close(): Promise<void> {
     clearInterval(this.gcTimer);
     clearInterval(this.archiveTimer);
+    clearInterval(this.statusTimer);
+    clearInterval(this.pruneTimer);
+    await this.replication.stop();
     clearInterval(this.vectorTimer);
     await this.vectors.close().catch((err: unknown) => this.log.error({ err }, 'saving vector indexes failed; the next start rebuilds them'));
     await this.sql.close();

@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'payload_too_large'
   | 'quota_exceeded'
   | 'read_only_replica'
+  | 'log_pruned'
   | 'unavailable'
   | 'internal';
 
@@ -75,6 +76,13 @@ export class ReadOnlyReplica extends StrataError {
     super('read_only_replica', `this node is a read-only replica; send writes to the primary at ${primary}`, {
       primary,
     });
+  }
+}
+
+/** A change-log position older than what the primary still keeps: the replica must bootstrap. */
+export class LogPruned extends StrataError {
+  constructor(after: number, oldest: number) {
+    super('log_pruned', `the change log no longer holds records after LSN ${after} (oldest kept: ${oldest}); bootstrap from a snapshot`, { after, oldest });
   }
 }
 

@@ -31,7 +31,9 @@ export function applyChanges(target: SqlStore, records: readonly ChangeRecord[])
   target.db.exec('BEGIN IMMEDIATE');
   try {
     for (const r of fresh) {
-      if (r.lsn <= last) throw new ChangeFeedGap(last, r.lsn);
+      // LSNs are gapless (AUTOINCREMENT inside the committing transaction), so anything but
+      // last + 1 means records were lost on the way.
+      if (r.lsn !== last + 1) throw new ChangeFeedGap(last, r.lsn);
       target.changes.replay(r);
       last = r.lsn;
     }

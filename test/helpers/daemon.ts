@@ -53,6 +53,12 @@ export async function startDaemon(options: { dataDir?: string; runtime?: Runtime
     ...(options.set ?? []).flatMap((s) => ['--set', s]),
   ];
   const proc = spawn(cmd!, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const sent = new Set<string>();
+  const kill = proc.kill.bind(proc);
+  proc.kill = (signal?: NodeJS.Signals | number) => {
+    sent.add(String(signal ?? 'SIGTERM'));
+    return kill(signal);
+  };
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
@@ -80,7 +86,9 @@ export async function startDaemon(options: { dataDir?: string; runtime?: Runtime
     proc,
     output: () => out,
     async stop() {
-      if (proc.exitCode === null && proc.signalCode === null && !proc.killed) proc.kill('SIGTERM');
+      // Not proc.killed: it turns true after any signal, SIGSTOP/SIGCONT included. A second
+      // SIGTERM would make the daemon stop waiting for its in-flight requests.
+      if (proc.exitCode === null && proc.signalCode === null && !sent.has('SIGTERM') && !sent.has('SIGKILL')) proc.kill('SIGTERM');
       return exited;
     },
     async kill9() {

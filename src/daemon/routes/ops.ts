@@ -30,6 +30,12 @@ export function opsRoutes(router: ApiRouter, node: StrataNode): void {
     },
     (c) => {
       if (node.draining) return c.json(errorBody('unavailable', 'the node is shutting down'), 503);
+      if (node.replication.role === 'replica') {
+        const main = node.replication.position.get('main');
+        const bound = node.config.replication.max_lag_seconds;
+        if (!main) return c.json(errorBody('unavailable', `not yet replicating from ${node.replication.primaryUrl}`), 503);
+        if (main.lagSeconds > bound) return c.json(errorBody('unavailable', `replication lag ${main.lagSeconds.toFixed(1)} s is over the ${bound} s bound`), 503);
+      }
       // A lost Redis is not a reason to take the node out of rotation: every read falls back
       // to SQLite. It is reported so that operators (and the metric) see it.
       if (node.cache.state() !== 'ok') {

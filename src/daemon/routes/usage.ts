@@ -88,6 +88,8 @@ export function usageRoutes(router: ApiRouter, node: StrataNode): void {
     async (c, { body, caller }) => {
       node.users.get(body.user_id);
       const { entry, created } = await node.billing.append(actorOf(caller), body);
+      // Billing is synchronous by default: answer once a replica has the entry (or 503).
+      await node.replication.sync('billing');
       return c.json(entry, created ? 201 : 200);
     },
   );

@@ -62,6 +62,26 @@ export class ChangeLog {
     this.lastTime = last?.time ?? 0;
   }
 
+  /** Re-reads the last commit time after the table was replaced underneath (a bootstrap). */
+  reload(): void {
+    this.lastTime = this.db.prepare<{ time: number }>('SELECT time FROM changelog ORDER BY lsn DESC LIMIT 1').get()?.time ?? 0;
+  }
+
+  /** The lowest LSN still held (0 when the log is empty): older positions need a snapshot. */
+  oldestLsn(): number {
+    return this.db.prepare<{ lsn: number | null }>('SELECT MIN(lsn) AS lsn FROM changelog').get()?.lsn ?? 0;
+  }
+
+  /** Commit time of a record (undefined when pruned or not yet written). */
+  timeOf(lsn: number): number | undefined {
+    return this.db.prepare<{ time: number }>('SELECT time FROM changelog WHERE lsn = ?').get(lsn)?.time;
+  }
+
+  /** Drops records at or below `lsn` older than `beforeTime`; replicas behind that must bootstrap. */
+  prune(upToLsn: number, beforeTime: number): number {
+    return Number(this.db.prepare('DELETE FROM changelog WHERE lsn <= ? AND time < ?').run(upToLsn, beforeTime).changes);
+  }
+
   define<P>(engine: string, op: string, apply: Applier<P>, options: { audited?: boolean } = {}): ChangeType<P> {
     const key = `${engine}.${op}`;
     if (this.types.has(key)) throw new Error(`change type ${key} is defined twice`);

@@ -1,4 +1,4 @@
-import { Unavailable } from '../errors.js';
+import { ReadOnlyReplica, Unavailable } from '../errors.js';
 import type { ChangeLog, ChangeType } from './change-log.js';
 import type { SqlDatabase } from './database.js';
 
@@ -78,7 +78,37 @@ export class Writer {
     this.auditor = auditor;
   }
 
+  /**
+   * While set (a replica, or a primary fenced by a newer epoch), every write is refused with
+   * read_only_replica naming where writes go. Replay of the primary's log does not use write().
+   */
+  readOnlyFor: string | undefined;
+
+  private readonly committed: Array<(lastLsn: number) => void> = [];
+
+  /** Called after every commit (long-polling replicas wait on this). */
+  onCommitted(listener: (lastLsn: number) => void): void {
+    this.committed.push(listener);
+  }
+
+  /** Calls the listener after the next commit only. */
+  onCommittedOnce(listener: (lastLsn: number) => void): void {
+    const once = (lsn: number) => {
+      const i = this.committed.indexOf(once);
+      if (i >= 0) this.committed.splice(i, 1);
+      listener(lsn);
+    };
+    this.committed.push(once);
+  }
+
+  /** Re-reads the last LSN after the log was changed behind the writer (replay, bootstrap). */
+  resync(): void {
+    this.lsn = this.log.lastLsn();
+    for (const l of [...this.committed]) l(this.lsn);
+  }
+
   write<T>(actor: Actor, fn: (tx: Tx) => T): Promise<T> {
+    if (this.readOnlyFor !== undefined) return Promise.reject(new ReadOnlyReplica(this.readOnlyFor));
     if (this.closed) return Promise.reject(new Unavailable('the node is shutting down'));
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ actor, fn, resolve: resolve as (v: unknown) => void, reject });
@@ -122,6 +152,7 @@ export class Writer {
       }
       this.lsn = lastLsn;
       this.options.onCommit?.({ seconds: (performance.now() - started) / 1000, calls: batch.length, lastLsn });
+      for (const l of [...this.committed]) l(lastLsn);
       batch.forEach((job, i) => {
         const o = outcomes[i]!;
         if (o.ok) job.resolve(o.value);

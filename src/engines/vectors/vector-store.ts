@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { unpack } from 'msgpackr';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
@@ -338,6 +338,56 @@ export class VectorStore {
     const matches = this.describe(name, spec, found, q);
     this.events.queryDuration?.((performance.now() - started) / 1000, plan);
     return { matches, plan };
+  }
+
+  private replayChain: Promise<void> = Promise.resolve();
+
+  /**
+   * On a replica: brings the indexes up to records just replayed into SQLite, in order.
+   * Collections created or dropped by the records are loaded or closed.
+   */
+  applyReplayed(records: ReadonlyArray<{ lsn: number; engine: string; op: string; payload: unknown }>): Promise<void> {
+    for (const r of records) {
+      if (r.engine !== 'vectors') continue;
+      this.replayChain = this.replayChain.then(async () => {
+        if (r.op === 'create_collection') {
+          const spec = r.payload as CollectionSpec;
+          this.removeFiles(spec.name);
+          if (!this.live.has(spec.name)) await this.load(spec);
+        } else if (r.op === 'drop_collection') {
+          const name = (r.payload as { name: string }).name;
+          const live = this.live.get(name);
+          this.live.delete(name);
+          await live?.index.close();
+          this.removeFiles(name);
+        } else if (r.op === 'upsert') {
+          const p = r.payload as UpsertPayload;
+          const spec = this.live.get(p.collection)?.spec;
+          if (!spec) return;
+          const flat = new Float32Array(p.items.length * spec.dimensions);
+          const bytes = new Uint8Array(flat.buffer);
+          p.items.forEach((it, i) => bytes.set(it.vec, i * spec.dimensions * 4));
+          this.applyToIndex(p.collection, (ix) => ix.add(BigUint64Array.from(p.items.map((it) => BigInt(it.key))), flat, r.lsn));
+        } else if (r.op === 'delete') {
+          const p = r.payload as { collection: string; keys: number[] };
+          this.applyToIndex(p.collection, (ix) => ix.remove(BigUint64Array.from(p.keys.map(BigInt)), r.lsn));
+        }
+      });
+    }
+    return this.replayChain;
+  }
+
+  /** After a bootstrap replaced SQLite underneath: every index is rebuilt from the new rows. */
+  async reloadAll(): Promise<void> {
+    await this.replayChain;
+    for (const [name, live] of [...this.live]) {
+      this.live.delete(name);
+      await live.index.close();
+      await live.building?.close();
+    }
+    // Files of any era before the bootstrap are someone else's history now.
+    for (const f of readdirSync(this.options.indexDir)) if (f.includes('.usearch')) rmSync(join(this.options.indexDir, f), { force: true });
+    await this.open();
   }
 
   /** Saves every index that changed since its last save (a background job; also on close). */

@@ -1,0 +1,124 @@
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { Packr } from 'msgpackr';
+import { z } from 'zod';
+import { Conflict, LogPruned } from '../../engines/errors.js';
+import type { SqlStore } from '../../engines/sql/sql-store.js';
+import { takeSnapshot } from '../../replication/snapshot.js';
+import type { ApiRouter } from '../api-router.js';
+import type { StrataNode } from '../strata-node.js';
+
+// The primary's side of log shipping, and promotion. Replicas authenticate with a service or
+// admin token of the primary.
+
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+const store = z.enum(['main', 'billing']);
+
+export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
+  const stores: Record<'main' | 'billing', SqlStore> = { main: node.sql, billing: node.billingSql };
+
+  router.route(
+    {
+      method: 'get',
+      path: '/v1/replication/changes',
+      summary: 'Change-log records after an LSN, as MessagePack {epoch, primary_lsn, records}; long-polls up to wait_ms',
+      tag: 'replication',
+      access: 'service',
+      query: z.object({
+        store: store.default('main'),
+        after: z.coerce.number().int().min(0),
+        limit: z.coerce.number().int().min(1).max(5000).default(1000),
+        wait_ms: z.coerce.number().int().min(0).max(30_000).default(0),
+        node_id: z.string().min(1).max(128).optional(),
+      }),
+      responses: { 200: { description: 'a frame' }, 409: { description: 'the caller is ahead of this node' }, 410: { description: 'log_pruned: bootstrap from a snapshot' } },
+    },
+    async (c, { query }) => {
+      const s = stores[query.store];
+      if (query.node_id) node.replication.tracker.report(query.node_id, query.store, query.after);
+      if (query.after > s.writer.lastLsn) throw new Conflict(`the caller is at LSN ${query.after}, past this node's ${s.writer.lastLsn}: a divergent tail; bootstrap`);
+      const oldest = s.changes.oldestLsn();
+      if (query.after < s.writer.lastLsn && oldest > query.after + 1) throw new LogPruned(query.after, oldest);
+      let records = s.changes.readAfter(query.after, query.limit);
+      if (records.length === 0 && query.wait_ms > 0) {
+        // Wait for the next commit, the deadline, or shutdown (a draining node must not hold
+        // long-polls open until its shutdown timeout).
+        await new Promise<void>((resolve) => {
+          const deadline = Date.now() + query.wait_ms;
+          let done = false;
+          const finish = () => {
+            if (done) return;
+            done = true;
+            clearInterval(tick);
+            resolve();
+          };
+          const tick = setInterval(() => (node.draining || Date.now() >= deadline) && finish(), 100);
+          s.writer.onCommittedOnce(finish);
+        });
+        records = s.changes.readAfter(query.after, query.limit);
+      }
+      return c.body(new Uint8Array(packr.pack({ epoch: node.replication.epoch(), primary_lsn: s.writer.lastLsn, records })), 200, { 'Content-Type': 'application/msgpack' });
+    },
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/v1/replication/snapshot',
+      summary: 'A consistent copy of a store (SQLite file), tagged with its LSN in X-Strata-Lsn',
+      tag: 'replication',
+      access: 'service',
+      query: z.object({ store: store.default('main') }),
+      responses: { 200: { description: 'the database file' } },
+    },
+    async (c, { query }) => {
+      const dir = await mkdtemp(join(node.dataDir, '.snapshot-'));
+      const snap = takeSnapshot(stores[query.store], join(dir, 'snapshot.db'));
+      const stream = createReadStream(snap.path);
+      stream.on('close', () => void rm(dir, { recursive: true, force: true }));
+      return c.body(Readable.toWeb(stream) as ReadableStream, 200, { 'Content-Type': 'application/vnd.sqlite3', 'X-Strata-Lsn': String(snap.lsn) });
+    },
+  );
+
+  router.route(
+    {
+      method: 'post',
+      path: '/v1/replication/fence',
+      summary: 'A newer primary announces its epoch: this node stops writing and follows it',
+      tag: 'replication',
+      access: 'service',
+      body: z.strictObject({ epoch: z.int().min(1), primary_url: z.string().url() }),
+      responses: { 200: { description: '{fenced, epoch}' } },
+    },
+    async (c, { body }) => {
+      const token = /^Bearer\s+(\S+)/i.exec(c.req.header('authorization') ?? '')?.[1] ?? '';
+      return c.json(await node.replication.fence(body.epoch, body.primary_url, token));
+    },
+  );
+
+  router.route(
+    {
+      method: 'post',
+      path: '/v1/admin/changelog/prune',
+      summary: 'Prune change-log records past replication.log_retention_seconds now (it also runs every minute)',
+      tag: 'admin',
+      access: 'admin',
+      responses: { 200: { description: '{pruned}' } },
+    },
+    (c) => c.json({ pruned: node.pruneChangeLog() }),
+  );
+
+  router.route(
+    {
+      method: 'post',
+      path: '/v1/admin/promote',
+      summary: 'On a replica: become the primary with epoch + 1 and fence the former primary',
+      tag: 'admin',
+      access: 'admin',
+      responses: { 200: { description: '{epoch}' }, 409: { description: 'already a primary' } },
+    },
+    async (c) => c.json(await node.replication.promote()),
+  );
+}

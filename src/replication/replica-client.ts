@@ -1,0 +1,140 @@
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { unpack } from 'msgpackr';
+import type { ChangeRecord } from '../engines/sql/change-log.js';
+import type { SqlStore } from '../engines/sql/sql-store.js';
+import { applyChanges } from './change-feed.js';
+import { installSnapshot } from './snapshot.js';
+
+// The replica side of log shipping. For each SQL store (main, billing) one loop long-polls the
+// primary's change feed from the store's last LSN and replays what arrives, in order, with the
+// same appliers the primary ran. An empty store, a store the primary's log no longer reaches
+// (410 log_pruned) and a store that is ahead of the primary (a former primary's divergent
+// tail, 409) are bootstrapped from a snapshot instead. Errors back off and retry for ever: a
+// replica outlives restarts of its primary.
+
+export interface ReplicaEvents {
+  applied(store: string, records: ChangeRecord[]): void;
+  bootstrapped(store: string, lsn: number): void;
+  position(store: string, info: { applied: number; primaryLsn: number; lagSeconds: number }): void;
+  log(level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>): void;
+}
+
+export interface ReplicaOptions {
+  primaryUrl: string;
+  token: string;
+  nodeId: string;
+  waitMs?: number;
+}
+
+interface FeedFrame {
+  epoch: number;
+  primary_lsn: number;
+  records: ChangeRecord[];
+}
+
+export class ReplicaClient {
+  private stopped = false;
+  private readonly running: Promise<void>[] = [];
+  private readonly aborts = new Set<AbortController>();
+  private readonly bootstrappedOnce = new Set<string>();
+  /** Set by tests to stall the loops (a paused replica). */
+  paused = false;
+
+  constructor(
+    private readonly stores: Record<string, SqlStore>,
+    private readonly options: ReplicaOptions,
+    private readonly events: ReplicaEvents,
+    /** A former primary must discard what it wrote alone: bootstrap every store first. */
+    private forceBootstrap = false,
+  ) {}
+
+  start(): void {
+    for (const [name, store] of Object.entries(this.stores)) this.running.push(this.loop(name, store));
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const a of this.aborts) a.abort();
+    await Promise.allSettled(this.running);
+  }
+
+  private async loop(name: string, store: SqlStore): Promise<void> {
+    let backoff = 250;
+    let mustBootstrap = this.forceBootstrap;
+    while (!this.stopped) {
+      try {
+        if (this.paused) {
+          await sleep(100);
+          continue;
+        }
+        // An empty store starts from a snapshot once; the primary's store may be empty too.
+        if (mustBootstrap || (store.changes.lastLsn() === 0 && !this.bootstrappedOnce.has(name))) {
+          await this.bootstrap(name, store);
+          mustBootstrap = false;
+        }
+        const after = store.changes.lastLsn();
+        const res = await this.get(`/v1/replication/changes?store=${name}&after=${after}&wait_ms=${this.options.waitMs ?? 5000}&node_id=${encodeURIComponent(this.options.nodeId)}`);
+        if (res.status === 410 || res.status === 409) {
+          this.events.log('warn', res.status === 410 ? 'the primary pruned its log past this replica; bootstrapping' : 'this node is ahead of the primary (a divergent tail); bootstrapping', { store: name, after });
+          await res.arrayBuffer();
+          await this.bootstrap(name, store);
+          continue;
+        }
+        if (res.status !== 200) throw new Error(`change feed answered ${res.status}: ${await res.text()}`);
+        const frame = unpack(Buffer.from(await res.arrayBuffer())) as FeedFrame;
+        if (this.stopped) return;
+        if (frame.records.length > 0) {
+          const last = applyChanges(store, frame.records);
+          store.writer.resync();
+          this.events.applied(name, frame.records);
+          const newest = frame.records[frame.records.length - 1]!;
+          this.events.position(name, { applied: last, primaryLsn: frame.primary_lsn, lagSeconds: last >= frame.primary_lsn ? 0 : Math.max(0, (Date.now() - newest.time) / 1000) });
+        } else {
+          this.events.position(name, { applied: after, primaryLsn: frame.primary_lsn, lagSeconds: 0 });
+        }
+        backoff = 250;
+      } catch (err) {
+        if (this.stopped) return;
+        this.events.log('warn', 'replication from the primary failed; retrying', { store: name, err: String(err) });
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, 5000);
+      }
+    }
+  }
+
+  private async bootstrap(name: string, store: SqlStore): Promise<void> {
+    const dir = await mkdtemp(join(tmpdir(), 'strata-snapshot-'));
+    try {
+      const res = await this.get(`/v1/replication/snapshot?store=${name}`);
+      if (res.status !== 200 || !res.body) throw new Error(`snapshot answered ${res.status}: ${await res.text()}`);
+      const file = join(dir, 'snapshot.db');
+      await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), createWriteStream(file));
+      const lsn = installSnapshot(store, file);
+      this.bootstrappedOnce.add(name);
+      this.events.bootstrapped(name, lsn);
+      this.events.position(name, { applied: lsn, primaryLsn: lsn, lagSeconds: 0 });
+      this.events.log('info', 'bootstrapped from a snapshot of the primary', { store: name, lsn });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  private async get(path: string): Promise<Response> {
+    const abort = new AbortController();
+    this.aborts.add(abort);
+    try {
+      return await fetch(new URL(path, this.options.primaryUrl), { headers: { authorization: `Bearer ${this.options.token}` }, signal: abort.signal });
+    } finally {
+      this.aborts.delete(abort);
+    }
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

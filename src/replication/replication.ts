@@ -1,0 +1,154 @@
+import type { ChangeRecord } from '../engines/sql/change-log.js';
+import type { SqlStore } from '../engines/sql/sql-store.js';
+import { Conflict, Unavailable } from '../engines/errors.js';
+import { ReplicaClient, type ReplicaEvents } from './replica-client.js';
+import { ReplicaTracker } from './replica-tracker.js';
+
+// A node's place in replication: primary (serves the change feed, tracks replicas, holds
+// synchronous writes until a replica has them) or replica (follows a primary, refuses
+// writes). Promotion turns a replica into the primary of a new epoch and fences the old
+// primary: it is told the new epoch, stops accepting writes, and follows the new primary
+// after bootstrapping from it, which discards any tail it wrote that nobody saw.
+
+export type Role = 'primary' | 'replica';
+
+export interface ReplicationOptions {
+  role: Role;
+  nodeId: string;
+  primaryUrl?: string | undefined;
+  token?: string | undefined;
+  synchronous: string[];
+  syncMinReplicas: number;
+  syncTimeoutMs: number;
+}
+
+export interface ReplicationHooks {
+  applied(store: string, records: ChangeRecord[]): Promise<void> | void;
+  bootstrapped(store: string): Promise<void> | void;
+  position(store: string, info: { applied: number; primaryLsn: number; lagSeconds: number }): void;
+  log: ReplicaEvents['log'];
+}
+
+export class Replication {
+  role: Role;
+  primaryUrl: string | undefined;
+  /** This node's own URL, known once it listens (sent in fence notices). */
+  selfUrl: string | undefined;
+  readonly tracker: ReplicaTracker;
+  private client: ReplicaClient | undefined;
+  private fencePusher: NodeJS.Timeout | undefined;
+  /** The replica's view: per store, applied LSN and lag. */
+  readonly position = new Map<string, { applied: number; primaryLsn: number; lagSeconds: number }>();
+
+  constructor(
+    private readonly stores: Record<string, SqlStore>,
+    private readonly options: ReplicationOptions,
+    private readonly hooks: ReplicationHooks,
+  ) {
+    this.role = options.role;
+    this.primaryUrl = options.primaryUrl;
+    this.tracker = new ReplicaTracker(stores);
+    if (this.role === 'replica') this.setReadOnly(options.primaryUrl ?? 'the configured primary');
+  }
+
+  epoch(): number {
+    return this.stores.main!.epoch();
+  }
+
+  /** Starts following the primary (replicas only). */
+  start(token = this.options.token, forceBootstrap = false): void {
+    if (this.role !== 'replica' || !this.primaryUrl || !token) return;
+    const events: ReplicaEvents = {
+      applied: (store, records) => void this.hooks.applied(store, records),
+      bootstrapped: (store) => void this.hooks.bootstrapped(store),
+      position: (store, info) => {
+        this.position.set(store, info);
+        this.hooks.position(store, info);
+      },
+      log: this.hooks.log,
+    };
+    this.client = new ReplicaClient(this.stores, { primaryUrl: this.primaryUrl, token, nodeId: this.options.nodeId }, events, forceBootstrap);
+    this.client.start();
+  }
+
+  /** Pauses applying (tests: a replica that falls behind, then resumes from its LSN). */
+  setPaused(paused: boolean): void {
+    if (this.client) this.client.paused = paused;
+  }
+
+  /** Waits until a replica applied this store's newest commit, when the store is synchronous. */
+  async sync(store: string): Promise<void> {
+    if (this.role !== 'primary' || this.options.syncMinReplicas === 0 || !this.options.synchronous.includes(store)) return;
+    const lsn = this.stores[store]!.writer.lastLsn;
+    if (!(await this.tracker.waitApplied(store, lsn, this.options.syncTimeoutMs))) {
+      throw new Unavailable(
+        `the write is committed here but no replica confirmed it within ${this.options.syncTimeoutMs} ms (${store} is synchronous); retry with the same idempotency key`,
+      );
+    }
+  }
+
+  /** Replica → primary of epoch + 1; tells the old primary, until it hears, that it is fenced. */
+  async promote(): Promise<{ epoch: number }> {
+    if (this.role !== 'replica') throw new Conflict('this node is already a primary');
+    await this.client?.stop();
+    this.client = undefined;
+    const epoch = this.epoch() + 1;
+    this.setEpoch(epoch);
+    const old = this.primaryUrl;
+    this.role = 'primary';
+    this.primaryUrl = undefined;
+    this.setReadOnly(undefined);
+    this.hooks.log('warn', 'promoted to primary', { epoch, former_primary: old });
+    if (old && this.options.token) this.pushFence(old, epoch, this.options.token);
+    return { epoch };
+  }
+
+  /** A newer primary says so: stop writing, follow it (bootstrapping away any divergent tail). */
+  async fence(epoch: number, primaryUrl: string, token: string): Promise<{ fenced: boolean; epoch: number }> {
+    if (epoch <= this.epoch()) return { fenced: false, epoch: this.epoch() };
+    this.setEpoch(epoch);
+    this.role = 'replica';
+    this.primaryUrl = primaryUrl;
+    this.setReadOnly(primaryUrl);
+    this.hooks.log('warn', 'fenced by a newer primary; now following it', { epoch, primary: primaryUrl });
+    await this.client?.stop();
+    this.start(token, true);
+    return { fenced: true, epoch };
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.fencePusher);
+    await this.client?.stop();
+  }
+
+  private pushFence(oldPrimary: string, epoch: number, token: string): void {
+    const attempt = async () => {
+      try {
+        const res = await fetch(new URL('/v1/replication/fence', oldPrimary), {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ epoch, primary_url: this.selfUrl ?? '' }),
+          signal: AbortSignal.timeout(2000),
+        });
+        if (res.ok) {
+          clearInterval(this.fencePusher);
+          this.hooks.log('info', 'the former primary acknowledged the new epoch', { former_primary: oldPrimary, epoch });
+        }
+      } catch {
+        // Still down (or stopped): keep telling it until it listens.
+      }
+    };
+    this.fencePusher = setInterval(() => void attempt(), 500);
+    this.fencePusher.unref();
+    void attempt();
+  }
+
+  private setEpoch(epoch: number): void {
+    // The epoch is node state, not data: it is not logged, and each store keeps it.
+    for (const s of Object.values(this.stores)) s.db.prepare("UPDATE meta SET value = ? WHERE key = 'epoch'").run(String(epoch));
+  }
+
+  private setReadOnly(primary: string | undefined): void {
+    for (const s of Object.values(this.stores)) s.writer.readOnlyFor = primary;
+  }
+}

@@ -1,0 +1,70 @@
+import { rmSync } from 'node:fs';
+import type { SqlStore } from '../engines/sql/sql-store.js';
+
+// Snapshots of a SQL store, for bootstrapping replicas (and, later, backups).
+//
+// Taking one uses `VACUUM INTO`, which every SQLite driver Strata runs on supports (better-
+// sqlite3's backup() restarts whenever another connection writes — see FIELD-NOTES): it copies
+// the database as of one read transaction into a new, compact file. The LSN a snapshot
+// includes is read from the copy itself, so it can never disagree with the copy's contents.
+//
+// Installing one replaces the rows of every table of an open store, in one transaction, from
+// the attached snapshot. The schema must be identical (same Strata version on both nodes).
+// Triggers are dropped and recreated around the copy, because the billing ledger's triggers
+// refuse DELETE — for everyone else, which is the point of them.
+
+export function takeSnapshot(store: SqlStore, path: string): { path: string; lsn: number } {
+  rmSync(path, { force: true });
+  store.db.prepare('VACUUM INTO ?').run(path);
+  store.db.prepare('ATTACH DATABASE ? AS snap').run(path);
+  try {
+    const lsn = store.db.prepare<{ seq: number }>("SELECT seq FROM snap.sqlite_sequence WHERE name = 'changelog'").get()?.seq ?? 0;
+    return { path, lsn };
+  } finally {
+    store.db.exec('DETACH DATABASE snap');
+  }
+}
+
+export class SchemaMismatch extends Error {
+  constructor(detail: string) {
+    super(`the snapshot's schema differs from this node's (${detail}); run the same Strata version on both nodes`);
+    this.name = 'SchemaMismatch';
+  }
+}
+
+export function installSnapshot(store: SqlStore, path: string): number {
+  const { db } = store;
+  db.prepare('ATTACH DATABASE ? AS snap').run(path);
+  try {
+    const schema = (where: string) =>
+      db
+        .prepare<{ type: string; name: string; sql: string | null }>(`SELECT type, name, sql FROM ${where}.sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name`)
+        .all()
+        .map((r) => `${r.type} ${r.name} ${r.sql ?? ''}`)
+        .join('\n');
+    if (schema('main') !== schema('snap')) throw new SchemaMismatch('tables, indexes or triggers differ');
+    const tables = db.prepare<{ name: string }>("SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").all();
+    const triggers = db.prepare<{ name: string; sql: string }>("SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger'").all();
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      db.exec('PRAGMA defer_foreign_keys = ON');
+      for (const t of triggers) db.exec(`DROP TRIGGER main."${t.name}"`);
+      for (const { name } of tables) {
+        db.exec(`DELETE FROM main."${name}"`);
+        db.exec(`INSERT INTO main."${name}" SELECT * FROM snap."${name}"`);
+      }
+      db.exec('DELETE FROM main.sqlite_sequence');
+      db.exec('INSERT INTO main.sqlite_sequence SELECT * FROM snap.sqlite_sequence');
+      for (const t of triggers) db.exec(t.sql);
+      db.exec('COMMIT');
+    } catch (err) {
+      db.exec('ROLLBACK');
+      throw err;
+    }
+  } finally {
+    db.exec('DETACH DATABASE snap');
+  }
+  store.changes.reload();
+  store.writer.resync();
+  return store.changes.lastLsn();
+}

@@ -1,0 +1,205 @@
+import { createHash } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { api, startDaemon, tempDir, type Daemon } from '../helpers/daemon.js';
+
+// Primary and replica as two real daemons on one machine, talking HTTP.
+
+const running: Daemon[] = [];
+afterEach(async () => {
+  for (const d of running.splice(0)) {
+    try {
+      d.proc.kill('SIGCONT');
+    } catch {
+      // already gone
+    }
+    await d.stop().catch(() => undefined);
+  }
+});
+
+async function primary(set: string[] = []) {
+  const d = await startDaemon({ set: ['node.id=primary-1', ...set] });
+  running.push(d);
+  return d;
+}
+
+/** A replica of `p`; it has no token of its own, so the test reuses the primary's admin token. */
+async function replica(p: Daemon, set: string[] = [], dataDir = tempDir()) {
+  mkdirSync(dataDir, { recursive: true });
+  writeFileSync(join(dataDir, 'admin.token'), p.adminToken + '\n');
+  const d = await startDaemon({
+    dataDir,
+    set: ['node.id=replica-1', 'replication.role=replica', `replication.primary_url=${p.url}`, `replication.token=${p.adminToken}`, ...set],
+  });
+  running.push(d);
+  return d;
+}
+
+const status = async (d: Daemon) => (await api(d, 'GET', '/v1/admin/status')).body;
+
+async function caughtUp(r: Daemon, p: Daemon) {
+  await expect
+    .poll(async () => {
+      const [ps, rs] = [await status(p), await status(r)];
+      return rs.lsn === ps.lsn && rs.billing_lsn === ps.billing_lsn;
+    }, { timeout: 20_000, interval: 100 })
+    .toBe(true);
+}
+
+/** SHA-256 of every table of a store's file, read-only (the daemon keeps running). */
+function tableHashes(dataDir: string, file = 'strata.db'): Record<string, string> {
+  const db = new Database(join(dataDir, file), { readonly: true });
+  try {
+    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").all() as Array<{ name: string }>;
+    return Object.fromEntries(
+      tables.map(({ name }) => {
+        const rows = db.prepare(`SELECT * FROM "${name}" ORDER BY 1, 2`).raw().all();
+        return [name, createHash('sha256').update(JSON.stringify(rows, (_, v) => (typeof v === 'bigint' ? String(v) : v?.type === 'Buffer' ? Buffer.from(v.data).toString('hex') : v))).digest('hex')];
+      }),
+    );
+  } finally {
+    db.close();
+  }
+}
+
+async function seed(p: Daemon, tag: string) {
+  await api(p, 'POST', '/v1/users', { id: `u-${tag}`, email: `${tag}@example.com`, tier: 'pro' });
+  const conv = (await api(p, 'POST', '/v1/conversations', { user_id: `u-${tag}` })).body.id as string;
+  await api(p, 'POST', `/v1/conversations/${conv}/messages`, { messages: [{ role: 'user', content: `hello ${tag}` }, { role: 'assistant', content: 'hi', tokens: 3 }] });
+  await api(p, 'POST', '/v1/billing/entries', { user_id: `u-${tag}`, kind: 'charge', amount_micros: 100, currency: 'USD', ref: `ref-${tag}` });
+  return conv;
+}
+
+const VECS = Array.from({ length: 50 }, (_, i) => ({ id: `v${i}`, values: [Math.sin(i), Math.cos(i), Math.sin(i * 0.3), 1], metadata: { even: i % 2 === 0 } }));
+const query = async (d: Daemon) => (await api(d, 'POST', '/v1/collections/vc/query', { vector: [0.5, 0.5, 0.1, 1], top_k: 5, filter: { even: true } })).body.matches;
+
+describe('replication', () => {
+  it('a replica bootstraps, follows, serves reads with the primary tokens, equals the primary and refuses writes', async () => {
+    const p = await primary();
+    await seed(p, 'a');
+    await api(p, 'POST', '/v1/collections', { name: 'vc', dimensions: 4, metric: 'cos' });
+    await api(p, 'POST', '/v1/collections/vc/upsert', { vectors: VECS });
+    const r = await replica(p);
+    await caughtUp(r, p);
+    // Changes after the bootstrap arrive through the feed.
+    const conv = await seed(p, 'b');
+    await api(p, 'POST', '/v1/collections/vc/upsert', { vectors: [{ id: 'v0', values: [0.5, 0.5, 0.1, 1], metadata: { even: true } }] });
+    await caughtUp(r, p);
+    expect(tableHashes(r.dataDir)).toEqual(tableHashes(p.dataDir));
+    expect(tableHashes(r.dataDir, 'billing.db')).toEqual(tableHashes(p.dataDir, 'billing.db'));
+    expect(await query(r)).toEqual(await query(p));
+    expect((await query(r))[0].id).toBe('v0');
+    expect((await api(r, 'GET', `/v1/conversations/${conv}/messages`)).body.items).toHaveLength(2);
+
+    const refused = await api(r, 'POST', '/v1/users', { email: 'x@example.com', tier: 'free' });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.code).toBe('read_only_replica');
+    expect(refused.body.error.message).toContain(p.url);
+    const ps = await status(p);
+    expect(ps.role).toBe('primary');
+    expect(ps.replicas).toEqual([expect.objectContaining({ node_id: 'replica-1', lsn: ps.lsn, lag_seconds: 0 })]);
+    expect((await status(r)).role).toBe('replica');
+    expect((await api(r, 'GET', '/readyz', undefined, null)).status).toBe(200);
+    const metrics = (await api(r, 'GET', '/metrics', undefined, null)).body as string;
+    expect(metrics).toMatch(new RegExp(`strata_replication_applied_lsn\\{replica="replica-1",store="main"\\} ${ps.lsn}`));
+  });
+
+  it('a paused replica resumes from its LSN; with the log pruned past it, it bootstraps again', async () => {
+    const p = await primary(['replication.log_retention_seconds=1']);
+    await seed(p, 'a');
+    const r = await replica(p);
+    await caughtUp(r, p);
+    r.proc.kill('SIGSTOP');
+    for (let i = 0; i < 20; i++) await seed(p, `load${i}`);
+    r.proc.kill('SIGCONT');
+    await caughtUp(r, p);
+    expect(tableHashes(r.dataDir)).toEqual(tableHashes(p.dataDir));
+
+    await r.stop();
+    running.splice(running.indexOf(r), 1);
+    for (let i = 0; i < 5; i++) await seed(p, `more${i}`);
+    await new Promise((res) => setTimeout(res, 1100));
+    await seed(p, 'last');
+    expect((await api(p, 'POST', '/v1/admin/changelog/prune')).body.pruned).toBeGreaterThan(0);
+    const again = await replica(p, [], r.dataDir);
+    await caughtUp(again, p);
+    expect(again.output()).toMatch(/pruned its log past this replica; bootstrapping/);
+    expect(tableHashes(again.dataDir)).toEqual(tableHashes(p.dataDir));
+  });
+
+  it('kill -9 of the primary mid-write leaves the replica consistent, and it catches up after the restart', async () => {
+    const p = await primary();
+    const conv = await seed(p, 'a');
+    const r = await replica(p);
+    await caughtUp(r, p);
+    let stop = false;
+    const writers = Array.from({ length: 8 }, async () => {
+      while (!stop) {
+        try {
+          await api(p, 'POST', `/v1/conversations/${conv}/messages`, { role: 'user', content: 'x', tokens: 1 });
+        } catch {
+          return;
+        }
+      }
+    });
+    await new Promise((res) => setTimeout(res, 700));
+    await p.kill9();
+    stop = true;
+    await Promise.all(writers);
+    // Whatever prefix the replica holds is a consistent one.
+    const db = new Database(join(r.dataDir, 'strata.db'), { readonly: true });
+    const row = db.prepare('SELECT message_count, token_count FROM conversations WHERE id = ?').get(conv) as { message_count: number; token_count: number };
+    const n = (db.prepare('SELECT COUNT(*) AS n, MAX(seq) AS m FROM messages WHERE conversation_id = ?').get(conv) as { n: number; m: number });
+    db.close();
+    expect(n.n).toBe(row.message_count);
+    expect(n.m).toBe(row.message_count);
+    const p2 = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1', `server.listen=${new URL(p.url).host}`] });
+    running.push(p2);
+    await caughtUp(r, p2);
+    expect(tableHashes(r.dataDir)).toEqual(tableHashes(p2.dataDir));
+  });
+
+  it('synchronous billing answers once a replica has the entry, and 503 when none confirms in time', async () => {
+    const p = await primary(['replication.sync_min_replicas=1', 'replication.sync_timeout_ms=1500']);
+    await api(p, 'POST', '/v1/users', { id: 'b', email: 'b@example.com', tier: 'pro' });
+    const r = await replica(p);
+    await caughtUp(r, p);
+    const entry = { user_id: 'b', kind: 'charge', amount_micros: 5, currency: 'EUR', ref: 'sync-1' };
+    expect((await api(p, 'POST', '/v1/billing/entries', entry)).status).toBe(201);
+    r.proc.kill('SIGSTOP');
+    const late = await api(p, 'POST', '/v1/billing/entries', { ...entry, ref: 'sync-2' });
+    expect(late.status).toBe(503);
+    expect(late.body.error.message).toMatch(/no replica confirmed/);
+    r.proc.kill('SIGCONT');
+    // The retry with the same ref returns the committed entry once the replica has it.
+    const retry = await api(p, 'POST', '/v1/billing/entries', { ...entry, ref: 'sync-2' });
+    expect(retry.status).toBe(200);
+    expect(retry.body.ref).toBe('sync-2');
+  });
+
+  it('promotion raises the epoch and fences the old primary: its writes are refused, then it follows', async () => {
+    const p = await primary();
+    await seed(p, 'a');
+    const r = await replica(p);
+    await caughtUp(r, p);
+    const epoch = (await status(p)).epoch as number;
+    p.proc.kill('SIGSTOP');
+    const promoted = await api(r, 'POST', '/v1/admin/promote');
+    expect(promoted.body).toEqual({ epoch: epoch + 1 });
+    expect((await api(r, 'POST', '/v1/users', { id: 'after', email: 'after@example.com', tier: 'free' })).status).toBe(201);
+    p.proc.kill('SIGCONT');
+    await expect
+      .poll(async () => (await api(p, 'POST', '/v1/users', { email: `late${Math.random()}@example.com`, tier: 'free' })).status, { timeout: 10_000, interval: 100 })
+      .toBe(409);
+    const refused = await api(p, 'POST', '/v1/users', { email: 'x@example.com', tier: 'free' });
+    expect(refused.body.error.code).toBe('read_only_replica');
+    expect(refused.body.error.message).toContain(r.url);
+    // The old primary follows the new one (bootstrapping away anything only it had).
+    await expect.poll(async () => (await api(p, 'GET', '/v1/users/after')).status, { timeout: 20_000, interval: 200 }).toBe(200);
+    expect((await status(p))).toMatchObject({ role: 'replica', epoch: epoch + 1 });
+    expect((await status(r))).toMatchObject({ role: 'primary', epoch: epoch + 1 });
+    expect((await api(r, 'POST', '/v1/admin/promote')).status).toBe(409);
+  });
+});
