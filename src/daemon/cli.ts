@@ -5,6 +5,7 @@ import { InvalidInput } from '../engines/errors.js';
 import { ConfigError, defaultConfigFile, loadConfig, type StrataConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { startServer } from './server.js';
+import { backupVerifyCommand, promoteCommand, restoreCommand } from './cli-recovery.js';
 import { DataDirLock, StrataNode } from './strata-node.js';
 import { VERSION } from './version.js';
 
@@ -16,6 +17,9 @@ Usage:
   strata serve         [--config FILE] [--set key.path=value ...]
   strata check-config  [--config FILE] [--set key.path=value ...]
   strata token create  [--config FILE] [--set ...] --role ROLE [--user-id ID] [--name NAME]
+  strata restore       [--config FILE] [--set ...] --to TIME|latest --target-dir DIR
+  strata backup verify [--config FILE] [--set ...]
+  strata promote       [--config FILE] [--set ...]
   strata --help | --version
 
 Options:
@@ -42,6 +46,8 @@ async function main(argv: string[]): Promise<number> {
         role: { type: 'string' },
         'user-id': { type: 'string' },
         name: { type: 'string' },
+        to: { type: 'string' },
+        'target-dir': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -82,6 +88,18 @@ async function main(argv: string[]): Promise<number> {
       }
       return 0;
     }
+    case 'restore':
+      try {
+        return await restoreCommand(config(), values.to, values['target-dir']);
+      } catch (err) {
+        if (err instanceof ConfigError) throw err;
+        process.stderr.write(`strata: restore failed: ${(err as Error).message}\n`);
+        return 1;
+      }
+    case 'backup verify':
+      return backupVerifyCommand(config());
+    case 'promote':
+      return promoteCommand(config());
     case '':
       throw new UsageError('a command is required');
     default:

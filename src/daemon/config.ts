@@ -203,6 +203,17 @@ export const configSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  backup: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /** An object store: a directory (default <data_dir>/backups) or MinIO/S3, ideally in another region. */
+      target: objectTierSchema.default({ driver: 'fs' }),
+      snapshot_interval_seconds: z.int().positive().default(86_400),
+      /** How often change-log segments are shipped: the recovery point objective. */
+      segment_seconds: z.number().positive().default(1),
+      retention_days: z.int().positive().default(30),
+    })
+    .prefault({}),
   replication: z
     .strictObject({
       role: z.enum(['primary', 'replica']).default('primary'),

@@ -120,6 +120,10 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly backupLastSuccess = new client.Gauge({ name: 'strata_backup_last_success_timestamp_seconds', help: 'Unix time of the last backup snapshot written', registers: [this.registry] });
+  readonly backupSegmentLag = new client.Gauge({ name: 'strata_backup_segment_lag_seconds', help: 'Age of the oldest commit not yet shipped to the backup target (0 when all is shipped)', registers: [this.registry] });
+  readonly backupVerifyLastSuccess = new client.Gauge({ name: 'strata_backup_verify_last_success_timestamp_seconds', help: 'Unix time of the last successful `strata backup verify` against this target', registers: [this.registry] });
+
   /** Set by the node: per collection, vectors and estimated index bytes, read at scrape time. */
   vectorCollections: () => Array<{ name: string; count: number; memory_bytes: number }> = () => [];
 

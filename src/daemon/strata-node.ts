@@ -26,6 +26,8 @@ import { EmbeddingCache } from '../engines/vectors/embedding-cache.js';
 import { KnowledgeGraph, graphMigrations } from '../engines/graph/knowledge-graph.js';
 import type { Cache } from '../engines/cache/cache.js';
 import { Replication } from '../replication/replication.js';
+import { Backups } from '../replication/backups.js';
+import { BackupArchive } from '../replication/backup-archive.js';
 
 export const SYSTEM: Actor = { tokenId: 'system' };
 
@@ -260,9 +262,35 @@ export class StrataNode {
       embeddings,
       StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier),
     );
+    if (config.backup.enabled) node.backups = await node.openBackups();
     // A replica's tokens (the admin's included) come from its primary.
     if (node.replication.role === 'primary') await node.ensureAdminToken();
     return node;
+  }
+
+  /** The backup target as configured: a directory under the data dir unless told otherwise. */
+  static async openBackupArchive(config: StrataConfig, dataDir: string): Promise<BackupArchive> {
+    const target = config.backup.target.driver === 'fs' ? { ...config.backup.target, path: config.backup.target.path ?? join(dataDir, 'backups') } : config.backup.target;
+    return new BackupArchive(await openObjectTier('backups', target, dataDir));
+  }
+
+  /** Continuous backup (segments + snapshots); only a primary ships. */
+  backups: Backups | undefined;
+
+  private async openBackups(): Promise<Backups> {
+    const { config, metrics, log } = this;
+    return new Backups(
+      await StrataNode.openBackupArchive(config, this.dataDir),
+      { main: this.sql, billing: this.billingSql },
+      () => this.replication.role === 'primary',
+      { segmentSeconds: config.backup.segment_seconds, snapshotSeconds: config.backup.snapshot_interval_seconds, retentionDays: config.backup.retention_days, scratchDir: this.dataDir },
+      {
+        snapshot: () => metrics.backupLastSuccess.set(Date.now() / 1000),
+        segmentLag: (s) => metrics.backupSegmentLag.set(s),
+        verified: (at) => metrics.backupVerifyLastSuccess.set(at / 1000),
+        log: (level, msg, fields) => log[level](fields ?? {}, msg),
+      },
+    );
   }
 
   private static replicationFor(config: StrataConfig, log: Logger, metrics: Metrics, sql: SqlStore, billingSql: SqlStore, vectors: VectorStore, cache: CacheTier): Replication {
@@ -383,6 +411,7 @@ export class StrataNode {
   /** Periodic work of a serving node (not of offline CLI commands). */
   startBackgroundJobs(): void {
     this.replication.start();
+    this.backups?.start();
     // Keep primary-side replica metrics fresh between /v1/admin/status calls.
     this.statusTimer = setInterval(() => this.status(), 5000);
     this.statusTimer.unref();
@@ -448,7 +477,11 @@ export class StrataNode {
     if (this.replication.role !== 'primary') return 0;
     const before = now - this.config.replication.log_retention_seconds * 1000;
     let pruned = 0;
-    for (const s of [this.sql, this.billingSql]) pruned += s.changes.prune(s.writer.lastLsn - 1, before);
+    for (const [name, s] of [['main', this.sql], ['billing', this.billingSql]] as const) {
+      // Never past what the backup has: a restore needs every record after its snapshot.
+      const shipped = this.backups ? this.backups.shippedLsn(name) : Infinity;
+      pruned += s.changes.prune(Math.min(s.writer.lastLsn - 1, shipped), before);
+    }
     return pruned;
   }
   private vectorTimer: NodeJS.Timeout | undefined;
@@ -459,6 +492,7 @@ export class StrataNode {
     clearInterval(this.statusTimer);
     clearInterval(this.pruneTimer);
     await this.replication.stop();
+    await this.backups?.stop();
     clearInterval(this.vectorTimer);
     await this.vectors.close().catch((err: unknown) => this.log.error({ err }, 'saving vector indexes failed; the next start rebuilds them'));
     await this.sql.close();

@@ -101,6 +101,41 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
   router.route(
     {
       method: 'post',
+      path: '/v1/admin/backups',
+      summary: 'Take a backup snapshot now (in the background)',
+      tag: 'admin',
+      access: 'admin',
+      responses: { 202: { description: '{id}' }, 409: { description: 'backups are off, or this node is a replica' } },
+    },
+    (c) => {
+      const backups = node.backups;
+      if (!backups) throw new Conflict('backups are turned off (backup.enabled)');
+      if (node.replication.role !== 'primary') throw new Conflict('only the primary takes backups');
+      const id = `snap-${Date.now()}`;
+      backups.snapshotNow().catch(() => undefined);
+      return c.json({ id }, 202);
+    },
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/v1/admin/backups',
+      summary: 'Backup snapshots per store and the restorable window {from, to}',
+      tag: 'admin',
+      access: 'admin',
+      responses: { 200: { description: '{snapshots, window}' } },
+    },
+    async (c) => {
+      if (!node.backups) throw new Conflict('backups are turned off (backup.enabled)');
+      await node.backups.shipSegments();
+      return c.json(await node.backups.list());
+    },
+  );
+
+  router.route(
+    {
+      method: 'post',
       path: '/v1/admin/changelog/prune',
       summary: 'Prune change-log records past replication.log_retention_seconds now (it also runs every minute)',
       tag: 'admin',

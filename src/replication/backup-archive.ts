@@ -1,0 +1,121 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { promisify } from 'node:util';
+import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
+import { Packr } from 'msgpackr';
+import type { ObjectStore } from '../engines/objects/object-store.js';
+import type { ChangeRecord } from '../engines/sql/change-log.js';
+
+const gzip = promisify(gzipCb);
+const gunzip = promisify(gunzipCb);
+
+// The layout of a backup target (an object store: a directory by default, MinIO/S3 in
+// production), and the only code that reads or writes it.
+//
+//   snapshots/<store>/<lsn>-<time>/db.sqlite      a consistent copy (VACUUM INTO)
+//   snapshots/<store>/<lsn>-<time>/manifest.json  written last: a snapshot without it is incomplete
+//   segments/<store>/<first>-<last>-<sha>.seg     gzip'd MessagePack {store, first, last, records}
+//
+// Numbers are zero-padded so keys sort in LSN order. A segment's key ends with the SHA-256 of
+// its uncompressed content, checked on every read: a torn upload, a bit flip or a different
+// segment under the same name fails loudly and is never applied. Keys are never overwritten:
+// a put to an existing key is skipped (same name = same content, by construction).
+
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+const pad = (n: number) => String(n).padStart(20, '0');
+
+export interface SnapshotManifest {
+  store: string;
+  lsn: number;
+  /** Commit time (unix ms) of the snapshot's last record: the instant it represents. */
+  time: number;
+  sha256: string;
+  bytes: number;
+  created_at: string;
+}
+
+export interface SegmentInfo {
+  key: string;
+  first: number;
+  last: number;
+  sha256: string;
+}
+
+export class BackupCorrupt extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BackupCorrupt';
+  }
+}
+
+export class BackupArchive {
+  constructor(readonly objects: ObjectStore) {}
+
+  async putSegment(store: string, records: ChangeRecord[]): Promise<SegmentInfo> {
+    const first = records[0]!.lsn;
+    const last = records[records.length - 1]!.lsn;
+    const raw = packr.pack({ store, first, last, records });
+    const sha256 = createHash('sha256').update(raw).digest('hex');
+    const key = `segments/${store}/${pad(first)}-${pad(last)}-${sha256.slice(0, 32)}.seg`;
+    if (!(await this.objects.head(key))) await this.objects.put(key, once(await gzip(raw)));
+    return { key, first, last, sha256 };
+  }
+
+  async segments(store: string): Promise<SegmentInfo[]> {
+    const out: SegmentInfo[] = [];
+    for await (const o of this.objects.list(`segments/${store}/`)) {
+      const m = /\/(\d{20})-(\d{20})-([0-9a-f]{32})\.seg$/.exec(o.key);
+      if (m) out.push({ key: o.key, first: Number(m[1]), last: Number(m[2]), sha256: m[3]! });
+    }
+    return out.sort((a, b) => a.first - b.first || a.last - b.last);
+  }
+
+  /** A segment's records, after checking its content against the hash in its name. */
+  async readSegment(info: SegmentInfo): Promise<ChangeRecord[]> {
+    let raw: Buffer;
+    try {
+      raw = await gunzip(await readAll(await this.objects.get(info.key)));
+    } catch (err) {
+      throw new BackupCorrupt(`segment ${info.key} cannot be decompressed (torn upload?): ${(err as Error).message}`);
+    }
+    if (createHash('sha256').update(raw).digest('hex').slice(0, 32) !== info.sha256) throw new BackupCorrupt(`segment ${info.key} does not match its checksum`);
+    const seg = packr.unpack(raw) as { first: number; last: number; records: ChangeRecord[] };
+    if (seg.first !== info.first || seg.last !== info.last || seg.records.length !== info.last - info.first + 1) throw new BackupCorrupt(`segment ${info.key} holds other records than its name says`);
+    return seg.records;
+  }
+
+  async putSnapshot(store: string, file: string, manifest: Omit<SnapshotManifest, 'sha256' | 'bytes' | 'store' | 'created_at'>): Promise<SnapshotManifest> {
+    const dir = `snapshots/${store}/${pad(manifest.lsn)}-${pad(manifest.time)}`;
+    const put = await this.objects.put(`${dir}/db.sqlite`, createReadStream(file));
+    const full: SnapshotManifest = { store, ...manifest, sha256: put.sha256, bytes: put.size, created_at: new Date().toISOString() };
+    await this.objects.put(`${dir}/manifest.json`, once(Buffer.from(JSON.stringify(full, null, 2))));
+    return full;
+  }
+
+  /** Complete snapshots of a store, oldest first. */
+  async snapshots(store: string): Promise<Array<SnapshotManifest & { dir: string }>> {
+    const out: Array<SnapshotManifest & { dir: string }> = [];
+    for await (const o of this.objects.list(`snapshots/${store}/`)) {
+      if (!o.key.endsWith('/manifest.json')) continue;
+      const m = JSON.parse((await readAll(await this.objects.get(o.key))).toString('utf8')) as SnapshotManifest;
+      out.push({ ...m, dir: o.key.slice(0, -'/manifest.json'.length) });
+    }
+    return out.sort((a, b) => a.lsn - b.lsn);
+  }
+
+  async deleteSnapshot(dir: string): Promise<void> {
+    // Manifest first: a half-deleted snapshot is then simply incomplete, never half-valid.
+    await this.objects.delete(`${dir}/manifest.json`);
+    await this.objects.delete(`${dir}/db.sqlite`);
+  }
+}
+
+export async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of stream) parts.push(Buffer.from(c as Uint8Array));
+  return Buffer.concat(parts);
+}
+
+async function* once(buf: Buffer): AsyncIterable<Uint8Array> {
+  yield buf;
+}

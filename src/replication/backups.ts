@@ -1,0 +1,195 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { SqlStore } from '../engines/sql/sql-store.js';
+import { BackupArchive, readAll, type SnapshotManifest } from './backup-archive.js';
+import { takeSnapshot } from './snapshot.js';
+
+// Continuous backup of a primary: change-log segments shipped every few seconds (the RPO)
+// and snapshots on a schedule (how much log a restore has to replay). Retention keeps, for
+// each store, every snapshot inside the window plus the newest one before it — a restore to
+// the window's first second needs that one — and the segments after it; nothing while a
+// restore holds a lock in the archive.
+//
+// Who may write here: only a primary (replicas get their log from it); the shipped position
+// is node state in each store's meta table, so a promoted replica continues from where the
+// snapshot it was bootstrapped from says the old primary stood.
+
+export interface BackupOptions {
+  segmentSeconds: number;
+  snapshotSeconds: number;
+  retentionDays: number;
+  /** Where temporary snapshot files are written (inside the data dir: same disk, same permissions). */
+  scratchDir: string;
+}
+
+export interface BackupEvents {
+  snapshot?(m: SnapshotManifest): void;
+  segmentLag?(seconds: number): void;
+  verified?(at: number): void;
+  log(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void;
+}
+
+export class Backups {
+  private segmentTimer: NodeJS.Timeout | undefined;
+  private snapshotTimer: NodeJS.Timeout | undefined;
+  private shipping = false;
+  private verifyTimer: NodeJS.Timeout | undefined;
+  private snapshotting: Promise<SnapshotManifest[]> | undefined;
+
+  constructor(
+    readonly archive: BackupArchive,
+    private readonly stores: Record<string, SqlStore>,
+    private readonly isPrimary: () => boolean,
+    private readonly options: BackupOptions,
+    private readonly events: BackupEvents,
+  ) {}
+
+  start(): void {
+    this.segmentTimer = setInterval(() => void this.shipSegments().catch((err: unknown) => this.events.log('error', 'shipping change-log segments failed; retrying', { err: String(err) })), this.options.segmentSeconds * 1000);
+    this.segmentTimer.unref();
+    this.snapshotTimer = setInterval(() => void this.snapshotNow().catch(() => undefined), this.options.snapshotSeconds * 1000);
+    this.snapshotTimer.unref();
+    const readVerify = () =>
+      void this.archive.objects
+        .get('status/verify.json')
+        .then(readAll)
+        .then((b) => this.events.verified?.((JSON.parse(b.toString('utf8')) as { at: number }).at))
+        .catch(() => undefined);
+    this.verifyTimer = setInterval(readVerify, 60_000);
+    this.verifyTimer.unref();
+    readVerify();
+    // A node without any snapshot takes one at once: until then nothing is restorable.
+    void (async () => {
+      if ((await this.archive.snapshots('main')).length === 0) await this.snapshotNow().catch(() => undefined);
+    })();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.segmentTimer);
+    clearInterval(this.snapshotTimer);
+    clearInterval(this.verifyTimer);
+    await this.snapshotting?.catch(() => undefined);
+    // Ship what is committed, so a clean shutdown leaves nothing unshipped.
+    await this.shipSegments().catch(() => undefined);
+  }
+
+  /** The highest LSN of a store that is safely in the archive. */
+  shippedLsn(store: string): number {
+    return Number(this.stores[store]!.meta(`backup_shipped_lsn`) ?? 0);
+  }
+
+  async shipSegments(): Promise<void> {
+    if (this.shipping || !this.isPrimary()) return;
+    this.shipping = true;
+    try {
+      let lag = 0;
+      for (const [name, store] of Object.entries(this.stores)) {
+        for (;;) {
+          const shipped = this.shippedLsn(name);
+          const records = store.changes.readAfter(shipped, 5000);
+          if (records.length === 0) break;
+          if (records[0]!.lsn !== shipped + 1) {
+            // Pruned before it was shipped: only a new snapshot can bridge the gap.
+            this.events.log('warn', 'change log pruned past the shipped position; taking a snapshot to bridge it', { store: name, shipped, next: records[0]!.lsn });
+            await this.snapshotNow();
+            this.setShipped(store, records[0]!.lsn - 1);
+            continue;
+          }
+          await this.archive.putSegment(name, records);
+          this.setShipped(store, records[records.length - 1]!.lsn);
+        }
+        const oldest = store.changes.readAfter(this.shippedLsn(name), 1)[0];
+        if (oldest) lag = Math.max(lag, (Date.now() - oldest.time) / 1000);
+        await this.archive.objects.put(`status/${name}.json`, once(Buffer.from(JSON.stringify({ lsn: this.shippedLsn(name), checked_at: Date.now() }))));
+      }
+      this.events.segmentLag?.(lag);
+    } finally {
+      this.shipping = false;
+    }
+  }
+
+  /** Snapshots every store now (one at a time), then applies retention. */
+  snapshotNow(): Promise<SnapshotManifest[]> {
+    if (this.snapshotting) return this.snapshotting;
+    if (!this.isPrimary()) return Promise.resolve([]);
+    this.snapshotting = (async () => {
+      const dir = await mkdtemp(join(this.options.scratchDir, '.backup-'));
+      try {
+        const out: SnapshotManifest[] = [];
+        for (const [name, store] of Object.entries(this.stores)) {
+          const snap = takeSnapshot(store, join(dir, `${name}.db`));
+          const time = store.changes.timeOf(snap.lsn) ?? Date.now();
+          const m = await this.archive.putSnapshot(name, snap.path, { lsn: snap.lsn, time });
+          out.push(m);
+          this.events.log('info', 'backup snapshot written', { store: name, lsn: m.lsn, bytes: m.bytes });
+        }
+        for (const m of out) this.events.snapshot?.(m);
+        await this.applyRetention();
+        return out;
+      } catch (err) {
+        this.events.log('error', 'backup snapshot failed', { err: String(err) });
+        throw err;
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+        this.snapshotting = undefined;
+      }
+    })();
+    return this.snapshotting;
+  }
+
+  /** Snapshots and the restorable window per store: from the oldest snapshot to the last shipped commit. */
+  async list() {
+    const out: Record<string, unknown> = {};
+    let from: number | undefined;
+    let to: number | undefined;
+    for (const name of Object.keys(this.stores)) {
+      const snaps = await this.archive.snapshots(name);
+      out[name] = snaps.map(({ dir: _dir, ...m }) => ({ ...m, time: new Date(m.time).toISOString() }));
+      const status = await this.status(name);
+      if (snaps[0]) from = Math.max(from ?? 0, snaps[0].time);
+      if (status) to = Math.min(to ?? Infinity, status.checked_at);
+    }
+    return { snapshots: out, window: from !== undefined && to !== undefined && to >= from ? { from: new Date(from).toISOString(), to: new Date(to).toISOString() } : null };
+  }
+
+  async status(store: string): Promise<{ lsn: number; checked_at: number } | undefined> {
+    try {
+      return JSON.parse((await readAll(await this.archive.objects.get(`status/${store}.json`))).toString('utf8')) as { lsn: number; checked_at: number };
+    } catch {
+      return undefined;
+    }
+  }
+
+  async applyRetention(now = Date.now()): Promise<{ snapshots: number; segments: number }> {
+    // A restore in progress pins everything.
+    for await (const lock of this.archive.objects.list('locks/')) {
+      if (lock.modified && now - lock.modified.getTime() < 86_400_000) return { snapshots: 0, segments: 0 };
+    }
+    const start = now - this.options.retentionDays * 86_400_000;
+    let snapshots = 0;
+    let segments = 0;
+    for (const name of Object.keys(this.stores)) {
+      const snaps = await this.archive.snapshots(name);
+      const before = snaps.filter((s) => s.time < start);
+      const keepFrom = before[before.length - 1] ?? snaps[0];
+      if (!keepFrom) continue;
+      for (const s of snaps) if (s.lsn < keepFrom.lsn) {
+        await this.archive.deleteSnapshot(s.dir);
+        snapshots++;
+      }
+      for (const seg of await this.archive.segments(name)) if (seg.last <= keepFrom.lsn) {
+        await this.archive.objects.delete(seg.key);
+        segments++;
+      }
+    }
+    return { snapshots, segments };
+  }
+
+  private setShipped(store: SqlStore, lsn: number): void {
+    store.db.prepare("INSERT INTO meta (key, value) VALUES ('backup_shipped_lsn', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(String(lsn));
+  }
+}
+
+async function* once(buf: Buffer): AsyncIterable<Uint8Array> {
+  yield buf;
+}
