@@ -23,7 +23,7 @@ export interface BenchOptions {
 }
 
 export function row(r: Omit<ResultRow, 'ratio'>): ResultRow {
-  const ratio = r.better === 'higher' ? r.value / r.peer_value : r.peer_value / r.value;
+  const ratio = r.value === r.peer_value ? 1 : r.better === 'higher' ? r.value / r.peer_value : r.peer_value / r.value;
   return { ...r, ratio: Math.round(ratio * 1000) / 1000 };
 }
 

@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { httpWrite } from './http-write.js';
@@ -6,6 +6,7 @@ import { machine, type BenchOptions, type ResultRow } from './lib.js';
 import { models } from './models.js';
 import { conversations } from './conversations.js';
 import { vectors } from './vectors.js';
+import { replication } from './replication.js';
 
 // `npm run bench` runs every benchmark; `npm run bench -- --quick` a short version of each.
 // Results go to bench/results/latest.json and a table on stdout.
@@ -15,6 +16,7 @@ const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [
   ['models', models],
   ['conversations', conversations],
   ['vectors', vectors],
+  ['replication', replication],
 ];
 
 async function main(): Promise<void> {
@@ -26,9 +28,16 @@ async function main(): Promise<void> {
     process.stderr.write(`bench: ${name}${quick ? ' (quick)' : ''}…\n`);
     results.push(...(await run({ quick })));
   }
-  const report = { machine: machine(), quick, date: new Date().toISOString(), results };
   const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
   mkdirSync(dir, { recursive: true });
+  // --only refreshes its own rows and keeps the others, so latest.json always holds every
+  // benchmark (each row from the run that last measured it).
+  if (only && existsSync(join(dir, 'latest.json'))) {
+    const fresh = new Set(results.map((r) => r.name));
+    const previous = (JSON.parse(readFileSync(join(dir, 'latest.json'), 'utf8')) as { results: ResultRow[] }).results.filter((r) => !fresh.has(r.name));
+    results.unshift(...previous);
+  }
+  const report = { machine: machine(), quick, date: new Date().toISOString(), results };
   writeFileSync(join(dir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
   console.log(`| benchmark | metric | strata | peer | peer value | ratio (>1 = strata better) |`);
   console.log(`| --- | --- | --- | --- | --- | --- |`);
