@@ -27,7 +27,7 @@ describe('config', () => {
   });
 
   it('the production example is valid', () => {
-    const cfg = loadConfig(join(ROOT, 'config/production.example.yaml'), { env: { MINIO_ACCESS_KEY: 'ak', MINIO_SECRET_KEY: 'sk', ARCHIVE_ACCESS_KEY: 'a2', ARCHIVE_SECRET_KEY: 's2' } });
+    const cfg = loadConfig(join(ROOT, 'config/production.example.yaml'), { env: { MINIO_ACCESS_KEY: 'ak', MINIO_SECRET_KEY: 'sk', ARCHIVE_ACCESS_KEY: 'a2', ARCHIVE_SECRET_KEY: 's2', BACKUP_ACCESS_KEY: 'b1', BACKUP_SECRET_KEY: 'b2' } });
     expect(cfg.server.tls?.cert_file).toBe('/etc/strata/tls/server.crt');
     expect(cfg.objects.hot).toMatchObject({ driver: 's3', access_key: 'ak', bucket: 'strata-hot' });
     expect(cfg.cache).toMatchObject({ driver: 'redis', redis: { mode: 'standalone', url: 'redis://127.0.0.1:6379' } });
