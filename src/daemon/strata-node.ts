@@ -1,5 +1,6 @@
 import { chmodSync, mkdirSync, readFileSync, statfsSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
 import { AuditLog, auditMigrations } from '../engines/audit/audit-log.js';
 import { TokenStore, tokenMigrations } from '../engines/auth/token-store.js';
 import { SqlStore } from '../engines/sql/sql-store.js';
@@ -260,8 +261,9 @@ export class StrataNode {
       engines.vectors,
       engines.graph,
       embeddings,
-      StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier),
+      StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier, { hot, archive }),
     );
+    node.objectTiers = { hot, archive };
     if (config.backup.enabled) node.backups = await node.openBackups();
     // A replica's tokens (the admin's included) come from its primary.
     if (node.replication.role === 'primary') await node.ensureAdminToken();
@@ -293,13 +295,44 @@ export class StrataNode {
     );
   }
 
-  private static replicationFor(config: StrataConfig, log: Logger, metrics: Metrics, sql: SqlStore, billingSql: SqlStore, vectors: VectorStore, cache: CacheTier): Replication {
+  /** The object tiers, by name (the replication blob endpoint serves from them). */
+  objectTiers: Record<'hot' | 'archive', ObjectStore> = {} as Record<'hot' | 'archive', ObjectStore>;
+
+  private static replicationFor(
+    config: StrataConfig,
+    log: Logger,
+    metrics: Metrics,
+    sql: SqlStore,
+    billingSql: SqlStore,
+    vectors: VectorStore,
+    cache: CacheTier,
+    tiers: Record<'hot' | 'archive', ObjectStore>,
+  ): Replication {
     const r = config.replication;
     const self = config.node.id;
+    // When the tiers are shared with the primary the object is already there and head() says so.
+    const copyBlob = async (sha256: string, key: string, tierName: 'hot' | 'archive', fetchFromPrimary: (path: string) => Promise<Response>) => {
+      if (!/^[0-9a-f]{64}$/.test(sha256)) return;
+      const tier = tiers[tierName];
+      if (await tier.head(key)) return;
+      const res = await fetchFromPrimary(`/v1/replication/blobs/${sha256}`);
+      if (res.status !== 200 || !res.body) throw new Error(`blob ${sha256} could not be copied from the primary: ${res.status}`);
+      await tier.put(key, Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>), { expectedSha256: sha256 });
+      log.info({ sha256, tier: tierName }, 'copied a blob from the primary');
+    };
     return new Replication(
       { main: sql, billing: billingSql },
       { role: r.role, nodeId: self, primaryUrl: r.primary_url, token: r.token, synchronous: r.synchronous, syncMinReplicas: r.sync_min_replicas, syncTimeoutMs: r.sync_timeout_ms },
       {
+        beforeApply: async (store, records, fetchFromPrimary) => {
+          if (store !== 'main') return;
+          // Records that place a blob (models, checkpoints) name its sha256, key and tier.
+          for (const r of records) {
+            const p = r.payload as { sha256?: unknown; key?: unknown; tier?: unknown };
+            if (typeof p.sha256 !== 'string' || typeof p.key !== 'string') continue;
+            await copyBlob(p.sha256, p.key, p.tier === 'archive' ? 'archive' : 'hot', fetchFromPrimary);
+          }
+        },
         applied: async (store, records) => {
           if (store !== 'main') return;
           // Cached conversations and preferences may now be stale; indexes follow the records.
@@ -307,8 +340,12 @@ export class StrataNode {
           await vectors.applyReplayed(records);
           metrics.changelogLsn.set(sql.writer.lastLsn);
         },
-        bootstrapped: async (store) => {
+        bootstrapped: async (store, fetchFromPrimary) => {
           if (store !== 'main') return;
+          // Every blob the snapshot references must be here before it is served.
+          for (const b of sql.db.prepare<{ sha256: string; key: string; tier: string }>('SELECT sha256, key, tier FROM blobs').all()) {
+            await copyBlob(b.sha256, b.key, b.tier === 'archive' ? 'archive' : 'hot', fetchFromPrimary);
+          }
           cache.invalidateAll();
           await vectors.reloadAll();
         },

@@ -18,8 +18,10 @@ import { installSnapshot } from './snapshot.js';
 // replica outlives restarts of its primary.
 
 export interface ReplicaEvents {
+  /** Runs before a batch is applied: blobs the records reference are fetched first. */
+  beforeApply?(store: string, records: ChangeRecord[], fetchFromPrimary: (path: string) => Promise<Response>): Promise<void>;
   applied(store: string, records: ChangeRecord[]): void;
-  bootstrapped(store: string, lsn: number): void;
+  bootstrapped(store: string, lsn: number, fetchFromPrimary: (path: string) => Promise<Response>): Promise<void> | void;
   position(store: string, info: { applied: number; primaryLsn: number; lagSeconds: number }): void;
   log(level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>): void;
 }
@@ -89,6 +91,8 @@ export class ReplicaClient {
         const frame = unpack(Buffer.from(await res.arrayBuffer())) as FeedFrame;
         if (this.stopped) return;
         if (frame.records.length > 0) {
+          // Blobs before references, on the replica too.
+          await this.events.beforeApply?.(name, frame.records, (path) => this.get(path));
           const last = applyChanges(store, frame.records);
           store.writer.resync();
           this.events.applied(name, frame.records);
@@ -116,7 +120,7 @@ export class ReplicaClient {
       await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), createWriteStream(file));
       const lsn = installSnapshot(store, file);
       this.bootstrappedOnce.add(name);
-      this.events.bootstrapped(name, lsn);
+      await this.events.bootstrapped(name, lsn, (path) => this.get(path));
       this.events.position(name, { applied: lsn, primaryLsn: lsn, lagSeconds: 0 });
       this.events.log('info', 'bootstrapped from a snapshot of the primary', { store: name, lsn });
     } finally {

@@ -23,8 +23,9 @@ export interface ReplicationOptions {
 }
 
 export interface ReplicationHooks {
+  beforeApply?: ReplicaEvents['beforeApply'];
   applied(store: string, records: ChangeRecord[]): Promise<void> | void;
-  bootstrapped(store: string): Promise<void> | void;
+  bootstrapped(store: string, fetchFromPrimary: (path: string) => Promise<Response>): Promise<void> | void;
   position(store: string, info: { applied: number; primaryLsn: number; lagSeconds: number }): void;
   log: ReplicaEvents['log'];
 }
@@ -59,8 +60,9 @@ export class Replication {
   start(token = this.options.token, forceBootstrap = false): void {
     if (this.role !== 'replica' || !this.primaryUrl || !token) return;
     const events: ReplicaEvents = {
+      ...(this.hooks.beforeApply ? { beforeApply: this.hooks.beforeApply } : {}),
       applied: (store, records) => void this.hooks.applied(store, records),
-      bootstrapped: (store) => void this.hooks.bootstrapped(store),
+      bootstrapped: (store, _lsn, fetchFromPrimary) => this.hooks.bootstrapped(store, fetchFromPrimary),
       position: (store, info) => {
         this.position.set(store, info);
         this.hooks.position(store, info);

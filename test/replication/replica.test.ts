@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -205,4 +205,31 @@ describe('replication', () => {
     expect((await status(r))).toMatchObject({ role: 'primary', epoch: epoch + 1 });
     expect((await api(r, 'POST', '/v1/admin/promote')).status).toBe(409);
   });
+
+  it('copies model blobs to a replica that does not share the object tier, before the records that reference them', async () => {
+    const p = await primary();
+    const h = { authorization: `Bearer ${p.adminToken}` };
+    const upload = async (version: string, data: Buffer) => {
+      await api(p, 'POST', '/v1/models/m/versions', { version });
+      const sha = createHash('sha256').update(data).digest('hex');
+      const up = await fetch(`${p.url}/v1/models/m/versions/${version}/files/w.bin`, { method: 'PUT', headers: { ...h, 'x-content-sha256': sha }, body: data });
+      expect(up.status).toBeLessThan(300);
+    };
+    await api(p, 'PUT', '/v1/models/m', {});
+    const before = randomBytes(300_000);
+    await upload('v1', before);
+    // The replica has its own data dir, so its own fs object tiers.
+    const r = await replica(p);
+    await caughtUp(r, p);
+    const after = randomBytes(200_000);
+    await upload('v2', after);
+    await caughtUp(r, p);
+    for (const [v, data] of [['v1', before], ['v2', after]] as const) {
+      const got = await fetch(`${r.url}/v1/models/m/versions/${v}/files/w.bin`, { headers: h });
+      expect(got.status, v).toBe(200);
+      expect(Buffer.from(await got.arrayBuffer()).equals(data), v).toBe(true);
+    }
+    expect(r.output()).toMatch(/copied a blob from the primary/);
+  });
 });
+

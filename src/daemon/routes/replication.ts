@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
-import { Conflict, LogPruned } from '../../engines/errors.js';
+import { Conflict, LogPruned, NotFound } from '../../engines/errors.js';
 import type { SqlStore } from '../../engines/sql/sql-store.js';
 import { takeSnapshot } from '../../replication/snapshot.js';
 import type { ApiRouter } from '../api-router.js';
@@ -79,6 +79,24 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       const stream = createReadStream(snap.path);
       stream.on('close', () => void rm(dir, { recursive: true, force: true }));
       return c.body(Readable.toWeb(stream) as ReadableStream, 200, { 'Content-Type': 'application/vnd.sqlite3', 'X-Strata-Lsn': String(snap.lsn) });
+    },
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/v1/replication/blobs/:sha256',
+      summary: 'A referenced blob, for replicas that do not share the object tier',
+      tag: 'replication',
+      access: 'service',
+      params: z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/, 'a lower-case hex SHA-256') }),
+      responses: { 200: { description: 'the bytes' }, 404: { description: 'not referenced' } },
+    },
+    async (c, { params }) => {
+      const row = node.sql.db.prepare<{ key: string; tier: string; size: number }>('SELECT key, tier, size FROM blobs WHERE sha256 = ?').get(params.sha256);
+      if (!row) throw new NotFound(`blob ${params.sha256} is not referenced here`);
+      const stream = await node.objectTiers[row.tier === 'archive' ? 'archive' : 'hot'].get(row.key);
+      return c.body(Readable.toWeb(stream) as ReadableStream, 200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(row.size) });
     },
   );
 
