@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, readFileSync, statfsSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, statfsSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { AuditLog, auditMigrations } from '../engines/audit/audit-log.js';
@@ -291,6 +291,13 @@ export class StrataNode {
         segmentLag: (s) => metrics.backupSegmentLag.set(s),
         verified: (at) => metrics.backupVerifyLastSuccess.set(at / 1000),
         log: (level, msg, fields) => log[level](fields ?? {}, msg),
+      },
+      async () => {
+        await this.vectors.saveAll();
+        const dir = resolve(config.vectors.index_dir ?? join(this.dataDir, 'indexes'));
+        return readdirSync(dir)
+          .filter((f) => f.endsWith('.usearch') || f.endsWith('.usearch.json'))
+          .map((name) => ({ name, path: join(dir, name) }));
       },
     );
   }

@@ -32,6 +32,8 @@ export interface SnapshotManifest {
   sha256: string;
   bytes: number;
   created_at: string;
+  /** Derived files saved with the snapshot (vector index files and their sidecars). */
+  indexes?: string[];
 }
 
 export interface SegmentInfo {
@@ -84,10 +86,11 @@ export class BackupArchive {
     return seg.records;
   }
 
-  async putSnapshot(store: string, file: string, manifest: Omit<SnapshotManifest, 'sha256' | 'bytes' | 'store' | 'created_at'>): Promise<SnapshotManifest> {
+  async putSnapshot(store: string, file: string, manifest: Omit<SnapshotManifest, 'sha256' | 'bytes' | 'store' | 'created_at' | 'indexes'>, indexes: Array<{ name: string; path: string }> = []): Promise<SnapshotManifest> {
     const dir = `snapshots/${store}/${pad(manifest.lsn)}-${pad(manifest.time)}`;
+    for (const ix of indexes) await this.objects.put(`${dir}/indexes/${ix.name}`, createReadStream(ix.path));
     const put = await this.objects.put(`${dir}/db.sqlite`, createReadStream(file));
-    const full: SnapshotManifest = { store, ...manifest, sha256: put.sha256, bytes: put.size, created_at: new Date().toISOString() };
+    const full: SnapshotManifest = { store, ...manifest, sha256: put.sha256, bytes: put.size, created_at: new Date().toISOString(), indexes: indexes.map((i) => i.name) };
     await this.objects.put(`${dir}/manifest.json`, once(Buffer.from(JSON.stringify(full, null, 2))));
     return full;
   }
@@ -106,6 +109,7 @@ export class BackupArchive {
   async deleteSnapshot(dir: string): Promise<void> {
     // Manifest first: a half-deleted snapshot is then simply incomplete, never half-valid.
     await this.objects.delete(`${dir}/manifest.json`);
+    for await (const o of this.objects.list(`${dir}/indexes/`)) await this.objects.delete(o.key);
     await this.objects.delete(`${dir}/db.sqlite`);
   }
 }

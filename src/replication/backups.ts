@@ -42,6 +42,11 @@ export class Backups {
     private readonly isPrimary: () => boolean,
     private readonly options: BackupOptions,
     private readonly events: BackupEvents,
+    /**
+     * Saves derived index files and names them, just before the main store's snapshot: their
+     * LSN is then at most the snapshot's, so a restore replays the rest onto them.
+     */
+    private readonly indexFiles: () => Promise<Array<{ name: string; path: string }>> = async () => [],
   ) {}
 
   start(): void {
@@ -117,9 +122,10 @@ export class Backups {
       try {
         const out: SnapshotManifest[] = [];
         for (const [name, store] of Object.entries(this.stores)) {
+          const indexes = name === 'main' ? await this.indexFiles() : [];
           const snap = takeSnapshot(store, join(dir, `${name}.db`));
           const time = store.changes.timeOf(snap.lsn) ?? Date.now();
-          const m = await this.archive.putSnapshot(name, snap.path, { lsn: snap.lsn, time });
+          const m = await this.archive.putSnapshot(name, snap.path, { lsn: snap.lsn, time }, indexes);
           out.push(m);
           this.events.log('info', 'backup snapshot written', { store: name, lsn: m.lsn, bytes: m.bytes });
         }

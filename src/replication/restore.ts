@@ -80,6 +80,11 @@ async function restoreStore(archive: BackupArchive, spec: StoreSpec, options: { 
   await pipeline(source, createWriteStream(file));
   if (hash.digest('hex') !== snap.sha256) throw new BackupCorrupt(`snapshot ${snap.dir} does not match its manifest's SHA-256`);
 
+  // Index files saved with the snapshot include at most its LSN; the daemon replays the rest.
+  for (const name of snap.indexes ?? []) {
+    mkdirSync(join(options.targetDir, 'indexes'), { recursive: true });
+    await pipeline(await archive.objects.get(`${snap.dir}/indexes/${name}`), createWriteStream(join(options.targetDir, 'indexes', name)));
+  }
   const store = await SqlStore.open(file, spec.migrations);
   try {
     spec.define(store);

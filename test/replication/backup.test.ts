@@ -136,4 +136,25 @@ describe('backups and point-in-time restore', () => {
     expect(bad.code).toBe(1);
     expect(JSON.parse(bad.out).problems.join()).toMatch(/does not match its manifest/);
   });
+
+  it('snapshots carry the vector index files, so a restored node starts without rebuilding them', async () => {
+    const d = await startDaemon({ set: ['backup.segment_seconds=0.2'] });
+    await api(d, 'POST', '/v1/collections', { name: 'docs', dimensions: 3, metric: 'cos' });
+    await api(d, 'POST', '/v1/collections/docs/upsert', { vectors: [{ id: 'a', values: [1, 0, 0] }, { id: 'b', values: [0, 1, 0] }] });
+    expect((await api(d, 'POST', '/v1/admin/backups')).status).toBe(202);
+    await expect.poll(async () => (await shipped(d)).snapshots.main.some((m: { indexes?: string[] }) => m.indexes?.includes('docs.usearch')), { timeout: 10_000 }).toBe(true);
+    // Written after the snapshot: replayed onto the restored index from the segments.
+    await api(d, 'POST', '/v1/collections/docs/upsert', { vectors: [{ id: 'c', values: [0, 0, 1] }] });
+    await shipped(d);
+    await d.stop();
+    const dir = tempDir();
+    expect(strata(['restore', '--to', 'latest', '--target-dir', dir], d.dataDir).code).toBe(0);
+    writeFileSync(join(dir, 'admin.token'), d.adminToken + '\n');
+    const served = await startDaemon({ dataDir: dir, set: ['backup.enabled=false'] });
+    const q = await api(served, 'POST', '/v1/collections/docs/query', { vector: [0, 0, 1], top_k: 3 });
+    expect(q.body.matches.map((m: { id: string }) => m.id)[0]).toBe('c');
+    expect(q.body.matches).toHaveLength(3);
+    expect(served.output()).not.toMatch(/rebuilding/);
+    await served.stop();
+  });
 });

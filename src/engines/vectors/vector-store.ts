@@ -546,6 +546,11 @@ export class VectorStore {
           .all(side.lsn)
           .some((r) => (unpack(r.payload) as { name?: string }).name === spec.name);
         if (recreated) fromLsn = -1;
+        // An index ahead of the database (restored from an older snapshot) holds vectors SQLite does not.
+        if (side.lsn > this.changes.lastLsn()) fromLsn = -1;
+        // The records between the file and now must still be in the log to be replayed.
+        const oldest = this.changes.oldestLsn();
+        if (oldest > 0 && side.lsn < oldest - 1) fromLsn = -1;
       } catch (err) {
         this.events.log?.('vector index file unreadable; rebuilding from SQLite', { collection: spec.name, err: String(err) });
         fromLsn = -1;
