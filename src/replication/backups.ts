@@ -35,6 +35,7 @@ export class Backups {
   private shipping = false;
   private verifyTimer: NodeJS.Timeout | undefined;
   private snapshotting: Promise<SnapshotManifest[]> | undefined;
+  private queued: Promise<SnapshotManifest[]> | undefined;
 
   constructor(
     readonly archive: BackupArchive,
@@ -115,7 +116,17 @@ export class Backups {
 
   /** Snapshots every store now (one at a time), then applies retention. */
   snapshotNow(): Promise<SnapshotManifest[]> {
-    if (this.snapshotting) return this.snapshotting;
+    // One that is already running began before this call and may miss its writes: queue one
+    // more after it (and share that one among everyone who asks meanwhile).
+    if (this.snapshotting) {
+      this.queued ??= this.snapshotting
+        .catch(() => undefined)
+        .then(() => {
+          this.queued = undefined;
+          return this.snapshotNow();
+        });
+      return this.queued;
+    }
     if (!this.isPrimary()) return Promise.resolve([]);
     this.snapshotting = (async () => {
       const dir = await mkdtemp(join(this.options.scratchDir, '.backup-'));

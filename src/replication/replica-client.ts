@@ -69,6 +69,12 @@ export class ReplicaClient {
     let backoff = 250;
     let mustBootstrap = this.forceBootstrap;
     while (!this.stopped) {
+      // One controller per iteration, aborted by stop(): it covers the request, the body being
+      // read and a snapshot being downloaded, so nothing from the old primary lands after a stop
+      // (a promotion must never be followed by a late snapshot install).
+      const abort = new AbortController();
+      this.aborts.add(abort);
+      const get = (path: string) => this.get(path, abort.signal);
       try {
         if (this.paused) {
           await sleep(100);
@@ -76,15 +82,15 @@ export class ReplicaClient {
         }
         // An empty store starts from a snapshot once; the primary's store may be empty too.
         if (mustBootstrap || (store.changes.lastLsn() === 0 && !this.bootstrappedOnce.has(name))) {
-          await this.bootstrap(name, store);
+          await this.bootstrap(name, store, get);
           mustBootstrap = false;
         }
         const after = store.changes.lastLsn();
-        const res = await this.get(`/v1/replication/changes?store=${name}&after=${after}&wait_ms=${this.options.waitMs ?? 5000}&node_id=${encodeURIComponent(this.options.nodeId)}`);
+        const res = await get(`/v1/replication/changes?store=${name}&after=${after}&wait_ms=${this.options.waitMs ?? 5000}&node_id=${encodeURIComponent(this.options.nodeId)}`);
         if (res.status === 410 || res.status === 409) {
           this.events.log('warn', res.status === 410 ? 'the primary pruned its log past this replica; bootstrapping' : 'this node is ahead of the primary (a divergent tail); bootstrapping', { store: name, after });
           await res.arrayBuffer();
-          await this.bootstrap(name, store);
+          await this.bootstrap(name, store, get);
           continue;
         }
         if (res.status !== 200) throw new Error(`change feed answered ${res.status}: ${await res.text()}`);
@@ -92,7 +98,8 @@ export class ReplicaClient {
         if (this.stopped) return;
         if (frame.records.length > 0) {
           // Blobs before references, on the replica too.
-          await this.events.beforeApply?.(name, frame.records, (path) => this.get(path));
+          await this.events.beforeApply?.(name, frame.records, get);
+          if (this.stopped) return;
           const last = applyChanges(store, frame.records);
           store.writer.resync();
           this.events.applied(name, frame.records);
@@ -107,20 +114,23 @@ export class ReplicaClient {
         this.events.log('warn', 'replication from the primary failed; retrying', { store: name, err: String(err) });
         await sleep(backoff);
         backoff = Math.min(backoff * 2, 5000);
+      } finally {
+        this.aborts.delete(abort);
       }
     }
   }
 
-  private async bootstrap(name: string, store: SqlStore): Promise<void> {
+  private async bootstrap(name: string, store: SqlStore, get: (path: string) => Promise<Response>): Promise<void> {
     const dir = await mkdtemp(join(tmpdir(), 'strata-snapshot-'));
     try {
-      const res = await this.get(`/v1/replication/snapshot?store=${name}`);
+      const res = await get(`/v1/replication/snapshot?store=${name}`);
       if (res.status !== 200 || !res.body) throw new Error(`snapshot answered ${res.status}: ${await res.text()}`);
       const file = join(dir, 'snapshot.db');
       await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), createWriteStream(file));
+      if (this.stopped) throw new Error('stopped while bootstrapping');
       const lsn = installSnapshot(store, file);
       this.bootstrappedOnce.add(name);
-      await this.events.bootstrapped(name, lsn, (path) => this.get(path));
+      await this.events.bootstrapped(name, lsn, get);
       this.events.position(name, { applied: lsn, primaryLsn: lsn, lagSeconds: 0 });
       this.events.log('info', 'bootstrapped from a snapshot of the primary', { store: name, lsn });
     } finally {
@@ -128,14 +138,8 @@ export class ReplicaClient {
     }
   }
 
-  private async get(path: string): Promise<Response> {
-    const abort = new AbortController();
-    this.aborts.add(abort);
-    try {
-      return await fetch(new URL(path, this.options.primaryUrl), { headers: { authorization: `Bearer ${this.options.token}` }, signal: abort.signal });
-    } finally {
-      this.aborts.delete(abort);
-    }
+  private get(path: string, signal: AbortSignal): Promise<Response> {
+    return fetch(new URL(path, this.options.primaryUrl), { headers: { authorization: `Bearer ${this.options.token}` }, signal });
   }
 }
 
