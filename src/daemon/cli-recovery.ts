@@ -7,6 +7,7 @@ import { openDatabase } from '../engines/sql/database.js';
 import { BillingLedger } from '../engines/billing/billing-ledger.js';
 import { FsObjectStore } from '../engines/objects/fs-object-store.js';
 import { restore, type StoreSpec } from '../replication/restore.js';
+import { bufferSource } from '../replication/backup-archive.js';
 import type { StrataConfig } from './config.js';
 import { openObjectTier } from './object-tiers.js';
 import { BILLING_MIGRATIONS, createEngines, ENGINE_MIGRATIONS, StrataNode } from './strata-node.js';
@@ -91,9 +92,7 @@ export async function backupVerifyCommand(config: StrataConfig): Promise<number>
   report.problems = problems;
   process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   if (problems.length === 0) {
-    await archive.objects.put('status/verify.json', (async function* () {
-      yield Buffer.from(JSON.stringify({ at: Date.now(), ok: true }));
-    })());
+    await archive.objects.put('status/verify.json', bufferSource(Buffer.from(JSON.stringify({ at: Date.now(), ok: true }))));
     process.stderr.write('verify: ok\n');
     return 0;
   }

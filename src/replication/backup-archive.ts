@@ -59,7 +59,7 @@ export class BackupArchive {
     const raw = packr.pack({ store, first, last, records });
     const sha256 = createHash('sha256').update(raw).digest('hex');
     const key = `segments/${store}/${pad(first)}-${pad(last)}-${sha256.slice(0, 32)}.seg`;
-    if (!(await this.objects.head(key))) await this.objects.put(key, once(await gzip(raw)));
+    if (!(await this.objects.head(key))) await this.objects.put(key, bufferSource(await gzip(raw)));
     return { key, first, last, sha256 };
   }
 
@@ -91,7 +91,7 @@ export class BackupArchive {
     for (const ix of indexes) await this.objects.put(`${dir}/indexes/${ix.name}`, createReadStream(ix.path));
     const put = await this.objects.put(`${dir}/db.sqlite`, createReadStream(file));
     const full: SnapshotManifest = { store, ...manifest, sha256: put.sha256, bytes: put.size, created_at: new Date().toISOString(), indexes: indexes.map((i) => i.name) };
-    await this.objects.put(`${dir}/manifest.json`, once(Buffer.from(JSON.stringify(full, null, 2))));
+    await this.objects.put(`${dir}/manifest.json`, bufferSource(Buffer.from(JSON.stringify(full, null, 2))));
     return full;
   }
 
@@ -104,6 +104,16 @@ export class BackupArchive {
       out.push({ ...m, dir: o.key.slice(0, -'/manifest.json'.length) });
     }
     return out.sort((a, b) => a.lsn - b.lsn);
+  }
+
+  /** Where shipping of a store stood at its last check: the restorable end of the window. */
+  async readStatus(store: string): Promise<{ lsn: number; checked_at: number } | undefined> {
+    if (!(await this.objects.head(`status/${store}.json`))) return undefined;
+    return JSON.parse((await readAll(await this.objects.get(`status/${store}.json`))).toString('utf8')) as { lsn: number; checked_at: number };
+  }
+
+  async writeStatus(store: string, status: { lsn: number; checked_at: number }): Promise<void> {
+    await this.objects.put(`status/${store}.json`, bufferSource(Buffer.from(JSON.stringify(status))));
   }
 
   async deleteSnapshot(dir: string): Promise<void> {
@@ -120,6 +130,7 @@ export async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-async function* once(buf: Buffer): AsyncIterable<Uint8Array> {
+/** A whole buffer as the byte stream ObjectStore.put takes. */
+export async function* bufferSource(buf: Buffer): AsyncIterable<Uint8Array> {
   yield buf;
 }

@@ -106,7 +106,7 @@ export class Backups {
         }
         const oldest = store.changes.readAfter(this.shippedLsn(name), 1)[0];
         if (oldest) lag = Math.max(lag, (Date.now() - oldest.time) / 1000);
-        await this.archive.objects.put(`status/${name}.json`, once(Buffer.from(JSON.stringify({ lsn: this.shippedLsn(name), checked_at: Date.now() }))));
+        await this.archive.writeStatus(name, { lsn: this.shippedLsn(name), checked_at: Date.now() });
       }
       this.events.segmentLag?.(lag);
     } finally {
@@ -162,19 +162,11 @@ export class Backups {
     for (const name of Object.keys(this.stores)) {
       const snaps = await this.archive.snapshots(name);
       out[name] = snaps.map(({ dir: _dir, ...m }) => ({ ...m, time: new Date(m.time).toISOString() }));
-      const status = await this.status(name);
+      const status = await this.archive.readStatus(name);
       if (snaps[0]) from = Math.max(from ?? 0, snaps[0].time);
       if (status) to = Math.min(to ?? Infinity, status.checked_at);
     }
     return { snapshots: out, window: from !== undefined && to !== undefined && to >= from ? { from: new Date(from).toISOString(), to: new Date(to).toISOString() } : null };
-  }
-
-  async status(store: string): Promise<{ lsn: number; checked_at: number } | undefined> {
-    try {
-      return JSON.parse((await readAll(await this.archive.objects.get(`status/${store}.json`))).toString('utf8')) as { lsn: number; checked_at: number };
-    } catch {
-      return undefined;
-    }
   }
 
   async applyRetention(now = Date.now()): Promise<{ snapshots: number; segments: number }> {
@@ -205,8 +197,4 @@ export class Backups {
   private setShipped(store: SqlStore, lsn: number): void {
     store.db.prepare("INSERT INTO meta (key, value) VALUES ('backup_shipped_lsn', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(String(lsn));
   }
-}
-
-async function* once(buf: Buffer): AsyncIterable<Uint8Array> {
-  yield buf;
 }

@@ -44,8 +44,6 @@ export class ReplicaClient {
   private readonly running: Promise<void>[] = [];
   private readonly aborts = new Set<AbortController>();
   private readonly bootstrappedOnce = new Set<string>();
-  /** Set by tests to stall the loops (a paused replica). */
-  paused = false;
 
   constructor(
     private readonly stores: Record<string, SqlStore>,
@@ -76,10 +74,6 @@ export class ReplicaClient {
       this.aborts.add(abort);
       const get = (path: string) => this.get(path, abort.signal);
       try {
-        if (this.paused) {
-          await sleep(100);
-          continue;
-        }
         // An empty store starts from a snapshot once; the primary's store may be empty too.
         if (mustBootstrap || (store.changes.lastLsn() === 0 && !this.bootstrappedOnce.has(name))) {
           await this.bootstrap(name, store, get);

@@ -73,11 +73,6 @@ export class Replication {
     this.client.start();
   }
 
-  /** Pauses applying (tests: a replica that falls behind, then resumes from its LSN). */
-  setPaused(paused: boolean): void {
-    if (this.client) this.client.paused = paused;
-  }
-
   /** Waits until a replica applied this store's newest commit, when the store is synchronous. */
   async sync(store: string): Promise<void> {
     if (this.role !== 'primary' || this.options.syncMinReplicas === 0 || !this.options.synchronous.includes(store)) return;

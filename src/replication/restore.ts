@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { SqlStore } from '../engines/sql/sql-store.js';
 import type { Migration } from '../engines/sql/migrations.js';
-import { BackupArchive, BackupCorrupt, type SegmentInfo } from './backup-archive.js';
+import { BackupArchive, BackupCorrupt, bufferSource, type SegmentInfo } from './backup-archive.js';
 import { applyChanges } from './change-feed.js';
 
 // Point-in-time restore: for each store, the newest snapshot at or before the target time,
@@ -48,7 +48,7 @@ export async function restore(
   mkdirSync(options.targetDir, { recursive: true });
   if (readdirSync(options.targetDir).some((f) => f.endsWith('.db'))) throw new RestoreError(`${options.targetDir} already holds a database; restore into an empty directory`);
   const lock = `locks/restore-${process.pid}-${Date.now()}.json`;
-  await archive.objects.put(lock, once(Buffer.from(JSON.stringify({ target: options.targetDir, at: new Date().toISOString() }))));
+  await archive.objects.put(lock, bufferSource(Buffer.from(JSON.stringify({ target: options.targetDir, at: new Date().toISOString() }))));
   try {
     const results: RestoreResult[] = [];
     for (const spec of stores) results.push(await restoreStore(archive, spec, options));
@@ -62,7 +62,7 @@ async function restoreStore(archive: BackupArchive, spec: StoreSpec, options: { 
   const say = options.progress ?? (() => undefined);
   const snaps = await archive.snapshots(spec.name);
   if (snaps.length === 0) throw new RestoreError(`no snapshot of ${spec.name} in the backup target`);
-  const status = await readStatus(archive, spec.name);
+  const status = await archive.readStatus(spec.name);
   let to = options.to;
   if (to === 'latest') to = Math.max(status?.checked_at ?? 0, snaps[snaps.length - 1]!.time);
   if (to < snaps[0]!.time) {
@@ -113,7 +113,7 @@ async function restoreStore(archive: BackupArchive, spec: StoreSpec, options: { 
       if (upTo !== -1) done = true;
     }
     if (!done) {
-      const shipped = (await readStatus(archive, spec.name))?.lsn ?? lsn;
+      const shipped = (await archive.readStatus(spec.name))?.lsn ?? lsn;
       if (lsn < shipped) throw new RestoreError(`segments of ${spec.name} stop at LSN ${lsn} but ${shipped} was shipped: a gap in the backup`);
     }
     store.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
@@ -131,14 +131,4 @@ function pickOne(candidates: SegmentInfo[], lsn: number): SegmentInfo {
   return best[0]!;
 }
 
-async function readStatus(archive: BackupArchive, store: string): Promise<{ lsn: number; checked_at: number } | undefined> {
-  if (!(await archive.objects.head(`status/${store}.json`))) return undefined;
-  const chunks: Buffer[] = [];
-  for await (const c of await archive.objects.get(`status/${store}.json`)) chunks.push(c as Buffer);
-  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as { lsn: number; checked_at: number };
-}
-
-async function* once(buf: Buffer): AsyncIterable<Uint8Array> {
-  yield buf;
-}
 

@@ -109,7 +109,7 @@ export async function api(
   body?: unknown,
   token: string | null = d.adminToken,
 ): Promise<{ status: number; body: any; headers: Headers }> {
-  const send = () => fetch(d.url + path, {
+  const res = await fetch(d.url + path, {
     method,
     headers: {
       ...(token ? { authorization: `Bearer ${token}` } : {}),
@@ -117,9 +117,6 @@ export async function api(
     },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  // A keep-alive socket the daemon closed while this process was blocked (spawnSync) fails
-  // on reuse; a GET is safe to send again on a fresh one.
-  const res = await send().catch((err: unknown) => (method === 'GET' ? send() : Promise.reject(err)));
   const text = await res.text();
   let parsed: unknown = text;
   try {

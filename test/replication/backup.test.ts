@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -8,9 +8,16 @@ import { api, CLI, startDaemon, tempDir, type Daemon } from '../helpers/daemon.j
 // Continuous backup and point-in-time restore, through the real CLI against the backup
 // directory a running daemon fills.
 
-function strata(args: string[], dataDir: string) {
-  const r = spawnSync(process.execPath, [CLI, ...args, '--set', `storage.data_dir=${dataDir}`], { encoding: 'utf8' });
-  return { code: r.status, out: r.stdout, err: r.stderr };
+/** Runs the CLI without blocking this process (its keep-alive sockets to the daemon stay served). */
+function strata(args: string[], dataDir: string): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args, '--set', `storage.data_dir=${dataDir}`]);
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('close', (code) => resolve({ code, out, err }));
+  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -55,13 +62,13 @@ describe('backups and point-in-time restore', () => {
     expect(Date.parse(listing.window.to)).toBeGreaterThan(Date.parse(t2));
 
     const at1 = tempDir();
-    const r1 = strata(['restore', '--to', t1, '--target-dir', at1], d.dataDir);
+    const r1 = await strata(['restore', '--to', t1, '--target-dir', at1], d.dataDir);
     expect(r1.code, r1.err).toBe(0);
     expect(r1.err).toMatch(/restore: main: snapshot at LSN/);
     const at2 = tempDir();
-    expect(strata(['restore', '--to', t2, '--target-dir', at2], d.dataDir).code).toBe(0);
+    expect((await strata(['restore', '--to', t2, '--target-dir', at2], d.dataDir)).code).toBe(0);
     const latest = tempDir();
-    const rl = strata(['restore', '--to', 'latest', '--target-dir', latest], d.dataDir);
+    const rl = await strata(['restore', '--to', 'latest', '--target-dir', latest], d.dataDir);
     expect(rl.code, rl.err).toBe(0);
     const summary = JSON.parse(rl.out) as { stores: Array<{ store: string; lsn: number }> };
     expect(summary.stores.find((s) => s.store === 'main')!.lsn).toBe((await api(d, 'GET', '/v1/admin/status')).body.lsn);
@@ -76,7 +83,7 @@ describe('backups and point-in-time restore', () => {
     expect((await api(served, 'GET', '/v1/users/gamma', undefined, d.adminToken)).status).toBe(404);
     await served.stop();
 
-    const early = strata(['restore', '--to', '2001-01-01T00:00:00Z', '--target-dir', tempDir()], d.dataDir);
+    const early = await strata(['restore', '--to', '2001-01-01T00:00:00Z', '--target-dir', tempDir()], d.dataDir);
     expect(early.code).toBe(1);
     expect(early.err).toMatch(/before the oldest snapshot/);
     await d.stop();
@@ -96,7 +103,7 @@ describe('backups and point-in-time restore', () => {
 
     // Torn: the upload stopped half-way.
     writeFileSync(join(segDir, last), good.subarray(0, Math.floor(good.length / 2)));
-    const torn = strata(['restore', '--to', 'latest', '--target-dir', tempDir()], d.dataDir);
+    const torn = await strata(['restore', '--to', 'latest', '--target-dir', tempDir()], d.dataDir);
     expect(torn.code).toBe(1);
     expect(torn.err).toMatch(/cannot be decompressed|does not match its checksum/);
 
@@ -104,7 +111,7 @@ describe('backups and point-in-time restore', () => {
     writeFileSync(join(segDir, last), good);
     const [range] = /^\d+-\d+/.exec(last)!;
     writeFileSync(join(segDir, `${range}-${'f'.repeat(32)}.seg`), good);
-    const dup = strata(['restore', '--to', 'latest', '--target-dir', tempDir()], d.dataDir);
+    const dup = await strata(['restore', '--to', 'latest', '--target-dir', tempDir()], d.dataDir);
     expect(dup.code).toBe(1);
     expect(dup.err).toMatch(/two different segments claim|does not match its checksum/);
   });
@@ -115,7 +122,7 @@ describe('backups and point-in-time restore', () => {
     await sleep(300);
     await shipped(d);
     await d.stop();
-    const ok = strata(['backup', 'verify'], d.dataDir);
+    const ok = await strata(['backup', 'verify'], d.dataDir);
     expect(ok.code, ok.err).toBe(0);
     const report = JSON.parse(ok.out);
     expect(report).toMatchObject({ ok: true, problems: [] });
@@ -132,7 +139,7 @@ describe('backups and point-in-time restore', () => {
       b[b.length - 100] ^= 0xff;
       writeFileSync(f, b);
     }
-    const bad = strata(['backup', 'verify'], d.dataDir);
+    const bad = await strata(['backup', 'verify'], d.dataDir);
     expect(bad.code).toBe(1);
     expect(JSON.parse(bad.out).problems.join()).toMatch(/does not match its manifest/);
   });
@@ -148,7 +155,7 @@ describe('backups and point-in-time restore', () => {
     await shipped(d);
     await d.stop();
     const dir = tempDir();
-    expect(strata(['restore', '--to', 'latest', '--target-dir', dir], d.dataDir).code).toBe(0);
+    expect((await strata(['restore', '--to', 'latest', '--target-dir', dir], d.dataDir)).code).toBe(0);
     writeFileSync(join(dir, 'admin.token'), d.adminToken + '\n');
     const served = await startDaemon({ dataDir: dir, set: ['backup.enabled=false'] });
     const q = await api(served, 'POST', '/v1/collections/docs/query', { vector: [0, 0, 1], top_k: 3 });

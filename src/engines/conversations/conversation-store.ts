@@ -164,12 +164,8 @@ export class ConversationStore {
       ).run(c.id, c.user_id, c.title, c.model, c.created_at, c.updated_at);
     });
     this.appended = changes.define('conversations', 'append', (db, p) => {
-      const insert = db.prepare('INSERT INTO messages (conversation_id, seq, role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?)');
-      let tokens = 0;
-      for (const m of p.messages) {
-        insert.run(p.conversation_id, m.seq, m.role, m.content, m.tokens, m.created_at);
-        tokens += m.tokens;
-      }
+      insertMessages(db, p.conversation_id, p.messages);
+      const tokens = p.messages.reduce((sum, m) => sum + m.tokens, 0);
       db.prepare(
         'UPDATE conversations SET message_count = message_count + ?, token_count = token_count + ?, updated_at = ? WHERE id = ?',
       ).run(p.messages.length, tokens, p.updated_at, p.conversation_id);
@@ -177,8 +173,7 @@ export class ConversationStore {
     // Brings an archived conversation back into SQLite (the user wrote to it again). The
     // payload carries the messages, so a replica replays it without the archive object.
     this.restored = changes.define('conversations', 'restore', (db, p) => {
-      const insert = db.prepare('INSERT INTO messages (conversation_id, seq, role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?)');
-      for (const m of p.messages) insert.run(p.conversation_id, m.seq, m.role, m.content, m.tokens, m.created_at);
+      insertMessages(db, p.conversation_id, p.messages);
       db.prepare('UPDATE conversations SET archive_key = NULL, archived_at = NULL WHERE id = ?').run(p.conversation_id);
     });
     this.deleted = changes.define('conversations', 'delete', (db, p) => {
@@ -295,12 +290,6 @@ export class ConversationStore {
     return { json: json.slice(0, limit), first: after + 1, more: json.length > limit, user_id: row.user_id };
   }
 
-  /** messagePage() as objects. */
-  async messages(conversationId: string, query: MessageQuery): Promise<{ items: Message[]; more: boolean; user_id: string }> {
-    const p = await this.messagePage(conversationId, query);
-    return { items: p.json.map((j) => JSON.parse(j) as Message), more: p.more, user_id: p.user_id };
-  }
-
   async delete(actor: Actor, conversationId: string): Promise<void> {
     const segments = await this.writer.write(actor, (tx) => {
       this.requireRow(conversationId);
@@ -385,6 +374,11 @@ function answerFrom(tail: CachedTail, query: MessageQuery): MessagePage | undefi
   const from = Math.max(0, after + 1 - tail.first);
   const json = tail.j.slice(from, from + query.limit + 1);
   return { json: json.slice(0, query.limit), first: tail.first + from, more: json.length > query.limit, user_id };
+}
+
+function insertMessages(db: SqlDatabase, conversationId: string, messages: Message[]): void {
+  const insert = db.prepare('INSERT INTO messages (conversation_id, seq, role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?)');
+  for (const m of messages) insert.run(conversationId, m.seq, m.role, m.content, m.tokens, m.created_at);
 }
 
 function cacheKey(id: string): string {

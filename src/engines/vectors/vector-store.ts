@@ -364,9 +364,7 @@ export class VectorStore {
           const p = r.payload as UpsertPayload;
           const spec = this.live.get(p.collection)?.spec;
           if (!spec) return;
-          const flat = new Float32Array(p.items.length * spec.dimensions);
-          const bytes = new Uint8Array(flat.buffer);
-          p.items.forEach((it, i) => bytes.set(it.vec, i * spec.dimensions * 4));
+          const flat = flatten(p.items.map((it) => it.vec), spec.dimensions);
           this.applyToIndex(p.collection, (ix) => ix.add(BigUint64Array.from(p.items.map((it) => BigInt(it.key))), flat, r.lsn));
         } else if (r.op === 'delete') {
           const p = r.payload as { collection: string; keys: number[] };
@@ -455,9 +453,7 @@ export class VectorStore {
     const rows = this.db
       .prepare<{ key: number; vec: Uint8Array }>(`SELECT v.key, v.vec FROM vectors v WHERE v.collection = ? AND ${where.sql}`)
       .all(name, ...where.params);
-    const dataset = new Float32Array(rows.length * spec.dimensions);
-    const bytes = new Uint8Array(dataset.buffer);
-    rows.forEach((r, i) => bytes.set(r.vec, i * spec.dimensions * 4));
+    const dataset = flatten(rows.map((r) => r.vec), spec.dimensions);
     return pairs(await live.index.exact(BigUint64Array.from(rows.map((r) => BigInt(r.key))), dataset, vector, k));
   }
 
@@ -590,9 +586,7 @@ export class VectorStore {
         if (r.op === 'upsert') {
           const p = r.payload as UpsertPayload;
           if (p.collection !== spec.name) continue;
-          const flat = new Float32Array(p.items.length * spec.dimensions);
-          const bytes = new Uint8Array(flat.buffer);
-          p.items.forEach((it, i) => bytes.set(it.vec, i * spec.dimensions * 4));
+          const flat = flatten(p.items.map((it) => it.vec), spec.dimensions);
           await index.add(BigUint64Array.from(p.items.map((it) => BigInt(it.key))), flat, r.lsn);
         } else if (r.op === 'delete') {
           const p = r.payload as { collection: string; keys: number[] };
@@ -609,9 +603,7 @@ export class VectorStore {
     for (;;) {
       const rows = page.all(name, after);
       if (rows.length === 0) break;
-      const flat = new Float32Array(rows.length * spec.dimensions);
-      const bytes = new Uint8Array(flat.buffer);
-      rows.forEach((r, i) => bytes.set(r.vec, i * spec.dimensions * 4));
+      const flat = flatten(rows.map((r) => r.vec), spec.dimensions);
       after = rows[rows.length - 1]!.key;
       // Awaiting each batch bounds memory and lets requests run between batches.
       await index.add(BigUint64Array.from(rows.map((r) => BigInt(r.key))), flat, lsn);
@@ -666,6 +658,14 @@ export class VectorStore {
     }
     return v;
   }
+}
+
+/** Stored float32 rows (little-endian blobs) as one n × dims matrix for the index worker. */
+function flatten(vecs: Uint8Array[], dims: number): Float32Array {
+  const flat = new Float32Array(vecs.length * dims);
+  const bytes = new Uint8Array(flat.buffer);
+  vecs.forEach((v, i) => bytes.set(v, i * dims * 4));
+  return flat;
 }
 
 function toConfig(spec: CollectionSpec): IndexConfig {
