@@ -230,6 +230,20 @@ export const configSchema = z.strictObject({
       max_lag_seconds: z.number().positive().default(30),
       /** Change-log records older than this are pruned; a replica further behind bootstraps again. */
       log_retention_seconds: z.int().positive().default(7 * 86_400),
+      /** The URL other nodes reach this one at (fence notices, the lease); default: the listen address. */
+      advertise_url: z.string().url().optional(),
+      /**
+       * Turn on when nodes share the object tier (one MinIO bucket, one NFS path): the primary
+       * writes only while it holds a lease object there, renewed every ttl/3, and a promoted
+       * replica starts writing one ttl after taking it over. The store must honour
+       * conditional writes (MinIO, S3, fs); the daemon checks that at start.
+       */
+      lease: z
+        .strictObject({
+          enabled: z.boolean().default(false),
+          ttl_ms: z.int().min(500).max(300_000).default(10_000),
+        })
+        .prefault({}),
     })
     .refine((r) => r.role !== 'replica' || (r.primary_url !== undefined && r.token !== undefined), 'a replica needs primary_url and token')
     .prefault({}),

@@ -43,6 +43,8 @@ function metered(store: ObjectStore, tier: string, metrics: Metrics): ObjectStor
     head: (key) => store.head(key),
     delete: (key) => store.delete(key),
     list: (prefix) => store.list(prefix),
+    readVersioned: (key) => store.readVersioned(key),
+    putIf: (key, body, condition) => store.putIf(key, body, condition),
     ...(store.sweepIncomplete ? { sweepIncomplete: (ms: number) => store.sweepIncomplete!(ms) } : {}),
   };
 }

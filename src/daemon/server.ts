@@ -41,7 +41,7 @@ export async function startServer(node: StrataNode): Promise<RunningServer> {
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `${tls ? 'https' : 'http'}://${host}:${address.port}`;
-  node.replication.selfUrl = url;
+  node.replication.selfUrl = node.config.replication.advertise_url ?? url;
   node.log.info({ url, node_id: node.config.node.id, data_dir: node.dataDir }, 'listening');
 
   let stopping: Promise<void> | null = null;

@@ -11,7 +11,7 @@ import type { ObjectStore } from '../engines/objects/object-store.js';
 import { openObjectTier } from './object-tiers.js';
 import { ModelCache } from '../engines/models/model-cache.js';
 import { CheckpointStore } from '../engines/models/checkpoint-store.js';
-import type { StrataConfig } from './config.js';
+import { ConfigError, type StrataConfig } from './config.js';
 import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { CacheTier } from '../engines/cache/cache-tier.js';
@@ -26,6 +26,7 @@ import { VectorStore, vectorMigrations } from '../engines/vectors/vector-store.j
 import { EmbeddingCache } from '../engines/vectors/embedding-cache.js';
 import { KnowledgeGraph, graphMigrations } from '../engines/graph/knowledge-graph.js';
 import type { Cache } from '../engines/cache/cache.js';
+import { Lease } from '../replication/lease.js';
 import { Replication } from '../replication/replication.js';
 import { Backups } from '../replication/backups.js';
 import { BackupArchive } from '../replication/backup-archive.js';
@@ -180,8 +181,19 @@ export class StrataNode {
     let cacheTier: CacheTier;
     let backend: Cache;
     let billingSql: SqlStore;
+    let lease: Lease | undefined;
     try {
       hot = await openObjectTier('hot', config.objects.hot, dataDir, metrics);
+      if (config.replication.lease.enabled) {
+        lease = new Lease(
+          hot,
+          { nodeId: config.node.id, ttlMs: config.replication.lease.ttl_ms },
+          { lost: (holder) => node.replication.leaseLost(holder), log: (level, msg, fields) => log[level](fields ?? {}, msg) },
+        );
+        await lease.checkStore().catch((err: unknown) => {
+          throw new ConfigError([`replication.lease: ${(err as Error).message}`]);
+        });
+      }
       archive = await openObjectTier('archive', config.objects.archive, dataDir, metrics);
       const cacheCfg = config.models.cache;
       cache = await ModelCache.open(cacheCfg.path ?? join(dataDir, 'cache', 'models'), cacheCfg.capacity_bytes, () => pinned(), {
@@ -261,7 +273,7 @@ export class StrataNode {
       engines.vectors,
       engines.graph,
       embeddings,
-      StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier, { hot, archive }),
+      StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier, { hot, archive }, lease),
     );
     node.objectTiers = { hot, archive };
     if (config.backup.enabled) node.backups = await node.openBackups();
@@ -314,6 +326,7 @@ export class StrataNode {
     vectors: VectorStore,
     cache: CacheTier,
     tiers: Record<'hot' | 'archive', ObjectStore>,
+    lease: Lease | undefined,
   ): Replication {
     const r = config.replication;
     const self = config.node.id;
@@ -329,7 +342,7 @@ export class StrataNode {
     };
     return new Replication(
       { main: sql, billing: billingSql },
-      { role: r.role, nodeId: self, primaryUrl: r.primary_url, token: r.token, synchronous: r.synchronous, syncMinReplicas: r.sync_min_replicas, syncTimeoutMs: r.sync_timeout_ms },
+      { role: r.role, nodeId: self, primaryUrl: r.primary_url, token: r.token, synchronous: r.synchronous, syncMinReplicas: r.sync_min_replicas, syncTimeoutMs: r.sync_timeout_ms, lease },
       {
         beforeApply: async (store, records, fetchFromPrimary) => {
           if (store !== 'main') return;
@@ -464,8 +477,9 @@ export class StrataNode {
     const every = this.config.objects.gc_interval_seconds;
     if (every > 0) {
       this.gcTimer = setInterval(() => {
-        // Replicas get these effects from their primary's log.
-        if (this.replication.role !== 'primary') return;
+        // Replicas get these effects from their primary's log; a primary without a fresh lease
+        // must not delete from a tier another primary may be writing to.
+        if (!this.replication.writable()) return;
         this.checkpoints.applyRetention(SYSTEM, this.config.checkpoints).then(
           (r) => this.log.info(r, 'checkpoint retention done'),
           (err: unknown) => this.log.error({ err }, 'checkpoint retention failed'),
@@ -498,7 +512,7 @@ export class StrataNode {
       let running = false;
       this.archiveTimer = setInterval(() => {
         // One run at a time: a slow object tier must not stack runs on top of each other.
-        if (running || this.replication.role !== 'primary') return;
+        if (running || !this.replication.writable()) return;
         running = true;
         this.runConversationArchive()
           .catch((err: unknown) => this.log.error({ err }, 'conversation archive job failed; the next run resumes it'))

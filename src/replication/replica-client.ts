@@ -23,7 +23,7 @@ export interface ReplicaEvents {
   applied(store: string, records: ChangeRecord[]): void;
   bootstrapped(store: string, lsn: number, fetchFromPrimary: (path: string) => Promise<Response>): Promise<void> | void;
   position(store: string, info: { applied: number; primaryLsn: number; lagSeconds: number }): void;
-  log(level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>): void;
+  log(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void;
 }
 
 export interface ReplicaOptions {

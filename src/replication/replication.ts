@@ -1,6 +1,7 @@
 import type { ChangeRecord } from '../engines/sql/change-log.js';
 import type { SqlStore } from '../engines/sql/sql-store.js';
 import { Conflict, Unavailable } from '../engines/errors.js';
+import type { Lease } from './lease.js';
 import { ReplicaClient, type ReplicaEvents } from './replica-client.js';
 import { ReplicaTracker } from './replica-tracker.js';
 
@@ -9,6 +10,10 @@ import { ReplicaTracker } from './replica-tracker.js';
 // writes). Promotion turns a replica into the primary of a new epoch and fences the old
 // primary: it is told the new epoch, stops accepting writes, and follows the new primary
 // after bootstrapping from it, which discards any tail it wrote that nobody saw.
+//
+// The fence notice can arrive late (the old primary was paused or cut off), so where nodes
+// share the object tier a lease on it (lease.ts) is the authority: a primary writes only while
+// it holds a fresh lease, and one that finds a newer epoch holding it fences itself.
 
 export type Role = 'primary' | 'replica';
 
@@ -20,6 +25,8 @@ export interface ReplicationOptions {
   synchronous: string[];
   syncMinReplicas: number;
   syncTimeoutMs: number;
+  /** Set when the object tier is shared between nodes (replication.lease.enabled). */
+  lease?: Lease | undefined;
 }
 
 export interface ReplicationHooks {
@@ -52,13 +59,22 @@ export class Replication {
     if (this.role === 'replica') this.setReadOnly(options.primaryUrl ?? 'the configured primary');
   }
 
+  /** Whether this node may change shared state now (writes, garbage collection, archiving). */
+  writable(): boolean {
+    return this.role === 'primary' && (this.options.lease?.valid() ?? true);
+  }
+
   epoch(): number {
     return this.stores.main!.epoch();
   }
 
-  /** Starts following the primary (replicas only). */
+  /** A primary takes the lease (when there is one); a replica starts following its primary. */
   start(token = this.options.token, forceBootstrap = false): void {
-    if (this.role !== 'replica' || !this.primaryUrl || !token) return;
+    if (this.role === 'primary') {
+      this.holdLease();
+      return;
+    }
+    if (!this.primaryUrl || !token) return;
     const events: ReplicaEvents = {
       ...(this.hooks.beforeApply ? { beforeApply: this.hooks.beforeApply } : {}),
       applied: (store, records) => void this.hooks.applied(store, records),
@@ -87,9 +103,21 @@ export class Replication {
   /** Replica → primary of epoch + 1; tells the old primary, until it hears, that it is fenced. */
   async promote(): Promise<{ epoch: number }> {
     if (this.role !== 'replica') throw new Conflict('this node is already a primary');
+    const epoch = this.epoch() + 1;
+    const lease = this.options.lease;
+    if (lease) {
+      // The lease first: if another node already holds this or a newer epoch, nothing changes
+      // here. While its ttl runs out, this replica keeps applying the old primary's last writes.
+      const got = await lease.acquire(epoch, this.selfUrl ?? '', false);
+      if (!got.held) {
+        throw new Conflict(`node ${got.holder.node_id} is the primary at epoch ${got.holder.epoch} (${got.holder.url}); this node cannot be promoted past it`, {
+          holder: got.holder.node_id,
+          epoch: got.holder.epoch,
+        });
+      }
+    }
     await this.client?.stop();
     this.client = undefined;
-    const epoch = this.epoch() + 1;
     this.setEpoch(epoch);
     const old = this.primaryUrl;
     this.role = 'primary';
@@ -103,6 +131,7 @@ export class Replication {
   /** A newer primary says so: stop writing, follow it (bootstrapping away any divergent tail). */
   async fence(epoch: number, primaryUrl: string, token: string): Promise<{ fenced: boolean; epoch: number }> {
     if (epoch <= this.epoch()) return { fenced: false, epoch: this.epoch() };
+    this.options.lease?.release();
     this.setEpoch(epoch);
     this.role = 'replica';
     this.primaryUrl = primaryUrl;
@@ -115,7 +144,41 @@ export class Replication {
 
   async stop(): Promise<void> {
     clearInterval(this.fencePusher);
+    this.options.lease?.release();
     await this.client?.stop();
+  }
+
+  /**
+   * Takes the lease in the background (writes answer 503 until it is held). A holder of a
+   * higher epoch means this node was replaced while it was away: it fences itself and follows.
+   */
+  private holdLease(): void {
+    const lease = this.options.lease;
+    if (!lease) return;
+    // From the first start on (opening the node may still write its own first admin token).
+    for (const s of Object.values(this.stores)) s.writer.writeGuard = () => (this.role === 'primary' && !lease.valid() ? lease.refusal() : undefined);
+    lease.acquire(this.epoch(), this.selfUrl ?? '').then(
+      (got) => {
+        if (!got.held) this.leaseLost(got.holder);
+        else this.hooks.log('info', 'holding the shared object tier lease', { epoch: this.epoch() });
+      },
+      (err: unknown) => this.hooks.log('error', 'could not take the shared object tier lease; writes stay refused', { error: (err as Error).message }),
+    );
+  }
+
+  /** The lease went to another node (called by the lease, or found at start). */
+  leaseLost(holder: { epoch: number; url: string; node_id: string }): void {
+    if (this.role !== 'primary') return;
+    if (holder.epoch > this.epoch()) {
+      if (!this.options.token) {
+        this.setReadOnly(holder.url);
+        this.hooks.log('error', 'a newer primary holds the lease, but replication.token is not set, so this node cannot follow it', { holder: holder.node_id });
+      }
+      void this.fence(holder.epoch, holder.url, this.options.token ?? '');
+      return;
+    }
+    // Same epoch: another primary took over while this one was stalled; wait for it to lapse.
+    this.holdLease();
   }
 
   private pushFence(oldPrimary: string, epoch: number, token: string): void {

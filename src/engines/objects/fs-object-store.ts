@@ -1,11 +1,20 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { InvalidInput, NotFound } from '../errors.js';
-import { checkKey, type ByteRange, type ObjectInfo, type ObjectStore, type PutOptions, type PutResult } from './object-store.js';
+import { InvalidInput, NotFound, Unavailable } from '../errors.js';
+import {
+  checkKey,
+  type ByteRange,
+  type ObjectInfo,
+  type ObjectStore,
+  type PutCondition,
+  type PutOptions,
+  type PutResult,
+  type VersionedObject,
+} from './object-store.js';
 
 // Objects as files under one root. A put streams into <root>/.tmp/<uuid> while hashing, fsyncs
 // it, then renames it onto the key and fsyncs the directory: rename is atomic, so a reader (or
@@ -13,6 +22,9 @@ import { checkKey, type ByteRange, type ObjectInfo, type ObjectStore, type PutOp
 // Whatever a crash leaves in .tmp is garbage, removed by sweepTemp().
 
 const TMP = '.tmp';
+/** A conditional put holds its key's lock for milliseconds; one this old was left by a crash. */
+const STALE_LOCK_MS = 30_000;
+const LOCK_WAIT_MS = 5_000;
 
 export class FsObjectStore implements ObjectStore {
   readonly name = 'fs';
@@ -92,6 +104,41 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
+  async readVersioned(key: string): Promise<VersionedObject | undefined> {
+    try {
+      const body = await readFile(this.path(key));
+      return { body, version: contentVersion(body) };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  // Compare-and-swap under a lock file made with O_EXCL (atomic on local disks and on NFSv3+,
+  // which is how two hosts would share this tier). The version is the content's hash: writers
+  // of the lease put a sequence number in the body, so two different writes never collide, and
+  // two identical bodies are the same state anyway.
+  async putIf(key: string, body: Buffer, condition: PutCondition): Promise<string | undefined> {
+    const target = this.path(key);
+    const tmpDir = join(this.root, TMP);
+    await mkdir(tmpDir, { recursive: true });
+    const lock = join(tmpDir, `lock-${createHash('sha256').update(key).digest('hex').slice(0, 32)}`);
+    await acquireLock(lock);
+    try {
+      const current = await this.readVersioned(key);
+      if ('ifAbsent' in condition ? current !== undefined : current?.version !== condition.ifVersion) return undefined;
+      const tmp = join(tmpDir, randomUUID());
+      await writeFile(tmp, body, { mode: 0o600, flag: 'wx' });
+      await fsyncPath(tmp);
+      await mkdir(dirname(target), { recursive: true });
+      await rename(tmp, target);
+      await fsyncPath(dirname(target));
+      return contentVersion(body);
+    } finally {
+      await unlink(lock).catch(() => undefined);
+    }
+  }
+
   /** Removes temp files older than `olderThanMs`: the leftovers of puts a crash interrupted. */
   async sweepIncomplete(olderThanMs: number): Promise<number> {
     const dir = join(this.root, TMP);
@@ -104,6 +151,29 @@ export class FsObjectStore implements ObjectStore {
       }
     }
     return removed;
+  }
+}
+
+function contentVersion(body: Buffer): string {
+  return createHash('sha256').update(body).digest('hex');
+}
+
+async function acquireLock(lock: string): Promise<void> {
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      await (await open(lock, 'wx', 0o600)).close();
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+    if (age > STALE_LOCK_MS) {
+      await unlink(lock).catch(() => undefined);
+      continue;
+    }
+    if (Date.now() > deadline) throw new Unavailable(`the object store's lock ${lock} stayed taken for ${LOCK_WAIT_MS} ms`);
+    await new Promise((r) => setTimeout(r, 2 + Math.random() * 8));
   }
 }
 

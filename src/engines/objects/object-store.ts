@@ -31,6 +31,16 @@ export interface ObjectInfo {
   modified?: Date;
 }
 
+/** A small object's bytes with the token a conditional put compares against. */
+export interface VersionedObject {
+  body: Buffer;
+  /** Opaque: an ETag on S3, a content hash on fs. Changes with every write. */
+  version: string;
+}
+
+/** Create only when absent, or replace only the version read before (compare-and-swap). */
+export type PutCondition = { ifAbsent: true } | { ifVersion: string };
+
 export interface ObjectStore {
   readonly name: string;
   put(key: string, body: AsyncIterable<Uint8Array>, options?: PutOptions): Promise<PutResult>;
@@ -40,6 +50,14 @@ export interface ObjectStore {
   /** Deleting an absent key is not an error. */
   delete(key: string): Promise<void>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** For small coordination objects (the replication lease); undefined when absent. */
+  readVersioned(key: string): Promise<VersionedObject | undefined>;
+  /**
+   * Writes `body` only if `condition` holds at the store, atomically with respect to every
+   * other putIf on the key. Returns the new version, or undefined when the condition failed
+   * (another writer got there first). Plain put() does not take part in this.
+   */
+  putIf(key: string, body: Buffer, condition: PutCondition): Promise<string | undefined>;
   /** Removes what interrupted puts left behind, if the driver can leave anything (fs can). */
   sweepIncomplete?(olderThanMs: number): Promise<number>;
 }

@@ -2,7 +2,16 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { Client, type ClientOptions } from 'minio';
 import { InvalidInput, NotFound } from '../errors.js';
-import { checkKey, type ByteRange, type ObjectInfo, type ObjectStore, type PutOptions, type PutResult } from './object-store.js';
+import {
+  checkKey,
+  type ByteRange,
+  type ObjectInfo,
+  type ObjectStore,
+  type PutCondition,
+  type PutOptions,
+  type PutResult,
+  type VersionedObject,
+} from './object-store.js';
 
 // MinIO or any S3. Large puts drive multipart upload themselves instead of using the client's
 // streamed putObject: that one first calls ListMultipartUploads (which s3rver and some
@@ -134,6 +143,39 @@ export class S3ObjectStore implements ObjectStore {
   async delete(key: string): Promise<void> {
     checkKey(key);
     await this.client.removeObject(this.bucket, key);
+  }
+
+  async readVersioned(key: string): Promise<VersionedObject | undefined> {
+    checkKey(key);
+    try {
+      // One GET gives the bytes and the ETag of those same bytes (a HEAD then GET could mix two writes).
+      const res = await this.client.makeRequestAsync({ method: 'GET', bucketName: this.bucket, objectName: key }, '', [200]);
+      const parts: Buffer[] = [];
+      for await (const c of res) parts.push(c as Buffer);
+      return { body: Buffer.concat(parts), version: String(res.headers.etag) };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  // S3's conditional writes: If-None-Match: * creates only when absent, If-Match: <etag>
+  // replaces only that version; the loser gets 412 PreconditionFailed (AWS S3 since 2024, and
+  // MinIO). AWS answers 409 ConditionalRequestConflict to a put racing another conditional put
+  // on the key; either way this writer did not win. s3rver ignores both headers, which is why
+  // the lease probes the store before trusting it.
+  async putIf(key: string, body: Buffer, condition: PutCondition): Promise<string | undefined> {
+    checkKey(key);
+    const headers = 'ifAbsent' in condition ? { 'If-None-Match': '*' } : { 'If-Match': condition.ifVersion };
+    try {
+      const res = await this.client.makeRequestAsync({ method: 'PUT', bucketName: this.bucket, objectName: key, headers }, body, [200]);
+      res.resume();
+      return String(res.headers.etag);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'PreconditionFailed' || code === 'ConditionalRequestConflict' || (code === 'NoSuchKey' && 'ifVersion' in condition)) return undefined;
+      throw err;
+    }
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {

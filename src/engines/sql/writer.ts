@@ -84,6 +84,12 @@ export class Writer {
    */
   readOnlyFor: string | undefined;
 
+  /**
+   * Asked before every write; an error it returns refuses the write. A primary on a shared
+   * object tier refuses this way while it does not hold a fresh lease (src/replication/lease.ts).
+   */
+  writeGuard: (() => Error | undefined) | undefined;
+
   private readonly committed: Array<(lastLsn: number) => void> = [];
 
   /** Called after every commit (long-polling replicas wait on this). */
@@ -109,6 +115,8 @@ export class Writer {
 
   write<T>(actor: Actor, fn: (tx: Tx) => T): Promise<T> {
     if (this.readOnlyFor !== undefined) return Promise.reject(new ReadOnlyReplica(this.readOnlyFor));
+    const refused = this.writeGuard?.();
+    if (refused) return Promise.reject(refused);
     if (this.closed) return Promise.reject(new Unavailable('the node is shutting down'));
     return new Promise<T>((resolve, reject) => {
       this.queue.push({ actor, fn, resolve: resolve as (v: unknown) => void, reject });

@@ -101,5 +101,33 @@ export function objectStoreContract(name: string, open: () => Promise<ObjectStor
         await expect(store.put(k, chunks(Buffer.from('x'))), JSON.stringify(k)).rejects.toThrow(/invalid object key/);
       }
     });
+    it('a conditional put creates only when absent and replaces only the version it read', async () => {
+      const store = await open();
+      expect(await store.readVersioned('lease')).toBeUndefined();
+      const v1 = await store.putIf('lease', Buffer.from('epoch 1'), { ifAbsent: true });
+      expect(v1).toBeTypeOf('string');
+      expect(await store.putIf('lease', Buffer.from('epoch 1, other node'), { ifAbsent: true })).toBeUndefined();
+      const read1 = await store.readVersioned('lease');
+      expect(read1).toEqual({ body: Buffer.from('epoch 1'), version: v1 });
+      const v2 = await store.putIf('lease', Buffer.from('epoch 2'), { ifVersion: v1! });
+      expect(v2).toBeTypeOf('string');
+      expect(v2).not.toBe(v1);
+      // The stale version loses, and the object keeps the winner's bytes.
+      expect(await store.putIf('lease', Buffer.from('epoch 1 again'), { ifVersion: v1! })).toBeUndefined();
+      expect((await store.readVersioned('lease'))?.body.toString()).toBe('epoch 2');
+      expect(await store.putIf('absent', Buffer.from('x'), { ifVersion: v2! })).toBeUndefined();
+      expect(await store.head('absent')).toBeUndefined();
+    });
+
+    it('of many racing compare-and-swaps on one version, exactly one wins', async () => {
+      const store = await open();
+      const base = (await store.putIf('race', Buffer.from('base'), { ifAbsent: true }))!;
+      const results = await Promise.all(Array.from({ length: 8 }, (_, i) => store.putIf('race', Buffer.from(`writer ${i}`), { ifVersion: base })));
+      const winners = results.flatMap((v, i) => (v === undefined ? [] : [i]));
+      expect(winners).toHaveLength(1);
+      expect((await store.readVersioned('race'))?.body.toString()).toBe(`writer ${winners[0]}`);
+      const creators = await Promise.all(Array.from({ length: 8 }, (_, i) => store.putIf('fresh', Buffer.from(`creator ${i}`), { ifAbsent: true })));
+      expect(creators.filter((v) => v !== undefined)).toHaveLength(1);
+    });
   });
 }

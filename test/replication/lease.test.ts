@@ -1,0 +1,212 @@
+import { performance } from 'node:perf_hooks';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Conflict } from '../../src/engines/errors.js';
+import { FsObjectStore } from '../../src/engines/objects/fs-object-store.js';
+import type { ObjectStore } from '../../src/engines/objects/object-store.js';
+import { S3ObjectStore } from '../../src/engines/objects/s3-object-store.js';
+import { LEASE_KEY, Lease, type LeaseRecord } from '../../src/replication/lease.js';
+import { api, startDaemon, tempDir, type Daemon } from '../helpers/daemon.js';
+import { startS3rver } from '../helpers/s3rver.js';
+import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+
+const TTL = 600;
+const quiet = () => undefined;
+
+function lease(store: ObjectStore, nodeId: string, lost: (h: LeaseRecord) => void = quiet) {
+  return new Lease(store, { nodeId, ttlMs: TTL }, { lost, log: quiet });
+}
+
+async function record(store: ObjectStore): Promise<LeaseRecord> {
+  return JSON.parse((await store.readVersioned(LEASE_KEY))!.body.toString()) as LeaseRecord;
+}
+
+const leases: Lease[] = [];
+afterEach(() => {
+  for (const l of leases.splice(0)) l.release();
+});
+
+describe('lease', () => {
+  it('is taken on an empty tier and stays valid across renewals', async () => {
+    const store = new FsObjectStore(tempDir());
+    const a = lease(store, 'a');
+    leases.push(a);
+    expect(await a.acquire(1, 'http://a')).toEqual({ held: true });
+    expect(a.valid()).toBe(true);
+    const first = await record(store);
+    await new Promise((r) => setTimeout(r, TTL * 2));
+    expect(a.valid()).toBe(true);
+    const later = await record(store);
+    expect(later).toMatchObject({ epoch: 1, node_id: 'a', url: 'http://a' });
+    expect(later.seq).toBeGreaterThan(first.seq);
+  });
+
+  it('a promoted node takes it at once but writes only a ttl later; the old holder loses it at its next renewal', async () => {
+    const store = new FsObjectStore(tempDir());
+    const lostTo: LeaseRecord[] = [];
+    const a = lease(store, 'a', (h) => lostTo.push(h));
+    const b = lease(store, 'b');
+    leases.push(a, b);
+    await a.acquire(1, 'http://a');
+    const started = performance.now();
+    const taking = b.acquire(2, 'http://b', false);
+    await expect.poll(async () => (await record(store)).node_id, { interval: 10 }).toBe('b');
+    expect(b.valid()).toBe(false);
+    expect(await taking).toEqual({ held: true });
+    expect(performance.now() - started).toBeGreaterThanOrEqual(TTL - 5);
+    expect(b.valid()).toBe(true);
+    await expect.poll(() => lostTo.length, { timeout: TTL * 2 }).toBe(1);
+    expect(lostTo[0]).toMatchObject({ epoch: 2, node_id: 'b', url: 'http://b' });
+    expect(a.valid()).toBe(false);
+  });
+
+  it('a node of a lower or equal epoch cannot take it from a live holder', async () => {
+    const store = new FsObjectStore(tempDir());
+    const b = lease(store, 'b');
+    leases.push(b);
+    await b.acquire(2, 'http://b');
+    const old = lease(store, 'a');
+    leases.push(old);
+    // The former primary comes back at epoch 1: it is told who holds the lease, and takes nothing.
+    expect(await old.acquire(1, 'http://a')).toEqual({ held: false, holder: expect.objectContaining({ node_id: 'b', epoch: 2 }) });
+    expect(old.valid()).toBe(false);
+    // Another replica promoted to the same epoch is refused.
+    const c = lease(store, 'c');
+    leases.push(c);
+    await expect(c.acquire(2, 'http://c', false)).rejects.toBeInstanceOf(Conflict);
+    expect((await record(store)).node_id).toBe('b');
+  });
+
+  it('a second primary of the same epoch waits while the holder renews and takes over a ttl after it stops', async () => {
+    const store = new FsObjectStore(tempDir());
+    const a = lease(store, 'a');
+    const b = lease(store, 'b');
+    leases.push(a, b);
+    await a.acquire(1, 'http://a');
+    let bHeld = false;
+    const waiting = b.acquire(1, 'http://b').then(() => (bHeld = true));
+    await new Promise((r) => setTimeout(r, TTL * 3));
+    expect(bHeld).toBe(false);
+    expect(a.valid()).toBe(true);
+    const stoppedAt = performance.now();
+    a.release();
+    await waiting;
+    expect(performance.now() - stoppedAt).toBeGreaterThanOrEqual(TTL - 5);
+    expect(b.valid()).toBe(true);
+    expect((await record(store)).node_id).toBe('b');
+  });
+
+  describe('on S3', () => {
+    let s3: Awaited<ReturnType<typeof startS3rver>>;
+    let plain: Awaited<ReturnType<typeof startS3rver>>;
+    beforeAll(async () => {
+      s3 = await startS3rver(['lease']);
+      plain = await startS3rver(['lease'], { conditionalWrites: false });
+    });
+    afterAll(async () => {
+      await s3.close();
+      await plain.close();
+    });
+
+    it('works where the store honours conditional writes', async () => {
+      const store = new S3ObjectStore({ client: s3.client, bucket: 'lease' });
+      const a = lease(store, 'a');
+      leases.push(a);
+      await a.checkStore();
+      await a.acquire(1, 'http://a');
+      const b = lease(store, 'b');
+      leases.push(b);
+      expect(await b.acquire(2, 'http://b', false)).toEqual({ held: true });
+      expect((await record(store)).node_id).toBe('b');
+    });
+
+    it('is refused on a store that ignores them (s3rver as it ships)', async () => {
+      const store = new S3ObjectStore({ client: plain.client, bucket: 'lease' });
+      await expect(lease(store, 'a').checkStore()).rejects.toThrow(/ignores conditional writes/);
+    });
+  });
+});
+
+// Two daemons on one shared object tier (one directory, as two hosts would mount one NFS path).
+describe('lease between daemons', () => {
+  const running: Daemon[] = [];
+  let proxy: TcpProxy | undefined;
+  afterEach(async () => {
+    await proxy?.close();
+    proxy = undefined;
+    for (const d of running.splice(0)) {
+      try {
+        d.proc.kill('SIGCONT');
+      } catch {
+        // gone
+      }
+      await d.stop().catch(() => undefined);
+    }
+  });
+
+  const shared = () => {
+    const dir = tempDir('strata-shared-tier-');
+    return ['replication.lease.enabled=true', `replication.lease.ttl_ms=1000`, "objects.hot.driver=fs", `objects.hot.path=${dir}/hot`, "objects.archive.driver=fs", `objects.archive.path=${dir}/archive`];
+  };
+  const start = async (set: string[], dataDir?: string) => {
+    const d = await startDaemon({ ...(dataDir ? { dataDir } : {}), set });
+    running.push(d);
+    return d;
+  };
+  const status = async (d: Daemon) => (await api(d, 'GET', '/v1/admin/status')).body;
+  const writable = (d: Daemon, id: string) => expect.poll(async () => (await api(d, 'POST', '/v1/users', { id, email: `${id}@example.com`, tier: 'free' })).status, { timeout: 10_000 }).toBe(201);
+
+  it('a paused primary that never hears the fence notice refuses writes when it resumes, and follows the lease holder', async () => {
+    const tier = shared();
+    // The primary gets its own admin token as replication.token, so it can follow whoever replaces it.
+    const first = await start(['node.id=primary-1', ...tier]);
+    const token = first.adminToken;
+    await first.stop();
+    running.splice(running.indexOf(first), 1);
+    const p = await start(['node.id=primary-1', `replication.token=${token}`, ...tier], first.dataDir);
+    await writable(p, 'before');
+    // The replica reaches the primary through a proxy; cutting it keeps the fence notice from arriving.
+    proxy = await startTcpProxy(Number(new URL(p.url).port));
+    const rDir = tempDir();
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(`${rDir}/admin.token`, token + '\n');
+    const r = await start(['node.id=replica-1', 'replication.role=replica', `replication.primary_url=http://127.0.0.1:${proxy.port}`, `replication.token=${token}`, ...tier], rDir);
+    await expect.poll(async () => (await api(r, 'GET', '/v1/users/before')).status, { timeout: 20_000 }).toBe(200);
+
+    p.proc.kill('SIGSTOP');
+    proxy.cut();
+    const t0 = performance.now();
+    const promoted = await api(r, 'POST', '/v1/admin/promote');
+    expect(promoted.status).toBe(200);
+    // Writes start only after the old holder's lease has run out.
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(1000);
+    expect((await api(r, 'POST', '/v1/users', { id: 'after', email: 'after@example.com', tier: 'free' })).status).toBe(201);
+
+    p.proc.kill('SIGCONT');
+    const stale = await api(p, 'POST', '/v1/users', { id: 'stale', email: 'stale@example.com', tier: 'free' });
+    expect([503, 409]).toContain(stale.status);
+    expect(['unavailable', 'read_only_replica']).toContain(stale.body.error.code);
+    // It reads the new holder from the lease, fences itself and follows it.
+    await expect.poll(async () => (await status(p)).role, { timeout: 20_000, interval: 100 }).toBe('replica');
+    expect(await status(p)).toMatchObject({ epoch: promoted.body.epoch, primary: r.url });
+    await expect.poll(async () => (await api(p, 'GET', '/v1/users/after')).status, { timeout: 20_000, interval: 200 }).toBe(200);
+    expect((await api(p, 'GET', '/v1/users/stale')).status).toBe(404);
+    expect((await api(r, 'GET', '/v1/users/stale')).status).toBe(404);
+    expect(p.output()).toMatch(/lost the shared tier lease/);
+    // The notice itself never got through.
+    expect(r.output()).not.toMatch(/former primary acknowledged/);
+  });
+
+  it('a second primary started on the same tier refuses writes until the first is gone', async () => {
+    const tier = shared();
+    const a = await start(['node.id=primary-a', ...tier]);
+    await writable(a, 'from-a');
+    const b = await start(['node.id=primary-b', ...tier]);
+    const refused = await api(b, 'POST', '/v1/users', { id: 'from-b', email: 'b@example.com', tier: 'free' });
+    expect(refused.status).toBe(503);
+    expect(refused.body.error.message).toContain('primary-a');
+    await new Promise((r) => setTimeout(r, 2500));
+    expect((await api(b, 'POST', '/v1/users', { id: 'from-b', email: 'b@example.com', tier: 'free' })).status).toBe(503);
+    await a.kill9();
+    await writable(b, 'from-b');
+  });
+});
