@@ -26,6 +26,7 @@ const tier = z.strictObject({
   monthly_token_limit: z.int().positive().optional().describe('tokens per UTC calendar month, checked with the daily limit'),
   conversation_retention_days: z.int().positive().describe('days a conversation is kept after its last message'),
   conversation_hot_days: z.number().positive().default(3).describe('days without a message before a conversation moves to the archive tier'),
+  usage_retention_days: z.int().positive().optional().describe('days usage records are kept (default: retention.usage_days)'),
 });
 
 const hostPort = z.strictObject({ host: z.string().min(1), port: z.int().min(1).max(65535) });
@@ -164,6 +165,39 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Per-model prices in millionths of the currency unit per million tokens; "*" applies to models not listed. */
       prices: z.record(z.string().min(1), price).default({}),
+    })
+    .prefault({}),
+  encryption: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      /** A file holding 32 random bytes in base64 (`openssl rand -base64 32`), outside the data dir. */
+      master_key_file: z.string().min(1).optional(),
+      /** The same, inline: use ${ENV} (e.g. from a systemd credential), never a literal. */
+      master_key: z.string().min(1).optional(),
+    })
+    .refine((e) => !e.enabled || e.master_key_file !== undefined || e.master_key !== undefined, 'encryption.enabled needs master_key_file or master_key')
+    .prefault({}),
+  security: z
+    .strictObject({
+      /** Per token: a bucket of `burst` requests refilled at `requests_per_second`; 0 turns it off. */
+      rate_limit: z
+        .strictObject({
+          requests_per_second: z.number().min(0).default(0),
+          burst: z.int().positive().default(400),
+        })
+        .prefault({}),
+      /** JSON bodies nested deeper than this are refused before parsing. */
+      max_json_depth: z.int().positive().max(1000).default(64),
+    })
+    .prefault({}),
+  retention: z
+    .strictObject({
+      /** How often the retention job runs; 0 = only on demand. */
+      interval_seconds: z.int().min(0).default(3600),
+      /** Usage records older than this go (per tier: tiers.<t>.usage_retention_days). */
+      usage_days: z.int().positive().default(90),
+      /** Model versions older than this go unless an alias points at them. */
+      model_versions_days: z.int().positive().default(730),
     })
     .prefault({}),
   billing: z

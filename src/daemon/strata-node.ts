@@ -27,13 +27,20 @@ import { EmbeddingCache } from '../engines/vectors/embedding-cache.js';
 import { KnowledgeGraph, graphMigrations } from '../engines/graph/knowledge-graph.js';
 import type { Cache } from '../engines/cache/cache.js';
 import { Lease } from '../replication/lease.js';
+import { Zip, ZipDeflate } from 'fflate';
+import { JobStore, jobMigrations, type Job } from '../engines/jobs/job-store.js';
+import { cryptoMigrations, Keyring } from '../engines/crypto/keyring.js';
+import { FieldCipher } from '../engines/crypto/field-cipher.js';
+import { loadMasterKey, MasterKeyError, type MasterKey } from '../engines/crypto/master-key.js';
+import { Sealer } from '../engines/crypto/sealed-stream.js';
+import { SealedObjectStore } from '../engines/objects/sealed-object-store.js';
 import { Replication } from '../replication/replication.js';
 import { Backups } from '../replication/backups.js';
 import { BackupArchive } from '../replication/backup-archive.js';
 
 export const SYSTEM: Actor = { tokenId: 'system' };
 
-export const ENGINE_MIGRATIONS = [...auditMigrations, ...tokenMigrations, ...userMigrations, ...modelMigrations, ...conversationMigrations, ...usageMigrations, ...vectorMigrations, ...graphMigrations];
+export const ENGINE_MIGRATIONS = [...auditMigrations, ...cryptoMigrations, ...jobMigrations, ...tokenMigrations, ...userMigrations, ...modelMigrations, ...conversationMigrations, ...usageMigrations, ...vectorMigrations, ...graphMigrations];
 export const BILLING_MIGRATIONS = billingMigrations;
 
 /** What createEngines needs besides the SQL store; everything but `hot` has a local default. */
@@ -46,6 +53,8 @@ export interface EngineDeps {
   /** Where vector index files live (derived state; relative to the working directory if relative). */
   indexDir?: string | undefined;
   log?: Logger | undefined;
+  /** Set when encryption is on: it opens the keyring (KEK) kept in the store. */
+  masterKey?: MasterKey | undefined;
 }
 
 
@@ -58,14 +67,16 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const cache = deps.cache ?? new CacheTier(new MemoryCache(config.cache.memory.max_bytes), 'local');
   const audit = new AuditLog(sql.db, sql.changes);
   sql.writer.setAuditor(audit.append);
+  const keyring = new Keyring(sql.db, sql.changes, deps.masterKey);
+  const cipher = new FieldCipher(keyring);
   const tokens = new TokenStore(sql.db, sql.changes, sql.writer);
-  const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers), cache);
+  const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers), cache, cipher);
   const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, modelCache, config.models.cache.pinned_aliases, archive);
   const checkpoints = new CheckpointStore(sql.db, sql.changes, sql.writer, models);
   const conversations = new ConversationStore(sql.db, sql.changes, sql.writer, cache, {
     cachedMessages: config.conversations.cached_messages,
     ttlSeconds: config.conversations.hot_ttl_seconds,
-  });
+  }, cipher);
   const conversationArchive = new ConversationArchive(
     sql.db,
     sql.changes,
@@ -124,7 +135,8 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
     },
   );
   const graph = new KnowledgeGraph(sql.db, sql.changes, sql.writer);
-  return { audit, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph };
+  const jobs = new JobStore(sql.db, sql.changes, sql.writer);
+  return { jobs, audit, keyring, cipher, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph };
 }
 
 /**
@@ -166,6 +178,11 @@ export class StrataNode {
     const dataDir = resolve(config.storage.data_dir);
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const metrics = new Metrics(config.node.id);
+    const masterKey = StrataNode.masterKey(config);
+    // Objects and cache files are sealed with keys the keyring wraps; it exists once the engines do.
+    let keyring: Keyring | undefined;
+    const sealer = masterKey ? new Sealer({ wrap: (k, c) => keyring!.wrap(k, c), unwrap: (w, c) => keyring!.unwrap(w, c) }) : undefined;
+    const sealed = (store: ObjectStore) => (sealer ? new SealedObjectStore(store, sealer) : store);
     const sql = await SqlStore.open(join(dataDir, 'strata.db'), ENGINE_MIGRATIONS, {
       onCommit: ({ seconds, calls, lastLsn }) => {
         metrics.sqlTransactionDuration.observe(seconds);
@@ -183,10 +200,12 @@ export class StrataNode {
     let billingSql: SqlStore;
     let lease: Lease | undefined;
     try {
-      hot = await openObjectTier('hot', config.objects.hot, dataDir, metrics);
+      const rawHot = await openObjectTier('hot', config.objects.hot, dataDir, metrics);
+      hot = sealed(rawHot);
       if (config.replication.lease.enabled) {
+        // The lease holds no user data and must work before the keyring is open: unsealed.
         lease = new Lease(
-          hot,
+          rawHot,
           { nodeId: config.node.id, ttlMs: config.replication.lease.ttl_ms },
           { lost: (holder) => node.replication.leaseLost(holder), log: (level, msg, fields) => log[level](fields ?? {}, msg) },
         );
@@ -194,7 +213,7 @@ export class StrataNode {
           throw new ConfigError([`replication.lease: ${(err as Error).message}`]);
         });
       }
-      archive = await openObjectTier('archive', config.objects.archive, dataDir, metrics);
+      archive = sealed(await openObjectTier('archive', config.objects.archive, dataDir, metrics));
       const cacheCfg = config.models.cache;
       cache = await ModelCache.open(cacheCfg.path ?? join(dataDir, 'cache', 'models'), cacheCfg.capacity_bytes, () => pinned(), {
         hit: () => metrics.modelCacheHits.inc(),
@@ -204,7 +223,7 @@ export class StrataNode {
           metrics.modelCacheBytes.dec(bytes);
         },
         fill: (bytes) => metrics.modelCacheBytes.inc(bytes),
-      });
+      }, sealer);
       backend = await openCache(config.cache, log);
       const showState = (s: 'ok' | 'degraded') => {
         metrics.cacheDegraded.set(s === 'ok' ? 0 : 1);
@@ -230,8 +249,13 @@ export class StrataNode {
       metrics,
       indexDir: resolve(config.vectors.index_dir ?? join(dataDir, 'indexes')),
       log,
+      masterKey,
     });
+    keyring = engines.keyring;
     try {
+      await engines.keyring.open(config.replication.role === 'primary' ? sql.writer : undefined).catch((err: unknown) => {
+        throw err instanceof MasterKeyError ? new ConfigError([`encryption: ${err.message}`]) : err;
+      });
       await engines.vectors.open();
     } catch (err) {
       await engines.vectors.close().catch(() => undefined);
@@ -276,10 +300,23 @@ export class StrataNode {
       StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier, { hot, archive }, lease),
     );
     node.objectTiers = { hot, archive };
+    node.keyring = engines.keyring;
+    node.jobs = engines.jobs;
     if (config.backup.enabled) node.backups = await node.openBackups();
     // A replica's tokens (the admin's included) come from its primary.
     if (node.replication.role === 'primary') await node.ensureAdminToken();
     return node;
+  }
+
+  /** The configured master key; a missing or malformed one is a configuration error. */
+  static masterKey(config: StrataConfig): MasterKey | undefined {
+    const e = config.encryption;
+    if (!e.enabled) return undefined;
+    try {
+      return loadMasterKey({ file: e.master_key_file, value: e.master_key });
+    } catch (err) {
+      throw new ConfigError([`encryption: ${(err as Error).message}`]);
+    }
   }
 
   /** The backup target as configured: a directory under the data dir unless told otherwise. */
@@ -313,6 +350,9 @@ export class StrataNode {
       },
     );
   }
+
+  keyring!: Keyring;
+  jobs!: JobStore;
 
   /** The object tiers, by name (the replication blob endpoint serves from them). */
   objectTiers: Record<'hot' | 'archive', ObjectStore> = {} as Record<'hot' | 'archive', ObjectStore>;
@@ -400,20 +440,101 @@ export class StrataNode {
    * entries and archive objects are cleared after the commit. Billing entries are kept: the
    * ledger is append-only and financial records outlive an account (see the README).
    */
-  async eraseUser(actor: Actor, userId: string): Promise<{ conversations: number; segments: number; tokens: number }> {
-    const done = await this.sql.writer.write(actor, (tx) => {
-      this.users.get(userId);
-      const conv = this.conversations.eraseUser(tx, userId);
-      this.usage.eraseUser(tx, userId);
-      const tokens = this.tokens.eraseUser(tx, userId);
-      this.users.erase(tx, userId);
-      tx.audit('users.erase', `user:${userId}`, { conversations: conv.conversationIds.length, segments: conv.segmentKeys.length, tokens });
-      return { ...conv, tokens };
+  /**
+   * GDPR erasure as a job (202 at the API): vectors whose metadata names the user, then in one
+   * transaction every SQL row of the user and their key (crypto-shredding: what was sealed with
+   * it — archives, backups, free pages — can no longer be read), then caches and archive
+   * objects. Every step is idempotent, so a job cut short by a restart is simply run again.
+   * Billing entries are kept: the ledger is append-only by law and holds no content.
+   */
+  async startErasure(actor: Actor, userId: string): Promise<Job> {
+    this.users.get(userId);
+    const job = await this.jobs.create(actor, 'erase_user', { user_id: userId }, { action: 'users.erase', target: `user:${userId}` });
+    void this.runErasure(job.id, userId);
+    return job;
+  }
+
+  private async runErasure(jobId: string, userId: string): Promise<void> {
+    const step = (progress: number) => this.jobs.update(SYSTEM, jobId, { status: 'running', progress });
+    try {
+      this.log.info({ job_id: jobId, kind: 'erase_user' }, 'erasure started');
+      await step(0.05);
+      let vectors = 0;
+      for (const c of this.vectors.list()) vectors += (await this.vectors.delete(SYSTEM, c.name, { filter: { user_id: userId } })).deleted;
+      await step(0.4);
+      const done = await this.sql.writer.write(SYSTEM, (tx) => {
+        const conv = this.conversations.eraseUser(tx, userId);
+        this.usage.eraseUser(tx, userId);
+        const tokens = this.tokens.eraseUser(tx, userId);
+        this.users.erase(tx, userId);
+        this.keyring.destroyUserKey(tx, userId);
+        tx.audit('users.erase_done', `user:${userId}`, { job_id: jobId, conversations: conv.conversationIds.length, segments: conv.segmentKeys.length, tokens, vectors });
+        return { ...conv, tokens };
+      });
+      await step(0.7);
+      await this.users.forget(userId);
+      for (const id of done.conversationIds) await this.conversations.forget(id);
+      for (const key of done.segmentKeys) await this.conversationArchive.deleteObject(key);
+      // The WAL still holds the pages as they were; truncating it leaves the key nowhere on disk.
+      this.sql.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+      const result = { conversations: done.conversationIds.length, archive_objects: done.segmentKeys.length, tokens: done.tokens, vectors, key_destroyed: this.keyring.enabled };
+      await this.jobs.update(SYSTEM, jobId, { status: 'done', progress: 1, result });
+      this.log.info({ job_id: jobId, ...result }, 'erasure done');
+    } catch (err) {
+      this.log.error({ job_id: jobId, err }, 'erasure failed; it runs again at the next start');
+      await this.jobs.update(SYSTEM, jobId, { status: 'failed', progress: 0, error: (err as Error).message }).catch(() => undefined);
+    }
+  }
+
+  /** Jobs a previous process left unfinished, run again (their steps are idempotent). */
+  private resumeJobs(): void {
+    for (const job of this.jobs.unfinished()) {
+      if (job.kind === 'erase_user') void this.runErasure(job.id, String(job.params.user_id));
+    }
+  }
+
+  /**
+   * Everything held about a user as a zip of JSON files, streamed one file at a time:
+   * profile, preferences, conversations (archived ones included), usage, billing, feedback.
+   */
+  async exportUser(actor: Actor, userId: string): Promise<ReadableStream<Uint8Array>> {
+    const user = this.users.get(userId);
+    await this.sql.writer.write(actor, (tx) => tx.audit('users.export', `user:${userId}`));
+    const node = this;
+    return new ReadableStream<Uint8Array>({
+      async start(controller) {
+        const zip = new Zip((err, chunk, final) => {
+          if (err) return controller.error(err);
+          controller.enqueue(chunk);
+          if (final) controller.close();
+        });
+        const add = (name: string, value: unknown) => {
+          const file = new ZipDeflate(name, { level: 6 });
+          zip.add(file);
+          file.push(new TextEncoder().encode(JSON.stringify(value, null, 2)), true);
+        };
+        try {
+          add('profile.json', user);
+          add('preferences.json', await node.users.preferences(userId));
+          let after: { created_at: string; id: string } | undefined;
+          for (;;) {
+            const page = node.conversations.list(userId, 100, after);
+            for (const c of page) {
+              const messages = await node.conversations.messagePage(c.id, { after: 0, limit: 1_000_000 });
+              add(`conversations/${c.id}.json`, { ...c, messages: messages.json.map((j) => JSON.parse(j) as unknown) });
+            }
+            if (page.length < 100) break;
+            after = { created_at: page[page.length - 1]!.created_at, id: page[page.length - 1]!.id };
+          }
+          add('usage.json', node.usage.summary(userId, { from: '0000-01-01', to: '9999-12-31', groupBy: 'day' }));
+          add('billing.json', node.billing.list({ userId, limit: 1_000_000 }));
+          add('feedback.json', []);
+          zip.end();
+        } catch (err) {
+          controller.error(err);
+        }
+      },
     });
-    await this.users.forget(userId);
-    for (const id of done.conversationIds) await this.conversations.forget(id);
-    for (const key of done.segmentKeys) await this.conversationArchive.deleteObject(key);
-    return { conversations: done.conversationIds.length, segments: done.segmentKeys.length, tokens: done.tokens };
   }
 
   /** One run of the conversation archive and retention job, logged with its figures. */
@@ -468,6 +589,7 @@ export class StrataNode {
   /** Periodic work of a serving node (not of offline CLI commands). */
   startBackgroundJobs(): void {
     this.replication.start();
+    if (this.replication.role === 'primary') this.resumeJobs();
     this.backups?.start();
     // Keep primary-side replica metrics fresh between /v1/admin/status calls.
     this.statusTimer = setInterval(() => this.status(), 5000);

@@ -43,6 +43,10 @@ export interface SegmentInfo {
   sha256: string;
 }
 
+function userKeyKey(userId: string): string {
+  return `keys/users/${Buffer.from(userId, 'utf8').toString('hex')}`;
+}
+
 export class BackupCorrupt extends Error {
   constructor(message: string) {
     super(message);
@@ -61,6 +65,28 @@ export class BackupArchive {
     const key = `segments/${store}/${pad(first)}-${pad(last)}-${sha256.slice(0, 32)}.seg`;
     if (!(await this.objects.head(key))) await this.objects.put(key, bufferSource(await gzip(raw)));
     return { key, first, last, sha256 };
+  }
+
+  // User keys live outside the point-in-time history, under keys/users/, and are deleted when
+  // their user is erased: a restore to any time installs only the keys that still exist, so
+  // an erased user's data stays unreadable in every snapshot and segment (crypto-shredding).
+  async putUserKey(userId: string, wrapped: Buffer): Promise<void> {
+    await this.objects.put(userKeyKey(userId), bufferSource(wrapped));
+  }
+
+  async deleteUserKey(userId: string): Promise<void> {
+    await this.objects.delete(userKeyKey(userId));
+  }
+
+  async userKeys(): Promise<Map<string, Buffer>> {
+    const out = new Map<string, Buffer>();
+    for await (const o of this.objects.list('keys/users/')) {
+      const userId = Buffer.from(o.key.slice('keys/users/'.length), 'hex').toString('utf8');
+      const parts: Buffer[] = [];
+      for await (const c of await this.objects.get(o.key)) parts.push(c as Buffer);
+      out.set(userId, Buffer.concat(parts));
+    }
+    return out;
   }
 
   async segments(store: string): Promise<SegmentInfo[]> {

@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SqlStore } from '../engines/sql/sql-store.js';
+import type { ChangeRecord } from '../engines/sql/change-log.js';
 import { BackupArchive, readAll, type SnapshotManifest } from './backup-archive.js';
 import { takeSnapshot } from './snapshot.js';
 
@@ -101,7 +102,7 @@ export class Backups {
             this.setShipped(store, records[0]!.lsn - 1);
             continue;
           }
-          await this.archive.putSegment(name, records);
+          await this.archive.putSegment(name, await this.withoutUserKeys(records));
           this.setShipped(store, records[records.length - 1]!.lsn);
         }
         const oldest = store.changes.readAfter(this.shippedLsn(name), 1)[0];
@@ -111,6 +112,40 @@ export class Backups {
       this.events.segmentLag?.(lag);
     } finally {
       this.shipping = false;
+    }
+  }
+
+  /**
+   * User keys never enter a segment: each is stored under keys/users/ (before the segment that
+   * needs it) and the record keeps only the user id; a destroyed key is deleted there.
+   */
+  private async withoutUserKeys(records: ChangeRecord[]): Promise<ChangeRecord[]> {
+    const out: ChangeRecord[] = [];
+    for (const r of records) {
+      if (r.engine === 'crypto' && r.op === 'create_user_key') {
+        const p = r.payload as { user_id: string; wrapped?: Uint8Array; created_at: string };
+        if (p.wrapped) await this.archive.putUserKey(p.user_id, Buffer.from(p.wrapped));
+        out.push({ ...r, payload: { user_id: p.user_id, created_at: p.created_at } });
+        continue;
+      }
+      if (r.engine === 'crypto' && r.op === 'destroy_user_key') await this.archive.deleteUserKey((r.payload as { user_id: string }).user_id);
+      out.push(r);
+    }
+    return out;
+  }
+
+  /** The snapshot copy loses its user keys (zeroed, not just unlinked); the key prefix gets every live one. */
+  private async moveUserKeysOut(store: SqlStore, copy: string): Promise<void> {
+    const keys = store.db.prepare<{ user_id: string; wrapped: Uint8Array }>('SELECT user_id, wrapped FROM user_keys').all();
+    const stored = await this.archive.userKeys();
+    for (const k of keys) if (!stored.has(k.user_id)) await this.archive.putUserKey(k.user_id, Buffer.from(k.wrapped));
+    const live = new Set(keys.map((k) => k.user_id));
+    for (const userId of stored.keys()) if (!live.has(userId)) await this.archive.deleteUserKey(userId);
+    store.db.prepare('ATTACH DATABASE ? AS copy').run(copy);
+    try {
+      store.db.exec('PRAGMA copy.secure_delete = ON; DELETE FROM copy.user_keys;');
+    } finally {
+      store.db.exec('DETACH DATABASE copy');
     }
   }
 
@@ -135,6 +170,7 @@ export class Backups {
         for (const [name, store] of Object.entries(this.stores)) {
           const indexes = name === 'main' ? await this.indexFiles() : [];
           const snap = takeSnapshot(store, join(dir, `${name}.db`));
+          if (name === 'main') await this.moveUserKeysOut(store, snap.path);
           const time = store.changes.timeOf(snap.lsn) ?? Date.now();
           const m = await this.archive.putSnapshot(name, snap.path, { lsn: snap.lsn, time }, indexes);
           out.push(m);

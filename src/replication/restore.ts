@@ -116,6 +116,12 @@ async function restoreStore(archive: BackupArchive, spec: StoreSpec, options: { 
       const shipped = (await archive.readStatus(spec.name))?.lsn ?? lsn;
       if (lsn < shipped) throw new RestoreError(`segments of ${spec.name} stop at LSN ${lsn} but ${shipped} was shipped: a gap in the backup`);
     }
+    if (store.db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'user_keys'").get()) {
+      // Keys are not history: only those that still exist come back (erased users stay unreadable).
+      const insert = store.db.prepare('INSERT OR REPLACE INTO user_keys (user_id, wrapped, created_at) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM users WHERE id = ?)');
+      const now = new Date().toISOString();
+      for (const [userId, wrapped] of await archive.userKeys()) insert.run(userId, wrapped, now, userId);
+    }
     store.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
     return { store: spec.name, snapshot_lsn: snap.lsn, lsn, records, time, bytes: snap.bytes };
   } finally {

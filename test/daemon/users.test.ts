@@ -102,7 +102,9 @@ describe('erasing a user (DELETE /v1/users/{id})', () => {
     await t.call('POST', '/v1/usage', { user_id: 'gone', model: 'm', input_tokens: 1, output_tokens: 1 });
     await t.call('POST', '/v1/billing/entries', { user_id: 'gone', kind: 'charge', amount_micros: 1, currency: 'EUR', ref: 'g-1' });
 
-    expect((await t.call('DELETE', '/v1/users/gone')).status).toBe(204);
+    const started = await t.call('DELETE', '/v1/users/gone');
+    expect(started.status).toBe(202);
+    await expect.poll(async () => (await t.call('GET', `/v1/jobs/${started.body.job_id}`)).body, { timeout: 10_000 }).toMatchObject({ status: 'done', progress: 1 });
 
     expect((await t.call('GET', '/v1/users/gone')).status).toBe(404);
     expect((await t.call('GET', '/v1/users/gone/preferences')).status).toBe(404);
@@ -120,7 +122,7 @@ describe('erasing a user (DELETE /v1/users/{id})', () => {
     // Another user's data is untouched; the ledger keeps its (append-only) record.
     expect((await t.call('GET', `/v1/conversations/${keep}/messages`)).body.items[0].content).toBe('keep me');
     expect((await t.call('GET', '/v1/billing/entries?user_id=gone')).body.items).toHaveLength(1);
-    expect((await t.call('GET', '/v1/admin/audit?limit=5')).body.items.map((e: { action: string }) => e.action)).toContain('users.erase');
+    expect((await t.call('GET', '/v1/admin/audit?limit=5')).body.items.map((e: { action: string }) => e.action)).toEqual(expect.arrayContaining(['users.erase', 'users.erase_done']));
     expect((await t.call('DELETE', '/v1/users/gone')).status).toBe(404);
     await t.close();
   });

@@ -54,20 +54,53 @@ export function userRoutes(router: ApiRouter, node: StrataNode): void {
     async (c, { params, body, caller }) => c.json(await node.users.update(actorOf(caller), params.user_id, body)),
   );
 
+  for (const [method, path] of [['delete', '/v1/users/:user_id'], ['post', '/v1/users/:user_id/erase']] as const) {
+    router.route(
+      {
+        method,
+        path,
+        summary: 'Erase a user (a job): profile, preferences, conversations and archives, usage, tokens, vectors naming them, and their key; billing entries are kept',
+        tag: 'privacy',
+        access: 'service',
+        params: userParams,
+        responses: { 202: { description: '{job_id}; GET /v1/jobs/{job_id} shows progress' } },
+      },
+      async (c, { params, caller }) => {
+        const job = await node.startErasure(actorOf(caller), params.user_id);
+        return c.json({ job_id: job.id }, 202);
+      },
+    );
+  }
+
   router.route(
     {
-      method: 'delete',
-      path: '/v1/users/:user_id',
-      summary: 'Erase a user: profile, preferences, conversations and archives, usage, tokens (billing entries are kept)',
-      tag: 'users',
+      method: 'get',
+      path: '/v1/users/:user_id/export',
+      summary: 'Everything held about a user, as a zip of JSON files',
+      tag: 'privacy',
       access: 'service',
       params: userParams,
-      responses: { 204: { description: 'erased' } },
+      responses: { 200: { description: 'application/zip' } },
     },
     async (c, { params, caller }) => {
-      await node.eraseUser(actorOf(caller), params.user_id);
-      return c.body(null, 204);
+      const body = await node.exportUser(actorOf(caller), params.user_id);
+      return new Response(body, {
+        headers: { 'content-type': 'application/zip', 'content-disposition': `attachment; filename="user-${params.user_id}.zip"` },
+      });
     },
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/v1/jobs/:job_id',
+      summary: 'A job: status, progress 0..1, result when done',
+      tag: 'jobs',
+      access: 'service',
+      params: z.strictObject({ job_id: z.string().uuid() }),
+      responses: { 200: { description: 'the job' } },
+    },
+    async (c, { params }) => c.json(node.jobs.get(params.job_id)),
   );
 
   router.route(

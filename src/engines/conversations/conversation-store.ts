@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Packr } from 'msgpackr';
+import { FieldCipher } from '../crypto/field-cipher.js';
 import type { CacheTier } from '../cache/cache-tier.js';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
@@ -156,6 +157,8 @@ export class ConversationStore {
     private readonly writer: Writer,
     private readonly cache: CacheTier,
     private readonly options: ConversationCacheOptions,
+    /** Seals message content and titles with the owner's key (identity when encryption is off). */
+    private readonly cipher = new FieldCipher(undefined),
   ) {
     this.created = changes.define<ConversationRow>('conversations', 'create', (db, c) => {
       db.prepare(
@@ -193,7 +196,7 @@ export class ConversationStore {
       const row: ConversationRow = {
         id,
         user_id: input.user_id,
-        title: input.title ?? null,
+        title: input.title === undefined ? null : this.cipher.seal(tx, input.user_id, input.title),
         model: input.model ?? null,
         created_at: now,
         updated_at: now,
@@ -204,15 +207,14 @@ export class ConversationStore {
       };
       tx.apply(this.created, row);
       tx.audit('conversations.create', `conversation:${id}`, { user_id: input.user_id });
-      return publicConversation(row);
+      return { ...publicConversation(row), title: input.title ?? null };
     });
   }
 
   /** Metadata; served from the cache when the conversation is hot. */
   async get(id: string): Promise<Conversation> {
     const cached = await this.cachedTail(id);
-    if (cached) return publicConversation(cached.c);
-    return publicConversation(this.requireRow(id));
+    return this.public(cached ? cached.c : this.requireRow(id));
   }
 
   /** The owner of a conversation, for the tenant guard (NotFound when it does not exist). */
@@ -233,7 +235,7 @@ export class ConversationStore {
       : this.db
           .prepare<ConversationRow>('SELECT * FROM conversations WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT ?')
           .all(userId, limit);
-    return rows.map(publicConversation);
+    return rows.map((r) => this.public(r));
   }
 
   async append(actor: Actor, conversationId: string, input: NewMessage[]): Promise<Message[]> {
@@ -252,7 +254,8 @@ export class ConversationStore {
       const now = new Date().toISOString();
       let seq = row.message_count;
       const messages: Message[] = input.map((m) => ({ seq: ++seq, role: m.role, content: m.content, tokens: m.tokens ?? 0, created_at: now }));
-      tx.apply(this.appended, { conversation_id: conversationId, messages, updated_at: now });
+      const stored = this.cipher.enabled ? messages.map((m) => ({ ...m, content: this.cipher.seal(tx, row.user_id, m.content) })) : messages;
+      tx.apply(this.appended, { conversation_id: conversationId, messages: stored, updated_at: now });
       row = this.requireRow(conversationId);
       return { items: messages, tail: this.tailFromSql(row) };
     });
@@ -273,7 +276,7 @@ export class ConversationStore {
     const row = this.requireRow(conversationId);
     if (row.archive_key && this.archive) {
       const all = await this.archive.read(row.archive_key);
-      const whole: CachedTail = { c: row, j: all.map((m) => JSON.stringify(m)), first: 1, all: true };
+      const whole: CachedTail = { c: row, j: all.map((m) => JSON.stringify({ ...m, content: this.openContent(row.user_id, m.content) })), first: 1, all: true };
       void this.cache.set(cacheKey(conversationId), packr.pack(whole), this.options.ttlSeconds);
       return answerFrom(whole, query)!;
     }
@@ -287,7 +290,7 @@ export class ConversationStore {
       .prepare<{ j: string }>(`SELECT ${MESSAGE_JSON} AS j FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?`)
       .all(conversationId, after, limit + 1)
       .map((r) => r.j);
-    return { json: json.slice(0, limit), first: after + 1, more: json.length > limit, user_id: row.user_id };
+    return { json: this.opened(row.user_id, json.slice(0, limit)), first: after + 1, more: json.length > limit, user_id: row.user_id };
   }
 
   async delete(actor: Actor, conversationId: string): Promise<void> {
@@ -340,7 +343,27 @@ export class ConversationStore {
       .prepare<{ j: string }>(`SELECT ${MESSAGE_JSON} AS j FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq`)
       .all(row.id, after)
       .map((r) => r.j);
-    return { c: row, j, first: after + 1, all: after === 0 };
+    return { c: row, j: this.opened(row.user_id, j), first: after + 1, all: after === 0 };
+  }
+
+  /** Message JSON texts (from json_object) with their content unsealed; as is when encryption is off. */
+  private opened(userId: string, json: string[]): string[] {
+    if (!this.cipher.enabled) return json;
+    return json.map((text) => {
+      const m = JSON.parse(text) as Message;
+      m.content = this.openContent(userId, m.content);
+      return JSON.stringify(m);
+    });
+  }
+
+  /** Sealed content of an erased user (whose key is gone) reads as empty; the rows go with it. */
+  openContent(userId: string, stored: string): string {
+    return this.cipher.open(userId, stored) ?? '';
+  }
+
+  private public(row: ConversationRow): Conversation {
+    const c = publicConversation(row);
+    return row.title === null ? c : { ...c, title: this.cipher.open(row.user_id, row.title) ?? null };
   }
 
   row(id: string): ConversationRow | undefined {

@@ -4,12 +4,15 @@ import { mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Unavailable } from '../errors.js';
+import { Sealer } from '../crypto/sealed-stream.js';
 
 // Model files on local NVMe, keyed by sha256, so a GPU server loads weights at disk speed.
 // The cache is derived state: any file here can be deleted and is fetched again from the
 // object tier. Invariants: a file named <sha256> is complete and verified (it is filled under
 // .tmp/, hashed, checked and renamed into place); the index is rebuilt from the directory at
 // start (mtime = last use), so it survives restarts; entries pinned by alias are never evicted.
+// With encryption on, files are sealed like objects (a hit decrypts the packages a range
+// touches) and sizes count the bytes on disk.
 
 export interface CacheStats {
   capacity_bytes: number;
@@ -45,13 +48,14 @@ export class ModelCache {
     private readonly capacity: number,
     private readonly pinned: () => ReadonlySet<string>,
     private readonly events: CacheEvents,
+    private readonly sealer: Sealer | undefined,
   ) {}
 
-  static async open(dir: string, capacity: number, pinned: () => ReadonlySet<string>, events: CacheEvents = {}): Promise<ModelCache> {
+  static async open(dir: string, capacity: number, pinned: () => ReadonlySet<string>, events: CacheEvents = {}, sealer?: Sealer): Promise<ModelCache> {
     // Fills a crash interrupted are worthless: start with an empty .tmp.
     await rm(join(dir, '.tmp'), { recursive: true, force: true });
     await mkdir(join(dir, '.tmp'), { recursive: true });
-    const cache = new ModelCache(dir, capacity, pinned, events);
+    const cache = new ModelCache(dir, capacity, pinned, events, sealer);
     const found: Array<{ sha: string; size: number; mtime: number }> = [];
     for (const name of await readdir(dir)) {
       if (!/^[0-9a-f]{64}$/.test(name)) continue;
@@ -92,7 +96,9 @@ export class ModelCache {
       if (size > this.capacity) return fetchRange(fetch, range);
       await this.fill(sha256, fetch);
     }
-    return createReadStream(join(this.dir, sha256), range ?? {});
+    const path = join(this.dir, sha256);
+    if (this.sealer) return this.sealer.open(async (start, end) => createReadStream(path, { start, end }), this.entries.get(sha256)?.size ?? (await stat(path)).size, range);
+    return createReadStream(path, range ?? {});
   }
 
   /** Makes the file a cache hit without reading it (prefetch). */
@@ -130,9 +136,15 @@ export class ModelCache {
     let size = 0;
     try {
       const out = fh.createWriteStream();
-      for await (const chunk of await fetch()) {
-        hash.update(chunk as Buffer);
-        size += (chunk as Buffer).length;
+      const source = await fetch();
+      async function* hashed(): AsyncIterable<Buffer> {
+        for await (const chunk of source) {
+          hash.update(chunk as Buffer);
+          yield chunk as Buffer;
+        }
+      }
+      for await (const chunk of this.sealer ? this.sealer.seal(hashed()) : hashed()) {
+        size += chunk.length;
         if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', r));
       }
       await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));

@@ -126,6 +126,24 @@ export class ChangeLog {
       .map((r) => ({ ...r, payload: packr.unpack(r.payload) }));
   }
 
+  /**
+   * Rewrites the payloads of logged records in place (inside the caller's transaction): the
+   * one sanctioned edit of history, for destroying secrets — an erased user's key must not
+   * survive in the log. `rewrite` returns the new payload, or undefined to leave a record be.
+   */
+  rewrite(engine: string, op: string, rewrite: (payload: unknown) => unknown): number {
+    const rows = this.db.prepare<{ lsn: number; payload: Uint8Array }>('SELECT lsn, payload FROM changelog WHERE engine = ? AND op = ?').all(engine, op);
+    const update = this.db.prepare('UPDATE changelog SET payload = ? WHERE lsn = ?');
+    let changed = 0;
+    for (const r of rows) {
+      const next = rewrite(packr.unpack(r.payload));
+      if (next === undefined) continue;
+      update.run(packr.pack(next), r.lsn);
+      changed++;
+    }
+    return changed;
+  }
+
   /** One engine's records with lsn > afterLsn, oldest first (replaying a derived index). */
   readEngineAfter(engine: string, afterLsn: number, limit = 1000): ChangeRecord[] {
     return this.db

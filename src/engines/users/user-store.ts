@@ -5,9 +5,12 @@ import type { ChangeLog, ChangeType } from '../sql/change-log.js';
 import type { SqlDatabase } from '../sql/database.js';
 import type { Migration } from '../sql/migrations.js';
 import type { Actor, Tx, Writer } from '../sql/writer.js';
+import { FieldCipher } from '../crypto/field-cipher.js';
 
 // Users and their preferences. Emails are unique regardless of case (the lower-cased form
-// carries the unique index), and a user's tier must be one of the configured tiers.
+// carries the unique index), and a user's tier must be one of the configured tiers. With
+// encryption on, the email and the preferences are sealed with the user's key and the unique
+// index holds a blind index (a keyed hash) of the lower-cased email instead.
 
 export const userMigrations: Migration[] = [
   {
@@ -44,10 +47,6 @@ export interface User {
 
 type UserRow = User & { email_key: string };
 
-function emailKey(email: string): string {
-  return email.trim().toLowerCase();
-}
-
 export class UserStore {
   private readonly upserted: ChangeType<UserRow>;
   private readonly preferencesSet: ChangeType<{ user_id: string; doc: string; updated_at: string }>;
@@ -60,6 +59,7 @@ export class UserStore {
     private readonly tiers: () => readonly string[],
     /** Preferences are read through this cache (read on every chat turn, written rarely). */
     private readonly cache?: CacheTier,
+    private readonly cipher = new FieldCipher(undefined),
   ) {
     this.upserted = changes.define<UserRow>('users', 'upsert', (db, u) => {
       db.prepare(
@@ -91,10 +91,11 @@ export class UserStore {
       if (this.find(id)) throw new Conflict(`a user with id ${id} already exists`);
       this.checkEmailFree(input.email, null);
       const now = new Date().toISOString();
-      const row: UserRow = { id, email: input.email.trim(), email_key: emailKey(input.email), tier: input.tier, created_at: now, updated_at: now };
+      const email = input.email.trim();
+      const row: UserRow = { id, email: this.cipher.seal(tx, id, email), email_key: this.cipher.emailKey(email), tier: input.tier, created_at: now, updated_at: now };
       tx.apply(this.upserted, row);
       tx.audit('users.create', `user:${id}`);
-      return publicUser(row);
+      return { ...publicUser(row), email };
     });
   }
 
@@ -106,20 +107,20 @@ export class UserStore {
       const email = patch.email?.trim() ?? current.email;
       const row: UserRow = {
         ...current,
-        email,
-        email_key: emailKey(email),
+        email: this.cipher.seal(tx, id, email),
+        email_key: this.cipher.emailKey(email),
         tier: patch.tier ?? current.tier,
         updated_at: new Date().toISOString(),
       };
       tx.apply(this.upserted, row);
       tx.audit('users.update', `user:${id}`, { fields: Object.keys(patch) });
-      return publicUser(row);
+      return { ...publicUser(row), email };
     });
   }
 
   find(id: string): User | undefined {
     const row = this.db.prepare<UserRow>('SELECT * FROM users WHERE id = ?').get(id);
-    return row && publicUser(row);
+    return row && { ...publicUser(row), email: this.cipher.open(row.id, row.email) ?? '' };
   }
 
   get(id: string): User {
@@ -133,7 +134,8 @@ export class UserStore {
     const cached = await this.cache?.get('preferences', `prefs:${userId}`);
     if (cached) return cached.toString('utf8');
     this.get(userId);
-    const doc = this.db.prepare<{ doc: string }>('SELECT doc FROM preferences WHERE user_id = ?').get(userId)?.doc ?? '{}';
+    const stored = this.db.prepare<{ doc: string }>('SELECT doc FROM preferences WHERE user_id = ?').get(userId)?.doc;
+    const doc = (stored !== undefined && this.cipher.open(userId, stored)) || '{}';
     // Issued right after the read, before any await: see ConversationStore on ordering.
     void this.cache?.set(`prefs:${userId}`, Buffer.from(doc));
     return doc;
@@ -153,7 +155,7 @@ export class UserStore {
     if (Buffer.byteLength(text) > PREFERENCES_MAX_BYTES) throw new PayloadTooLarge(PREFERENCES_MAX_BYTES);
     const saved = await this.writer.write(actor, (tx) => {
       this.get(userId);
-      tx.apply(this.preferencesSet, { user_id: userId, doc: text, updated_at: new Date().toISOString() });
+      tx.apply(this.preferencesSet, { user_id: userId, doc: this.cipher.seal(tx, userId, text), updated_at: new Date().toISOString() });
       tx.audit('users.set_preferences', `user:${userId}`);
       return doc;
     });
@@ -167,7 +169,7 @@ export class UserStore {
   }
 
   private checkEmailFree(email: string, exceptId: string | null): void {
-    const owner = this.db.prepare<{ id: string }>('SELECT id FROM users WHERE email_key = ?').get(emailKey(email));
+    const owner = this.db.prepare<{ id: string }>('SELECT id FROM users WHERE email_key = ?').get(this.cipher.emailKey(email));
     if (owner && owner.id !== exceptId) throw new Conflict('a user with this email already exists');
   }
 }
