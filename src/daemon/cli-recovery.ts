@@ -10,6 +10,12 @@ import { restore, type StoreSpec } from '../replication/restore.js';
 import { bufferSource } from '../replication/backup-archive.js';
 import type { StrataConfig } from './config.js';
 import { openObjectTier } from './object-tiers.js';
+import { kekWrapper } from '../engines/crypto/keyring.js';
+import { loadMasterKey } from '../engines/crypto/master-key.js';
+import { Sealer } from '../engines/crypto/sealed-stream.js';
+import { SealedObjectStore } from '../engines/objects/sealed-object-store.js';
+import { SqlStore } from '../engines/sql/sql-store.js';
+import { createLogger } from './logger.js';
 import { BILLING_MIGRATIONS, createEngines, ENGINE_MIGRATIONS, StrataNode } from './strata-node.js';
 
 // `strata restore`, `strata backup verify` and `strata promote`: the recovery commands. They
@@ -63,7 +69,13 @@ export async function backupVerifyCommand(config: StrataConfig): Promise<number>
         const tables = db.prepare<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").all();
         report[file] = Object.fromEntries(tables.map(({ name }) => [name, db.prepare<{ n: number }>(`SELECT COUNT(*) AS n FROM "${name}"`).get()!.n]));
         if (file === 'strata.db') {
-          const tiers = { hot: await openObjectTier('hot', config.objects.hot, dataDir), archive: await openObjectTier('archive', config.objects.archive, dataDir) };
+          const master = StrataNode.masterKey(config);
+          const sealer = master ? new Sealer(kekWrapper(db, master)) : undefined;
+          const open = async (tier: 'hot' | 'archive') => {
+            const raw = await openObjectTier(tier, config.objects[tier], dataDir);
+            return sealer ? new SealedObjectStore(raw, sealer) : raw;
+          };
+          const tiers = { hot: await open('hot'), archive: await open('archive') };
           const blobs = db.prepare<{ sha256: string; key: string; tier: string; size: number }>('SELECT sha256, key, tier, size FROM blobs').all();
           let checked = 0;
           for (const b of blobs) {
@@ -109,4 +121,28 @@ export async function promoteCommand(config: StrataConfig): Promise<number> {
   const body = await res.text();
   process.stdout.write(body + '\n');
   return res.ok ? 0 : 1;
+}
+
+/**
+ * `strata keys rotate --new-key-file F`: re-wraps the KEK under a new master key, one row; no
+ * data and no data key is rewritten. Run it with the daemon stopped, then point
+ * encryption.master_key_file at F. Replicas receive the new row through the change log, so
+ * give them the new key first (they keep working with the old one until the row arrives).
+ */
+export async function keysRotateCommand(config: StrataConfig, newKeyFile: string | undefined): Promise<number> {
+  if (!newKeyFile) throw new Error('keys rotate needs --new-key-file FILE (32 random bytes in base64)');
+  const current = StrataNode.masterKey(config);
+  if (!current) throw new Error('encryption is not enabled in this config: there is nothing to rotate');
+  const next = loadMasterKey({ file: newKeyFile });
+  const dataDir = resolve(config.storage.data_dir);
+  const sql = await SqlStore.open(join(dataDir, 'strata.db'), ENGINE_MIGRATIONS);
+  try {
+    const engines = createEngines(sql, config, { hot: new FsObjectStore(join(dataDir, '.unused-objects')), masterKey: current, log: createLogger('silent') });
+    const { from, to } = await engines.keyring.rotate(sql.writer, next);
+    process.stdout.write(`${JSON.stringify({ rotated: true, from_master_key_id: from, to_master_key_id: to })}\n`);
+    process.stderr.write(`keys: the KEK is now wrapped by master key ${to}; set encryption.master_key_file to ${newKeyFile} before the next start\n`);
+    return 0;
+  } finally {
+    await sql.close();
+  }
 }

@@ -5,7 +5,7 @@ import { InvalidInput } from '../engines/errors.js';
 import { ConfigError, defaultConfigFile, loadConfig, type StrataConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { startServer } from './server.js';
-import { backupVerifyCommand, promoteCommand, restoreCommand } from './cli-recovery.js';
+import { backupVerifyCommand, keysRotateCommand, promoteCommand, restoreCommand } from './cli-recovery.js';
 import { DataDirLock, StrataNode } from './strata-node.js';
 import { VERSION } from './version.js';
 
@@ -20,6 +20,7 @@ Usage:
   strata restore       [--config FILE] [--set ...] --to TIME|latest --target-dir DIR
   strata backup verify [--config FILE] [--set ...]
   strata promote       [--config FILE] [--set ...]
+  strata keys rotate   [--config FILE] [--set ...] --new-key-file FILE   (daemon stopped)
   strata --help | --version
 
 Options:
@@ -48,6 +49,7 @@ async function main(argv: string[]): Promise<number> {
         name: { type: 'string' },
         to: { type: 'string' },
         'target-dir': { type: 'string' },
+        'new-key-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -98,6 +100,15 @@ async function main(argv: string[]): Promise<number> {
       }
     case 'backup verify':
       return backupVerifyCommand(config());
+    case 'keys rotate': {
+      const cfg = config();
+      const lock = DataDirLock.acquire(cfg.storage.data_dir);
+      try {
+        return await keysRotateCommand(cfg, values['new-key-file']);
+      } finally {
+        lock.release();
+      }
+    }
     case 'promote':
       return promoteCommand(config());
     case '':

@@ -38,6 +38,19 @@ export const cryptoMigrations: Migration[] = [
 ];
 
 const KEK_AAD = Buffer.from('strata kek');
+
+/** Wraps and unwraps object keys with the KEK of a database opened outside a node (backup verify). */
+export function kekWrapper(db: SqlDatabase, master: MasterKey): { wrap(k: Buffer, c: string): Buffer; unwrap(w: Buffer, c: string): Buffer } {
+  const row = db.prepare<{ wrapped: Uint8Array }>("SELECT wrapped FROM keyring WHERE name = 'kek'").get();
+  if (!row) throw new MasterKeyError('the database has no keyring: it was not written with encryption on');
+  let kek: Buffer;
+  try {
+    kek = openValue(master.key, Buffer.from(row.wrapped), KEK_AAD);
+  } catch {
+    throw new MasterKeyError(`the configured master key (id ${master.id}) does not open this database's keyring`);
+  }
+  return { wrap: (k, c) => sealValue(kek, k, Buffer.from(c)), unwrap: (w, c) => openValue(kek, w, Buffer.from(c)) };
+}
 const SYSTEM: Actor = { tokenId: 'system' };
 
 export class Keyring {
