@@ -4,6 +4,8 @@ import { InvalidInput } from '../engines/errors.js';
 import type { AppEnv, Caller } from './app-env.js';
 import { authenticate, authorize, type Access } from './auth.js';
 import { readBody } from './json-body.js';
+import type { RateLimiter } from './rate-limiter.js';
+import { Unauthorized } from '../engines/errors.js';
 import type { TokenStore } from '../engines/auth/token-store.js';
 
 // Every API route is declared through ApiRouter.route(): the same zod schemas validate the
@@ -48,6 +50,7 @@ export class ApiRouter {
     private readonly app: Hono<AppEnv>,
     private readonly tokens: TokenStore,
     private readonly maxBodyBytes: number,
+    private readonly guards: { rateLimiter?: RateLimiter; authFailed?(c: Context<AppEnv>, reason: 'missing' | 'invalid'): void } = {},
   ) {}
 
   route<P extends z.ZodType = typeof noInput, Q extends z.ZodType = typeof noInput, B extends z.ZodType = z.ZodUndefined>(
@@ -61,9 +64,15 @@ export class ApiRouter {
       // validation messages.
       let caller: Caller | undefined;
       if (spec.access !== 'public') {
-        caller = authenticate(c, this.tokens);
+        try {
+          caller = authenticate(c, this.tokens);
+        } catch (err) {
+          if (err instanceof Unauthorized) this.guards.authFailed?.(c, c.req.header('authorization') ? 'invalid' : 'missing');
+          throw err;
+        }
         c.set('caller', caller);
         authorize(caller, spec.access);
+        this.guards.rateLimiter?.take(caller.tokenId);
       }
       const params = validate('path', spec.params ?? noInput, c.req.param());
       const query = validate('query', spec.query ?? noInput, c.req.query());

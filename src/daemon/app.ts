@@ -13,6 +13,9 @@ import { usageRoutes } from './routes/usage.js';
 import { vectorRoutes } from './routes/vectors.js';
 import { graphRoutes } from './routes/graph.js';
 import { replicationRoutes } from './routes/replication.js';
+import { privacyRoutes } from './routes/privacy.js';
+import { setMaxJsonDepth } from './json-body.js';
+import { RateLimiter } from './rate-limiter.js';
 import type { StrataNode } from './strata-node.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -68,7 +71,12 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
     await next();
   });
 
-  const router = new ApiRouter(app, node.tokens, node.config.server.max_body_bytes);
+  setMaxJsonDepth(node.config.security.max_json_depth);
+  const limit = node.config.security.rate_limit;
+  const router = new ApiRouter(app, node.tokens, node.config.server.max_body_bytes, {
+    rateLimiter: new RateLimiter(limit.requests_per_second, limit.burst, () => node.metrics.rateLimited.inc()),
+    authFailed: (_c, reason) => node.authFailed(reason),
+  });
   opsRoutes(router, node);
   adminRoutes(router, node);
   userRoutes(router, node);
@@ -79,6 +87,7 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
   vectorRoutes(router, node);
   graphRoutes(router, node);
   replicationRoutes(router, node);
+  privacyRoutes(router);
 
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
   app.onError((err, c) => errorResponse(c, err));

@@ -15,6 +15,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   conflict: 409,
   payload_too_large: 413,
   quota_exceeded: 429,
+  rate_limited: 429,
   read_only_replica: 409,
   log_pruned: 410,
   unavailable: 503,
@@ -28,6 +29,7 @@ export function errorBody(code: ErrorCode | string, message: string, details?: R
 export function errorResponse(c: Context, err: unknown): Response {
   if (err instanceof StrataError) {
     if (err.code === 'unauthorized') c.header('WWW-Authenticate', 'Bearer realm="strata"');
+    if (err.code === 'rate_limited') c.header('Retry-After', String(err.details?.retry_after_seconds ?? 1));
     return c.json(errorBody(err.code, err.message, err.details), STATUS[err.code]);
   }
   if (err instanceof HTTPException) {

@@ -24,6 +24,14 @@ export async function readBody(c: Context, limitBytes: number, msgpack: boolean)
   }
 }
 
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** JSON nested deeper than this is refused before parsing (a parser's recursion is not a budget). */
+export let maxJsonDepth = 64;
+export function setMaxJsonDepth(depth: number): void {
+  maxJsonDepth = depth;
+}
+
 export async function readJsonBody(c: Context, limitBytes: number): Promise<unknown> {
   const type = c.req.header('content-type');
   if (type && !/^application\/(json|[a-z0-9.+-]*\+json)\b/i.test(type)) {
@@ -31,13 +39,37 @@ export async function readJsonBody(c: Context, limitBytes: number): Promise<unkn
   }
   const declared = c.req.header('content-length');
   if (declared !== undefined && Number(declared) > limitBytes) throw new PayloadTooLarge(limitBytes);
-  const text = (await readLimited(c.req.raw.body, limitBytes)).toString('utf8');
+  let text: string;
+  try {
+    text = utf8.decode(await readLimited(c.req.raw.body, limitBytes));
+  } catch (err) {
+    if (err instanceof TypeError) throw new InvalidInput('the body is not valid UTF-8');
+    throw err;
+  }
   if (text.trim() === '') throw new InvalidInput('a JSON body is required');
+  if (nestingDepth(text) > maxJsonDepth) throw new InvalidInput(`the JSON body is nested deeper than ${maxJsonDepth} levels`);
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {
     throw new InvalidInput(`the body is not valid JSON: ${(err as Error).message}`);
   }
+}
+
+/** The deepest bracket nesting outside strings; a linear scan, no recursion. */
+function nestingDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (inString) {
+      if (ch === 92) i++; // backslash: skip the escaped character
+      else if (ch === 34) inString = false;
+    } else if (ch === 34) inString = true;
+    else if (ch === 123 || ch === 91) max = Math.max(max, ++depth);
+    else if (ch === 125 || ch === 93) depth--;
+  }
+  return max;
 }
 
 async function readLimited(body: ReadableStream<Uint8Array> | null, limitBytes: number): Promise<Buffer> {

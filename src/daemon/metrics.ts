@@ -71,6 +71,8 @@ export class Metrics {
     help: '1 while connected to Redis; 0 when disconnected (absent value with the memory driver: always 0)',
     registers: [this.registry],
   });
+  readonly authFailures = new client.Counter({ name: 'strata_auth_failures_total', help: 'Requests refused for a missing, unknown or revoked token', labelNames: ['reason'], registers: [this.registry] });
+  readonly rateLimited = new client.Counter({ name: 'strata_rate_limited_total', help: 'Requests refused by the per-token rate limit', registers: [this.registry] });
   readonly quotaRefusals = new client.Counter({ name: 'strata_quota_refusals_total', help: 'Usage calls refused because a token limit would be passed', registers: [this.registry] });
   readonly conversationsArchived = new client.Counter({ name: 'strata_conversations_archived_total', help: 'Conversations moved to the archive tier', registers: [this.registry] });
   readonly conversationArchiveBytes = new client.Counter({

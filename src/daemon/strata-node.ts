@@ -486,6 +486,27 @@ export class StrataNode {
     }
   }
 
+  private authFailures: Record<string, number> = {};
+  private authFlush: NodeJS.Timeout | undefined;
+
+  /**
+   * A request with a missing or bad token: counted at once, audited as one `auth.failed` entry
+   * per second with the counts (one write per bad request would let anyone flood the log).
+   * Neither the token nor any part of it is recorded.
+   */
+  authFailed(reason: 'missing' | 'invalid'): void {
+    this.metrics.authFailures.labels(reason).inc();
+    this.authFailures[reason] = (this.authFailures[reason] ?? 0) + 1;
+    if (this.authFlush || this.replication.role !== 'primary') return;
+    this.authFlush = setTimeout(() => {
+      const counts = this.authFailures;
+      this.authFailures = {};
+      this.authFlush = undefined;
+      this.sql.writer.write(SYSTEM, (tx) => tx.audit('auth.failed', 'http', counts)).catch(() => undefined);
+    }, 1000);
+    this.authFlush.unref();
+  }
+
   /** Jobs a previous process left unfinished, run again (their steps are idempotent). */
   private resumeJobs(): void {
     for (const job of this.jobs.unfinished()) {

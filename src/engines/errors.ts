@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'conflict'
   | 'payload_too_large'
   | 'quota_exceeded'
+  | 'rate_limited'
   | 'read_only_replica'
   | 'log_pruned'
   | 'unavailable'
@@ -68,6 +69,12 @@ export class PayloadTooLarge extends StrataError {
 export class QuotaExceeded extends StrataError {
   constructor(message: string, details?: Record<string, unknown>) {
     super('quota_exceeded', message, details);
+  }
+}
+
+export class RateLimited extends StrataError {
+  constructor(retryAfterSeconds: number) {
+    super('rate_limited', `too many requests for this token; retry in ${retryAfterSeconds} s`, { retry_after_seconds: retryAfterSeconds });
   }
 }
 

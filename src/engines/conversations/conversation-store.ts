@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import { FieldCipher } from '../crypto/field-cipher.js';
+import { detectPii } from '../privacy/pii-detector.js';
 import type { CacheTier } from '../cache/cache-tier.js';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
@@ -65,6 +66,13 @@ export const conversationMigrations: Migration[] = [
       CREATE INDEX conversation_segments_by_user ON conversation_segments (user_id);
     `,
   },
+  {
+    engine: 'conversations',
+    version: 2,
+    name: 'pii tags',
+    // Kinds of personal data seen in the conversation's messages (comma-separated), for review and retention.
+    sql: "ALTER TABLE conversations ADD COLUMN pii TEXT NOT NULL DEFAULT ''",
+  },
 ];
 
 export const ROLES = ['system', 'user', 'assistant', 'tool'] as const;
@@ -81,6 +89,8 @@ export interface Conversation {
   message_count: number;
   token_count: number;
   archived: boolean;
+  /** Kinds of personal data found in its messages (email, phone, credit_card, ssn, ip, api_key). */
+  pii: string[];
 }
 
 export interface Message {
@@ -108,6 +118,7 @@ interface ConversationRow {
   token_count: number;
   archive_key: string | null;
   archived_at: string | null;
+  pii?: string;
 }
 
 /**
@@ -145,7 +156,7 @@ export interface ConversationCacheOptions {
 
 export class ConversationStore {
   readonly created: ChangeType<ConversationRow>;
-  readonly appended: ChangeType<{ conversation_id: string; messages: Message[]; updated_at: string }>;
+  readonly appended: ChangeType<{ conversation_id: string; messages: Message[]; updated_at: string; pii?: string[] }>;
   readonly deleted: ChangeType<{ id: string }>;
   readonly restored: ChangeType<{ conversation_id: string; messages: Message[] }>;
   private readonly userErased: ChangeType<{ user_id: string }>;
@@ -168,6 +179,11 @@ export class ConversationStore {
     });
     this.appended = changes.define('conversations', 'append', (db, p) => {
       insertMessages(db, p.conversation_id, p.messages);
+      if (p.pii?.length) {
+        const current = db.prepare<{ pii: string }>('SELECT pii FROM conversations WHERE id = ?').get(p.conversation_id)?.pii ?? '';
+        const merged = [...new Set([...current.split(',').filter(Boolean), ...p.pii])].sort().join(',');
+        db.prepare('UPDATE conversations SET pii = ? WHERE id = ?').run(merged, p.conversation_id);
+      }
       const tokens = p.messages.reduce((sum, m) => sum + m.tokens, 0);
       db.prepare(
         'UPDATE conversations SET message_count = message_count + ?, token_count = token_count + ?, updated_at = ? WHERE id = ?',
@@ -255,7 +271,9 @@ export class ConversationStore {
       let seq = row.message_count;
       const messages: Message[] = input.map((m) => ({ seq: ++seq, role: m.role, content: m.content, tokens: m.tokens ?? 0, created_at: now }));
       const stored = this.cipher.enabled ? messages.map((m) => ({ ...m, content: this.cipher.seal(tx, row.user_id, m.content) })) : messages;
-      tx.apply(this.appended, { conversation_id: conversationId, messages: stored, updated_at: now });
+      // Tagged from the plaintext, before sealing: the tag names kinds of data, never the data.
+      const pii = [...new Set(input.flatMap((m) => detectPii(m.content).map((f) => f.type)))];
+      tx.apply(this.appended, { conversation_id: conversationId, messages: stored, updated_at: now, ...(pii.length ? { pii } : {}) });
       row = this.requireRow(conversationId);
       return { items: messages, tail: this.tailFromSql(row) };
     });
@@ -419,6 +437,7 @@ export function publicConversation(r: ConversationRow): Conversation {
     message_count: r.message_count,
     token_count: r.token_count,
     archived: r.archive_key !== null,
+    pii: r.pii ? r.pii.split(',') : [],
   };
 }
 

@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { detectPii, redactPii } from '../../../src/engines/privacy/pii-detector.js';
+
+const found = (text: string) => detectPii(text).map((f) => ({ type: f.type, text: text.slice(f.start, f.end) }));
+
+describe('PII detection', () => {
+  it('finds each kind with exact offsets', () => {
+    const text = 'Mail jane.doe+ai@example.co.uk or call +1 (415) 555-0132; card 4111 1111 1111 1111, SSN 123-45-6789, from 192.168.10.4 and 2001:db8::8a2e:370:7334, key sk-proj-AbC123dEf456GhI789jKl012';
+    expect(found(text)).toEqual([
+      { type: 'email', text: 'jane.doe+ai@example.co.uk' },
+      { type: 'phone', text: '+1 (415) 555-0132' },
+      { type: 'credit_card', text: '4111 1111 1111 1111' },
+      { type: 'ssn', text: '123-45-6789' },
+      { type: 'ip', text: '192.168.10.4' },
+      { type: 'ip', text: '2001:db8::8a2e:370:7334' },
+      { type: 'api_key', text: 'sk-proj-AbC123dEf456GhI789jKl012' },
+    ]);
+  });
+
+  it('a card number must pass the Luhn check; impossible IPs and SSNs are not reported', () => {
+    expect(found('order 4111 1111 1111 1112 shipped').filter((f) => f.type === 'credit_card')).toEqual([]);
+    expect(found('version 999.300.1.1')).toEqual([]);
+    expect(found('ref 000-12-3456 and 666-12-3456').filter((f) => f.type === 'ssn')).toEqual([]);
+  });
+
+  it('recognises common secret formats and long random tokens, not ordinary words', () => {
+    expect(found('AKIAIOSFODNN7EXAMPLE')).toEqual([{ type: 'api_key', text: 'AKIAIOSFODNN7EXAMPLE' }]);
+    expect(found('token ghp_0123456789abcdefghijABCDEFGHIJ0123456789')[0]?.type).toBe('api_key');
+    expect(found('secret=9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a')[0]?.type).toBe('api_key');
+    expect(found('the internationalisation of supercalifragilistic words')).toEqual([]);
+  });
+
+  it('offsets count UTF-16 code units, so they index the string as JavaScript sees it', () => {
+    const text = '👋 naïve user: a@b.io';
+    const [f] = detectPii(text);
+    expect(text.slice(f!.start, f!.end)).toBe('a@b.io');
+  });
+
+  it('redacts every finding and keeps the rest', () => {
+    expect(redactPii('write to a@b.io or 212-555-0199 today')).toBe('write to [EMAIL] or [PHONE] today');
+    expect(redactPii('nothing here')).toBe('nothing here');
+  });
+});
