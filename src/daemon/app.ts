@@ -87,7 +87,7 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
   vectorRoutes(router, node);
   graphRoutes(router, node);
   replicationRoutes(router, node);
-  privacyRoutes(router);
+  privacyRoutes(router, node);
 
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
   app.onError((err, c) => errorResponse(c, err));

@@ -21,6 +21,7 @@ Usage:
   strata backup verify [--config FILE] [--set ...]
   strata promote       [--config FILE] [--set ...]
   strata keys rotate   [--config FILE] [--set ...] --new-key-file FILE   (daemon stopped)
+  strata retention     [--config FILE] [--set ...] [--dry-run]           (daemon stopped unless --dry-run)
   strata --help | --version
 
 Options:
@@ -50,6 +51,7 @@ async function main(argv: string[]): Promise<number> {
         to: { type: 'string' },
         'target-dir': { type: 'string' },
         'new-key-file': { type: 'string' },
+        'dry-run': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -100,6 +102,25 @@ async function main(argv: string[]): Promise<number> {
       }
     case 'backup verify':
       return backupVerifyCommand(config());
+    case 'retention': {
+      const cfg = config();
+      const dryRun = values['dry-run'] === true;
+      // A dry run only reads (SQLite allows that beside a running daemon); applying needs the lock.
+      const lock = dryRun ? undefined : DataDirLock.acquire(cfg.storage.data_dir);
+      const node = await StrataNode.open(cfg, createLogger('silent'));
+      try {
+        const report = await node.runRetention(dryRun);
+        process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+        process.stderr.write(
+          `retention${dryRun ? ' (dry run: nothing removed)' : ''}: ${report.conversations.count} conversations, ` +
+            `${report.usage.reduce((s, u) => s + u.events, 0)} usage events, ${report.model_versions.count} model versions\n`,
+        );
+      } finally {
+        await node.close();
+        lock?.release();
+      }
+      return 0;
+    }
     case 'keys rotate': {
       const cfg = config();
       const lock = DataDirLock.acquire(cfg.storage.data_dir);

@@ -28,6 +28,7 @@ import { KnowledgeGraph, graphMigrations } from '../engines/graph/knowledge-grap
 import type { Cache } from '../engines/cache/cache.js';
 import { Lease } from '../replication/lease.js';
 import { Zip, ZipDeflate } from 'fflate';
+import { RetentionJob, type RetentionReport } from '../engines/retention/retention-job.js';
 import { JobStore, jobMigrations, type Job } from '../engines/jobs/job-store.js';
 import { cryptoMigrations, Keyring } from '../engines/crypto/keyring.js';
 import { FieldCipher } from '../engines/crypto/field-cipher.js';
@@ -302,6 +303,12 @@ export class StrataNode {
     node.objectTiers = { hot, archive };
     node.keyring = engines.keyring;
     node.jobs = engines.jobs;
+    node.retention = new RetentionJob(sql.writer, engines.usage, engines.models, engines.conversationArchive, {
+      tiers: Object.fromEntries(
+        Object.entries(config.tiers).map(([name, t]) => [name, { usageDays: t.usage_retention_days ?? config.retention.usage_days, conversationDays: t.conversation_retention_days }]),
+      ),
+      modelVersionsDays: config.retention.model_versions_days,
+    });
     if (config.backup.enabled) node.backups = await node.openBackups();
     // A replica's tokens (the admin's included) come from its primary.
     if (node.replication.role === 'primary') await node.ensureAdminToken();
@@ -353,6 +360,14 @@ export class StrataNode {
 
   keyring!: Keyring;
   jobs!: JobStore;
+  retention!: RetentionJob;
+
+  /** The retention job: with dryRun, only what it would remove. Logged either way. */
+  async runRetention(dryRun: boolean, now = Date.now()): Promise<RetentionReport> {
+    const report = dryRun ? this.retention.plan(now) : await this.retention.apply(SYSTEM, now);
+    this.log.info({ dry_run: dryRun, conversations: report.conversations.count, usage_events: report.usage.reduce((s, u) => s + u.events, 0), model_versions: report.model_versions.count }, 'retention job done');
+    return report;
+  }
 
   /** The object tiers, by name (the replication blob endpoint serves from them). */
   objectTiers: Record<'hot' | 'archive', ObjectStore> = {} as Record<'hot' | 'archive', ObjectStore>;
@@ -650,6 +665,18 @@ export class StrataNode {
       }, saveEvery * 1000);
       this.vectorTimer.unref();
     }
+    const retentionEvery = this.config.retention.interval_seconds;
+    if (retentionEvery > 0) {
+      let running = false;
+      this.retentionTimer = setInterval(() => {
+        if (running || !this.replication.writable()) return;
+        running = true;
+        this.runRetention(false)
+          .catch((err: unknown) => this.log.error({ err }, 'retention job failed; the next run resumes it'))
+          .finally(() => (running = false));
+      }, retentionEvery * 1000);
+      this.retentionTimer.unref();
+    }
     const archiveEvery = this.config.conversations.archive.interval_seconds;
     if (archiveEvery > 0) {
       let running = false;
@@ -666,6 +693,7 @@ export class StrataNode {
   }
 
   private archiveTimer: NodeJS.Timeout | undefined;
+  private retentionTimer: NodeJS.Timeout | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
 
@@ -690,6 +718,8 @@ export class StrataNode {
   async close(): Promise<void> {
     clearInterval(this.gcTimer);
     clearInterval(this.archiveTimer);
+    clearInterval(this.retentionTimer);
+    clearTimeout(this.authFlush);
     clearInterval(this.statusTimer);
     clearInterval(this.pruneTimer);
     await this.replication.stop();

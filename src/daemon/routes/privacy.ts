@@ -1,10 +1,24 @@
 import { z } from 'zod';
 import { detectPii } from '../../engines/privacy/pii-detector.js';
 import type { ApiRouter } from '../api-router.js';
+import type { StrataNode } from '../strata-node.js';
 
-// Erasure and export live with the users routes (they act on a user); this is the scanner.
+// Erasure and export live with the users routes (they act on a user); here: retention and the scanner.
 
-export function privacyRoutes(router: ApiRouter): void {
+export function privacyRoutes(router: ApiRouter, node: StrataNode): void {
+  router.route(
+    {
+      method: 'post',
+      path: '/v1/admin/jobs/retention',
+      summary: 'Apply the retention policies now, or with ?dry_run=true list what they would remove',
+      tag: 'admin',
+      access: 'admin',
+      query: z.strictObject({ dry_run: z.enum(['true', 'false']).optional() }),
+      responses: { 200: { description: 'per data kind: counts, cutoffs and (model versions) items' } },
+    },
+    async (c, { query }) => c.json(await node.runRetention(query.dry_run === 'true')),
+  );
+
   router.route(
     {
       method: 'post',

@@ -144,6 +144,13 @@ export class ConversationArchive {
     return result;
   }
 
+  /** How many conversations the next run deletes for retention (for `strata retention --dry-run`). */
+  countExpired(now = Date.now()): number {
+    let n = 0;
+    for (const _ of this.candidates('retention', now)) n++;
+    return n;
+  }
+
   /** Conversations past their tier's hot window (not yet archived) or past its retention. */
   private *candidates(kind: 'hot' | 'retention', now: number): Iterable<ConversationRow> {
     // Paged by (updated_at, id) so a long run never holds a statement open across awaits.

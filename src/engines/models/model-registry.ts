@@ -169,6 +169,7 @@ export class ModelRegistry {
   private readonly uploadStarted: ChangeType<{ id: string; model: string; version: string; path: string; created_at: string }>;
   private readonly uploadEnded: ChangeType<{ id: string }>;
   private readonly rolloutSet: ChangeType<{ model: string; variants: string; now: string }>;
+  private readonly versionDeleted: ChangeType<{ model: string; version: string }>;
 
   constructor(
     private readonly db: SqlDatabase,
@@ -225,6 +226,13 @@ export class ModelRegistry {
     });
     this.uploadEnded = changes.define<{ id: string }>('models', 'end_upload', (db, u) => {
       db.prepare('DELETE FROM model_uploads WHERE id = ?').run(u.id);
+    });
+    // Retention: the version's rows go; its blobs, once nothing references them, go with the
+    // next garbage collection (after its grace period), like any unreferenced blob.
+    this.versionDeleted = changes.define<{ model: string; version: string }>('models', 'delete_version', (db, v) => {
+      db.prepare('DELETE FROM model_uploads WHERE model = ? AND version = ?').run(v.model, v.version);
+      db.prepare('DELETE FROM model_files WHERE model = ? AND version = ?').run(v.model, v.version);
+      db.prepare('DELETE FROM model_versions WHERE model = ? AND version = ?').run(v.model, v.version);
     });
     this.rolloutSet = changes.define('models', 'set_rollout', (db, r) => {
       db.prepare(
@@ -537,6 +545,24 @@ export class ModelRegistry {
       bytes += f.size;
     }
     return { files: files.length, bytes };
+  }
+
+  /** Versions created before `cutoffIso` that no alias and no rollout points at. */
+  expiredVersions(cutoffIso: string): Array<{ model: string; version: string; created_at: string }> {
+    return this.db
+      .prepare<{ model: string; version: string; created_at: string }>(
+        `SELECT v.model, v.version, v.created_at FROM model_versions v
+         WHERE v.created_at < ?
+           AND NOT EXISTS (SELECT 1 FROM model_aliases a WHERE a.model = v.model AND a.version = v.version)
+           AND NOT EXISTS (SELECT 1 FROM model_rollouts r, json_each(r.variants) j
+                           WHERE r.model = v.model AND json_extract(j.value, '$.version') = v.version)
+         ORDER BY v.created_at`,
+      )
+      .all(cutoffIso);
+  }
+
+  deleteVersion(tx: Tx, model: string, version: string): void {
+    tx.apply(this.versionDeleted, { model, version });
   }
 
   /**

@@ -88,6 +88,7 @@ export interface UsageSummaryRow {
 
 export class UsageMeter {
   private readonly recorded: ChangeType<UsageEvent>;
+  private readonly pruned: ChangeType<{ tier: string; before_day: string }>;
   private readonly userErased: ChangeType<{ user_id: string }>;
 
   constructor(
@@ -111,10 +112,28 @@ export class UsageMeter {
            output_tokens = output_tokens + excluded.output_tokens, cost_micros = cost_micros + excluded.cost_micros`,
       ).run(e.user_id, e.day, e.model, e.input_tokens, e.output_tokens, e.cost_micros);
     });
+    // Retention: a tier's usage older than its window. Replayed as a rule, not a list of rows,
+    // so a replica deletes exactly what the primary did (the users table is the same).
+    this.pruned = changes.define<{ tier: string; before_day: string }>('usage', 'prune', (db, p) => {
+      for (const table of ['usage_events', 'usage_daily']) {
+        db.prepare(`DELETE FROM ${table} WHERE day < ? AND user_id IN (SELECT id FROM users WHERE tier = ?)`).run(p.before_day, p.tier);
+      }
+    });
     this.userErased = changes.define<{ user_id: string }>('usage', 'erase_user', (db, p) => {
       db.prepare('DELETE FROM usage_events WHERE user_id = ?').run(p.user_id);
       db.prepare('DELETE FROM usage_daily WHERE user_id = ?').run(p.user_id);
     });
+  }
+
+  /** Usage events and daily totals of a tier's users from before `beforeDay` (YYYY-MM-DD). */
+  countOlder(tier: string, beforeDay: string): { events: number; daily: number } {
+    const count = (table: string) =>
+      this.db.prepare<{ n: number }>(`SELECT COUNT(*) AS n FROM ${table} WHERE day < ? AND user_id IN (SELECT id FROM users WHERE tier = ?)`).get(beforeDay, tier)!.n;
+    return { events: count('usage_events'), daily: count('usage_daily') };
+  }
+
+  prune(tx: Tx, tier: string, beforeDay: string): void {
+    tx.apply(this.pruned, { tier, before_day: beforeDay });
   }
 
   /** Inside an erasure: the user's usage events and daily totals. */
