@@ -298,7 +298,7 @@ export class StrataNode {
       engines.vectors,
       engines.graph,
       embeddings,
-      StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier, { hot, archive }, lease),
+      StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier, { hot, archive }, lease, engines.keyring),
     );
     node.objectTiers = { hot, archive };
     node.keyring = engines.keyring;
@@ -382,6 +382,7 @@ export class StrataNode {
     cache: CacheTier,
     tiers: Record<'hot' | 'archive', ObjectStore>,
     lease: Lease | undefined,
+    keyring: Keyring,
   ): Replication {
     const r = config.replication;
     const self = config.node.id;
@@ -417,6 +418,8 @@ export class StrataNode {
         },
         bootstrapped: async (store, fetchFromPrimary) => {
           if (store !== 'main') return;
+          // The keyring and user keys were replaced with the tables.
+          keyring.reload();
           // Every blob the snapshot references must be here before it is served.
           for (const b of sql.db.prepare<{ sha256: string; key: string; tier: string }>('SELECT sha256, key, tier FROM blobs').all()) {
             await copyBlob(b.sha256, b.key, b.tier === 'archive' ? 'archive' : 'hot', fetchFromPrimary);

@@ -146,6 +146,23 @@ describe('encryption at rest', () => {
     expect((await api(again, 'GET', '/v1/users/u1/preferences')).body).toEqual({ note: MARKER });
   });
 
+  it('a replica with the same master key serves the sealed data and holds no plaintext either', async () => {
+    const key = keyFile();
+    const p = await start(encrypted(key));
+    const conv = await seed(p, 'u1', MARKER);
+    const rDir = tempDir();
+    writeFileSync(join(rDir, 'admin.token'), p.adminToken + '\n');
+    const r = await start([...encrypted(key), 'node.id=replica-1', 'replication.role=replica', `replication.primary_url=${p.url}`, `replication.token=${p.adminToken}`], rDir);
+    await expect.poll(async () => (await api(r, 'GET', `/v1/conversations/${conv}/messages`, undefined, p.adminToken)).status, { timeout: 20_000 }).toBe(200);
+    const read = await api(r, 'GET', `/v1/conversations/${conv}/messages`, undefined, p.adminToken);
+    expect(read.body.items.map((m: { content: string }) => m.content)).toEqual([`my secret is ${MARKER}`, `noted: ${MARKER}`]);
+    // Written after the bootstrap: arrives through the change feed, sealed.
+    await api(p, 'POST', `/v1/conversations/${conv}/messages`, { role: 'user', content: `later ${MARKER}` });
+    await expect.poll(async () => (await api(r, 'GET', `/v1/conversations/${conv}/messages`, undefined, p.adminToken)).body.items?.length, { timeout: 20_000 }).toBe(3);
+    expect((await api(r, 'GET', '/v1/users/u1/preferences', undefined, p.adminToken)).body).toEqual({ note: MARKER });
+    expect(filesContaining(rDir, MARKER)).toEqual([]);
+  });
+
   it('a wrong, missing or malformed key stops the daemon at start with a clear error', async () => {
     const key = keyFile();
     const d = await start(encrypted(key));

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, startDaemon } from '../helpers/daemon.js';
@@ -130,6 +131,23 @@ describe('tokens, rate limits and logs', () => {
         .toMatchObject({ action: 'auth.failed', detail: { invalid: 3, missing: 1 } });
       const audit = JSON.stringify((await api(d, 'GET', '/v1/admin/audit?limit=50')).body);
       expect(audit).not.toContain(secretToken);
+      // Oversized headers and traversal attempts on the raw socket: refused, and the daemon stays up.
+      const { port, hostname } = new URL(d.url);
+      const raw = (request: string) =>
+        new Promise<string>((resolve) => {
+          const sock = connect(Number(port), hostname, () => sock.end(request));
+          let got = '';
+          sock.on('data', (c) => (got += c.toString()));
+          sock.on('close', () => resolve(got));
+          sock.on('error', () => resolve(got));
+        });
+      expect(await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431/);
+      for (const path of ['/v1/models/m/versions/v1/files/../../../etc/passwd', '/v1/users/%2e%2e/preferences', '/v1/../admin/status']) {
+        const got = await raw(`GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\nConnection: close\r\n\r\n`);
+        expect(got, path).toMatch(/^HTTP\/1\.1 400/);
+        expect(got).toContain('"code":"invalid_input"');
+      }
+      expect((await fetch(`${d.url}/healthz`)).status).toBe(200);
       const log = d.output();
       expect(log).toContain('"status":401');
       for (const secret of [secretToken, d.adminToken, 'CONTENT-MARKER', 'content-marker@example.com']) expect(log).not.toContain(secret);
