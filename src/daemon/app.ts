@@ -14,6 +14,8 @@ import { vectorRoutes } from './routes/vectors.js';
 import { graphRoutes } from './routes/graph.js';
 import { replicationRoutes } from './routes/replication.js';
 import { privacyRoutes } from './routes/privacy.js';
+import { datasetRoutes } from './routes/datasets.js';
+import { feedbackRoutes } from './routes/feedback.js';
 import { setMaxJsonDepth } from './json-body.js';
 import { RateLimiter } from './rate-limiter.js';
 import type { StrataNode } from './strata-node.js';
@@ -88,6 +90,8 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
   graphRoutes(router, node);
   replicationRoutes(router, node);
   privacyRoutes(router, node);
+  datasetRoutes(router, node);
+  feedbackRoutes(router, node);
 
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
   app.onError((err, c) => errorResponse(c, err));

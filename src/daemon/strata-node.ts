@@ -20,7 +20,8 @@ import { ConversationStore, conversationMigrations } from '../engines/conversati
 import { ConversationArchive } from '../engines/conversations/conversation-archive.js';
 import { UsageMeter, usageMigrations } from '../engines/usage/usage-meter.js';
 import { BillingLedger, billingMigrations } from '../engines/billing/billing-ledger.js';
-import { NotFound } from '../engines/errors.js';
+import { InvalidInput, NotFound } from '../engines/errors.js';
+import { VERSION } from './version.js';
 import { openCache } from './cache-driver.js';
 import { VectorStore, vectorMigrations } from '../engines/vectors/vector-store.js';
 import { EmbeddingCache } from '../engines/vectors/embedding-cache.js';
@@ -30,6 +31,10 @@ import { Lease } from '../replication/lease.js';
 import { Zip, ZipDeflate } from 'fflate';
 import { RetentionJob, type RetentionReport } from '../engines/retention/retention-job.js';
 import { JobStore, jobMigrations, type Job } from '../engines/jobs/job-store.js';
+import { JobRunner, type JobContext } from '../engines/jobs/job-runner.js';
+import { DatasetCatalog, datasetMigrations } from '../engines/datasets/dataset-catalog.js';
+import { DatasetPipeline, type PipelineParams } from '../engines/datasets/dataset-pipeline.js';
+import { FeedbackStore, feedbackMigrations } from '../engines/feedback/feedback-store.js';
 import { cryptoMigrations, Keyring } from '../engines/crypto/keyring.js';
 import { FieldCipher } from '../engines/crypto/field-cipher.js';
 import { loadMasterKey, MasterKeyError, type MasterKey } from '../engines/crypto/master-key.js';
@@ -41,7 +46,7 @@ import { BackupArchive } from '../replication/backup-archive.js';
 
 export const SYSTEM: Actor = { tokenId: 'system' };
 
-export const ENGINE_MIGRATIONS = [...auditMigrations, ...cryptoMigrations, ...jobMigrations, ...tokenMigrations, ...userMigrations, ...modelMigrations, ...conversationMigrations, ...usageMigrations, ...vectorMigrations, ...graphMigrations];
+export const ENGINE_MIGRATIONS = [...auditMigrations, ...cryptoMigrations, ...jobMigrations, ...datasetMigrations, ...feedbackMigrations, ...tokenMigrations, ...userMigrations, ...modelMigrations, ...conversationMigrations, ...usageMigrations, ...vectorMigrations, ...graphMigrations];
 export const BILLING_MIGRATIONS = billingMigrations;
 
 /** What createEngines needs besides the SQL store; everything but `hot` has a local default. */
@@ -137,7 +142,9 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   );
   const graph = new KnowledgeGraph(sql.db, sql.changes, sql.writer);
   const jobs = new JobStore(sql.db, sql.changes, sql.writer);
-  return { jobs, audit, keyring, cipher, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph };
+  const datasets = new DatasetCatalog(sql.db, sql.changes, sql.writer, hot);
+  const feedback = new FeedbackStore(sql.db, sql.changes, sql.writer, cipher);
+  return { jobs, datasets, feedback, audit, keyring, cipher, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph };
 }
 
 /**
@@ -303,6 +310,18 @@ export class StrataNode {
     node.objectTiers = { hot, archive };
     node.keyring = engines.keyring;
     node.jobs = engines.jobs;
+    node.jobRunner = new JobRunner(engines.jobs, SYSTEM, (level, msg, fields) => log[level](fields, msg));
+    node.jobRunner.register('erase_user', 'privacy', (job, ctx) => node.runErasure(job.id, String(job.params.user_id), ctx));
+    node.datasets = engines.datasets;
+    node.feedback = engines.feedback;
+    const scratch = join(dataDir, '.tmp');
+    mkdirSync(scratch, { recursive: true });
+    const pipeline = new DatasetPipeline(engines.datasets, scratch, VERSION);
+    node.jobRunner.register('dataset_pipeline', 'datasets', async (job, ctx) => {
+      const { dataset, ...params } = job.params as unknown as { dataset: string } & PipelineParams;
+      const r = await pipeline.run(SYSTEM, job.id, dataset, params, ctx);
+      return { dataset: r.dataset, version: r.version, stats: r.stats };
+    });
     node.retention = new RetentionJob(sql.writer, engines.usage, engines.models, engines.conversationArchive, {
       tiers: Object.fromEntries(
         Object.entries(config.tiers).map(([name, t]) => [name, { usageDays: t.usage_retention_days ?? config.retention.usage_days, conversationDays: t.conversation_retention_days }]),
@@ -360,6 +379,16 @@ export class StrataNode {
 
   keyring!: Keyring;
   jobs!: JobStore;
+  jobRunner!: JobRunner;
+  datasets!: DatasetCatalog;
+  feedback!: FeedbackStore;
+
+  /** Queues a pipeline job over a dataset's raw files (202 at the API). */
+  async startPipeline(actor: Actor, dataset: string, params: PipelineParams): Promise<Job> {
+    const d = this.datasets.get(dataset);
+    if (d.raw_files.length === 0) throw new InvalidInput(`dataset ${dataset} has no raw files to process`);
+    return this.jobRunner.submit(actor, 'dataset_pipeline', { dataset, ...params }, { action: 'datasets.run_pipeline', target: `dataset:${dataset}` });
+  }
   retention!: RetentionJob;
 
   /** The retention job: with dryRun, only what it would remove. Logged either way. */
@@ -467,41 +496,7 @@ export class StrataNode {
    */
   async startErasure(actor: Actor, userId: string): Promise<Job> {
     this.users.get(userId);
-    const job = await this.jobs.create(actor, 'erase_user', { user_id: userId }, { action: 'users.erase', target: `user:${userId}` });
-    void this.runErasure(job.id, userId);
-    return job;
-  }
-
-  private async runErasure(jobId: string, userId: string): Promise<void> {
-    const step = (progress: number) => this.jobs.update(SYSTEM, jobId, { status: 'running', progress });
-    try {
-      this.log.info({ job_id: jobId, kind: 'erase_user' }, 'erasure started');
-      await step(0.05);
-      let vectors = 0;
-      for (const c of this.vectors.list()) vectors += (await this.vectors.delete(SYSTEM, c.name, { filter: { user_id: userId } })).deleted;
-      await step(0.4);
-      const done = await this.sql.writer.write(SYSTEM, (tx) => {
-        const conv = this.conversations.eraseUser(tx, userId);
-        this.usage.eraseUser(tx, userId);
-        const tokens = this.tokens.eraseUser(tx, userId);
-        this.users.erase(tx, userId);
-        this.keyring.destroyUserKey(tx, userId);
-        tx.audit('users.erase_done', `user:${userId}`, { job_id: jobId, conversations: conv.conversationIds.length, segments: conv.segmentKeys.length, tokens, vectors });
-        return { ...conv, tokens };
-      });
-      await step(0.7);
-      await this.users.forget(userId);
-      for (const id of done.conversationIds) await this.conversations.forget(id);
-      for (const key of done.segmentKeys) await this.conversationArchive.deleteObject(key);
-      // The WAL still holds the pages as they were; truncating it leaves the key nowhere on disk.
-      this.sql.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
-      const result = { conversations: done.conversationIds.length, archive_objects: done.segmentKeys.length, tokens: done.tokens, vectors, key_destroyed: this.keyring.enabled };
-      await this.jobs.update(SYSTEM, jobId, { status: 'done', progress: 1, result });
-      this.log.info({ job_id: jobId, ...result }, 'erasure done');
-    } catch (err) {
-      this.log.error({ job_id: jobId, err }, 'erasure failed; it runs again at the next start');
-      await this.jobs.update(SYSTEM, jobId, { status: 'failed', progress: 0, error: (err as Error).message }).catch(() => undefined);
-    }
+    return this.jobRunner.submit(actor, 'erase_user', { user_id: userId }, { action: 'users.erase', target: `user:${userId}` });
   }
 
   private authFailures: Record<string, number> = {};
@@ -525,11 +520,28 @@ export class StrataNode {
     this.authFlush.unref();
   }
 
-  /** Jobs a previous process left unfinished, run again (their steps are idempotent). */
-  private resumeJobs(): void {
-    for (const job of this.jobs.unfinished()) {
-      if (job.kind === 'erase_user') void this.runErasure(job.id, String(job.params.user_id));
-    }
+  private async runErasure(jobId: string, userId: string, ctx: JobContext): Promise<Record<string, unknown>> {
+    ctx.progress(0.05);
+    let vectors = 0;
+    for (const c of this.vectors.list()) vectors += (await this.vectors.delete(SYSTEM, c.name, { filter: { user_id: userId } })).deleted;
+    ctx.progress(0.4);
+    const done = await this.sql.writer.write(SYSTEM, (tx) => {
+      const conv = this.conversations.eraseUser(tx, userId);
+      this.usage.eraseUser(tx, userId);
+      const tokens = this.tokens.eraseUser(tx, userId);
+      this.feedback.eraseUser(tx, userId);
+      this.users.erase(tx, userId);
+      this.keyring.destroyUserKey(tx, userId);
+      tx.audit('users.erase_done', `user:${userId}`, { job_id: jobId, conversations: conv.conversationIds.length, segments: conv.segmentKeys.length, tokens, vectors });
+      return { ...conv, tokens };
+    });
+    ctx.progress(0.7);
+    await this.users.forget(userId);
+    for (const id of done.conversationIds) await this.conversations.forget(id);
+    for (const key of done.segmentKeys) await this.conversationArchive.deleteObject(key);
+    // The WAL still holds the pages as they were; truncating it leaves the key nowhere on disk.
+    this.sql.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+    return { conversations: done.conversationIds.length, archive_objects: done.segmentKeys.length, tokens: done.tokens, vectors, key_destroyed: this.keyring.enabled };
   }
 
   /**
@@ -567,7 +579,10 @@ export class StrataNode {
           }
           add('usage.json', node.usage.summary(userId, { from: '0000-01-01', to: '9999-12-31', groupBy: 'day' }));
           add('billing.json', node.billing.list({ userId, limit: 1_000_000 }));
-          add('feedback.json', []);
+          const feedback: { comparisons: unknown[]; ratings: unknown[] } = { comparisons: [], ratings: [] };
+          for await (const p of node.feedback.pairs(userId)) feedback.comparisons.push(p);
+          for await (const r of node.feedback.ratings(userId)) feedback.ratings.push(r);
+          add('feedback.json', feedback);
           zip.end();
         } catch (err) {
           controller.error(err);
@@ -628,7 +643,7 @@ export class StrataNode {
   /** Periodic work of a serving node (not of offline CLI commands). */
   startBackgroundJobs(): void {
     this.replication.start();
-    if (this.replication.role === 'primary') this.resumeJobs();
+    if (this.replication.role === 'primary') this.jobRunner.resume();
     this.backups?.start();
     // Keep primary-side replica metrics fresh between /v1/admin/status calls.
     this.statusTimer = setInterval(() => this.status(), 5000);
@@ -725,6 +740,7 @@ export class StrataNode {
     clearTimeout(this.authFlush);
     clearInterval(this.statusTimer);
     clearInterval(this.pruneTimer);
+    await this.jobRunner.stop();
     await this.replication.stop();
     await this.backups?.stop();
     clearInterval(this.vectorTimer);

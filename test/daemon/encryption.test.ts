@@ -101,6 +101,18 @@ describe('encryption at rest', () => {
     const ranged = await fetch(`${d.url}/v1/models/m/versions/v1/files/w.bin`, { headers: { ...h, range: 'bytes=65530-65545' } });
     expect(ranged.status).toBe(206);
     expect(Buffer.from(await ranged.arrayBuffer()).equals(weights.subarray(65530, 65546))).toBe(true);
+    // Feedback text, and a dataset whose raw file and Parquet shards hold the marker.
+    expect((await api(d, 'POST', '/v1/feedback/comparisons', { prompt: `which ${MARKER}?`, responses: [`yes ${MARKER}`, 'no'], chosen: 0, user_id: 'u1' })).status).toBe(201);
+    expect((await api(d, 'POST', '/v1/feedback/ratings', { prompt: `rate ${MARKER}`, response: 'ok', score: 5 })).status).toBe(201);
+    expect((await api(d, 'POST', '/v1/datasets', { name: 'ds' })).status).toBe(201);
+    const raw = Array.from({ length: 50 }, (_, i) => JSON.stringify({ text: `row ${i} says ${MARKER}` })).join('\n');
+    expect((await fetch(`${d.url}/v1/datasets/ds/raw/a.jsonl`, { method: 'PUT', headers: h, body: raw })).status).toBe(201);
+    const pipelineJob = (await api(d, 'POST', '/v1/datasets/ds/jobs', { steps: ['normalize', 'dedup', 'tokenize'] })).body.job_id;
+    await expect.poll(async () => (await api(d, 'GET', `/v1/jobs/${pipelineJob}`)).body.state, { timeout: 20_000 }).toBe('done');
+    const shard = await fetch(`${d.url}/v1/datasets/ds/versions/1/shards/shard-00000.parquet`, { headers: h });
+    expect(Buffer.from(await shard.arrayBuffer()).includes(MARKER)).toBe(true);
+    const pairs = await (await fetch(`${d.url}/v1/feedback/export?kind=comparisons`, { headers: h })).text();
+    expect(pairs).toContain(`yes ${MARKER}`);
     // The archive job moves the idle conversation into a (sealed) archive object.
     await new Promise((r) => setTimeout(r, 1200));
     expect((await api(d, 'POST', '/v1/admin/jobs/conversation-archive')).body.archived).toBe(1);
@@ -207,7 +219,7 @@ describe('encryption at rest', () => {
 
     const job = await api(d, 'POST', '/v1/users/gone/erase');
     expect(job.status).toBe(202);
-    await expect.poll(async () => (await api(d, 'GET', `/v1/jobs/${job.body.job_id}`)).body, { timeout: 10_000 }).toMatchObject({ status: 'done', progress: 1, result: { key_destroyed: true } });
+    await expect.poll(async () => (await api(d, 'GET', `/v1/jobs/${job.body.job_id}`)).body, { timeout: 10_000 }).toMatchObject({ state: 'done', progress: 1, result: { key_destroyed: true } });
     expect((await api(d, 'GET', '/v1/users/gone/export')).status).toBe(404);
     expect((await api(d, 'GET', `/v1/conversations/${gone}`)).status).toBe(404);
     const audit = (await api(d, 'GET', '/v1/admin/audit?limit=20')).body.items.map((e: { action: string }) => e.action);

@@ -104,7 +104,7 @@ describe('erasing a user (DELETE /v1/users/{id})', () => {
 
     const started = await t.call('DELETE', '/v1/users/gone');
     expect(started.status).toBe(202);
-    await expect.poll(async () => (await t.call('GET', `/v1/jobs/${started.body.job_id}`)).body, { timeout: 10_000 }).toMatchObject({ status: 'done', progress: 1 });
+    await expect.poll(async () => (await t.call('GET', `/v1/jobs/${started.body.job_id}`)).body, { timeout: 10_000 }).toMatchObject({ state: 'done', progress: 1 });
 
     expect((await t.call('GET', '/v1/users/gone')).status).toBe(404);
     expect((await t.call('GET', '/v1/users/gone/preferences')).status).toBe(404);

@@ -32,7 +32,7 @@ describe('change feed', () => {
     await primary.call('POST', '/v1/users', { id: 'c', email: 'c@example.com', tier: 'pro' });
     await primary.call('POST', '/v1/usage', { user_id: 'c', model: 'm', input_tokens: 1, output_tokens: 1 });
     const erasure = (await primary.call('DELETE', '/v1/users/c')).body.job_id as string;
-    await expect.poll(async () => (await primary.call('GET', `/v1/jobs/${erasure}`)).body.status, { timeout: 10_000 }).toBe('done');
+    await expect.poll(async () => (await primary.call('GET', `/v1/jobs/${erasure}`)).body.state, { timeout: 10_000 }).toBe('done');
     // Vectors and the graph.
     await primary.call('POST', '/v1/collections', { name: 'v', dimensions: 2, metric: 'cos' });
     await primary.call('POST', '/v1/collections/v/upsert', { vectors: [{ id: 'x', values: [1, 0], metadata: { t: ['a', 'b'] } }, { id: 'y', values: [0, 1] }] });

@@ -105,6 +105,19 @@ export function userRoutes(router: ApiRouter, node: StrataNode): void {
 
   router.route(
     {
+      method: 'post',
+      path: '/v1/jobs/:job_id/cancel',
+      summary: 'Cancel a queued or running job (409 when it has already ended)',
+      tag: 'jobs',
+      access: 'service',
+      params: z.strictObject({ job_id: z.string().uuid() }),
+      responses: { 200: { description: 'the job, cancelled or about to be' } },
+    },
+    async (c, { params, caller }) => c.json(await node.jobRunner.cancel(actorOf(caller), params.job_id)),
+  );
+
+  router.route(
+    {
       method: 'get',
       path: '/v1/users/:user_id/preferences',
       summary: "A user's preferences ({} when never set)",

@@ -18,7 +18,7 @@ export const jobMigrations: Migration[] = [
       CREATE TABLE jobs (
         id TEXT PRIMARY KEY,
         kind TEXT NOT NULL,
-        status TEXT NOT NULL,           -- queued | running | done | failed
+        status TEXT NOT NULL,           -- queued | running | done | failed | cancelled
         progress REAL NOT NULL DEFAULT 0,
         params TEXT NOT NULL,
         result TEXT,
@@ -29,22 +29,32 @@ export const jobMigrations: Migration[] = [
       CREATE INDEX jobs_status ON jobs (status);
     `,
   },
+  {
+    engine: 'jobs',
+    version: 2,
+    name: 'job stats',
+    sql: 'ALTER TABLE jobs ADD COLUMN stats TEXT',
+  },
 ];
 
+export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
+
+/** As API.md shows a job: `state`, progress 0..1, stats while it runs, result when done. */
 export interface Job {
   id: string;
   kind: string;
-  status: 'queued' | 'running' | 'done' | 'failed';
+  state: JobState;
   progress: number;
   params: Record<string, unknown>;
+  stats: Record<string, unknown>;
   result: Record<string, unknown> | null;
   error: string | null;
   created_at: string;
   updated_at: string;
 }
 
-type JobRow = Omit<Job, 'params' | 'result'> & { params: string; result: string | null };
-type JobUpdate = { id: string; status: Job['status']; progress: number; result: string | null; error: string | null; updated_at: string };
+type JobRow = { id: string; kind: string; status: JobState; progress: number; params: string; stats?: string | null; result: string | null; error: string | null; created_at: string; updated_at: string };
+type JobUpdate = { id: string; status: JobState; progress: number; stats?: string | null; result: string | null; error: string | null; updated_at: string };
 
 export class JobStore {
   private readonly created: ChangeType<JobRow>;
@@ -64,7 +74,9 @@ export class JobStore {
       'jobs',
       'update',
       (d, u) => {
-        d.prepare('UPDATE jobs SET status = ?, progress = ?, result = ?, error = ?, updated_at = ? WHERE id = ?').run(u.status, u.progress, u.result, u.error, u.updated_at, u.id);
+        d.prepare('UPDATE jobs SET status = ?, progress = ?, stats = coalesce(?, stats), result = ?, error = ?, updated_at = ? WHERE id = ?').run(
+          u.status, u.progress, u.stats ?? null, u.result, u.error, u.updated_at, u.id,
+        );
       },
       { audited: false },
     );
@@ -80,12 +92,13 @@ export class JobStore {
     return this.get(row.id);
   }
 
-  async update(actor: Actor, id: string, patch: { status: Job['status']; progress: number; result?: Record<string, unknown>; error?: string }): Promise<void> {
+  async update(actor: Actor, id: string, patch: { state: JobState; progress: number; stats?: Record<string, unknown>; result?: Record<string, unknown>; error?: string }): Promise<void> {
     await this.writer.write(actor, (tx) =>
       tx.apply(this.updated, {
         id,
-        status: patch.status,
+        status: patch.state,
         progress: patch.progress,
+        ...(patch.stats ? { stats: JSON.stringify(patch.stats) } : {}),
         result: patch.result ? JSON.stringify(patch.result) : null,
         error: patch.error ?? null,
         updated_at: new Date().toISOString(),
@@ -96,7 +109,18 @@ export class JobStore {
   get(id: string): Job {
     const row = this.db.prepare<JobRow>('SELECT * FROM jobs WHERE id = ?').get(id);
     if (!row) throw new NotFound(`job ${id} does not exist`);
-    return { ...row, params: JSON.parse(row.params) as Record<string, unknown>, result: row.result ? (JSON.parse(row.result) as Record<string, unknown>) : null };
+    return {
+      id: row.id,
+      kind: row.kind,
+      state: row.status,
+      progress: row.progress,
+      params: JSON.parse(row.params) as Record<string, unknown>,
+      stats: row.stats ? (JSON.parse(row.stats) as Record<string, unknown>) : {},
+      result: row.result ? (JSON.parse(row.result) as Record<string, unknown>) : null,
+      error: row.error,
+      created_at: row.created_at,
+      updated_at: row.updated_at,
+    };
   }
 
   /** Jobs a previous process left unfinished. */

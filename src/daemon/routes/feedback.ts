@@ -1,0 +1,80 @@
+import { z } from 'zod';
+import type { ApiRouter } from '../api-router.js';
+import { actorOf } from '../auth.js';
+import type { StrataNode } from '../strata-node.js';
+
+const text = z.string().min(1).max(1_000_000);
+const common = {
+  annotator: z.string().min(1).max(256).optional(),
+  tags: z.array(z.string().min(1).max(64)).max(32).optional(),
+  /** The user the texts came from: sealed with their key and erased with them. */
+  user_id: z.string().min(1).max(256).optional(),
+};
+
+export function feedbackRoutes(router: ApiRouter, node: StrataNode): void {
+  const { feedback } = node;
+
+  router.route(
+    {
+      method: 'post',
+      path: '/v1/feedback/comparisons',
+      summary: 'A preference comparison: a prompt, 2-16 responses and the index of the chosen one',
+      tag: 'feedback',
+      access: 'service',
+      body: z
+        .strictObject({ prompt: text, responses: z.array(text).min(2).max(16), chosen: z.int().min(0), ...common })
+        .refine((b) => b.chosen < b.responses.length, { message: 'chosen must index one of the responses', path: ['chosen'] }),
+      responses: { 201: { description: 'the comparison' } },
+    },
+    async (c, { body, caller }) => c.json(await feedback.addComparison(actorOf(caller), body), 201),
+  );
+
+  router.route(
+    {
+      method: 'post',
+      path: '/v1/feedback/ratings',
+      summary: 'A rating of a response, 1..10',
+      tag: 'feedback',
+      access: 'service',
+      body: z.strictObject({ prompt: text, response: text, score: z.int().min(1).max(10), ...common }),
+      responses: { 201: { description: 'the rating' } },
+    },
+    async (c, { body, caller }) => c.json(await feedback.addRating(actorOf(caller), body), 201),
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/v1/feedback/export',
+      summary: 'Comparisons as {prompt, chosen, rejected} pairs, or ratings; JSONL streamed, or one Parquet file',
+      tag: 'feedback',
+      access: 'service',
+      query: z.strictObject({ kind: z.enum(['comparisons', 'ratings']), format: z.enum(['jsonl', 'parquet']).default('jsonl') }),
+      responses: { 200: { description: 'application/x-ndjson or application/vnd.apache.parquet' } },
+    },
+    async (c, { query }) => {
+      if (query.format === 'parquet') {
+        return new Response(await feedback.parquet(query.kind), { headers: { 'content-type': 'application/vnd.apache.parquet' } });
+      }
+      const rows = query.kind === 'comparisons' ? feedback.pairs() : feedback.ratings();
+      const it = rows[Symbol.asyncIterator]();
+      const encoder = new TextEncoder();
+      const body = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          const lines: string[] = [];
+          for (let i = 0; i < 200; i++) {
+            const { done, value } = await it.next();
+            if (done) {
+              if (lines.length) controller.enqueue(encoder.encode(lines.join('')));
+              controller.close();
+              return;
+            }
+            lines.push(JSON.stringify(value) + '\n');
+          }
+          controller.enqueue(encoder.encode(lines.join('')));
+        },
+      });
+      return new Response(body, { headers: { 'content-type': 'application/x-ndjson' } });
+    },
+  );
+}

@@ -1,0 +1,180 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { InvalidInput } from '../errors.js';
+import type { JobContext } from '../jobs/job-runner.js';
+import { detectPii, redactPii } from '../privacy/pii-detector.js';
+import type { Actor } from '../sql/writer.js';
+import type { DatasetCatalog } from './dataset-catalog.js';
+import { DuplicateFinder } from './near-dedup.js';
+import { readLines } from './line-reader.js';
+import { ParquetShardWriter } from './parquet-shards.js';
+import { DEFAULT_FILTER, dedupKey, filterReason, normalizeText } from './text-steps.js';
+import { loadTokenizer, type TokenizerName } from './tokenizer.js';
+
+// One pipeline job: every raw file of a dataset, streamed line by line through the requested
+// steps in the requested order, into Parquet shards, committed as the next version at the end.
+// Memory holds one line, one shard and the tokenizer; duplicate detection keeps its state in
+// a scratch SQLite file. A job that runs again (after a restart) first deletes whatever an
+// earlier attempt wrote under its prefix, so its output is never doubled; one whose version
+// was already committed just returns it.
+
+export const STEPS = ['normalize', 'dedup', 'filter', 'redact_pii', 'tokenize'] as const;
+export type Step = (typeof STEPS)[number];
+
+export interface PipelineParams {
+  steps: Step[];
+  tokenizer: TokenizerName;
+  min_chars: number;
+  max_chars: number;
+  max_symbol_ratio: number;
+  max_repeated_line_ratio: number;
+  /** Estimated Jaccard similarity at which a row is a near duplicate; null: exact duplicates only. */
+  dedup_threshold: number | null;
+  shard_rows: number;
+  /** A malformed line: skip it (counted, the first 100 reported) or fail the job. */
+  on_error: 'skip' | 'fail';
+}
+
+export const DEFAULT_PARAMS: Omit<PipelineParams, 'steps'> = {
+  tokenizer: 'cl100k_base',
+  min_chars: DEFAULT_FILTER.minChars,
+  max_chars: DEFAULT_FILTER.maxChars,
+  max_symbol_ratio: DEFAULT_FILTER.maxSymbolRatio,
+  max_repeated_line_ratio: DEFAULT_FILTER.maxRepeatedLineRatio,
+  dedup_threshold: 0.8,
+  shard_rows: 10_000,
+  on_error: 'skip',
+};
+
+export interface PipelineStats {
+  rows_in: number;
+  rows_out: number;
+  duplicates: number;
+  near_duplicates: number;
+  filtered: number;
+  filtered_by: Record<string, number>;
+  redacted: number;
+  tokens: number;
+  malformed: number;
+  errors: Array<{ file: string; line: number; message: string }>;
+  bytes_in: number;
+}
+
+export class DatasetPipeline {
+  constructor(
+    private readonly catalog: DatasetCatalog,
+    private readonly scratchDir: string,
+    private readonly strataVersion: string,
+  ) {}
+
+  async run(actor: Actor, jobId: string, dataset: string, params: PipelineParams, ctx: JobContext): Promise<{ dataset: string; version: number; stats: PipelineStats }> {
+    const committed = this.catalog.versionOfJob(jobId);
+    if (committed) return { ...committed, stats: this.catalog.version(dataset, committed.version).stats as unknown as PipelineStats };
+    const objects = this.catalog.objects;
+    const prefix = `datasets/${dataset}/jobs/${jobId}`;
+    for await (const o of objects.list(`${prefix}/`)) await objects.delete(o.key);
+    const files = this.catalog.files(dataset);
+    if (files.length === 0) throw new InvalidInput(`dataset ${dataset} has no raw files`);
+    const total = files.reduce((s, f) => s + f.size, 0) || 1;
+    const scratch = join(this.scratchDir, `dedup-${jobId}.db`);
+    await rm(scratch, { force: true });
+    const has = (s: Step) => params.steps.includes(s);
+    const dedup = has('dedup') ? await DuplicateFinder.open(scratch, params.dedup_threshold ?? undefined) : undefined;
+    const tokenizer = has('tokenize') ? await loadTokenizer(params.tokenizer) : undefined;
+    const out = new ParquetShardWriter(objects, prefix, params.shard_rows, `strata ${this.strataVersion}`);
+    const filter = { minChars: params.min_chars, maxChars: params.max_chars, maxSymbolRatio: params.max_symbol_ratio, maxRepeatedLineRatio: params.max_repeated_line_ratio };
+    const stats: PipelineStats = { rows_in: 0, rows_out: 0, duplicates: 0, near_duplicates: 0, filtered: 0, filtered_by: {}, redacted: 0, tokens: 0, malformed: 0, errors: [], bytes_in: 0 };
+    let sinceYield = 0;
+    try {
+      for (const f of files) {
+        const jsonl = /\.(jsonl|ndjson|json)$/i.test(f.file);
+        for await (const { line, text: raw, bytes } of readLines(await objects.get(f.key))) {
+          stats.bytes_in += bytes;
+          if (++sinceYield >= 256) {
+            sinceYield = 0;
+            ctx.progress(Math.min(0.99, stats.bytes_in / total), { ...stats, errors: stats.errors.slice(0, 20) });
+            if (ctx.signal.aborted) throw new Error(`job ${String(ctx.signal.reason)}`);
+            // CPU-bound work on the main thread: let requests through between batches.
+            await yieldToLoop();
+          }
+          if (raw.trim() === '') continue;
+          let text: string;
+          let id = `${f.file}:${line}`;
+          let fields: Record<string, unknown> | null = null;
+          if (jsonl) {
+            let row: unknown;
+            try {
+              row = JSON.parse(raw);
+            } catch (err) {
+              this.malformed(stats, params, f.file, line, `not valid JSON (${(err as Error).message})`);
+              continue;
+            }
+            if (typeof row !== 'object' || row === null || Array.isArray(row) || typeof (row as { text?: unknown }).text !== 'string') {
+              this.malformed(stats, params, f.file, line, 'expected a JSON object with a string "text" field');
+              continue;
+            }
+            const { text: t, id: given, ...rest } = row as { text: string; id?: unknown };
+            text = t;
+            if (typeof given === 'string' || typeof given === 'number') id = String(given);
+            if (Object.keys(rest).length > 0) fields = rest;
+          } else text = raw;
+          stats.rows_in++;
+          let tokens: number[] = [];
+          let dropped = false;
+          for (const step of params.steps) {
+            if (step === 'normalize') text = normalizeText(text);
+            else if (step === 'dedup') {
+              const dup = dedup!.check(dedupKey(text));
+              if (dup) {
+                stats.duplicates++;
+                if (dup === 'near') stats.near_duplicates++;
+                dropped = true;
+                break;
+              }
+            } else if (step === 'filter') {
+              const reason = filterReason(text, filter);
+              if (reason) {
+                stats.filtered++;
+                stats.filtered_by[reason] = (stats.filtered_by[reason] ?? 0) + 1;
+                dropped = true;
+                break;
+              }
+            } else if (step === 'redact_pii') {
+              const findings = detectPii(text);
+              if (findings.length) {
+                text = redactPii(text, findings);
+                stats.redacted++;
+              }
+            } else if (step === 'tokenize') tokens = tokenizer!.encode(text);
+          }
+          if (dropped) continue;
+          stats.tokens += tokens.length;
+          stats.rows_out++;
+          await out.add({ id, text, tokens, source_file: f.file, source_line: line, fields });
+        }
+      }
+      await out.flush();
+    } finally {
+      dedup?.close();
+      await rm(scratch, { force: true });
+    }
+    ctx.progress(0.995, { ...stats });
+    const lineage = {
+      raw_files: files.map(({ file, sha256, size }) => ({ file, sha256, size })),
+      steps: params.steps,
+      params: { ...params, steps: undefined },
+      tokenizer: has('tokenize') ? params.tokenizer : null,
+      strata_version: this.strataVersion,
+      job_id: jobId,
+    };
+    const version = await this.catalog.addVersion(actor, dataset, { job_id: jobId, rows: stats.rows_out, shards: out.shards, stats: stats as unknown as Record<string, unknown>, lineage });
+    return { dataset, version, stats };
+  }
+
+  private malformed(stats: PipelineStats, params: PipelineParams, file: string, line: number, message: string): void {
+    if (params.on_error === 'fail') throw new InvalidInput(`${file} line ${line}: ${message}`);
+    stats.malformed++;
+    if (stats.errors.length < 100) stats.errors.push({ file, line, message });
+  }
+}

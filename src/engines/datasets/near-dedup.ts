@@ -1,0 +1,117 @@
+import { createHash } from 'node:crypto';
+import { openDatabase, type SqlDatabase } from '../sql/database.js';
+
+// Duplicate detection for a pipeline run, with its state in a scratch SQLite file rather than
+// in memory, so a multi-GB input needs disk, not RAM. Exact duplicates are found by a hash of
+// the case-folded normalized text. Near duplicates by MinHash over word 3-gram shingles
+// (128 hash functions: murmur3's finalizer over the shingle hash xor a per-function seed),
+// bucketed by LSH into 16 bands of 8 rows — a pair with Jaccard similarity s shares a bucket
+// with probability 1 - (1 - s^8)^16, ≈ 0.98 at s = 0.8 and 0.09 at s = 0.5 — and a candidate
+// counts only if its signatures agree on at least `threshold` of the 128 functions (the
+// estimate of their Jaccard similarity). The first occurrence is kept.
+
+const HASHES = 128;
+const BANDS = 16;
+const ROWS = HASHES / BANDS;
+const SEEDS = Uint32Array.from({ length: HASHES }, (_, i) => fmix32(0x9e3779b9 ^ Math.imul(i + 1, 0x85ebca6b)));
+
+export class DuplicateFinder {
+  private pending = 0;
+  private nextRow = 0;
+
+  private constructor(
+    private readonly db: SqlDatabase,
+    private readonly threshold: number | undefined,
+  ) {}
+
+  /** `threshold` undefined: exact duplicates only. */
+  static async open(path: string, threshold: number | undefined): Promise<DuplicateFinder> {
+    const db = await openDatabase(path);
+    db.exec(`PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+      CREATE TABLE exact (hash BLOB PRIMARY KEY) WITHOUT ROWID;
+      CREATE TABLE lsh (band INTEGER NOT NULL, bucket INTEGER NOT NULL, row INTEGER NOT NULL);
+      CREATE INDEX lsh_bucket ON lsh (band, bucket);
+      CREATE TABLE sig (row INTEGER PRIMARY KEY, sig BLOB NOT NULL);
+      BEGIN;`);
+    return new DuplicateFinder(db, threshold);
+  }
+
+  /** 'exact', 'near', or undefined for a first occurrence (which is then remembered). */
+  check(key: string): 'exact' | 'near' | undefined {
+    const hash = createHash('sha1').update(key).digest();
+    if (this.db.prepare('INSERT OR IGNORE INTO exact (hash) VALUES (?)').run(hash).changes === 0) return 'exact';
+    if (this.threshold !== undefined) {
+      const signature = minhash(key);
+      const buckets = Array.from({ length: BANDS }, (_, b) => bandBucket(signature, b));
+      const seen = new Set<number>();
+      for (let b = 0; b < BANDS; b++) {
+        for (const { row } of this.db.prepare<{ row: number }>('SELECT row FROM lsh WHERE band = ? AND bucket = ?').all(b, buckets[b]!)) {
+          if (seen.has(row)) continue;
+          seen.add(row);
+          const other = this.db.prepare<{ sig: Uint8Array }>('SELECT sig FROM sig WHERE row = ?').get(row)!.sig;
+          if (similarity(signature, new Uint32Array(Uint8Array.from(other).buffer)) >= this.threshold) return 'near';
+        }
+      }
+      const row = this.nextRow++;
+      for (let b = 0; b < BANDS; b++) this.db.prepare('INSERT INTO lsh (band, bucket, row) VALUES (?, ?, ?)').run(b, buckets[b]!, row);
+      this.db.prepare('INSERT INTO sig (row, sig) VALUES (?, ?)').run(row, new Uint8Array(signature.buffer));
+    }
+    if (++this.pending >= 2000) {
+      this.db.exec('COMMIT; BEGIN;');
+      this.pending = 0;
+    }
+    return undefined;
+  }
+
+  close(): void {
+    this.db.exec('COMMIT');
+    this.db.close();
+  }
+}
+
+export function minhash(text: string): Uint32Array {
+  const words = text.split(/\s+/u).filter(Boolean);
+  const shingles = new Set<number>();
+  if (words.length < 3) shingles.add(hashString(words.join(' ')));
+  else for (let i = 0; i + 3 <= words.length; i++) shingles.add(hashString(`${words[i]} ${words[i + 1]} ${words[i + 2]}`));
+  const sig = new Uint32Array(HASHES).fill(0xffffffff);
+  for (const h of shingles) {
+    for (let i = 0; i < HASHES; i++) {
+      const v = fmix32(h ^ SEEDS[i]!);
+      if (v < sig[i]!) sig[i] = v;
+    }
+  }
+  return sig;
+}
+
+export function similarity(a: Uint32Array, b: Uint32Array): number {
+  let same = 0;
+  for (let i = 0; i < HASHES; i++) if (a[i] === b[i]) same++;
+  return same / HASHES;
+}
+
+function bandBucket(sig: Uint32Array, band: number): number {
+  let h1 = 0x811c9dc5;
+  let h2 = 0x1b873593;
+  for (let i = band * ROWS; i < (band + 1) * ROWS; i++) {
+    h1 = fmix32(h1 ^ sig[i]!);
+    h2 = fmix32(Math.imul(h2, 31) ^ sig[i]!);
+  }
+  // 53 bits: an exact integer in SQLite and in JavaScript.
+  return (h1 >>> 0) * 2 ** 21 + (h2 >>> 11);
+}
+
+function hashString(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return fmix32(h);
+}
+
+function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
