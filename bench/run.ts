@@ -7,6 +7,7 @@ import { models } from './models.js';
 import { conversations } from './conversations.js';
 import { vectors } from './vectors.js';
 import { replication } from './replication.js';
+import { etl } from './etl.js';
 
 // `npm run bench` runs every benchmark; `npm run bench -- --quick` a short version of each.
 // Results go to bench/results/latest.json and a table on stdout.
@@ -17,6 +18,7 @@ const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [
   ['conversations', conversations],
   ['vectors', vectors],
   ['replication', replication],
+  ['etl', etl],
 ];
 
 async function main(): Promise<void> {

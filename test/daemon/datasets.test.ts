@@ -34,7 +34,8 @@ async function readShard(t: TestNode, path: string) {
   return { fields: table.schema.fields.map((f) => `${f.name}:${String(f.type)}`), rows: table.toArray().map((r) => r.toJSON() as Record<string, any>) };
 }
 
-const PARAGRAPH = 'storage engines keep a write ahead log so that a crash never loses an acknowledged write and replicas can follow the primary by reading that same log in order';
+const PARAGRAPH =
+  'storage engines keep a write ahead log so that a crash never loses an acknowledged write and replicas can follow the primary by reading that same log in order, while backups ship the log in segments every second and snapshots now and then, so that a restore can reach any second of the last thirty days without surprises';
 
 const INPUT = [
   JSON.stringify({ id: 'a', text: 'Hello\u00a0\u00a0 Ｗｏｒｌｄ, this row stays!', source: 'web' }),
