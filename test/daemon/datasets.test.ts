@@ -117,6 +117,17 @@ describe('datasets', () => {
     expect((await t.call('POST', '/v1/datasets/empty/jobs', { steps: ['normalize'] })).status).toBe(400);
     expect((await t.call('GET', '/v1/datasets/d/versions/1/shards/shard-00000.parquet')).status).toBe(404);
     expect((await t.call('GET', '/v1/datasets/d/versions/1/shards/..%2Fx')).status).toBe(400);
+    // Cancelling a running job: it ends `cancelled`, commits no version and leaves no shards.
+    await t.call('POST', '/v1/datasets', { name: 'long' });
+    await upload(t, 'long', 'rows.jsonl', Array.from({ length: 60_000 }, (_, i) => JSON.stringify({ text: `row number ${i} with a few words` })).join('\n'));
+    const long = (await t.call('POST', '/v1/datasets/long/jobs', { steps: ['normalize', 'dedup', 'tokenize'], shard_rows: 1000 })).body.job_id;
+    await expect.poll(async () => (await t.call('GET', `/v1/jobs/${long}`)).body.progress, { timeout: 30_000, interval: 20 }).toBeGreaterThan(0);
+    expect((await t.call('POST', `/v1/jobs/${long}/cancel`)).status).toBe(200);
+    expect((await finished(t, long)).state).toBe('cancelled');
+    expect((await t.call('GET', '/v1/datasets/long')).body.versions).toEqual([]);
+    const left = [];
+    for await (const o of t.node.datasets.objects.list(`datasets/long/jobs/${long}/`)) left.push(o.key);
+    expect(left).toEqual([]);
     // Plain text: one row per line.
     await upload(t, 'd', 'notes.txt', 'first line\nsecond line\n');
     await t.call('POST', '/v1/datasets', { name: 'p' });

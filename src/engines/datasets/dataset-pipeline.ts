@@ -155,6 +155,10 @@ export class DatasetPipeline {
         }
       }
       await out.flush();
+    } catch (err) {
+      // Failed or cancelled: no shards are left behind (a shutdown's leftovers go at the resume).
+      for await (const o of objects.list(`${prefix}/`)) await objects.delete(o.key).catch(() => undefined);
+      throw err;
     } finally {
       dedup?.close();
       await rm(scratch, { force: true });
