@@ -132,6 +132,12 @@ export class Metrics {
   /** Set by the node: entries in the billing ledger, read at scrape time. */
   ledgerEntries: () => number = () => 0;
 
+  /** Set by the node: the data dir's file system, read at scrape time (undefined where statfs is missing). */
+  disk: () => { free: number; total: number } | undefined = () => undefined;
+
+  /** Set by the node: jobs per state, read at scrape time. */
+  jobsByState: () => Array<{ state: string; count: number }> = () => [];
+
   /** Set by the node once the registry is open: bytes of blobs per tier, read at scrape time. */
   objectBytesByTier: () => Array<{ tier: string; bytes: number }> = () => [];
 
@@ -147,6 +153,33 @@ export class Metrics {
         this.labels('hot').set(0);
         this.labels('archive').set(0);
         for (const { tier, bytes } of metrics.objectBytesByTier()) this.labels(tier).set(bytes);
+      },
+    });
+    new client.Gauge({
+      name: 'strata_disk_free_bytes',
+      help: 'Bytes available to the daemon on the file system holding the data dir',
+      registers: [this.registry],
+      collect() {
+        this.set(metrics.disk()?.free ?? 0);
+      },
+    });
+    new client.Gauge({
+      name: 'strata_disk_total_bytes',
+      help: 'Size of the file system holding the data dir',
+      registers: [this.registry],
+      collect() {
+        this.set(metrics.disk()?.total ?? 0);
+      },
+    });
+    new client.Gauge({
+      name: 'strata_jobs',
+      help: 'Jobs (erasures, dataset pipelines) by state',
+      labelNames: ['state'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const state of ['queued', 'running', 'done', 'failed', 'cancelled']) this.labels(state).set(0);
+        for (const j of metrics.jobsByState()) this.labels(j.state).set(j.count);
       },
     });
     new client.Gauge({

@@ -310,6 +310,15 @@ export class StrataNode {
     node.objectTiers = { hot, archive };
     node.keyring = engines.keyring;
     node.jobs = engines.jobs;
+    metrics.jobsByState = () => sql.db.prepare<{ state: string; count: number }>('SELECT status AS state, COUNT(*) AS count FROM jobs GROUP BY status').all();
+    metrics.disk = () => {
+      try {
+        const s = statfsSync(dataDir);
+        return { free: Number(s.bavail) * Number(s.bsize), total: Number(s.blocks) * Number(s.bsize) };
+      } catch {
+        return undefined;
+      }
+    };
     node.jobRunner = new JobRunner(engines.jobs, SYSTEM, (level, msg, fields) => log[level](fields, msg));
     node.jobRunner.register('erase_user', 'privacy', (job, ctx) => node.runErasure(job.id, String(job.params.user_id), ctx));
     node.datasets = engines.datasets;
