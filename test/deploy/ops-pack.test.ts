@@ -20,20 +20,32 @@ function metricsIn(expr: string): string[] {
   return names.map((n) => n.replace(/_(bucket|count|sum)$/, ''));
 }
 
-async function registeredAtStart(): Promise<Set<string>> {
+async function registeredAtStart(): Promise<{ names: Set<string>; labels: Map<string, Set<string>> }> {
   const t = await openTestNode();
   try {
     const res = await t.app.request('/metrics');
     const text = await res.text();
-    return new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!));
+    const labels = new Map<string, Set<string>>();
+    for (const m of t.node.metrics.registry.getMetricsAsArray() as unknown as Array<{ name: string; labelNames?: string[] }>) labels.set(m.name, new Set(m.labelNames ?? []));
+    return { names: new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!)), labels };
   } finally {
     await t.close();
   }
 }
 
+/** Labels an expression groups or filters by, which some strata_* metric in it must have. */
+function labelProblems(expr: string, labels: Map<string, Set<string>>): string[] {
+  const metrics = metricsIn(expr).filter((m) => m.startsWith('strata_') && labels.has(m));
+  if (metrics.length === 0) return [];
+  const used = new Set<string>();
+  for (const [, list] of expr.matchAll(/\bby \(([^)]*)\)/g)) for (const l of list!.split(',')) used.add(l.trim());
+  for (const [, sel] of expr.matchAll(/strata_[a-z0-9_]+\{([^}]*)\}/g)) for (const [, l] of sel!.matchAll(/(\w+)\s*(?:=~|!~|!=|=)/g)) used.add(l!);
+  return [...used].filter((l) => l && !['le', 'instance', 'job'].includes(l) && !metrics.some((m) => labels.get(m)!.has(l))).map((l) => `label "${l}" in ${expr}`);
+}
+
 describe('operations pack', () => {
   it('every metric the dashboard and the alert rules use is registered when the daemon starts', async () => {
-    const registered = await registeredAtStart();
+    const { names: registered, labels } = await registeredAtStart();
     const dashboard = JSON.parse(readFileSync(join(DEPLOY, 'grafana/dashboards/strata.json'), 'utf8')) as { panels: Array<{ type: string; title: string; targets?: Array<{ expr: string }> }> };
     const rules = readFileSync(join(DEPLOY, 'prometheus/alerts.yml'), 'utf8');
     const used = new Map<string, string>();
@@ -42,6 +54,9 @@ describe('operations pack', () => {
     expect(used.size).toBeGreaterThan(30);
     const missing = [...used].filter(([m]) => !registered.has(m)).map(([m, where]) => `${m} (${where})`);
     expect(missing).toEqual([]);
+    // And the labels they group and filter by exist on those metrics.
+    const exprs = [...dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)), ...[...rules.matchAll(/expr: (\|\n(?:\s{10}.*\n)+|.*)/g)].map((m) => m[1]!)];
+    expect(exprs.flatMap((e) => labelProblems(e, labels))).toEqual([]);
   });
 
   it('the dashboard has the six sections, unique panel ids, a query on every panel, and fits a 24-column grid', () => {
