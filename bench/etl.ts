@@ -13,7 +13,7 @@ import { row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.
 // on a daemon fed over HTTP; the peer is the tokenizer library alone on the same text (read,
 // JSON-parsed and encoded in this process). etl_peak_rss: the daemon's peak resident memory
 // (VmHWM) over the upload and the job, beside the input's size — it must not follow it.
-// Input: 1 GiB (256 MiB with --quick) of generated rows, about 4 % exact and 2 % near
+// Input: 1 GiB (64 MiB with --quick) of generated rows, about 4 % exact and 2 % near
 // duplicates, so the dedup step has real work.
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -31,7 +31,7 @@ async function makeInput(path: string, bytes: number): Promise<number> {
     let text: string;
     const r = rand();
     if (r < 0.04 && previous) text = previous.toUpperCase();
-    else if (r < 0.06 && previous) text = previous.replace(/\b\w+$/, 'changed');
+    else if (r < 0.06 && previous) text = previous.replace(/^\w+/, 'changed');
     else text = Array.from({ length: 40 + Math.floor(rand() * 120) }, () => WORDS[Math.floor(rand() * WORDS.length)]).join(' ') + ` ${i}.`;
     previous = text;
     const line = JSON.stringify({ text, source: 'bench' }) + '\n';
@@ -74,7 +74,7 @@ function peakRss(pid: number): number {
 
 export async function etl(o: BenchOptions): Promise<ResultRow[]> {
   const dir = mkdtempSync(join(tmpdir(), 'strata-bench-etl-'));
-  const bytes = (Number(process.env.STRATA_BENCH_ETL_MIB) || (o.quick ? 256 : 1024)) * 1024 * 1024;
+  const bytes = (Number(process.env.STRATA_BENCH_ETL_MIB) || (o.quick ? 64 : 1024)) * 1024 * 1024;
   try {
     const input = join(dir, 'input.jsonl');
     const rows = await makeInput(input, bytes);
