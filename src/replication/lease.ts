@@ -106,51 +106,76 @@ export class Lease {
    */
   async acquire(epoch: number, url: string, wait = true): Promise<{ held: true } | { held: false; holder: LeaseRecord }> {
     this.stopped = false;
-    let watched: { version: string; since: number } | undefined;
+    const state: { watched?: { version: string; since: number } } = {};
+    let lastError = '';
     for (;;) {
       if (this.stopped) throw new Unavailable('the lease was released while being acquired');
-      const sent = performance.now();
-      const current = await this.read();
-      const mine = { epoch, node_id: this.options.nodeId, url, seq: (current?.record?.seq ?? 0) + 1, renewed_at: new Date().toISOString() };
-      if (!current) {
-        if (await this.write(mine, { ifAbsent: true })) return this.hold(sent);
+      let step: Awaited<ReturnType<Lease['step']>>;
+      try {
+        step = await this.step(epoch, url, wait, state);
+      } catch (err) {
+        // A store that is down, or a lock a crashed node left behind: keep trying (a promotion
+        // gives up instead, and says why).
+        if (!wait || err instanceof Conflict) throw err;
+        const message = (err as Error).message;
+        if (message !== lastError) this.events.log('warn', 'taking the shared tier lease failed; retrying', { error: message });
+        lastError = message;
+        await sleep(this.options.ttlMs / 3);
         continue;
       }
-      const held = current.record;
-      if (held && held.epoch > epoch) {
-        this.record = held;
-        return { held: false, holder: held };
-      }
-      if (!held || held.node_id === this.options.nodeId) {
-        // Ours from before a restart (or unreadable): the same epoch needs no wait, since no
-        // other node wrote in between.
-        if (await this.write(mine, { ifVersion: current.version })) return this.hold(sent);
+      if (step === 'again') continue;
+      if (step === 'wait') {
+        await sleep(this.options.ttlMs / 3);
         continue;
       }
-      if (held.epoch < epoch) {
-        if (!(await this.write(mine, { ifVersion: current.version }))) continue;
-        this.events.log('warn', 'took the lease from a primary of an older epoch; writes start after one lease ttl', {
-          former_holder: held.node_id,
-          former_epoch: held.epoch,
-          epoch,
-          ttl_ms: this.options.ttlMs,
-        });
-        return this.hold(sent, this.options.ttlMs);
-      }
-      // Same epoch, another node: two primaries were started on one tier.
-      this.record = held;
-      if (!wait) throw new Conflict(`node ${held.node_id} already holds the lease at epoch ${epoch}`, { holder: held.node_id, url: held.url });
-      const now = performance.now();
-      if (!watched || watched.version !== current.version) {
-        if (!watched) this.events.log('error', 'another primary of the same epoch holds the shared tier lease; waiting for it to lapse', { holder: held.node_id, epoch });
-        watched = { version: current.version, since: now };
-      } else if (now - watched.since >= this.options.ttlMs) {
-        if (await this.write(mine, { ifVersion: current.version })) return this.hold(sent);
-        watched = undefined;
-        continue;
-      }
-      await sleep(this.options.ttlMs / 3);
+      return step;
     }
+  }
+
+  /** One look at the lease and, where this node may, one conditional write. */
+  private async step(
+    epoch: number,
+    url: string,
+    wait: boolean,
+    state: { watched?: { version: string; since: number } },
+  ): Promise<{ held: true } | { held: false; holder: LeaseRecord } | 'again' | 'wait'> {
+    const sent = performance.now();
+    const current = await this.read();
+    const mine = { epoch, node_id: this.options.nodeId, url, seq: (current?.record?.seq ?? 0) + 1, renewed_at: new Date().toISOString() };
+    if (!current) return (await this.write(mine, { ifAbsent: true })) ? this.hold(sent) : 'again';
+    const held = current.record;
+    if (held && held.epoch > epoch) {
+      this.record = held;
+      return { held: false, holder: held };
+    }
+    if (!held || held.node_id === this.options.nodeId) {
+      // Ours from before a restart (or unreadable): the same epoch needs no wait, since no
+      // other node wrote in between.
+      return (await this.write(mine, { ifVersion: current.version })) ? this.hold(sent) : 'again';
+    }
+    if (held.epoch < epoch) {
+      if (!(await this.write(mine, { ifVersion: current.version }))) return 'again';
+      this.events.log('warn', 'took the lease from a primary of an older epoch; writes start after one lease ttl', {
+        former_holder: held.node_id,
+        former_epoch: held.epoch,
+        epoch,
+        ttl_ms: this.options.ttlMs,
+      });
+      return this.hold(sent, this.options.ttlMs);
+    }
+    // Same epoch, another node: two primaries were started on one tier.
+    this.record = held;
+    if (!wait) throw new Conflict(`node ${held.node_id} already holds the lease at epoch ${epoch}`, { holder: held.node_id, url: held.url });
+    const now = performance.now();
+    if (!state.watched || state.watched.version !== current.version) {
+      if (!state.watched) this.events.log('error', 'another primary of the same epoch holds the shared tier lease; waiting for it to lapse', { holder: held.node_id, epoch });
+      state.watched = { version: current.version, since: now };
+      return 'wait';
+    }
+    if (now - state.watched.since < this.options.ttlMs) return 'wait';
+    if (await this.write(mine, { ifVersion: current.version })) return this.hold(sent);
+    delete state.watched;
+    return 'again';
   }
 
   /** Stops renewing; the lease lapses after its ttl (a clean stop does not hand it over). */

@@ -22,8 +22,12 @@ import {
 // Whatever a crash leaves in .tmp is garbage, removed by sweepTemp().
 
 const TMP = '.tmp';
-/** A conditional put holds its key's lock for milliseconds; one this old was left by a crash. */
-const STALE_LOCK_MS = 30_000;
+/**
+ * A conditional put holds its key's lock for milliseconds; one this old was left by a process
+ * that died holding it (kill -9 mid-renewal), and is broken. Waiting longer only delays whoever
+ * takes over the lease after such a crash.
+ */
+const STALE_LOCK_MS = 3_000;
 const LOCK_WAIT_MS = 5_000;
 
 export class FsObjectStore implements ObjectStore {
