@@ -215,9 +215,14 @@ describe('lease between daemons', () => {
     const a = await start(['node.id=primary-a', ...tier]);
     await writable(a, 'from-a');
     const b = await start(['node.id=primary-b', ...tier]);
-    const refused = await api(b, 'POST', '/v1/users', { id: 'from-b', email: 'b@example.com', tier: 'free' });
-    expect(refused.status).toBe(503);
-    expect(refused.body.error.message).toContain('primary-a');
+    // Refused from the first request; once b has read the lease, the refusal names its holder.
+    await expect
+      .poll(async () => {
+        const refused = await api(b, 'POST', '/v1/users', { id: 'from-b', email: 'b@example.com', tier: 'free' });
+        expect(refused.status).toBe(503);
+        return refused.body.error.message as string;
+      }, { timeout: 10_000 })
+      .toContain('primary-a');
     await new Promise((r) => setTimeout(r, 2500));
     expect((await api(b, 'POST', '/v1/users', { id: 'from-b', email: 'b@example.com', tier: 'free' })).status).toBe(503);
     await a.kill9();
