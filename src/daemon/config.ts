@@ -114,6 +114,8 @@ export const configSchema = z.strictObject({
       archive: objectTierSchema.default({ driver: 'fs' }),
       /** Unreferenced blobs younger than this are kept: uploads in flight write bytes before rows. */
       gc_grace_seconds: z.int().min(0).default(86_400),
+      /** Resumable upload sessions not completed within this are ended by GC and their parts deleted. */
+      upload_session_ttl_seconds: z.int().positive().default(7 * 86_400),
       gc_interval_seconds: z.int().min(0).default(3600),
     })
     .prefault({}),

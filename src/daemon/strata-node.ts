@@ -669,7 +669,7 @@ export class StrataNode {
           (r) => this.log.info(r, 'checkpoint retention done'),
           (err: unknown) => this.log.error({ err }, 'checkpoint retention failed'),
         );
-        this.models.collectGarbage(SYSTEM, this.config.objects.gc_grace_seconds * 1000).then(
+        this.models.collectGarbage(SYSTEM, this.config.objects.gc_grace_seconds * 1000, this.config.objects.upload_session_ttl_seconds * 1000).then(
           (r) => this.log.info(r, 'garbage collection done'),
           (err: unknown) => this.log.error({ err }, 'garbage collection failed'),
         );

@@ -4,6 +4,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { openTestNode } from '../helpers/node.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -294,6 +295,31 @@ describe('resumable uploads', () => {
     } finally {
       await d.stop();
     }
+  });
+});
+
+describe('expired upload sessions', () => {
+  it('GC ends sessions older than the ttl and deletes their parts; a young session stays', async () => {
+    const t = await openTestNode();
+    const h = { authorization: `Bearer ${t.adminToken}` };
+    await t.call('PUT', '/v1/models/u', {});
+    await t.call('POST', '/v1/models/u/versions', { version: 'v1' });
+    const start = async (path: string) => ((await (await t.app.request(`/v1/models/u/versions/v1/files/${path}?uploads`, { method: 'POST', headers: h })).json()) as { upload_id: string }).upload_id;
+    const old = await start('old.bin');
+    expect((await t.app.request(`/v1/models/u/versions/v1/files/old.bin?upload_id=${old}&part=1`, { method: 'PUT', headers: h, body: 'part one' })).status).toBe(200);
+    const young = await start('young.bin');
+    expect((await t.app.request(`/v1/models/u/versions/v1/files/young.bin?upload_id=${young}&part=1`, { method: 'PUT', headers: h, body: 'part one' })).status).toBe(200);
+    // Age the first session by an hour.
+    t.node.sql.db.prepare('UPDATE model_uploads SET created_at = ? WHERE id = ?').run(new Date(Date.now() - 3_600_000).toISOString(), old);
+    const gc = await t.call('POST', '/v1/admin/gc?upload_ttl_seconds=1800');
+    expect(gc.body).toMatchObject({ expired_uploads: 1 });
+    expect((await t.app.request(`/v1/models/u/versions/v1/files/old.bin?upload_id=${old}`, { method: 'POST', headers: h })).status).toBe(404);
+    const left: string[] = [];
+    for await (const o of t.node.objectTiers.hot.list('uploads/')) left.push(o.key.split('/')[1]!);
+    expect(left).toEqual([young]);
+    const audit = (await t.call('GET', '/v1/admin/audit?limit=5')).body.items.map((e: { action: string }) => e.action);
+    expect(audit).toContain('models.upload_expired');
+    await t.close();
   });
 });
 

@@ -99,15 +99,16 @@ export function adminRoutes(router: ApiRouter, node: StrataNode): void {
     {
       method: 'post',
       path: '/v1/admin/gc',
-      summary: 'Collect unreferenced blobs older than the grace period now',
+      summary: 'Collect unreferenced blobs older than the grace period, and expired upload sessions, now',
       tag: 'admin',
       access: 'admin',
-      query: z.object({ grace_seconds: z.coerce.number().int().min(0).optional() }),
+      query: z.object({ grace_seconds: z.coerce.number().int().min(0).optional(), upload_ttl_seconds: z.coerce.number().int().min(0).optional() }),
       responses: { 200: { description: 'what was removed' } },
     },
     async (c, { query, caller }) => {
       const grace = (query.grace_seconds ?? node.config.objects.gc_grace_seconds) * 1000;
-      return c.json(await node.models.collectGarbage(actorOf(caller), grace));
+      const uploadTtl = (query.upload_ttl_seconds ?? node.config.objects.upload_session_ttl_seconds) * 1000;
+      return c.json(await node.models.collectGarbage(actorOf(caller), grace, uploadTtl));
     },
   );
 }

@@ -571,7 +571,11 @@ export class ModelRegistry {
    * file points at, and incomplete puts. The grace period protects uploads in flight, whose
    * object exists before its row.
    */
-  async collectGarbage(actor: Actor, graceMs: number): Promise<{ orphan_objects: number; unreferenced_blobs: number; incomplete: number; bytes: number }> {
+  async collectGarbage(
+    actor: Actor,
+    graceMs: number,
+    uploadTtlMs = 7 * 86_400_000,
+  ): Promise<{ orphan_objects: number; unreferenced_blobs: number; incomplete: number; expired_uploads: number; bytes: number }> {
     const cutoff = Date.now() - graceMs;
     const known = new Set(this.db.prepare<{ key: string }>('SELECT key FROM blobs').all().map((r) => r.key));
     let orphanObjects = 0;
@@ -598,7 +602,24 @@ export class ModelRegistry {
       bytes += b.size;
     }
     const incomplete = (await this.store.sweepIncomplete?.(graceMs)) ?? 0;
-    return { orphan_objects: orphanObjects, unreferenced_blobs: unreferenced.length, incomplete, bytes };
+    // Resumable uploads nobody completed: the session ends (row first), then its parts go. Parts
+    // whose session row is already gone (a crash in between) go once past the grace period.
+    const expiredBefore = new Date(Date.now() - uploadTtlMs).toISOString();
+    const expired = this.db.prepare<{ id: string; model: string; version: string; path: string }>('SELECT id, model, version, path FROM model_uploads WHERE created_at < ?').all(expiredBefore);
+    for (const u of expired) {
+      await this.writer.write(actor, (tx) => {
+        tx.apply(this.uploadEnded, { id: u.id });
+        tx.audit('models.upload_expired', `model:${u.model}/${u.version}/${u.path}`, { upload_id: u.id });
+      });
+    }
+    const live = new Set(this.db.prepare<{ id: string }>('SELECT id FROM model_uploads').all().map((r) => r.id));
+    for await (const o of this.store.list('uploads/')) {
+      const id = o.key.split('/')[1]!;
+      if (live.has(id) || (o.modified && o.modified.getTime() > cutoff && !expired.some((u) => u.id === id))) continue;
+      await this.store.delete(o.key);
+      bytes += o.size;
+    }
+    return { orphan_objects: orphanObjects, unreferenced_blobs: unreferenced.length, incomplete, expired_uploads: expired.length, bytes };
   }
 
   bytesByTier(): Array<{ tier: string; bytes: number }> {
