@@ -167,6 +167,8 @@ describe('model store over HTTP', () => {
     await put('/v1/models/llama/versions/v9/files/w.bin', data);
     const get = async () => Buffer.from(await (await fetch(d.url + '/v1/models/llama/versions/v9/files/w.bin', { headers: auth() })).arrayBuffer());
     expect((await get()).equals(data)).toBe(true);
+    // The cold read streamed while the cache filled; the next one is a hit once the fill is verified.
+    await expect.poll(async () => (await api(d, 'GET', '/v1/cache')).body.entries).toBe(before.entries + 1);
     expect((await get()).equals(data)).toBe(true);
     const after = (await api(d, 'GET', '/v1/cache')).body;
     expect(after.misses).toBe(before.misses + 1);
@@ -336,7 +338,9 @@ describe('archive tier', () => {
       await fetch(d.url + '/v1/models/old/versions/v1/files/only.bin', { method: 'PUT', headers: h, body: only });
       await fetch(d.url + '/v1/models/old/versions/v1/files/shared.bin', { method: 'PUT', headers: h, body: shared });
       await fetch(d.url + '/v1/models/old/versions/v2/files/shared.bin', { method: 'PUT', headers: h, body: shared });
-      await (await fetch(d.url + '/v1/models/old/versions/v1/files/only.bin', { headers: h })).arrayBuffer(); // now cached
+      await (await fetch(d.url + '/v1/models/old/versions/v1/files/only.bin', { headers: h })).arrayBuffer();
+      // The cold read streamed while filling; the entry is recorded once the fill is verified.
+      await expect.poll(async () => (await api(d, 'GET', '/v1/cache')).body.entries).toBeGreaterThan(0);
       const entriesBefore = (await api(d, 'GET', '/v1/cache')).body.entries;
       const r = await api(d, 'POST', '/v1/models/old/versions/v1/archive');
       expect(r.body).toEqual({ version: 'v1', moved: 1, bytes: 20_000 }); // shared.bin stays hot for v2

@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { Unavailable } from '../errors.js';
 import { Sealer } from '../crypto/sealed-stream.js';
 
@@ -82,8 +82,12 @@ export class ModelCache {
 
   /**
    * A stream of the file, from the cache. On a miss, one fill from `fetch` serves every
-   * concurrent reader of the same sha256 (single flight). A file larger than the whole cache
-   * is streamed straight from `fetch` instead.
+   * concurrent reader of the same sha256 (single flight). The reader that starts the fill of a
+   * whole file gets the bytes as they arrive (a cold load is not a full download plus a
+   * re-read); if the fill then finds a wrong sha256 its stream fails, so the client sees a
+   * broken transfer rather than a complete wrong file. Readers that arrive during a fill, and
+   * ranged ones, wait for it and read the file. A file larger than the whole cache is streamed
+   * straight from `fetch` instead.
    */
   async read(sha256: string, size: number, fetch: () => Promise<Readable>, range?: { start: number; end: number }): Promise<Readable> {
     if (this.entries.has(sha256)) {
@@ -94,6 +98,20 @@ export class ModelCache {
       this.misses++;
       this.events.miss?.();
       if (size > this.capacity) return fetchRange(fetch, range);
+      if (!range && !this.filling.has(sha256)) {
+        const client = new PassThrough({ highWaterMark: 1024 * 1024 });
+        const tap = async (chunk: Buffer) => {
+          if (client.destroyed) return;
+          if (!client.write(chunk)) await drainedOrClosed(client);
+        };
+        const fill = this.doFill(sha256, fetch, tap).finally(() => this.filling.delete(sha256));
+        this.filling.set(sha256, fill);
+        fill.then(
+          () => client.end(),
+          (err: unknown) => client.destroy(err as Error),
+        );
+        return client;
+      }
       await this.fill(sha256, fetch);
     }
     const path = join(this.dir, sha256);
@@ -129,7 +147,7 @@ export class ModelCache {
     return p;
   }
 
-  private async doFill(sha256: string, fetch: () => Promise<Readable>): Promise<void> {
+  private async doFill(sha256: string, fetch: () => Promise<Readable>, tap?: (chunk: Buffer) => Promise<void>): Promise<void> {
     const tmp = join(this.dir, '.tmp', randomUUID());
     const fh = await open(tmp, 'wx', 0o600);
     const hash = createHash('sha256');
@@ -140,6 +158,7 @@ export class ModelCache {
       async function* hashed(): AsyncIterable<Buffer> {
         for await (const chunk of source) {
           hash.update(chunk as Buffer);
+          if (tap) await tap(chunk as Buffer);
           yield chunk as Buffer;
         }
       }
@@ -184,6 +203,19 @@ export class ModelCache {
       await rm(join(this.dir, sha), { force: true });
     }
   }
+}
+
+/** Resolves when the stream can take more, or when it is gone (a client that hung up). */
+function drainedOrClosed(stream: PassThrough): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
 }
 
 async function fetchRange(fetch: () => Promise<Readable>, range?: { start: number; end: number }): Promise<Readable> {

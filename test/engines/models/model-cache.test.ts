@@ -41,9 +41,36 @@ describe('model cache', () => {
     const cache = await ModelCache.open(dir, 10_000_000, () => new Set());
     const data = randomBytes(5000);
     const fetches = { n: 0 };
-    await expect(cache.read('f'.repeat(64), data.length, source(data, fetches))).rejects.toThrow(/corrupt/);
+    // The first reader gets the bytes as they arrive, so the mismatch breaks its stream at the end.
+    await expect(read(await cache.read('f'.repeat(64), data.length, source(data, fetches)))).rejects.toThrow(/corrupt/);
+    // A later reader waits for a fill and gets the error before any byte.
+    await expect(cache.read('f'.repeat(64), data.length, source(data, fetches), { start: 0, end: 9 })).rejects.toThrow(/corrupt/);
     expect(cache.has('f'.repeat(64))).toBe(false);
     expect(readdirSync(dir).filter((f) => f !== '.tmp')).toEqual([]);
+  });
+
+  it('the reader that causes a fill gets the first bytes before the fetch has finished', async () => {
+    const cache = await ModelCache.open(tempDir(), 10_000_000, () => new Set());
+    const data = randomBytes(100_000);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const slow = async () =>
+      Readable.from(
+        (async function* () {
+          yield data.subarray(0, 40_000);
+          await held;
+          yield data.subarray(40_000);
+        })(),
+      );
+    const stream = await cache.read(sha(data), data.length, slow);
+    const first = await new Promise<Buffer>((resolve) => stream.once('data', (c: Buffer) => resolve(c)));
+    expect(first.equals(data.subarray(0, 40_000))).toBe(true);
+    expect(cache.has(sha(data))).toBe(false);
+    stream.pause();
+    release();
+    const rest = await read(stream);
+    expect(Buffer.concat([first, rest]).equals(data)).toBe(true);
+    await expect.poll(() => cache.has(sha(data))).toBe(true);
   });
 
   it('evicts least recently used entries at capacity, never a pinned one', async () => {
