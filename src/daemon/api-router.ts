@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { InvalidInput } from '../engines/errors.js';
 import type { AppEnv, Caller } from './app-env.js';
 import { authenticate, authorize, type Access } from './auth.js';
-import { readBody } from './json-body.js';
+import { readBody, type BodyLimits } from './json-body.js';
 import type { RateLimiter } from './rate-limiter.js';
 import { Unauthorized } from '../engines/errors.js';
 import type { TokenStore } from '../engines/auth/token-store.js';
@@ -49,8 +49,8 @@ export class ApiRouter {
   constructor(
     private readonly app: Hono<AppEnv>,
     private readonly tokens: TokenStore,
-    private readonly maxBodyBytes: number,
-    private readonly guards: { rateLimiter?: RateLimiter; authFailed?(c: Context<AppEnv>, reason: 'missing' | 'invalid'): void } = {},
+    private readonly bodyLimits: BodyLimits,
+    private readonly guards: { rateLimiter?: RateLimiter; authFailed?(reason: 'missing' | 'invalid'): void } = {},
   ) {}
 
   route<P extends z.ZodType = typeof noInput, Q extends z.ZodType = typeof noInput, B extends z.ZodType = z.ZodUndefined>(
@@ -67,7 +67,7 @@ export class ApiRouter {
         try {
           caller = authenticate(c, this.tokens);
         } catch (err) {
-          if (err instanceof Unauthorized) this.guards.authFailed?.(c, c.req.header('authorization') ? 'invalid' : 'missing');
+          if (err instanceof Unauthorized) this.guards.authFailed?.(c.req.header('authorization') ? 'invalid' : 'missing');
           throw err;
         }
         c.set('caller', caller);
@@ -76,7 +76,7 @@ export class ApiRouter {
       }
       const params = validate('path', spec.params ?? noInput, c.req.param());
       const query = validate('query', spec.query ?? noInput, c.req.query());
-      const body = spec.body ? validate('body', spec.body, await readBody(c, this.maxBodyBytes, spec.msgpack === true)) : undefined;
+      const body = spec.body ? validate('body', spec.body, await readBody(c, this.bodyLimits, spec.msgpack === true)) : undefined;
       return handler(c, { params, query, body, caller: caller as Caller } as RouteInput<z.infer<P>, z.infer<Q>, z.infer<B>>);
     });
   }

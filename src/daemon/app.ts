@@ -16,7 +16,6 @@ import { replicationRoutes } from './routes/replication.js';
 import { privacyRoutes } from './routes/privacy.js';
 import { datasetRoutes } from './routes/datasets.js';
 import { feedbackRoutes } from './routes/feedback.js';
-import { setMaxJsonDepth } from './json-body.js';
 import { RateLimiter } from './rate-limiter.js';
 import type { StrataNode } from './strata-node.js';
 
@@ -73,11 +72,10 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
     await next();
   });
 
-  setMaxJsonDepth(node.config.security.max_json_depth);
   const limit = node.config.security.rate_limit;
-  const router = new ApiRouter(app, node.tokens, node.config.server.max_body_bytes, {
+  const router = new ApiRouter(app, node.tokens, { bytes: node.config.server.max_body_bytes, jsonDepth: node.config.security.max_json_depth }, {
     rateLimiter: new RateLimiter(limit.requests_per_second, limit.burst, () => node.metrics.rateLimited.inc()),
-    authFailed: (_c, reason) => node.authFailed(reason),
+    authFailed: (reason) => node.authFailed(reason),
   });
   opsRoutes(router, node);
   adminRoutes(router, node);

@@ -10,9 +10,16 @@ import { InvalidInput, PayloadTooLarge } from '../engines/errors.js';
 const MSGPACK = /^application\/(x-)?msgpack\b/i;
 
 /** Bulk routes also take MessagePack (Content-Type: application/msgpack), read under the same limit. */
-export async function readBody(c: Context, limitBytes: number, msgpack: boolean): Promise<unknown> {
+export interface BodyLimits {
+  bytes: number;
+  /** JSON nested deeper than this is refused before parsing (a parser's recursion is not a budget). */
+  jsonDepth: number;
+}
+
+export async function readBody(c: Context, limits: BodyLimits, msgpack: boolean): Promise<unknown> {
+  const limitBytes = limits.bytes;
   const type = c.req.header('content-type');
-  if (!msgpack || !type || !MSGPACK.test(type)) return readJsonBody(c, limitBytes);
+  if (!msgpack || !type || !MSGPACK.test(type)) return readJsonBody(c, limits);
   const declared = c.req.header('content-length');
   if (declared !== undefined && Number(declared) > limitBytes) throw new PayloadTooLarge(limitBytes);
   const bytes = await readLimited(c.req.raw.body, limitBytes);
@@ -26,13 +33,7 @@ export async function readBody(c: Context, limitBytes: number, msgpack: boolean)
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** JSON nested deeper than this is refused before parsing (a parser's recursion is not a budget). */
-export let maxJsonDepth = 64;
-export function setMaxJsonDepth(depth: number): void {
-  maxJsonDepth = depth;
-}
-
-export async function readJsonBody(c: Context, limitBytes: number): Promise<unknown> {
+export async function readJsonBody(c: Context, { bytes: limitBytes, jsonDepth }: BodyLimits): Promise<unknown> {
   const type = c.req.header('content-type');
   if (type && !/^application\/(json|[a-z0-9.+-]*\+json)\b/i.test(type)) {
     throw new InvalidInput(`the body must be JSON (Content-Type: application/json), not ${type.split(';')[0]}`);
@@ -47,7 +48,7 @@ export async function readJsonBody(c: Context, limitBytes: number): Promise<unkn
     throw err;
   }
   if (text.trim() === '') throw new InvalidInput('a JSON body is required');
-  if (nestingDepth(text) > maxJsonDepth) throw new InvalidInput(`the JSON body is nested deeper than ${maxJsonDepth} levels`);
+  if (nestingDepth(text) > jsonDepth) throw new InvalidInput(`the JSON body is nested deeper than ${jsonDepth} levels`);
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {

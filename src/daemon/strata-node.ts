@@ -637,14 +637,8 @@ export class StrataNode {
       }
     };
     const db = join(this.dataDir, 'strata.db');
-    let freeBytes: number | null = null;
-    try {
-      const s = statfsSync(this.dataDir);
-      freeBytes = Number(s.bavail) * Number(s.bsize);
-    } catch {
-      // statfs is missing on some runtimes; the field is then null.
-    }
-    return { data_dir: this.dataDir, sql_driver: this.sql.db.driver, sql_bytes: size(db) + size(`${db}-wal`), free_bytes: freeBytes };
+    // statfs is missing on some runtimes; the field is then null.
+    return { data_dir: this.dataDir, sql_driver: this.sql.db.driver, sql_bytes: size(db) + size(`${db}-wal`), free_bytes: this.metrics.disk()?.free ?? null };
   }
 
   private gcTimer: NodeJS.Timeout | undefined;
@@ -659,64 +653,50 @@ export class StrataNode {
     this.statusTimer.unref();
     this.pruneTimer = setInterval(() => this.pruneChangeLog(), 60_000);
     this.pruneTimer.unref();
-    const every = this.config.objects.gc_interval_seconds;
-    if (every > 0) {
-      this.gcTimer = setInterval(() => {
-        // Replicas get these effects from their primary's log; a primary without a fresh lease
-        // must not delete from a tier another primary may be writing to.
-        if (!this.replication.writable()) return;
-        this.checkpoints.applyRetention(SYSTEM, this.config.checkpoints).then(
-          (r) => this.log.info(r, 'checkpoint retention done'),
-          (err: unknown) => this.log.error({ err }, 'checkpoint retention failed'),
-        );
-        this.models.collectGarbage(SYSTEM, this.config.objects.gc_grace_seconds * 1000, this.config.objects.upload_session_ttl_seconds * 1000).then(
-          (r) => this.log.info(r, 'garbage collection done'),
-          (err: unknown) => this.log.error({ err }, 'garbage collection failed'),
-        );
-      }, every * 1000);
-      this.gcTimer.unref();
-    }
-    const saveEvery = this.config.vectors.save_interval_seconds;
-    if (saveEvery > 0) {
-      let busy = false;
-      this.vectorTimer = setInterval(() => {
-        if (busy) return;
-        busy = true;
-        // Save first (a restart then replays little), then compact what has too many tombstones.
-        this.vectors
-          .saveAll()
-          .then(() => this.vectors.compactIfNeeded())
-          .then((compacted) => compacted.length && this.log.info({ collections: compacted }, 'vector indexes compacted'))
-          .catch((err: unknown) => this.log.error({ err }, 'vector index maintenance failed'))
-          .finally(() => (busy = false));
-      }, saveEvery * 1000);
-      this.vectorTimer.unref();
-    }
-    const retentionEvery = this.config.retention.interval_seconds;
-    if (retentionEvery > 0) {
-      let running = false;
-      this.retentionTimer = setInterval(() => {
-        if (running || !this.replication.writable()) return;
-        running = true;
-        this.runRetention(false)
-          .catch((err: unknown) => this.log.error({ err }, 'retention job failed; the next run resumes it'))
-          .finally(() => (running = false));
-      }, retentionEvery * 1000);
-      this.retentionTimer.unref();
-    }
-    const archiveEvery = this.config.conversations.archive.interval_seconds;
-    if (archiveEvery > 0) {
-      let running = false;
-      this.archiveTimer = setInterval(() => {
-        // One run at a time: a slow object tier must not stack runs on top of each other.
-        if (running || !this.replication.writable()) return;
-        running = true;
-        this.runConversationArchive()
-          .catch((err: unknown) => this.log.error({ err }, 'conversation archive job failed; the next run resumes it'))
-          .finally(() => (running = false));
-      }, archiveEvery * 1000);
-      this.archiveTimer.unref();
-    }
+    // Replicas get these effects from their primary's log; a primary without a fresh lease
+    // must not delete from a tier another primary may be writing to.
+    this.gcTimer = this.repeat(this.config.objects.gc_interval_seconds, true, async () => {
+      await this.checkpoints.applyRetention(SYSTEM, this.config.checkpoints).then(
+        (r) => this.log.info(r, 'checkpoint retention done'),
+        (err: unknown) => this.log.error({ err }, 'checkpoint retention failed'),
+      );
+      await this.models.collectGarbage(SYSTEM, this.config.objects.gc_grace_seconds * 1000, this.config.objects.upload_session_ttl_seconds * 1000).then(
+        (r) => this.log.info(r, 'garbage collection done'),
+        (err: unknown) => this.log.error({ err }, 'garbage collection failed'),
+      );
+    });
+    // Save first (a restart then replays little), then compact what has too many tombstones.
+    this.vectorTimer = this.repeat(this.config.vectors.save_interval_seconds, false, () =>
+      this.vectors
+        .saveAll()
+        .then(() => this.vectors.compactIfNeeded())
+        .then((compacted) => compacted.length && this.log.info({ collections: compacted }, 'vector indexes compacted'))
+        .catch((err: unknown) => this.log.error({ err }, 'vector index maintenance failed')),
+    );
+    this.retentionTimer = this.repeat(this.config.retention.interval_seconds, true, () =>
+      this.runRetention(false).catch((err: unknown) => this.log.error({ err }, 'retention job failed; the next run resumes it')),
+    );
+    this.archiveTimer = this.repeat(this.config.conversations.archive.interval_seconds, true, () =>
+      this.runConversationArchive().catch((err: unknown) => this.log.error({ err }, 'conversation archive job failed; the next run resumes it')),
+    );
+  }
+
+  /**
+   * Runs `run` every `seconds` (0: never), one run at a time — a slow object tier must not
+   * stack runs on top of each other — and, with `writable`, only while this node may write.
+   */
+  private repeat(seconds: number, writable: boolean, run: () => Promise<unknown>): NodeJS.Timeout | undefined {
+    if (seconds <= 0) return undefined;
+    let running = false;
+    const timer = setInterval(() => {
+      if (running || (writable && !this.replication.writable())) return;
+      running = true;
+      run()
+        .catch((err: unknown) => this.log.error({ err }, 'periodic job failed'))
+        .finally(() => (running = false));
+    }, seconds * 1000);
+    timer.unref();
+    return timer;
   }
 
   private archiveTimer: NodeJS.Timeout | undefined;

@@ -78,14 +78,16 @@ export class BackupArchive {
     await this.objects.delete(userKeyKey(userId));
   }
 
+  /** The users whose key is stored (a listing: no key is read). */
+  async userKeyIds(): Promise<Set<string>> {
+    const out = new Set<string>();
+    for await (const o of this.objects.list('keys/users/')) out.add(Buffer.from(o.key.slice('keys/users/'.length), 'hex').toString('utf8'));
+    return out;
+  }
+
   async userKeys(): Promise<Map<string, Buffer>> {
     const out = new Map<string, Buffer>();
-    for await (const o of this.objects.list('keys/users/')) {
-      const userId = Buffer.from(o.key.slice('keys/users/'.length), 'hex').toString('utf8');
-      const parts: Buffer[] = [];
-      for await (const c of await this.objects.get(o.key)) parts.push(c as Buffer);
-      out.set(userId, Buffer.concat(parts));
-    }
+    for (const userId of await this.userKeyIds()) out.set(userId, await readAll(await this.objects.get(userKeyKey(userId))));
     return out;
   }
 

@@ -137,10 +137,10 @@ export class Backups {
   /** The snapshot copy loses its user keys (zeroed, not just unlinked); the key prefix gets every live one. */
   private async moveUserKeysOut(store: SqlStore, copy: string): Promise<void> {
     const keys = store.db.prepare<{ user_id: string; wrapped: Uint8Array }>('SELECT user_id, wrapped FROM user_keys').all();
-    const stored = await this.archive.userKeys();
+    const stored = await this.archive.userKeyIds();
     for (const k of keys) if (!stored.has(k.user_id)) await this.archive.putUserKey(k.user_id, Buffer.from(k.wrapped));
     const live = new Set(keys.map((k) => k.user_id));
-    for (const userId of stored.keys()) if (!live.has(userId)) await this.archive.deleteUserKey(userId);
+    for (const userId of stored) if (!live.has(userId)) await this.archive.deleteUserKey(userId);
     store.db.prepare('ATTACH DATABASE ? AS copy').run(copy);
     try {
       store.db.exec('PRAGMA copy.secure_delete = ON; DELETE FROM copy.user_keys;');

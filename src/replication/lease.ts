@@ -76,10 +76,6 @@ export class Lease {
     return new Unavailable(`this primary does not hold a fresh lease on the shared object tier${holder}; writes resume once it does`);
   }
 
-  holder(): LeaseRecord | undefined {
-    return this.record;
-  }
-
   /**
    * Refuses a store that ignores conditional puts (s3rver, some gateways): on it two
    * primaries could both "win", and a lease that cannot exclude is worse than none.

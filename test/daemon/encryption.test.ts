@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { unzipSync } from 'fflate';
 import { afterEach, describe, expect, it } from 'vitest';
-import { api, CLI, startDaemon, tempDir, type Daemon } from '../helpers/daemon.js';
+import { api, runCli, startDaemon, tempDir, type Daemon } from '../helpers/daemon.js';
 
 // Encryption at rest and crypto-shredding, on real daemons: after messages, preferences, an
 // uploaded model file, an archive run and a backup, no file under the data dir holds a marker
@@ -39,16 +38,7 @@ async function start(set: string[], dataDir?: string) {
   return d;
 }
 
-function strata(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args]);
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('close', (code) => resolve({ code, out, err }));
-  });
-}
+const strata = runCli;
 
 /** Files under `dir` whose bytes (or, for gzip files, whose decompressed bytes) contain `needle`. */
 function filesContaining(dir: string, needle: string): string[] {

@@ -1,6 +1,5 @@
-import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { CLI } from '../helpers/daemon.js';
+import { runCli } from '../helpers/daemon.js';
 import { openTestNode } from '../helpers/node.js';
 
 // Retention per tier and data kind, evaluated at a chosen "now" (800 days ahead), so that
@@ -8,16 +7,7 @@ import { openTestNode } from '../helpers/node.js';
 
 const DAY = 86_400_000;
 
-function strata(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args]);
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('close', (code) => resolve({ code, out, err }));
-  });
-}
+const strata = runCli;
 
 describe('retention', () => {
   it('removes per tier and kind exactly what its policy says, and a dry run removes nothing', async () => {

@@ -98,6 +98,21 @@ export async function startDaemon(options: { dataDir?: string; runtime?: Runtime
   };
 }
 
+/**
+ * Runs the CLI without blocking this process (a daemon it talks to, started by the same test,
+ * keeps being served) and collects its output.
+ */
+export function runCli(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolveRun) => {
+    const child = spawn(process.execPath, [CLI, ...args]);
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('close', (code) => resolveRun({ code, out, err }));
+  });
+}
+
 export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -1,23 +1,15 @@
-import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
-import { api, CLI, startDaemon, tempDir, type Daemon } from '../helpers/daemon.js';
+import { api, runCli, startDaemon, tempDir, type Daemon } from '../helpers/daemon.js';
 
 // Continuous backup and point-in-time restore, through the real CLI against the backup
 // directory a running daemon fills.
 
 /** Runs the CLI without blocking this process (its keep-alive sockets to the daemon stay served). */
-function strata(args: string[], dataDir: string): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args, '--set', `storage.data_dir=${dataDir}`]);
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('close', (code) => resolve({ code, out, err }));
-  });
+function strata(args: string[], dataDir: string) {
+  return runCli([...args, '--set', `storage.data_dir=${dataDir}`]);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

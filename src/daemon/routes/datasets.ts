@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { NotFound } from '../../engines/errors.js';
 import { DATASET_NAME } from '../../engines/datasets/dataset-catalog.js';
@@ -97,21 +98,7 @@ export function datasetRoutes(router: ApiRouter, node: StrataNode): void {
       const shard = datasets.version(params.name, params.version).shards.find((s) => s.name === params.shard);
       if (!shard) throw new NotFound(`version ${params.version} of ${params.name} has no shard ${params.shard}`);
       const stream = await datasets.objects.get(shard.path);
-      return new Response(ReadableStreamFrom(stream), { headers: { 'content-type': 'application/vnd.apache.parquet', 'content-length': String(shard.bytes) } });
+      return c.body(Readable.toWeb(stream) as ReadableStream, 200, { 'Content-Type': 'application/vnd.apache.parquet', 'Content-Length': String(shard.bytes) });
     },
   );
-}
-
-function ReadableStreamFrom(stream: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
-  const it = stream[Symbol.asyncIterator]();
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      const { done, value } = await it.next();
-      if (done) controller.close();
-      else controller.enqueue(value);
-    },
-    async cancel() {
-      await it.return?.();
-    },
-  });
 }

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { ApiRouter } from '../api-router.js';
 import { actorOf } from '../auth.js';
@@ -56,25 +57,13 @@ export function feedbackRoutes(router: ApiRouter, node: StrataNode): void {
       if (query.format === 'parquet') {
         return new Response(await feedback.parquet(query.kind), { headers: { 'content-type': 'application/vnd.apache.parquet' } });
       }
-      const rows = query.kind === 'comparisons' ? feedback.pairs() : feedback.ratings();
-      const it = rows[Symbol.asyncIterator]();
-      const encoder = new TextEncoder();
-      const body = new ReadableStream<Uint8Array>({
-        async pull(controller) {
-          const lines: string[] = [];
-          for (let i = 0; i < 200; i++) {
-            const { done, value } = await it.next();
-            if (done) {
-              if (lines.length) controller.enqueue(encoder.encode(lines.join('')));
-              controller.close();
-              return;
-            }
-            lines.push(JSON.stringify(value) + '\n');
-          }
-          controller.enqueue(encoder.encode(lines.join('')));
-        },
-      });
-      return new Response(body, { headers: { 'content-type': 'application/x-ndjson' } });
+      const rows: AsyncIterable<unknown> = query.kind === 'comparisons' ? feedback.pairs() : feedback.ratings();
+      const lines = Readable.from(
+        (async function* () {
+          for await (const r of rows) yield Buffer.from(JSON.stringify(r) + '\n');
+        })(),
+      );
+      return c.body(Readable.toWeb(lines) as ReadableStream, 200, { 'Content-Type': 'application/x-ndjson' });
     },
   );
 }

@@ -55,6 +55,8 @@ const SYSTEM: Actor = { tokenId: 'system' };
 
 export class Keyring {
   private kekBytes: Buffer | undefined;
+  /** Derived from the KEK once; emails are looked up by it on every user write and lookup. */
+  private blindKey: Buffer | undefined;
   private readonly kekSet: ChangeType<{ wrapped: Uint8Array; master_key_id: string; updated_at: string }>;
   readonly userKeyCreated: ChangeType<{ user_id: string; wrapped?: Uint8Array; created_at: string }>;
   readonly userKeyDestroyed: ChangeType<{ user_id: string }>;
@@ -73,6 +75,7 @@ export class Keyring {
          ON CONFLICT (name) DO UPDATE SET wrapped = excluded.wrapped, master_key_id = excluded.master_key_id, updated_at = excluded.updated_at`,
       ).run(Buffer.from(p.wrapped), p.master_key_id, p.updated_at);
       this.kekBytes = undefined;
+      this.blindKey = undefined;
     });
     // A record without `wrapped` comes from a backup segment, which never carries user keys;
     // the restore installs the keys that still exist from the backup's key prefix instead.
@@ -149,8 +152,8 @@ export class Keyring {
 
   /** A keyed hash for equality lookups on encrypted values (email uniqueness). */
   blindIndex(value: string): string {
-    const key = Buffer.from(hkdfSync('sha256', this.kek(), Buffer.alloc(0), 'strata blind index', 32));
-    return createHmac('sha256', key).update(value).digest('hex');
+    this.blindKey ??= Buffer.from(hkdfSync('sha256', this.kek(), Buffer.alloc(0), 'strata blind index', 32));
+    return createHmac('sha256', this.blindKey).update(value).digest('hex');
   }
 
   /** The user's key, made (and logged in this transaction) on first use. */
@@ -182,6 +185,7 @@ export class Keyring {
   /** Forgets cached keys after the tables were replaced underneath (a bootstrap or restore). */
   reload(): void {
     this.kekBytes = undefined;
+    this.blindKey = undefined;
     this.userKeys.clear();
   }
 

@@ -97,7 +97,7 @@ export class JobRunner {
       const result = await handler(job, ctx);
       flush();
       await writing;
-      await this.store.update(this.actor, job.id, { state: 'done', progress: 1, result, ...(pending ? {} : {}) });
+      await this.store.update(this.actor, job.id, { state: 'done', progress: 1, result });
       this.log('info', 'job done', { job_id: job.id, kind: job.kind, ...result });
     } catch (err) {
       flush();

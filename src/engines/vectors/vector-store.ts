@@ -232,12 +232,7 @@ export class VectorStore {
     const live = this.live.get(name);
     return {
       name: spec.name,
-      dimensions: spec.dimensions,
-      metric: spec.metric,
-      dtype: spec.dtype,
-      connectivity: spec.connectivity,
-      expansion_add: spec.expansion_add,
-      expansion_search: spec.expansion_search,
+      ...toConfig(spec),
       count,
       memory_bytes: live ? this.memoryBytes(live) : 0,
       tombstones: live?.tombstones ?? 0,
