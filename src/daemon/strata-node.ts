@@ -39,6 +39,8 @@ import { cryptoMigrations, Keyring } from '../engines/crypto/keyring.js';
 import { FieldCipher } from '../engines/crypto/field-cipher.js';
 import { loadMasterKey, MasterKeyError, type MasterKey } from '../engines/crypto/master-key.js';
 import { Sealer } from '../engines/crypto/sealed-stream.js';
+import { PiiScanner } from '../engines/privacy/pii-scanner.js';
+import { TextWorker } from '../engines/text-worker.js';
 import { SealedObjectStore } from '../engines/objects/sealed-object-store.js';
 import { Replication } from '../replication/replication.js';
 import { Backups } from '../replication/backups.js';
@@ -79,10 +81,12 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers), cache, cipher);
   const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, modelCache, config.models.cache.pinned_aliases, archive);
   const checkpoints = new CheckpointStore(sql.db, sql.changes, sql.writer, models);
+  const text = new TextWorker();
+  const pii = new PiiScanner(text);
   const conversations = new ConversationStore(sql.db, sql.changes, sql.writer, cache, {
     cachedMessages: config.conversations.cached_messages,
     ttlSeconds: config.conversations.hot_ttl_seconds,
-  }, cipher);
+  }, cipher, pii);
   const conversationArchive = new ConversationArchive(
     sql.db,
     sql.changes,
@@ -144,7 +148,7 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const jobs = new JobStore(sql.db, sql.changes, sql.writer);
   const datasets = new DatasetCatalog(sql.db, sql.changes, sql.writer, hot);
   const feedback = new FeedbackStore(sql.db, sql.changes, sql.writer, cipher);
-  return { jobs, datasets, feedback, audit, keyring, cipher, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph };
+  return { jobs, datasets, feedback, audit, keyring, cipher, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph, pii, text };
 }
 
 /**
@@ -310,6 +314,8 @@ export class StrataNode {
     node.objectTiers = { hot, archive };
     node.keyring = engines.keyring;
     node.jobs = engines.jobs;
+    node.pii = engines.pii;
+    node.textWorker = engines.text;
     metrics.jobsByState = () => sql.db.prepare<{ state: string; count: number }>('SELECT status AS state, COUNT(*) AS count FROM jobs GROUP BY status').all();
     metrics.disk = () => {
       try {
@@ -325,7 +331,7 @@ export class StrataNode {
     node.feedback = engines.feedback;
     const scratch = join(dataDir, '.tmp');
     mkdirSync(scratch, { recursive: true });
-    const pipeline = new DatasetPipeline(engines.datasets, scratch, VERSION);
+    const pipeline = new DatasetPipeline(engines.datasets, scratch, VERSION, engines.text, engines.pii);
     node.jobRunner.register('dataset_pipeline', 'datasets', async (job, ctx) => {
       const { dataset, ...params } = job.params as unknown as { dataset: string } & PipelineParams;
       const r = await pipeline.run(SYSTEM, job.id, dataset, params, ctx);
@@ -387,6 +393,9 @@ export class StrataNode {
   }
 
   keyring!: Keyring;
+  /** PII detection, off the event loop for long texts (the scan route, tags, redaction). */
+  pii!: PiiScanner;
+  textWorker!: TextWorker;
   jobs!: JobStore;
   jobRunner!: JobRunner;
   datasets!: DatasetCatalog;
@@ -737,6 +746,7 @@ export class StrataNode {
     await this.sql.close();
     await this.billingSql.close();
     await this.cache.close();
+    await this.textWorker.close();
   }
 }
 

@@ -29,3 +29,40 @@ describe('privacy routes', () => {
     await t.close();
   });
 });
+
+describe('hostile text does not freeze the daemon', () => {
+  it('50 appends of 100 KB adversarial messages and 1 MiB scans: /healthz keeps answering, every write lands', async () => {
+    const { startDaemon, api } = await import('../helpers/daemon.js');
+    const d = await startDaemon();
+    try {
+      await api(d, 'POST', '/v1/users', { id: 'u', email: 'u@example.com', tier: 'free' });
+      const token = (await api(d, 'POST', '/v1/admin/tokens', { name: 'u', role: 'user', user_id: 'u' })).body.token;
+      const conv = (await api(d, 'POST', '/v1/conversations', { user_id: 'u' }, token)).body.id;
+      const shapes = ['y', 'a.', '7', 'a@', 'x.y@'];
+      let slowest = 0;
+      let polling = true;
+      const poll = (async () => {
+        while (polling) {
+          const t0 = performance.now();
+          expect((await fetch(`${d.url}/healthz`)).status).toBe(200);
+          slowest = Math.max(slowest, performance.now() - t0);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })();
+      const writes = Array.from({ length: 50 }, (_, i) =>
+        api(d, 'POST', `/v1/conversations/${conv}/messages`, { role: 'user', content: shapes[i % shapes.length]!.repeat(100_000 / shapes[i % shapes.length]!.length) }, token),
+      );
+      const scans = Array.from({ length: 4 }, () => api(d, 'POST', '/v1/privacy/scan', { text: 'y'.repeat(900_000) + ' a@b.io' }));
+      const results = await Promise.all([...writes, ...scans]);
+      polling = false;
+      await poll;
+      expect(results.slice(0, 50).map((r) => r.status)).toEqual(Array(50).fill(201));
+      expect(results.slice(50).map((r) => [r.status, r.body.findings])).toEqual(Array(4).fill([200, [{ type: 'email', start: 900_001, end: 900_007 }]]));
+      expect((await api(d, 'GET', `/v1/conversations/${conv}`, undefined, token)).body.message_count).toBe(50);
+      // 0.7.0 stayed unresponsive for minutes here; a free event loop answers within milliseconds.
+      expect(slowest).toBeLessThan(2000);
+    } finally {
+      await d.stop();
+    }
+  });
+});

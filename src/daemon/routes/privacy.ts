@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { detectPii } from '../../engines/privacy/pii-detector.js';
 import type { ApiRouter } from '../api-router.js';
 import type { StrataNode } from '../strata-node.js';
 
@@ -29,6 +28,6 @@ export function privacyRoutes(router: ApiRouter, node: StrataNode): void {
       body: z.strictObject({ text: z.string().max(1_000_000) }),
       responses: { 200: { description: '{findings: [{type, start, end}]}' } },
     },
-    async (c, { body }) => c.json({ findings: detectPii(body.text) }),
+    async (c, { body }) => c.json({ findings: await node.pii.scan(body.text) }),
   );
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import { FieldCipher } from '../crypto/field-cipher.js';
-import { detectPii } from '../privacy/pii-detector.js';
+import { PiiScanner } from '../privacy/pii-scanner.js';
 import type { CacheTier } from '../cache/cache-tier.js';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
@@ -170,6 +170,7 @@ export class ConversationStore {
     private readonly options: ConversationCacheOptions,
     /** Seals message content and titles with the owner's key (identity when encryption is off). */
     private readonly cipher = new FieldCipher(undefined),
+    private readonly scanner = new PiiScanner(),
   ) {
     this.created = changes.define<ConversationRow>('conversations', 'create', (db, c) => {
       db.prepare(
@@ -261,6 +262,9 @@ export class ConversationStore {
     // the transaction (it is I/O), and the write checks it is still the same archive.
     const before = this.requireRow(conversationId);
     const archived = before.archive_key && this.archive ? { key: before.archive_key, messages: await this.archive.read(before.archive_key) } : undefined;
+    // Tagged from the plaintext, before sealing and outside the transaction (a long text is
+    // scanned on a worker thread): the tag names kinds of data, never the data.
+    const pii = await this.scanner.kinds(input.map((m) => m.content));
     const { items, tail } = await this.writer.write(actor, (tx) => {
       let row = this.requireRow(conversationId);
       if (row.archive_key) {
@@ -271,8 +275,6 @@ export class ConversationStore {
       let seq = row.message_count;
       const messages: Message[] = input.map((m) => ({ seq: ++seq, role: m.role, content: m.content, tokens: m.tokens ?? 0, created_at: now }));
       const stored = this.cipher.enabled ? messages.map((m) => ({ ...m, content: this.cipher.seal(tx, row.user_id, m.content) })) : messages;
-      // Tagged from the plaintext, before sealing: the tag names kinds of data, never the data.
-      const pii = [...new Set(input.flatMap((m) => detectPii(m.content).map((f) => f.type)))];
       tx.apply(this.appended, { conversation_id: conversationId, messages: stored, updated_at: now, ...(pii.length ? { pii } : {}) });
       row = this.requireRow(conversationId);
       return { items: messages, tail: this.tailFromSql(row) };

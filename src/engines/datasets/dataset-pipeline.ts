@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { InvalidInput } from '../errors.js';
 import type { JobContext } from '../jobs/job-runner.js';
-import { detectPii, redactPii } from '../privacy/pii-detector.js';
+import { redactPii } from '../privacy/pii-detector.js';
+import { PiiScanner } from '../privacy/pii-scanner.js';
+import { INLINE_MAX_CHARS, TextWorker } from '../text-worker.js';
 import type { Actor } from '../sql/writer.js';
 import type { DatasetCatalog } from './dataset-catalog.js';
 import { DuplicateFinder } from './near-dedup.js';
@@ -66,6 +68,8 @@ export class DatasetPipeline {
     private readonly catalog: DatasetCatalog,
     private readonly scratchDir: string,
     private readonly strataVersion: string,
+    private readonly text = new TextWorker(),
+    private readonly pii = new PiiScanner(text),
   ) {}
 
   async run(actor: Actor, jobId: string, dataset: string, params: PipelineParams, ctx: JobContext): Promise<{ dataset: string; version: number; stats: PipelineStats }> {
@@ -141,12 +145,15 @@ export class DatasetPipeline {
                 break;
               }
             } else if (step === 'redact_pii') {
-              const findings = detectPii(text);
+              const findings = await this.pii.scan(text);
               if (findings.length) {
                 text = redactPii(text, findings);
                 stats.redacted++;
               }
-            } else if (step === 'tokenize') tokens = tokenizer!.encode(text);
+            } else if (step === 'tokenize') {
+              // A long line is tokenized on the text worker, so the job never holds the loop.
+              tokens = text.length > INLINE_MAX_CHARS ? await this.text.run<number[]>({ op: 'tokenize', encoding: params.tokenizer, text }) : tokenizer!.encode(text);
+            }
           }
           if (dropped) continue;
           stats.tokens += tokens.length;

@@ -18,9 +18,12 @@ export async function* readLines(source: AsyncIterable<Uint8Array>): AsyncIterab
     return { line, text, bytes: Buffer.byteLength(raw) + 1 };
   };
   for await (const chunk of source) {
+    // Search only the new text: a long line arriving in many chunks must not be rescanned
+    // from its start each time (quadratic in the line's length).
+    const searchFrom = carry.length;
     carry += decoder.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
     let at = 0;
-    for (let nl = carry.indexOf('\n'); nl !== -1; nl = carry.indexOf('\n', at)) {
+    for (let nl = carry.indexOf('\n', searchFrom); nl !== -1; nl = carry.indexOf('\n', at)) {
       yield emit(carry.slice(at, nl));
       at = nl + 1;
     }

@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { IndexConfig, IndexStats, WorkerRequest } from './index-worker.js';
+import { workerFile } from '../worker-file.js';
 
 // The main thread's handle on one collection's index worker: each call is a message, answered
 // in order. Nothing here blocks the event loop.
@@ -11,13 +12,6 @@ export interface SearchResult {
   distances: Float32Array;
 }
 
-/** Under vitest the sources are .ts, which a worker cannot run: use the built file. */
-function workerFile(): URL {
-  const here = new URL(import.meta.url);
-  if (here.pathname.endsWith('.ts')) return new URL('../../../dist/src/engines/vectors/index-worker.js', here);
-  return new URL('./index-worker.js', here);
-}
-
 export class VectorIndex {
   private readonly worker: Worker;
   private next = 0;
@@ -25,7 +19,7 @@ export class VectorIndex {
   private dead: Error | undefined;
 
   constructor() {
-    this.worker = new Worker(workerFile());
+    this.worker = new Worker(workerFile(import.meta.url, 'index-worker.js'));
     this.worker.on('message', ({ id, ok, result, error }: { id: number; ok: boolean; result?: unknown; error?: string }) => {
       const p = this.pending.get(id);
       if (!p) return;

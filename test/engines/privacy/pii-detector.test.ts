@@ -41,3 +41,55 @@ describe('PII detection', () => {
     expect(redactPii('nothing here')).toBe('nothing here');
   });
 });
+
+// Linearity, not speed: a wall-clock bound would fail on a busy machine and pass a quadratic
+// detector on a fast one. The cost of 1 MiB is compared with the cost of 64 KiB of the same
+// shape, measured the same way in the same process: linear work gives a ratio near 16, the
+// quadratic email pattern of 0.7.0 gave ~256 (and minutes at 1 MiB).
+describe('PII detection cost is linear in the text', () => {
+  const KiB = 1024;
+  let seed = 7;
+  const random = (alphabet: string) => () => alphabet[(seed = (seed * 1103515245 + 12345) % 2 ** 31) % alphabet.length]!;
+  const shapes: Record<string, (n: number) => string> = {
+    letters: (n) => 'y'.repeat(n),
+    digits: (n) => '7'.repeat(n),
+    dots: (n) => '.'.repeat(n),
+    ats: (n) => '@'.repeat(n),
+    'letters then @': (n) => 'y'.repeat(n - 1) + '@',
+    '@ then letters': (n) => '@' + 'y'.repeat(n - 1),
+    'a@': (n) => 'a@'.repeat(n / 2),
+    'a.': (n) => 'a.'.repeat(n / 2),
+    'a@b.': (n) => 'a@b.'.repeat(n / 4),
+    'x@ + dotted labels': (n) => 'x@' + 'ab.'.repeat((n - 2) / 3),
+    'emails': (n) => 'ab@cd.ef '.repeat(n / 9),
+    'digit-dash': (n) => '1-'.repeat(n / 2),
+    'digit-space': (n) => '1 '.repeat(n / 2),
+    'dotted digits': (n) => '1.'.repeat(n / 2),
+    colons: (n) => ':'.repeat(n),
+    'hex-colon': (n) => 'a:'.repeat(n / 2),
+    'sk-': (n) => 'sk-'.repeat(n / 3),
+    'base64-ish': (n) => 'aZ9/'.repeat(n / 4),
+    'phone-ish': (n) => '+1 (2) '.repeat(n / 7),
+    mixed: (n) => Array.from({ length: n }, random('aZ09.@-_ :+()/=')).join(''),
+  };
+
+  const cost = (text: string, rounds: number) => {
+    let best = Infinity;
+    for (let r = 0; r < 3; r++) {
+      const t0 = performance.now();
+      for (let i = 0; i < rounds; i++) detectPii(text);
+      best = Math.min(best, (performance.now() - t0) / rounds);
+    }
+    return best;
+  };
+
+  for (const [name, make] of Object.entries(shapes)) {
+    it(`${name}: 1 MiB costs about 16 × 64 KiB`, () => {
+      const small = make(64 * KiB);
+      const large = make(1024 * KiB);
+      cost(small, 4); // warm up the JIT on this shape
+      const ratio = cost(large, 1) / cost(small, 8);
+      expect(ratio, `1 MiB / 64 KiB cost ratio for ${name}`).toBeLessThan(48);
+    });
+  }
+});

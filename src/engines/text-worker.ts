@@ -1,0 +1,65 @@
+import { Worker } from 'node:worker_threads';
+import type { TextJob } from './text-worker-thread.js';
+import { workerFile } from './worker-file.js';
+
+// Work proportional to a client's text (PII detection, tokenization) is linear, but linear in
+// megabytes is still tens to thousands of milliseconds, and on the main thread that is time
+// in which no other request is answered. Callers run short texts in place (a worker round
+// trip costs more than a chat message) and send long ones here: one worker thread, started on
+// first use, jobs answered in order. One is enough: it bounds what client text can take to
+// one core, and its queue waits there, never on the event loop.
+
+/** Texts longer than this (in UTF-16 code units) go to the worker. */
+export const INLINE_MAX_CHARS = 16 * 1024;
+
+export class TextWorker {
+  private worker: Worker | undefined;
+  private next = 0;
+  private readonly pending = new Map<number, { worker: Worker; resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  /** Jobs sent to the worker so far. */
+  jobs = 0;
+
+  run<T>(job: TextJob): Promise<T> {
+    this.jobs++;
+    const worker = this.start();
+    const id = this.next++;
+    return new Promise<T>((resolve, reject) => {
+      worker.ref();
+      this.pending.set(id, { worker, resolve: resolve as (v: unknown) => void, reject });
+      worker.postMessage({ id, job });
+    });
+  }
+
+  async close(): Promise<void> {
+    const w = this.worker;
+    this.worker = undefined;
+    await w?.terminate();
+  }
+
+  private start(): Worker {
+    if (this.worker) return this.worker;
+    const worker = new Worker(workerFile(import.meta.url, 'text-worker-thread.js'));
+    const settle = (id: number) => {
+      const p = this.pending.get(id);
+      this.pending.delete(id);
+      // An idle worker must not keep a stopping daemon alive.
+      if (![...this.pending.values()].some((q) => q.worker === worker)) worker.unref();
+      return p;
+    };
+    worker.on('message', ({ id, result, error }: { id: number; result?: unknown; error?: string }) => {
+      const p = settle(id);
+      if (error !== undefined) p?.reject(new Error(error));
+      else p?.resolve(result);
+    });
+    // A worker that dies fails what it held; the next job starts a new one.
+    const fail = (err: Error) => {
+      if (this.worker === worker) this.worker = undefined;
+      for (const [id, p] of this.pending) if (p.worker === worker) settle(id)?.reject(err);
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`the text worker exited with ${code}`)));
+    worker.unref();
+    this.worker = worker;
+    return worker;
+  }
+}
