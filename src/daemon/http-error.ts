@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { StrataError, type ErrorCode } from '../engines/errors.js';
+import { InsufficientStorage, isOutOfSpace, StrataError, type ErrorCode } from '../engines/errors.js';
 
 // The one place where errors become HTTP responses. Engines throw typed StrataErrors; this
 // maps their code to a status. Anything else is a bug: it is logged with its stack and the
@@ -19,6 +19,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   read_only_replica: 409,
   log_pruned: 410,
   unavailable: 503,
+  insufficient_storage: 507,
   internal: 500,
 };
 
@@ -27,7 +28,10 @@ export function errorBody(code: ErrorCode | string, message: string, details?: R
 }
 
 export function errorResponse(c: Context, err: unknown): Response {
+  // A full disk met on a path that did not say so itself is still the client's answer: 507.
+  if (!(err instanceof StrataError) && isOutOfSpace(err)) err = new InsufficientStorage("the server's disk");
   if (err instanceof StrataError) {
+    if (err.code === 'internal') c.get('log')?.error({ err }, 'request failed');
     if (err.code === 'unauthorized') c.header('WWW-Authenticate', 'Bearer realm="strata"');
     if (err.code === 'rate_limited') c.header('Retry-After', String(err.details?.retry_after_seconds ?? 1));
     return c.json(errorBody(err.code, err.message, err.details), STATUS[err.code]);

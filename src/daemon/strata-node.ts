@@ -79,7 +79,12 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const cipher = new FieldCipher(keyring);
   const tokens = new TokenStore(sql.db, sql.changes, sql.writer);
   const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers), cache, cipher);
-  const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, modelCache, config.models.cache.pinned_aliases, archive);
+  const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, modelCache, config.models.cache.pinned_aliases, archive, {
+    blobMissing: (sha256, tier, key) => {
+      metrics?.blobsMissing.labels(tier).inc();
+      deps.log?.error({ sha256, tier, key }, 'a referenced blob is missing from the object tier: data loss; restore it from a backup or a replica');
+    },
+  });
   const checkpoints = new CheckpointStore(sql.db, sql.changes, sql.writer, models);
   const text = new TextWorker();
   const pii = new PiiScanner(text);
@@ -235,6 +240,7 @@ export class StrataNode {
           metrics.modelCacheBytes.dec(bytes);
         },
         fill: (bytes) => metrics.modelCacheBytes.inc(bytes),
+        fillFailed: (sha256, err) => log.warn({ sha256, err: err.message }, 'model cache fill failed; reads of this file are served from the object tier'),
       }, sealer);
       backend = await openCache(config.cache, log);
       const showState = (s: 'ok' | 'degraded') => {

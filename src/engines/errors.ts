@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'read_only_replica'
   | 'log_pruned'
   | 'unavailable'
+  | 'insufficient_storage'
   | 'internal';
 
 export class StrataError extends Error {
@@ -97,4 +98,30 @@ export class Unavailable extends StrataError {
   constructor(message: string) {
     super('unavailable', message);
   }
+}
+
+/**
+ * The disk (or the object store) is full. The write that hit it left nothing behind; reads go
+ * on, and writes succeed again once space is freed.
+ */
+export class InsufficientStorage extends StrataError {
+  constructor(where: string) {
+    super('insufficient_storage', `no space left on ${where}; nothing was written. Free space (or raise the quota) and retry`);
+  }
+}
+
+/**
+ * Bytes the metadata says exist are gone from the object tier (deleted behind Strata's back,
+ * a lost disk): data loss, which the operator must hear about, not a client error.
+ */
+export class BlobMissing extends StrataError {
+  constructor(readonly sha256: string, readonly tier: string) {
+    super('internal', `the stored bytes of this file (blob ${sha256}) are missing from the ${tier} tier; the operator has been alerted`);
+  }
+}
+
+/** Whether an error from a file system, SQLite or an S3 server means "out of space". */
+export function isOutOfSpace(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL' || code === 'XMinioStorageFull';
 }

@@ -67,8 +67,8 @@ export class Backups {
     readVerify();
     // A node without any snapshot takes one at once: until then nothing is restorable.
     void (async () => {
-      if ((await this.archive.snapshots('main')).length === 0) await this.snapshotNow().catch(() => undefined);
-    })();
+      if ((await this.archive.snapshots('main')).length === 0) await this.snapshotNow();
+    })().catch((err: unknown) => this.events.log('error', 'the first backup snapshot failed; the next interval retries', { err: String(err) }));
   }
 
   async stop(): Promise<void> {

@@ -77,7 +77,10 @@ export class Replication {
     if (!this.primaryUrl || !token) return;
     const events: ReplicaEvents = {
       ...(this.hooks.beforeApply ? { beforeApply: this.hooks.beforeApply } : {}),
-      applied: (store, records) => void this.hooks.applied(store, records),
+      applied: (store, records) =>
+        void Promise.resolve(this.hooks.applied(store, records)).catch((err: unknown) =>
+          this.hooks.log('error', 'updating derived state after replay failed', { store, error: String(err) }),
+        ),
       bootstrapped: (store, _lsn, fetchFromPrimary) => this.hooks.bootstrapped(store, fetchFromPrimary),
       position: (store, info) => {
         this.position.set(store, info);

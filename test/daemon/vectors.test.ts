@@ -47,6 +47,26 @@ describe('vector persistence', () => {
     await d3.stop();
   });
 
+  it('loads a saved index across any number of restarts, never rebuilding it, with index_lsn at the log', async () => {
+    let d = await startDaemon();
+    await api(d, 'POST', '/v1/collections', { name: 'pts', dimensions: DIMS, metric: 'cos' });
+    await fill(d, 0, 50);
+    await api(d, 'POST', '/v1/collections/pts/delete', { ids: ['p3'] });
+    const file = join(d.dataDir, 'indexes', 'pts.usearch');
+    for (let restart = 1; restart <= 3; restart++) {
+      expect(await d.stop()).toBe(0);
+      const saved = JSON.parse(readFileSync(`${file}.json`, 'utf8')) as { lsn: number };
+      expect(saved.lsn, `sidecar LSN before restart ${restart}`).toBeGreaterThan(0);
+      d = await startDaemon({ dataDir: d.dataDir });
+      expect(d.output(), `restart ${restart}`).not.toMatch(/rebuilding vector index/);
+      const info = (await api(d, 'GET', '/v1/collections/pts')).body;
+      const status = (await api(d, 'GET', '/v1/admin/status')).body;
+      expect(info).toMatchObject({ count: 49 });
+      expect(info.index_lsn, `restart ${restart}`).toBe(status.lsn);
+    }
+    await d.stop();
+  });
+
   it('rebuilds a deleted or corrupted index file from SQLite, and says so in the log', async () => {
     const d = await startDaemon();
     await api(d, 'POST', '/v1/collections', { name: 'pts', dimensions: DIMS, metric: 'l2' });

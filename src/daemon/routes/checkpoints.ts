@@ -3,7 +3,8 @@ import type { ApiRouter } from '../api-router.js';
 import { actorOf } from '../auth.js';
 import { id } from '../schemas.js';
 import type { StrataNode } from '../strata-node.js';
-import { requestBody, serveFile } from './models.js';
+import { withUploadBody } from '../upload-body.js';
+import { serveFile } from './models.js';
 
 const FILE_PATH = '/v1/runs/:run/checkpoints/:step/files/:path{.+}';
 const fileParams = z.object({ run: id, step: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER), path: z.string().min(1) });
@@ -22,7 +23,7 @@ export function checkpointRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 201: { description: '{path, size, sha256}' } },
     },
     async (c, { params, caller }) =>
-      c.json(await checkpoints.putFile(actorOf(caller), params.run, params.step, params.path, requestBody(c), c.req.header('x-content-sha256')), 201),
+      withUploadBody(c, async (body) => c.json(await checkpoints.putFile(actorOf(caller), params.run, params.step, params.path, body, c.req.header('x-content-sha256')), 201)),
   );
 
   for (const method of ['get', 'head'] as const) {

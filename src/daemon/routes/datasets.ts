@@ -6,7 +6,7 @@ import { DEFAULT_PARAMS, STEPS } from '../../engines/datasets/dataset-pipeline.j
 import type { ApiRouter } from '../api-router.js';
 import { actorOf } from '../auth.js';
 import type { StrataNode } from '../strata-node.js';
-import { requestBody } from './models.js';
+import { withUploadBody } from '../upload-body.js';
 
 const name = z.string().regex(DATASET_NAME, 'dataset names are 1-64 of a-z 0-9 . _ - (starting with a letter or digit)');
 const nameParams = z.strictObject({ name });
@@ -48,7 +48,7 @@ export function datasetRoutes(router: ApiRouter, node: StrataNode): void {
       params: z.strictObject({ name, file: z.string().min(1).max(1024) }),
       responses: { 201: { description: '{file, size, sha256}' }, 409: { description: 'the file exists' } },
     },
-    async (c, { params, caller }) => c.json(await datasets.putRawFile(actorOf(caller), params.name, params.file, requestBody(c)), 201),
+    async (c, { params, caller }) => withUploadBody(c, async (body) => c.json(await datasets.putRawFile(actorOf(caller), params.name, params.file, body), 201)),
   );
 
   router.route(

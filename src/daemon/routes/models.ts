@@ -7,6 +7,7 @@ import type { ApiRouter } from '../api-router.js';
 import { actorOf } from '../auth.js';
 import { parseRange } from '../byte-range.js';
 import { errorBody } from '../http-error.js';
+import { withUploadBody } from '../upload-body.js';
 import { decodeCursor, page, pageQuery } from '../pagination.js';
 import { id } from '../schemas.js';
 import type { StrataNode } from '../strata-node.js';
@@ -85,15 +86,15 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
       query: z.object({ upload_id: z.uuid().optional(), part: z.coerce.number().int().min(1).max(10_000).optional() }),
       responses: { 201: { description: '{path, size, sha256}' }, 200: { description: 'a part was stored' }, 400: { description: 'bad path or sha256 mismatch' }, 409: { description: 'version is final' } },
     },
-    async (c, { params, query, caller }) => {
-      const source = requestBody(c);
-      if (query.upload_id !== undefined || query.part !== undefined) {
-        if (query.upload_id === undefined || query.part === undefined) throw new InvalidInput('a part upload needs both upload_id and part');
-        return c.json(await models.putPart(params.model, params.path, query.upload_id, query.part, source));
-      }
-      const entry = await models.putFile(actorOf(caller), params.model, params.version, params.path, source, c.req.header('x-content-sha256'));
-      return c.json(entry, 201);
-    },
+    async (c, { params, query, caller }) =>
+      withUploadBody(c, async (source) => {
+        if (query.upload_id !== undefined || query.part !== undefined) {
+          if (query.upload_id === undefined || query.part === undefined) throw new InvalidInput('a part upload needs both upload_id and part');
+          return c.json(await models.putPart(params.model, params.path, query.upload_id, query.part, source));
+        }
+        const entry = await models.putFile(actorOf(caller), params.model, params.version, params.path, source, c.req.header('x-content-sha256'));
+        return c.json(entry, 201);
+      }),
   );
 
   router.route(
@@ -248,7 +249,11 @@ export async function serveFile(c: RouteContext, node: StrataNode, f: { key: str
   const status = range ? 206 : 200;
   if (range) headers['Content-Range'] = `bytes ${range.start}-${range.end}/${f.size}`;
   headers['Content-Length'] = String(range ? range.end - range.start + 1 : f.size);
-  if (head) return c.body(null, status, headers);
+  if (head) {
+    await node.models.checkFile(f);
+    return c.body(null, status, headers);
+  }
+  // Opened before any header is written: a missing blob is a JSON 500, not an empty reply.
   const stream = await node.models.openFile(f, range);
   const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
   if (!outgoing) return c.body(Readable.toWeb(stream) as ReadableStream, status, headers);
@@ -260,8 +265,3 @@ export async function serveFile(c: RouteContext, node: StrataNode, f: { key: str
   return new Response(null, { status, headers: { 'x-hono-already-sent': 'true' } });
 }
 
-/** The request body as an async iterable of bytes (empty when there is none). */
-export function requestBody(c: RouteContext): AsyncIterable<Uint8Array> {
-  const body = c.req.raw.body;
-  return body ? Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>) : (async function* () {})();
-}

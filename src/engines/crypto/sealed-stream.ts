@@ -38,6 +38,11 @@ export class Sealer {
     return body - packages * TAG;
   }
 
+  /** Size of the sealed form of `plainSize` bytes (header, then one tag per package). */
+  static rawSize(plainSize: number): number {
+    return HEADER + plainSize + Math.max(1, Math.ceil(plainSize / PACKAGE)) * TAG;
+  }
+
   /** The sealed bytes of `body`, streamed; memory stays at about two packages. */
   async *seal(body: Bytes): AsyncIterable<Buffer> {
     const key = randomBytes(32);

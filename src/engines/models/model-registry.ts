@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { Conflict, InvalidInput, NotFound, Unavailable } from '../errors.js';
+import type { Readable } from 'node:stream';
+import { BlobMissing, Conflict, InvalidInput, NotFound, Unavailable } from '../errors.js';
 import type { ObjectStore } from '../objects/object-store.js';
 import type { ModelCache } from './model-cache.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
@@ -179,6 +180,7 @@ export class ModelRegistry {
     private readonly cache?: ModelCache,
     private readonly pinnedAliases: readonly string[] = [],
     private readonly archive?: ObjectStore,
+    private readonly events: { blobMissing?(sha256: string, tier: string, key: string): void } = {},
   ) {
     this.modelPut = changes.define('models', 'put', (db, m) => {
       db.prepare(
@@ -486,13 +488,34 @@ export class ModelRegistry {
     return f;
   }
 
-  /** The file's bytes, through the model cache when there is one. */
-  openFile(f: { key: string; sha256: string; size: number; tier?: string }, range?: { start: number; end: number }) {
-    // Archived files are read straight from the archive tier (slower) and not cached: an
-    // archived version is not expected to be loaded onto GPUs again soon.
-    if (f.tier === 'archive') return this.archiveStore().get(f.key, range);
-    if (!this.cache) return this.store.get(f.key, range);
-    return this.cache.read(f.sha256, f.size, () => this.store.get(f.key), range);
+  /**
+   * The file's bytes, through the model cache when there is one. A blob the registry
+   * references but the tier no longer holds is data loss: BlobMissing (a 500), reported to
+   * `events.blobMissing`, before anything is streamed.
+   */
+  async openFile(f: { key: string; sha256: string; size: number; tier?: string }, range?: { start: number; end: number }): Promise<Readable> {
+    const tier = f.tier === 'archive' ? 'archive' : 'hot';
+    try {
+      // Archived files are read straight from the archive tier (slower) and not cached: an
+      // archived version is not expected to be loaded onto GPUs again soon.
+      if (tier === 'archive') return await this.archiveStore().get(f.key, range);
+      if (!this.cache) return await this.store.get(f.key, range);
+      return await this.cache.read(f.sha256, f.size, (r) => this.store.get(f.key, r), range);
+    } catch (err) {
+      throw err instanceof NotFound ? this.missing(f.sha256, tier, f.key) : err;
+    }
+  }
+
+  /** For HEAD: that the file's bytes are there (in the cache or the tier), without reading them. */
+  async checkFile(f: { key: string; sha256: string; tier?: string }): Promise<void> {
+    const tier = f.tier === 'archive' ? 'archive' : 'hot';
+    if (tier === 'hot' && this.cache?.has(f.sha256)) return;
+    if (!(await (tier === 'archive' ? this.archiveStore() : this.store).head(f.key))) throw this.missing(f.sha256, tier, f.key);
+  }
+
+  private missing(sha256: string, tier: string, key: string): BlobMissing {
+    this.events.blobMissing?.(sha256, tier, key);
+    return new BlobMissing(sha256, tier);
   }
 
   private archiveStore(): ObjectStore {
@@ -541,7 +564,7 @@ export class ModelRegistry {
       .all(model, v.version);
     let bytes = 0;
     for (const f of files) {
-      await this.cache?.ensure(f.sha256, f.size, () => this.store.get(f.key));
+      await this.cache?.ensure(f.sha256, f.size, (r) => this.store.get(f.key, r));
       bytes += f.size;
     }
     return { files: files.length, bytes };

@@ -1,10 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
-import { InvalidInput, NotFound, Unavailable } from '../errors.js';
+import { InsufficientStorage, InvalidInput, isOutOfSpace, NotFound, Unavailable } from '../errors.js';
 import {
   checkKey,
   type ByteRange,
@@ -44,45 +42,66 @@ export class FsObjectStore implements ObjectStore {
   async put(key: string, body: AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<PutResult> {
     const target = this.path(key);
     const tmpDir = join(this.root, TMP);
-    await mkdir(tmpDir, { recursive: true });
     const tmp = join(tmpDir, randomUUID());
     const hash = createHash('sha256');
     let size = 0;
-    // Opened before the stream so the temp file exists now: a failure's unlink below can never
-    // race a lazy open that would recreate the file after it.
-    const out = (await open(tmp, 'wx', 0o600)).createWriteStream();
+    let fh: FileHandle | undefined;
     try {
+      await mkdir(tmpDir, { recursive: true });
+      // Opened before the body is read, so the temp file exists now: the unlink below can never
+      // race a lazy open that would recreate it. Written through the handle's promises rather
+      // than a WriteStream: a full disk rejects the write that hit it, where a stream's 'error'
+      // event with nobody listening would end the process.
+      fh = await open(tmp, 'wx', 0o600);
       for await (const chunk of body) {
         hash.update(chunk);
         size += chunk.byteLength;
-        if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', r));
+        await writeFully(fh, chunk);
       }
-      out.end();
-      await finished(out);
       const sha256 = hash.digest('hex');
       if (options.expectedSha256 && options.expectedSha256.toLowerCase() !== sha256) {
         throw new InvalidInput(`the content's sha256 is ${sha256}, not the ${options.expectedSha256} the client declared`);
       }
-      await fsyncPath(tmp);
+      await fh.sync();
+      await fh.close();
+      fh = undefined;
       await mkdir(dirname(target), { recursive: true });
       await rename(tmp, target);
       await fsyncPath(dirname(target));
       return { key, size, sha256 };
     } catch (err) {
-      out.destroy();
+      await fh?.close().catch(() => undefined);
+      // At once, not at the next GC: on a full disk these bytes are what the next write needs.
       await unlink(tmp).catch(() => undefined);
+      if (isOutOfSpace(err)) throw new InsufficientStorage(`the object store's disk (${this.root})`);
       throw err;
     }
   }
 
   async get(key: string, range?: ByteRange): Promise<Readable> {
     const path = this.path(key);
-    const info = await this.head(key);
-    if (!info) throw new NotFound(`object ${key} does not exist`);
-    if (range && (range.start < 0 || range.end < range.start || range.end >= info.size)) {
-      throw new InvalidInput(`range ${range.start}-${range.end} is outside the object (${info.size} bytes)`);
+    // The file is opened here, so a missing object is a NotFound now, before the caller has
+    // sent a status line, and the stream below reads the file that was opened even if the
+    // key is replaced or deleted meanwhile.
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'EISDIR') throw new NotFound(`object ${key} does not exist`);
+      throw err;
     }
-    return createReadStream(path, range ? { start: range.start, end: range.end } : {});
+    try {
+      const { size } = await fh.stat();
+      if (range && (range.start < 0 || range.end < range.start || range.end >= size)) {
+        throw new InvalidInput(`range ${range.start}-${range.end} is outside the object (${size} bytes)`);
+      }
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    // autoClose (the default) closes the handle when the stream ends or is destroyed.
+    return fh.createReadStream(range ? { start: range.start, end: range.end } : {});
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
@@ -103,8 +122,12 @@ export class FsObjectStore implements ObjectStore {
     for await (const path of walk(this.root)) {
       const key = relative(this.root, path).split(sep).join('/');
       if (key.startsWith(`${TMP}/`) || !key.startsWith(prefix)) continue;
-      const s = await stat(path);
-      yield { key, size: s.size, modified: s.mtime };
+      // Deleted since the directory was read (a concurrent delete): not there any more.
+      const s = await stat(path).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return undefined;
+        throw err;
+      });
+      if (s) yield { key, size: s.size, modified: s.mtime };
     }
   }
 
@@ -132,10 +155,16 @@ export class FsObjectStore implements ObjectStore {
       const current = await this.readVersioned(key);
       if ('ifAbsent' in condition ? current !== undefined : current?.version !== condition.ifVersion) return undefined;
       const tmp = join(tmpDir, randomUUID());
-      await writeFile(tmp, body, { mode: 0o600, flag: 'wx' });
-      await fsyncPath(tmp);
-      await mkdir(dirname(target), { recursive: true });
-      await rename(tmp, target);
+      try {
+        await writeFile(tmp, body, { mode: 0o600, flag: 'wx' });
+        await fsyncPath(tmp);
+        await mkdir(dirname(target), { recursive: true });
+        await rename(tmp, target);
+      } catch (err) {
+        await unlink(tmp).catch(() => undefined);
+        if (isOutOfSpace(err)) throw new InsufficientStorage(`the object store's disk (${this.root})`);
+        throw err;
+      }
       await fsyncPath(dirname(target));
       return contentVersion(body);
     } finally {
@@ -178,6 +207,14 @@ async function acquireLock(lock: string): Promise<void> {
     }
     if (Date.now() > deadline) throw new Unavailable(`the object store's lock ${lock} stayed taken for ${LOCK_WAIT_MS} ms`);
     await new Promise((r) => setTimeout(r, 2 + Math.random() * 8));
+  }
+}
+
+/** Writes all of `chunk` (a write may take fewer bytes than it was given). */
+async function writeFully(fh: FileHandle, chunk: Uint8Array): Promise<void> {
+  for (let done = 0; done < chunk.byteLength; ) {
+    const { bytesWritten } = await fh.write(chunk, done, chunk.byteLength - done);
+    done += bytesWritten;
   }
 }
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { Client, type ClientOptions } from 'minio';
-import { InvalidInput, NotFound } from '../errors.js';
+import { InsufficientStorage, InvalidInput, isOutOfSpace, NotFound } from '../errors.js';
 import {
   checkKey,
   type ByteRange,
@@ -113,6 +113,7 @@ export class S3ObjectStore implements ObjectStore {
     } catch (err) {
       await Promise.allSettled(parts);
       if (uploadId !== undefined) await this.client.abortMultipartUpload(this.bucket, key, uploadId).catch(() => undefined);
+      if (isOutOfSpace(err)) throw new InsufficientStorage(`the object store (bucket ${this.bucket})`);
       throw err;
     }
   }

@@ -1,4 +1,4 @@
-import { ReadOnlyReplica, Unavailable } from '../errors.js';
+import { InsufficientStorage, isOutOfSpace, ReadOnlyReplica, Unavailable } from '../errors.js';
 import type { ChangeLog, ChangeType } from './change-log.js';
 import type { SqlDatabase } from './database.js';
 
@@ -169,7 +169,7 @@ export class Writer {
     } catch (err) {
       // BEGIN or COMMIT failed (disk full, I/O error, lock timeout): nothing in this batch is
       // durable, so nothing in it may be acknowledged.
-      const reason = new Unavailable(`the write could not be committed: ${(err as Error).message}`);
+      const reason = isOutOfSpace(err) ? new InsufficientStorage('the database disk') : new Unavailable(`the write could not be committed: ${(err as Error).message}`);
       for (const job of batch) job.reject(reason);
     }
     if (this.queue.length > 0) this.schedule();

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import usearch, { type Index, type Matches } from 'usearch';
 
@@ -22,7 +22,7 @@ export interface IndexConfig {
 }
 
 export type WorkerRequest =
-  | { op: 'init'; config: IndexConfig; file?: string | undefined; sha256?: string | undefined }
+  | { op: 'init'; config: IndexConfig; file?: string | undefined; sha256?: string | undefined; lsn?: number | undefined; tombstones?: number | undefined }
   | { op: 'add'; keys: BigUint64Array; vectors: Float32Array; lsn: number }
   | { op: 'remove'; keys: BigUint64Array; lsn: number }
   | { op: 'search'; vector: Float32Array; k: number }
@@ -59,11 +59,16 @@ function handle(msg: WorkerRequest): unknown {
         multi: false,
       });
       tombstones = 0;
+      lsn = 0;
       if (msg.file) {
         // usearch trusts the file it loads: a torn or altered one can crash the process. The
         // sidecar's checksum is checked first, so only a file this worker wrote is loaded.
         if (!msg.sha256 || fileSha256(msg.file) !== msg.sha256) throw new Error('index file checksum does not match its sidecar');
         index.load(msg.file);
+        // The file holds everything up to its sidecar's LSN. Without taking that over, the next
+        // save wrote "lsn": 0 and the start after it discarded the file and rebuilt (0.7.0).
+        lsn = msg.lsn ?? 0;
+        tombstones = msg.tombstones ?? 0;
       }
       if (index.dimensions() !== config.dimensions) throw new Error(`index file has ${index.dimensions()} dimensions, expected ${config.dimensions}`);
       return { size: index.size() };
@@ -109,13 +114,19 @@ function handle(msg: WorkerRequest): unknown {
       const ix = need();
       // Write beside, then rename: a crash mid-save leaves the previous file whole.
       const tmp = `${msg.path}.tmp`;
-      ix.save(tmp);
-      const bytes = statSync(tmp).size;
-      const sha256 = fileSha256(tmp);
-      renameSync(tmp, msg.path);
-      writeFileSync(`${msg.path}.json.tmp`, JSON.stringify({ lsn, size: ix.size(), bytes, sha256, dimensions: config!.dimensions }));
-      renameSync(`${msg.path}.json.tmp`, `${msg.path}.json`);
-      return { lsn, bytes, size: ix.size() };
+      try {
+        ix.save(tmp);
+        const bytes = statSync(tmp).size;
+        const sha256 = fileSha256(tmp);
+        renameSync(tmp, msg.path);
+        writeFileSync(`${msg.path}.json.tmp`, JSON.stringify({ lsn, size: ix.size(), bytes, sha256, dimensions: config!.dimensions, tombstones }));
+        renameSync(`${msg.path}.json.tmp`, `${msg.path}.json`);
+        return { lsn, bytes, size: ix.size() };
+      } finally {
+        // A save cut short (a full disk) leaves no half-written file taking the space.
+        rmSync(tmp, { force: true });
+        rmSync(`${msg.path}.json.tmp`, { force: true });
+      }
     }
     case 'stats': {
       return { size: index?.size() ?? 0, tombstones, lsn } satisfies IndexStats;

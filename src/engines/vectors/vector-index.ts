@@ -51,8 +51,9 @@ export class VectorIndex {
     });
   }
 
-  init(config: IndexConfig, file?: { path: string; sha256: string }): Promise<{ size: number }> {
-    return this.call({ op: 'init', config, file: file?.path, sha256: file?.sha256 });
+  /** A fresh index, or the saved `file` that includes the log up to `lsn`. */
+  init(config: IndexConfig, file?: { path: string; sha256: string; lsn: number; tombstones?: number | undefined }): Promise<{ size: number }> {
+    return this.call({ op: 'init', config, file: file?.path, sha256: file?.sha256, lsn: file?.lsn, tombstones: file?.tombstones });
   }
 
   add(keys: BigUint64Array, vectors: Float32Array, lsn: number): Promise<{ size: number }> {

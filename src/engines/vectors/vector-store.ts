@@ -365,6 +365,9 @@ export class VectorStore {
           const p = r.payload as { collection: string; keys: number[] };
           this.applyToIndex(p.collection, (ix) => ix.remove(BigUint64Array.from(p.keys.map(BigInt)), r.lsn));
         }
+      }).catch((err: unknown) => {
+        // One failed step must not stop every later one (a rejected chain would skip them all).
+        this.events.log?.('applying a replicated vector change to the index failed; the next start rebuilds it', { lsn: r.lsn, err: String(err) });
       });
     }
     return this.replayChain;
@@ -528,7 +531,7 @@ export class VectorStore {
     const side = readSidecar(`${file}.json`);
     if (side && existsSync(file)) {
       try {
-        await index.init(toConfig(spec), { path: file, sha256: side.sha256 ?? '' });
+        await index.init(toConfig(spec), { path: file, sha256: side.sha256 ?? '', lsn: side.lsn, tombstones: side.tombstones });
         fromLsn = side.lsn;
         // A drop or re-create after the file was saved makes it another collection's index
         // (a crash between that commit and the file's removal can leave one behind).
@@ -555,6 +558,8 @@ export class VectorStore {
       live.savedBytes = side!.bytes;
       live.savedSize = side!.size;
       await this.replay(spec, index, fromLsn);
+      // The index now holds the whole log, not only up to its last vector record.
+      await index.remove(new BigUint64Array(0), this.writer.lastLsn);
     } else {
       await index.close();
       index = new VectorIndex();
@@ -687,9 +692,9 @@ function toArray(buf: Uint8Array, dims: number): number[] {
   return Array.from(new Float32Array(Uint8Array.from(buf).buffer, 0, dims));
 }
 
-function readSidecar(path: string): { lsn: number; size: number; bytes: number; sha256?: string; dimensions: number } | undefined {
+function readSidecar(path: string): { lsn: number; size: number; bytes: number; sha256?: string; dimensions: number; tombstones?: number } | undefined {
   try {
-    const s = JSON.parse(readFileSync(path, 'utf8')) as { lsn: number; size: number; bytes: number; sha256?: string; dimensions: number };
+    const s = JSON.parse(readFileSync(path, 'utf8')) as { lsn: number; size: number; bytes: number; sha256?: string; dimensions: number; tombstones?: number };
     return typeof s.lsn === 'number' ? s : undefined;
   } catch {
     return undefined;

@@ -13,10 +13,12 @@ async function read(s: Readable): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
+/** Like an object store's get: the whole object in two chunks, or the inclusive range asked for. */
 function source(data: Buffer, counter: { n: number }, delayMs = 50) {
-  return async () => {
+  return async (range?: { start: number; end: number }) => {
     counter.n++;
     await new Promise((r) => setTimeout(r, delayMs));
+    if (range) return Readable.from([data.subarray(range.start, range.end + 1)]);
     return Readable.from([data.subarray(0, 1000), data.subarray(1000)]);
   };
 }
@@ -43,7 +45,7 @@ describe('model cache', () => {
     const fetches = { n: 0 };
     // The first reader gets the bytes as they arrive, so the mismatch breaks its stream at the end.
     await expect(read(await cache.read('f'.repeat(64), data.length, source(data, fetches)))).rejects.toThrow(/corrupt/);
-    // A later reader waits for a fill and gets the error before any byte.
+    // A later reader is refused before any byte: the tier is not asked again for a while.
     await expect(cache.read('f'.repeat(64), data.length, source(data, fetches), { start: 0, end: 9 })).rejects.toThrow(/corrupt/);
     expect(cache.has('f'.repeat(64))).toBe(false);
     expect(readdirSync(dir).filter((f) => f !== '.tmp')).toEqual([]);
@@ -122,5 +124,46 @@ describe('model cache', () => {
     const fetches = { n: 0 };
     expect((await read(await cache.read(sha(data), data.length, source(data, fetches), { start: 900, end: 1099 }))).equals(data.subarray(900, 1100))).toBe(true);
     expect(cache.stats().entries).toBe(0);
+  });
+
+  it('a reader that never reads holds up neither the fill nor any other reader', async () => {
+    const cache = await ModelCache.open(tempDir(), 100_000_000, () => new Set());
+    const data = randomBytes(8 * 1024 * 1024);
+    const chunks = async () => Readable.from(Array.from({ length: 128 }, (_, i) => data.subarray(i * 65536, (i + 1) * 65536)));
+    const stalled = await cache.read(sha(data), data.length, chunks);
+    stalled.pause();
+    const other = await read(await cache.read(sha(data), data.length, chunks));
+    expect(other.equals(data)).toBe(true);
+    const ranged = await read(await cache.read(sha(data), data.length, chunks, { start: 5_000_000, end: 5_000_099 }));
+    expect(ranged.equals(data.subarray(5_000_000, 5_000_100))).toBe(true);
+    await expect.poll(() => cache.has(sha(data))).toBe(true);
+    expect((await read(stalled)).equals(data)).toBe(true);
+  });
+
+  it('a fill that fails partway hands its readers over to the object tier at the offset they reached', async () => {
+    const cache = await ModelCache.open(tempDir(), 100_000_000, () => new Set());
+    const data = randomBytes(300_000);
+    const fetches: Array<{ start: number; end: number } | undefined> = [];
+    const flaky = async (range?: { start: number; end: number }) => {
+      fetches.push(range);
+      // The tier itself is fine; only the first copy (the cache fill) meets a full disk.
+      if (range || fetches.length > 1) return Readable.from([data.subarray(range?.start ?? 0, (range?.end ?? data.length - 1) + 1)]);
+      return Readable.from(
+        (async function* () {
+          yield data.subarray(0, 100_000);
+          throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+        })(),
+      );
+    };
+    const whole = await read(await cache.read(sha(data), data.length, flaky));
+    expect(whole.equals(data)).toBe(true);
+    expect(cache.has(sha(data))).toBe(false);
+    expect(fetches[0]).toBeUndefined();
+    expect(fetches[1]?.end).toBe(data.length - 1);
+    // After a full disk, reads go straight to the tier for a while instead of failing fills.
+    const again = await read(await cache.read(sha(data), data.length, flaky));
+    expect(again.equals(data)).toBe(true);
+    expect(fetches).toHaveLength(3);
+    expect(fetches[2]).toBeUndefined();
   });
 });
