@@ -24,11 +24,16 @@ export async function readBody(c: Context, limits: BodyLimits, msgpack: boolean)
   if (declared !== undefined && Number(declared) > limitBytes) throw new PayloadTooLarge(limitBytes);
   const bytes = await readLimited(c.req.raw.body, limitBytes);
   if (bytes.length === 0) throw new InvalidInput('a MessagePack body is required');
+  let value: unknown;
   try {
-    return unpack(bytes) as unknown;
+    value = unpack(bytes) as unknown;
   } catch (err) {
     throw new InvalidInput(`the body is not valid MessagePack: ${(err as Error).message}`);
   }
+  // msgpackr renames a "__proto__" key to "__proto_" rather than set a prototype: silently
+  // changed data. Only bytes that spell the name can hold such a key.
+  if (bytes.includes('__proto__')) refuseProtoKeys(value, ['__proto__', '__proto_']);
+  return value;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -49,10 +54,36 @@ export async function readJsonBody(c: Context, { bytes: limitBytes, jsonDepth }:
   }
   if (text.trim() === '') throw new InvalidInput('a JSON body is required');
   if (nestingDepth(text) > jsonDepth) throw new InvalidInput(`the JSON body is nested deeper than ${jsonDepth} levels`);
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text) as unknown;
   } catch (err) {
     throw new InvalidInput(`the body is not valid JSON: ${(err as Error).message}`);
+  }
+  // A key can only decode to "__proto__" if the text spells it or escapes some of it.
+  if (text.includes('__proto__') || text.includes('\\u')) refuseProtoKeys(value, ['__proto__']);
+  return value;
+}
+
+/**
+ * JSON.parse keeps "__proto__" as an own key, but every later copy into a plain object
+ * (zod's parse among them) assigns it, which sets the prototype or is ignored: the key was
+ * silently dropped, and a filter on it matched everything. Such keys are refused instead,
+ * naming where they are. The walk is iterative (depth is bounded anyway) and linear.
+ */
+function refuseProtoKeys(value: unknown, names: readonly string[]): void {
+  const stack: Array<{ v: unknown; path: string }> = [{ v: value, path: 'body' }];
+  while (stack.length > 0) {
+    const { v, path } = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (Array.isArray(v)) {
+      v.forEach((item, i) => stack.push({ v: item, path: `${path}.${i}` }));
+      continue;
+    }
+    for (const key of Object.keys(v)) {
+      if (names.includes(key)) throw new InvalidInput(`the key "${key}" is not allowed (at ${path}): it names an object's prototype`, { issues: [{ path: `${path}.${key}`, message: 'reserved key' }] });
+      stack.push({ v: (v as Record<string, unknown>)[key], path: `${path}.${key}` });
+    }
   }
 }
 

@@ -47,6 +47,38 @@ describe('hostile input', () => {
     expect(positions()).toEqual(before);
   });
 
+  it('a "__proto__" key is refused with 400 wherever it appears, in any spelling, never silently dropped', async () => {
+    await t.call('POST', '/v1/collections/c/upsert', { vectors: [{ id: 'a', values: [1, 0, 0], metadata: { tag: 'x' } }, { id: 'b', values: [0, 1, 0], metadata: { tag: 'y' } }] });
+    const before = positions();
+    const cases: Array<[string, string, string]> = [
+      // 0.7.0 dropped the key from the filter and answered every vector: a filter that widened.
+      ['POST', '/v1/collections/c/query', '{"vector":[1,0,0],"top_k":5,"filter":{"__proto__":"nomatch"}}'],
+      ['POST', '/v1/collections/c/query', '{"vector":[1,0,0],"top_k":5,"filter":{"tag":"x","\\u005f_proto__":"nomatch"}}'],
+      ['POST', '/v1/collections/c/upsert', '{"vectors":[{"id":"p","values":[1,1,0],"metadata":{"__proto__":{"admin":true}}}]}'],
+      ['PUT', '/v1/users/u1/preferences', '{"theme":"dark","__proto__":{"polluted":1}}'],
+      ['PUT', '/v1/users/u1/preferences', '{"nested":{"list":[{"__pr\\u006fto__":1}]}}'],
+      ['POST', '/v1/graph/entities', '{"entities":[{"id":"e","type":"t","name":"n","props":{"__proto__":1}}]}'],
+    ];
+    for (const [method, path, body] of cases) {
+      const r = await send(method, path, body);
+      expect(r.status, body).toBe(400);
+      expect(r.body?.error?.message, body).toMatch(/the key "__proto__" is not allowed \(at body/);
+    }
+    // MessagePack bodies: msgpackr would have renamed the key to "__proto_".
+    const { pack } = await import('msgpackr');
+    const mp = await t.app.request('/v1/collections/c/query', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.adminToken}`, 'content-type': 'application/msgpack' },
+      body: Buffer.concat([Buffer.from([0x83]), pack('vector').subarray(0), pack([1, 0, 0]), pack('top_k'), pack(5), pack('filter'), Buffer.from([0x81]), pack('__proto__'), pack('nomatch')]),
+    });
+    expect(mp.status).toBe(400);
+    expect(positions()).toEqual(before);
+    // The name as data, and keys such as "constructor", are ordinary and kept.
+    expect((await t.call('PUT', '/v1/users/u1/preferences', { note: 'about __proto__', constructor: 'kept' })).status).toBe(200);
+    expect((await t.call('GET', '/v1/users/u1/preferences')).body).toEqual({ note: 'about __proto__', constructor: 'kept' });
+    expect((await t.call('POST', '/v1/collections/c/query', { vector: [1, 0, 0], top_k: 5, filter: { tag: 'x' } })).body.matches.map((m: { id: string }) => m.id)).toEqual(['a']);
+  });
+
   it('fuzz: generated bad bodies on every JSON endpoint get 4xx and change nothing', async () => {
     const endpoints: Array<[string, string, boolean]> = [
       // [method, path, body is a free-form object (preferences)]
@@ -79,9 +111,12 @@ describe('hostile input', () => {
       });
     const badUtf8 = fc.uint8Array({ minLength: 1, maxLength: 8 }).map((b) => Buffer.concat([Buffer.from('{"text":"'), Buffer.from([0xc3, 0x28]), Buffer.from(b), Buffer.from('"}')]));
     const deep = fc.integer({ min: 65, max: 3000 }).map((n) => '['.repeat(n) + ']'.repeat(n));
+    const protoKey = fc
+      .tuple(fc.jsonValue({ maxDepth: 2 }), fc.constantFrom('__proto__', '\\u005f_proto__', '__prot\\u006f__', '\\u005F\\u005Fproto__'))
+      .map(([v, key]) => `{"${key}":${JSON.stringify(v)}}`);
     const before = positions();
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...endpoints), fc.oneof(notAnObject, unknownKey, broken, badUtf8, deep), async ([method, path, freeForm], body) => {
+      fc.asyncProperty(fc.constantFrom(...endpoints), fc.oneof(notAnObject, unknownKey, broken, badUtf8, deep, protoKey), async ([method, path, freeForm], body) => {
         if (freeForm && typeof body === 'string' && body.startsWith('{"') && body.includes('__fuzz_')) return; // a valid preferences object
         const r = await send(method, path, body);
         expect(r.status, `${method} ${path} ${String(body).slice(0, 80)}`).toBeGreaterThanOrEqual(400);

@@ -63,11 +63,26 @@ describe('tenant isolation: conversations, users, usage, billing', () => {
     expect((await t.call('GET', '/v1/users/bob/preferences')).body).toEqual({ theme: 'dark' });
   });
 
+  it("a user token cannot probe for another user's conversation ids: choosing an id is refused alike for taken and free ids", async () => {
+    const lsn = t.node.sql.writer.lastLsn;
+    // 0.7.0 answered 409 "a conversation with id … already exists" for bob's id.
+    const taken = await t.call('POST', '/v1/conversations', { user_id: 'alice', id: bobConv }, alice);
+    const free = await t.call('POST', '/v1/conversations', { user_id: 'alice', id: 'never-used-id' }, alice);
+    for (const r of [taken, free]) {
+      expect(r.status).toBe(403);
+      expect(r.body.error.message).toBe('a user token cannot choose a conversation id; leave id out and the server assigns one');
+    }
+    expect(t.node.sql.writer.lastLsn).toBe(lsn);
+    // A trusted backend still chooses ids (and a taken one is a conflict for it).
+    expect((await t.call('POST', '/v1/conversations', { user_id: 'alice', id: 'svc-chosen' })).status).toBe(201);
+    expect((await t.call('POST', '/v1/conversations', { user_id: 'alice', id: bobConv })).status).toBe(409);
+  });
+
   it('the same token works on its own data, and its lists hold only its own', async () => {
     expect((await t.call('POST', `/v1/conversations/${aliceConv}/messages`, { role: 'user', content: 'mine' }, alice)).status).toBe(201);
     expect((await t.call('GET', `/v1/conversations/${aliceConv}/messages`, undefined, alice)).body.items).toHaveLength(1);
     const list = await t.call('GET', '/v1/conversations', undefined, alice);
-    expect(list.body.items.map((c: { id: string }) => c.id)).toEqual([aliceConv]);
+    expect(list.body.items.map((c: { id: string }) => c.id).sort()).toEqual([aliceConv, 'svc-chosen'].sort());
     const bills = await t.call('GET', '/v1/billing/entries', undefined, alice);
     expect(bills.body.items.map((e: { ref: string }) => e.ref)).toEqual(['alice-1']);
     expect((await t.call('GET', '/v1/users/alice/usage', undefined, alice)).status).toBe(200);

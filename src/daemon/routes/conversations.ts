@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { MAX_MESSAGES_PER_APPEND, ROLES } from '../../engines/conversations/conversation-store.js';
-import { InvalidInput } from '../../engines/errors.js';
+import { Forbidden, InvalidInput } from '../../engines/errors.js';
 import type { ApiRouter } from '../api-router.js';
 import type { Caller } from '../app-env.js';
 import { actorOf, guardUser } from '../auth.js';
@@ -56,10 +56,14 @@ export function conversationRoutes(router: ApiRouter, node: StrataNode): void {
       tag: 'conversations',
       access: 'write',
       body: z.strictObject({ id: id.optional(), user_id: id, title: z.string().max(500).optional(), model: z.string().max(200).optional() }),
-      responses: { 201: { description: 'created', schema: conversation }, 404: { description: 'no such user' } },
+      responses: { 201: { description: 'created', schema: conversation }, 403: { description: 'a user token gave an id (only service and admin tokens choose ids)' }, 404: { description: 'no such user' } },
     },
     async (c, { body, caller }) => {
       guardUser(caller, body.user_id);
+      // Conversation ids are one namespace across users: a user token that could choose one
+      // would learn from a 409 that another user's conversation has it. Only trusted callers
+      // (service, admin) choose ids; for a user token the server always does.
+      if (body.id !== undefined && caller.role === 'user') throw new Forbidden('a user token cannot choose a conversation id; leave id out and the server assigns one');
       node.users.get(body.user_id);
       return c.json(await conversations.create(actorOf(caller), body), 201);
     },
