@@ -289,7 +289,10 @@ export class StrataNode {
       { hit: (n) => metrics.embeddingCacheHits.inc(n), miss: (n) => metrics.embeddingCacheMisses.inc(n) },
     );
     const { audit, tokens, users, models, checkpoints } = engines;
-    const billing = new BillingLedger(billingSql);
+    const billing = new BillingLedger(billingSql, {}, {
+      seal: (userId, text) => engines.cipher.sealWithExistingKey(userId, text),
+      open: (userId, stored) => engines.cipher.open(userId, stored),
+    });
     metrics.ledgerEntries = () => billing.count();
     pinned = () => models.pinnedBlobs();
     await cache.trim();

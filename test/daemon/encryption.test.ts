@@ -94,6 +94,10 @@ describe('encryption at rest', () => {
     // Feedback text, and a dataset whose raw file and Parquet shards hold the marker.
     expect((await api(d, 'POST', '/v1/feedback/comparisons', { prompt: `which ${MARKER}?`, responses: [`yes ${MARKER}`, 'no'], chosen: 0, user_id: 'u1' })).status).toBe(201);
     expect((await api(d, 'POST', '/v1/feedback/ratings', { prompt: `rate ${MARKER}`, response: 'ok', score: 5 })).status).toBe(201);
+    // A ledger description is personal data kept for ever: sealed with the user's key too.
+    const entry = await api(d, 'POST', '/v1/billing/entries', { user_id: 'u1', kind: 'charge', amount_micros: 10, currency: 'USD', ref: 'enc-1', description: `card of ${MARKER}` });
+    expect(entry.status).toBe(201);
+    expect(entry.body.description).toBe(`card of ${MARKER}`);
     expect((await api(d, 'POST', '/v1/datasets', { name: 'ds' })).status).toBe(201);
     const raw = Array.from({ length: 50 }, (_, i) => JSON.stringify({ text: `row ${i} says ${MARKER}` })).join('\n');
     expect((await fetch(`${d.url}/v1/datasets/ds/raw/a.jsonl`, { method: 'PUT', headers: h, body: raw })).status).toBe(201);
@@ -114,6 +118,8 @@ describe('encryption at rest', () => {
     expect((await api(d, 'GET', `/v1/conversations/${conv}`)).body.title).toBe(`about ${MARKER}`);
     expect((await api(d, 'GET', '/v1/users/u1')).body.email).toBe(`${MARKER.toLowerCase()}@example.com`);
     expect((await api(d, 'GET', '/v1/users/u1/preferences')).body).toEqual({ note: MARKER });
+    expect((await api(d, 'GET', '/v1/billing/entries?user_id=u1')).body.items[0].description).toBe(`card of ${MARKER}`);
+    expect((await api(d, 'GET', '/v1/billing/verify')).body).toMatchObject({ ok: true, entries: 1 });
     // Email uniqueness still holds through the blind index.
     expect((await api(d, 'POST', '/v1/users', { id: 'dup', email: `${MARKER.toUpperCase()}@EXAMPLE.com`, tier: 'free' })).status).toBe(409);
 
@@ -193,6 +199,7 @@ describe('encryption at rest', () => {
     const d = await start(encrypted(key));
     const gone = await seed(d, 'gone', MARKER);
     const kept = await seed(d, 'kept', 'KEPT-CONTENT');
+    expect((await api(d, 'POST', '/v1/billing/entries', { user_id: 'gone', kind: 'charge', amount_micros: 42, currency: 'USD', ref: 'g-1', description: `visa of ${MARKER}` })).status).toBe(201);
     expect((await api(d, 'POST', '/v1/admin/backups')).status).toBeLessThan(300);
     await new Promise((r) => setTimeout(r, 1100));
     const beforeErasure = new Date().toISOString();
@@ -211,6 +218,9 @@ describe('encryption at rest', () => {
     expect(job.status).toBe(202);
     await expect.poll(async () => (await api(d, 'GET', `/v1/jobs/${job.body.job_id}`)).body, { timeout: 10_000 }).toMatchObject({ state: 'done', progress: 1, result: { key_destroyed: true } });
     expect((await api(d, 'GET', '/v1/users/gone/export')).status).toBe(404);
+    // The ledger keeps the entry, amount and ref; its description went with the key. The chain still verifies.
+    expect((await api(d, 'GET', '/v1/billing/entries?user_id=gone')).body.items).toEqual([expect.objectContaining({ ref: 'g-1', amount_micros: 42, description: null })]);
+    expect((await api(d, 'GET', '/v1/billing/verify')).body).toMatchObject({ ok: true, entries: 1 });
     expect((await api(d, 'GET', `/v1/conversations/${gone}`)).status).toBe(404);
     const audit = (await api(d, 'GET', '/v1/admin/audit?limit=20')).body.items.map((e: { action: string }) => e.action);
     expect(audit).toEqual(expect.arrayContaining(['users.export', 'users.erase', 'users.erase_done']));
@@ -227,6 +237,7 @@ describe('encryption at rest', () => {
     const revealed = await api(r, 'GET', `/v1/conversations/${gone}/messages`, undefined, d.adminToken);
     expect(JSON.stringify(revealed.body)).not.toContain(MARKER);
     expect(JSON.stringify((await api(r, 'GET', '/v1/users/gone/preferences', undefined, d.adminToken)).body)).not.toContain(MARKER);
+    expect((await api(r, 'GET', '/v1/billing/entries?user_id=gone', undefined, d.adminToken)).body.items[0].description).toBeNull();
     // Everyone else's data is readable: their keys came back from the backup's key prefix.
     const other = await api(r, 'GET', `/v1/conversations/${kept}/messages`, undefined, d.adminToken);
     expect(other.body.items.map((m: { content: string }) => m.content)).toEqual(['my secret is KEPT-CONTENT', 'noted: KEPT-CONTENT']);

@@ -126,4 +126,31 @@ describe('erasing a user (DELETE /v1/users/{id})', () => {
     expect((await t.call('DELETE', '/v1/users/gone')).status).toBe(404);
     await t.close();
   });
+
+  it('never gives an erased id out again, so nothing keyed by it (the ledger above all) reaches a new owner', async () => {
+    const t = await openTestNode();
+    try {
+      await t.call('POST', '/v1/users', { id: 'recyc', email: 'old@example.com', tier: 'free' });
+      await t.call('POST', '/v1/billing/entries', { user_id: 'recyc', kind: 'charge', amount_micros: 100, currency: 'USD', ref: 'r-1', description: 'OLD OWNER visa 4242' });
+      const erase = await t.call('POST', '/v1/users/recyc/erase');
+      await expect.poll(async () => (await t.call('GET', `/v1/jobs/${erase.body.job_id}`)).body.state, { timeout: 10_000 }).toBe('done');
+      // 0.7.0 created the user again, and its token read the old owner's billing entry.
+      const again = await t.call('POST', '/v1/users', { id: 'recyc', email: 'new@example.com', tier: 'free' });
+      expect(again.status).toBe(409);
+      expect(again.body.error.message).toMatch(/belonged to an erased user and is never reused/);
+      // Nor can a token be bound to the id, nor a ledger entry written for it.
+      expect((await t.call('POST', '/v1/admin/tokens', { name: 'x', role: 'user', user_id: 'recyc' })).status).toBe(404);
+      expect((await t.call('POST', '/v1/billing/entries', { user_id: 'recyc', kind: 'charge', amount_micros: 1, currency: 'USD', ref: 'r-2' })).status).toBe(404);
+      // A server-chosen id is a fresh UUID; the old entry stays in the ledger under the old id only.
+      const fresh = await t.call('POST', '/v1/users', { email: 'new@example.com', tier: 'free' });
+      expect(fresh.status).toBe(201);
+      const token = (await t.call('POST', '/v1/admin/tokens', { name: 'n', role: 'user', user_id: fresh.body.id })).body.token;
+      expect((await t.call('GET', '/v1/billing/entries', undefined, token)).body.items).toEqual([]);
+      expect((await t.call('GET', '/v1/billing/entries?user_id=recyc')).body.items.map((e: { ref: string }) => e.ref)).toEqual(['r-1']);
+      // The tombstone survives a restart, and erasures from before the tombstone table are known from the audit log.
+      expect(t.node.sql.db.prepare('SELECT id FROM erased_users').all()).toEqual([{ id: 'recyc' }]);
+    } finally {
+      await t.close();
+    }
+  });
 });

@@ -33,7 +33,7 @@ export function adminRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 201: { description: 'created', schema: tokenCreated } },
     },
     async (c, { body, caller }) => {
-      const created = await node.tokens.create(actorOf(caller), body);
+      const created = await node.tokens.create(actorOf(caller), body, (userId) => node.users.get(userId));
       return c.json(created, 201);
     },
   );

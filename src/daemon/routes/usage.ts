@@ -87,6 +87,8 @@ export function usageRoutes(router: ApiRouter, node: StrataNode): void {
     },
     async (c, { body, caller }) => {
       node.users.get(body.user_id);
+      // The description is sealed with the user's key, which must exist first.
+      if (body.description !== undefined) await node.users.ensureKey(actorOf(caller), body.user_id);
       const { entry, created } = await node.billing.append(actorOf(caller), body);
       // Billing is synchronous by default: answer once a replica has the entry (or 503).
       await node.replication.sync('billing');

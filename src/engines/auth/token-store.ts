@@ -77,7 +77,11 @@ export class TokenStore {
     });
   }
 
-  async create(actor: Actor, input: { name: string; role: Role; user_id?: string | null | undefined }): Promise<CreatedToken> {
+  /**
+   * `userExists` is asked inside the transaction, so a token can never be bound to a user an
+   * erasure removed in the meantime (erased ids are never reused, so it would name nobody).
+   */
+  async create(actor: Actor, input: { name: string; role: Role; user_id?: string | null | undefined }, userExists?: (userId: string) => void): Promise<CreatedToken> {
     const userId = input.user_id ?? null;
     if (input.role === 'user' && !userId) throw new InvalidInput('a token with role "user" needs a user_id');
     if (input.role !== 'user' && userId) throw new InvalidInput(`a token with role "${input.role}" cannot be bound to a user_id`);
@@ -90,6 +94,7 @@ export class TokenStore {
       created_at: new Date().toISOString(),
     };
     await this.writer.write(actor, (tx) => {
+      if (userId) userExists?.(userId);
       tx.apply(this.created, { ...info, hash: hashSecret(token) });
       tx.audit('tokens.create', `token:${info.id}`, { role: info.role, user_id: info.user_id });
     });

@@ -12,6 +12,12 @@ import type { Actor } from '../sql/writer.js';
 // of its own fields and the previous entry's hash, so an edit made behind SQLite's back
 // (a hex editor, a dropped trigger) breaks the chain at that entry. Corrections are new
 // entries (kind `adjustment` or `refund`), never edits.
+//
+// The free-text description is personal data (a card's last digits, an address), kept
+// forever by an append-only ledger. With encryption on it is stored sealed with the user's
+// key: erasing the user destroys the key, and the description reads as null from then on,
+// while amounts, refs and the hash chain stay verifiable — the hash covers the sealed form,
+// so verify() never needs a key.
 
 export const billingMigrations: Migration[] = [
   {
@@ -67,6 +73,12 @@ export interface NewEntry {
 
 const GENESIS = '0'.repeat(64);
 
+export interface DescriptionCipher {
+  seal(userId: string, text: string): string;
+  /** undefined when the user's key is gone (erased). */
+  open(userId: string, stored: string): string | undefined;
+}
+
 /** The hash covers every field but itself, in a fixed order, so no field can change unseen. */
 export function entryHash(e: Omit<LedgerEntry, 'hash'>): string {
   const fields = [e.seq, e.user_id, e.kind, e.amount_micros, e.currency, e.ref, e.description ?? '', e.created_at, e.actor, e.prev_hash];
@@ -79,6 +91,8 @@ export class BillingLedger {
   constructor(
     private readonly store: SqlStore,
     private readonly events: { appended?(): void } = {},
+    /** Seals and opens descriptions with the user's key (identity when encryption is off). */
+    private readonly cipher: DescriptionCipher = { seal: (_u, text) => text, open: (_u, stored) => stored },
   ) {
     this.appended = store.changes.define<LedgerEntry>('billing', 'append', (db, e) => {
       db.prepare(
@@ -102,7 +116,7 @@ export class BillingLedger {
           existing.amount_micros === input.amount_micros &&
           existing.currency === input.currency;
         if (!same) throw new Conflict(`ref ${input.ref} already names a different ledger entry (seq ${existing.seq})`);
-        return { entry: existing, created: false };
+        return { entry: this.opened(existing), created: false };
       }
       const head = this.head();
       const base = {
@@ -112,14 +126,14 @@ export class BillingLedger {
         amount_micros: input.amount_micros,
         currency: input.currency,
         ref: input.ref,
-        description: input.description ?? null,
+        description: input.description === undefined ? null : this.cipher.seal(input.user_id, input.description),
         created_at: new Date().toISOString(),
         actor: actor.tokenId,
         prev_hash: head?.hash ?? GENESIS,
       };
       const entry: LedgerEntry = { ...base, hash: entryHash(base) };
       tx.apply(this.appended, entry);
-      return { entry, created: true };
+      return { entry: this.opened(entry), created: true };
     });
     if (result.created) this.events.appended?.();
     return result;
@@ -127,9 +141,16 @@ export class BillingLedger {
 
   list(query: { userId?: string | undefined; limit: number; afterSeq?: number | undefined }): LedgerEntry[] {
     const after = query.afterSeq ?? 0;
-    return query.userId !== undefined
-      ? this.store.db.prepare<LedgerEntry>('SELECT * FROM ledger WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?').all(query.userId, after, query.limit)
-      : this.store.db.prepare<LedgerEntry>('SELECT * FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?').all(after, query.limit);
+    const rows =
+      query.userId !== undefined
+        ? this.store.db.prepare<LedgerEntry>('SELECT * FROM ledger WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?').all(query.userId, after, query.limit)
+        : this.store.db.prepare<LedgerEntry>('SELECT * FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?').all(after, query.limit);
+    return rows.map((e) => this.opened(e));
+  }
+
+  /** The entry as clients see it: the description in clear, or null once its key is destroyed. */
+  private opened(e: LedgerEntry): LedgerEntry {
+    return e.description === null ? e : { ...e, description: this.cipher.open(e.user_id, e.description) ?? null };
   }
 
   count(): number {

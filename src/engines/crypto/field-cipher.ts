@@ -23,6 +23,27 @@ export class FieldCipher {
     return PREFIX + sealValue(key, Buffer.from(text, 'utf8'), Buffer.from(userId)).toString('base64');
   }
 
+  /**
+   * Seals with the key the user already has, for a store other than the one that holds keys
+   * (the billing ledger): the key must exist, see ensureKey.
+   */
+  sealWithExistingKey(userId: string, text: string): string {
+    if (!this.enabled) return text;
+    const key = this.keyring!.userKey(userId);
+    if (!key) throw new Error(`user ${userId} has no data key; call ensureKey in a write first`);
+    return PREFIX + sealValue(key, Buffer.from(text, 'utf8'), Buffer.from(userId)).toString('base64');
+  }
+
+  /** Whether sealing for the user needs a key made first (encryption on, and none yet). */
+  needsKey(userId: string): boolean {
+    return this.enabled && this.keyring!.userKey(userId) === undefined;
+  }
+
+  /** Makes the user's key in this transaction if there is none. */
+  ensureKey(tx: Tx, userId: string): void {
+    if (this.enabled) this.keyring!.userKeyForWrite(tx, userId);
+  }
+
   /** Plaintext of a stored value; a value whose user key was destroyed reads as undefined. */
   open(userId: string, stored: string): string | undefined {
     if (!stored.startsWith(PREFIX)) return stored;

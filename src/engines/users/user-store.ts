@@ -33,6 +33,19 @@ export const userMigrations: Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    engine: 'users',
+    version: 2,
+    name: 'erased user ids are never reused',
+    // Everything keyed by a user id (the billing ledger above all, which outlives an account)
+    // would pass to whoever got the id next. Erasures before this migration are known from
+    // their audit entries.
+    sql: `
+      CREATE TABLE erased_users (id TEXT PRIMARY KEY, erased_at TEXT NOT NULL) STRICT;
+      INSERT OR IGNORE INTO erased_users (id, erased_at)
+        SELECT substr(target, 6), time FROM audit_log WHERE action = 'users.erase_done' AND target LIKE 'user:%';
+    `,
+  },
 ];
 
 export const PREFERENCES_MAX_BYTES = 64 * 1024;
@@ -50,7 +63,7 @@ type UserRow = User & { email_key: string };
 export class UserStore {
   private readonly upserted: ChangeType<UserRow>;
   private readonly preferencesSet: ChangeType<{ user_id: string; doc: string; updated_at: string }>;
-  private readonly erased: ChangeType<{ id: string }>;
+  private readonly erased: ChangeType<{ id: string; erased_at?: string }>;
 
   constructor(
     private readonly db: SqlDatabase,
@@ -74,14 +87,33 @@ export class UserStore {
          ON CONFLICT (user_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`,
       ).run(p.user_id, p.doc, p.updated_at);
     });
-    this.erased = changes.define<{ id: string }>('users', 'erase', (db, p) => {
+    this.erased = changes.define<{ id: string; erased_at?: string }>('users', 'erase', (db, p) => {
       db.prepare('DELETE FROM users WHERE id = ?').run(p.id);
+      // The tombstone: the id can never name another person (see the migration).
+      db.prepare('INSERT OR IGNORE INTO erased_users (id, erased_at) VALUES (?, ?)').run(p.id, p.erased_at ?? new Date(0).toISOString());
     });
   }
 
   /** Inside an erasure: the user row and (by cascade) their preferences. */
   erase(tx: Tx, id: string): void {
-    tx.apply(this.erased, { id });
+    tx.apply(this.erased, { id, erased_at: new Date().toISOString() });
+  }
+
+  /**
+   * Makes sure the user has a data key, so that another store (the billing ledger) can seal
+   * with it. Users created before encryption was turned on get theirs here.
+   */
+  async ensureKey(actor: Actor, id: string): Promise<void> {
+    if (!this.cipher.needsKey(id)) return;
+    await this.writer.write(actor, (tx) => {
+      this.get(id);
+      this.cipher.ensureKey(tx, id);
+    });
+  }
+
+  /** Whether the id belonged to a user who was erased (it is never given out again). */
+  wasErased(id: string): boolean {
+    return this.db.prepare('SELECT 1 FROM erased_users WHERE id = ?').get(id) !== undefined;
   }
 
   create(actor: Actor, input: { id?: string | undefined; email: string; tier: string }): Promise<User> {
@@ -89,6 +121,7 @@ export class UserStore {
     return this.writer.write(actor, (tx) => {
       const id = input.id ?? randomUUID();
       if (this.find(id)) throw new Conflict(`a user with id ${id} already exists`);
+      if (this.wasErased(id)) throw new Conflict(`the id ${id} belonged to an erased user and is never reused; choose another`);
       this.checkEmailFree(input.email, null);
       const now = new Date().toISOString();
       const email = input.email.trim();
