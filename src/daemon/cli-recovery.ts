@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -34,7 +34,12 @@ function storeSpecs(config: StrataConfig, scratch: string): StoreSpec[] {
   ];
 }
 
-export async function restoreCommand(config: StrataConfig, to: string | undefined, targetDir: string | undefined): Promise<number> {
+/**
+ * `strata restore`. The copy gets a cluster identity of its own unless `replace`: a restored
+ * data dir started beside its source, on the same object tier, must not take the source's
+ * blobs for its own garbage (see tier-owner.ts). With `replace` it is the source, brought back.
+ */
+export async function restoreCommand(config: StrataConfig, to: string | undefined, targetDir: string | undefined, replace = false): Promise<number> {
   if (!to || !targetDir) throw new Error('restore needs --to TIME|latest and --target-dir DIR');
   const time = to === 'latest' ? 'latest' : Date.parse(to);
   if (time !== 'latest' && Number.isNaN(time)) throw new Error(`--to must be an RFC 3339 time or "latest", not ${to}`);
@@ -44,7 +49,20 @@ export async function restoreCommand(config: StrataConfig, to: string | undefine
     const started = performance.now();
     const results = await restore(archive, storeSpecs(config, scratch), { to: time, targetDir: resolve(targetDir), progress: (l) => process.stderr.write(`restore: ${l}\n`) });
     const seconds = (performance.now() - started) / 1000;
-    process.stdout.write(JSON.stringify({ target_dir: resolve(targetDir), seconds: Math.round(seconds * 100) / 100, stores: results.map((r) => ({ ...r, time: new Date(r.time).toISOString() })) }, null, 2) + '\n');
+    const db = await openDatabase(join(resolve(targetDir), 'strata.db'));
+    let clusterId: string;
+    try {
+      if (!replace) db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('cluster_id', ?)").run(randomUUID());
+      clusterId = db.prepare<{ value: string }>("SELECT value FROM meta WHERE key = 'cluster_id'").get()?.value ?? '';
+    } finally {
+      db.close();
+    }
+    process.stderr.write(
+      replace
+        ? `restore: the copy keeps the source's cluster identity (${clusterId}): it owns the object tiers; never start it beside the source\n`
+        : `restore: the copy is a new cluster (${clusterId}): it reads the configured object tiers but never deletes from tiers another cluster owns\n`,
+    );
+    process.stdout.write(JSON.stringify({ target_dir: resolve(targetDir), cluster_id: clusterId, replaced: replace, seconds: Math.round(seconds * 100) / 100, stores: results.map((r) => ({ ...r, time: new Date(r.time).toISOString() })) }, null, 2) + '\n');
     return 0;
   } finally {
     await rm(scratch, { recursive: true, force: true });

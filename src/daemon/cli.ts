@@ -17,7 +17,7 @@ Usage:
   strata serve         [--config FILE] [--set key.path=value ...]
   strata check-config  [--config FILE] [--set key.path=value ...]
   strata token create  [--config FILE] [--set ...] --role ROLE [--user-id ID] [--name NAME]
-  strata restore       [--config FILE] [--set ...] --to TIME|latest --target-dir DIR
+  strata restore       [--config FILE] [--set ...] --to TIME|latest --target-dir DIR [--replace]
   strata backup verify [--config FILE] [--set ...]
   strata promote       [--config FILE] [--set ...]
   strata keys rotate   [--config FILE] [--set ...] --new-key-file FILE   (daemon stopped)
@@ -31,6 +31,9 @@ Options:
   --role ROLE            ${ROLES.join(' | ')}
   --user-id ID           the user a "user" token is bound to
   --name NAME            a label for the token (default: "cli")
+  --replace              restore: the copy replaces the backed-up node (keeps its cluster
+                         identity, so it owns the object tiers); without it the copy is a
+                         fork that never deletes from tiers it shares with the source
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.`;
 
@@ -52,6 +55,7 @@ async function main(argv: string[]): Promise<number> {
         'target-dir': { type: 'string' },
         'new-key-file': { type: 'string' },
         'dry-run': { type: 'boolean' },
+        replace: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -94,7 +98,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'restore':
       try {
-        return await restoreCommand(config(), values.to, values['target-dir']);
+        return await restoreCommand(config(), values.to, values['target-dir'], values.replace === true);
       } catch (err) {
         if (err instanceof ConfigError) throw err;
         process.stderr.write(`strata: restore failed: ${(err as Error).message}\n`);

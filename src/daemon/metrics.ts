@@ -46,6 +46,12 @@ export class Metrics {
   readonly modelCacheHits = new client.Counter({ name: 'strata_model_cache_hits_total', help: 'Model file reads served from the local cache', registers: [this.registry] });
   readonly modelCacheMisses = new client.Counter({ name: 'strata_model_cache_misses_total', help: 'Model file reads that had to fetch from the object tier', registers: [this.registry] });
   readonly modelCacheEvictions = new client.Counter({ name: 'strata_model_cache_evictions_total', help: 'Files evicted from the model cache', registers: [this.registry] });
+  readonly objectDeletesSkipped = new client.Counter({
+    name: 'strata_object_deletes_skipped_total',
+    help: 'Deletes not done because the object tier belongs to another cluster (a restored copy sharing it)',
+    labelNames: ['tier'],
+    registers: [this.registry],
+  });
   readonly blobsMissing = new client.Counter({
     name: 'strata_blobs_missing_total',
     help: 'Reads of a referenced blob that the object tier no longer holds (data loss; the log names the blob)',

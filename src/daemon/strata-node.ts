@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statfsSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -20,7 +21,7 @@ import { ConversationStore, conversationMigrations } from '../engines/conversati
 import { ConversationArchive } from '../engines/conversations/conversation-archive.js';
 import { UsageMeter, usageMigrations } from '../engines/usage/usage-meter.js';
 import { BillingLedger, billingMigrations } from '../engines/billing/billing-ledger.js';
-import { InvalidInput, NotFound } from '../engines/errors.js';
+import { Conflict, InvalidInput, NotFound } from '../engines/errors.js';
 import { VERSION } from './version.js';
 import { openCache } from './cache-driver.js';
 import { VectorStore, vectorMigrations } from '../engines/vectors/vector-store.js';
@@ -42,6 +43,7 @@ import { Sealer } from '../engines/crypto/sealed-stream.js';
 import { PiiScanner } from '../engines/privacy/pii-scanner.js';
 import { TextWorker } from '../engines/text-worker.js';
 import { SealedObjectStore } from '../engines/objects/sealed-object-store.js';
+import { deletingOnlyWhenOwned, TierOwner } from '../engines/objects/tier-owner.js';
 import { Replication } from '../replication/replication.js';
 import { Backups } from '../replication/backups.js';
 import { BackupArchive } from '../replication/backup-archive.js';
@@ -207,6 +209,16 @@ export class StrataNode {
         metrics.changelogLsn.set(lastLsn);
       },
     });
+    // The lineage this data dir belongs to (see tier-owner.ts); replicas take their primary's.
+    if (!sql.meta('cluster_id')) sql.db.prepare("INSERT INTO meta (key, value) VALUES ('cluster_id', ?)").run(randomUUID());
+    const owners: Record<'hot' | 'archive', TierOwner> = {} as Record<'hot' | 'archive', TierOwner>;
+    const ownedOnly = (tier: 'hot' | 'archive', store: ObjectStore) => {
+      owners[tier] = new TierOwner(tier, store, { clusterId: () => sql.meta('cluster_id')!, nodeId: config.node.id });
+      return deletingOnlyWhenOwned(store, owners[tier], (key) => {
+        metrics.objectDeletesSkipped.labels(tier).inc();
+        log.warn({ tier, key, owner: owners[tier].owner()?.cluster_id }, 'not deleting from an object tier this node does not own');
+      });
+    };
     // The registry answers which blobs are pinned; the cache asks lazily, at eviction time.
     let pinned: () => ReadonlySet<string> = () => new Set();
     let hot: ObjectStore;
@@ -218,7 +230,7 @@ export class StrataNode {
     let lease: Lease | undefined;
     try {
       const rawHot = await openObjectTier('hot', config.objects.hot, dataDir, metrics);
-      hot = sealed(rawHot);
+      hot = sealed(ownedOnly('hot', rawHot));
       if (config.replication.lease.enabled) {
         // The lease holds no user data and must work before the keyring is open: unsealed.
         lease = new Lease(
@@ -230,7 +242,7 @@ export class StrataNode {
           throw new ConfigError([`replication.lease: ${(err as Error).message}`]);
         });
       }
-      archive = sealed(await openObjectTier('archive', config.objects.archive, dataDir, metrics));
+      archive = sealed(ownedOnly('archive', await openObjectTier('archive', config.objects.archive, dataDir, metrics)));
       const cacheCfg = config.models.cache;
       cache = await ModelCache.open(cacheCfg.path ?? join(dataDir, 'cache', 'models'), cacheCfg.capacity_bytes, () => pinned(), {
         hit: () => metrics.modelCacheHits.inc(),
@@ -321,6 +333,8 @@ export class StrataNode {
       StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier, { hot, archive }, lease, engines.keyring),
     );
     node.objectTiers = { hot, archive };
+    node.tierOwners = owners;
+    await node.checkTierOwnership();
     node.keyring = engines.keyring;
     node.jobs = engines.jobs;
     node.pii = engines.pii;
@@ -656,10 +670,52 @@ export class StrataNode {
     };
     const db = join(this.dataDir, 'strata.db');
     // statfs is missing on some runtimes; the field is then null.
-    return { data_dir: this.dataDir, sql_driver: this.sql.db.driver, sql_bytes: size(db) + size(`${db}-wal`), free_bytes: this.metrics.disk()?.free ?? null };
+    const tiers = Object.fromEntries(Object.entries(this.tierOwners).map(([t, o]) => [t, { owned: o.owned(), owner_cluster_id: o.owner()?.cluster_id ?? null }]));
+    return { data_dir: this.dataDir, sql_driver: this.sql.db.driver, sql_bytes: size(db) + size(`${db}-wal`), free_bytes: this.metrics.disk()?.free ?? null, cluster_id: this.sql.meta('cluster_id'), tiers };
   }
 
   private gcTimer: NodeJS.Timeout | undefined;
+
+  /** Per tier, whose it is (see tier-owner.ts). */
+  tierOwners!: Record<'hot' | 'archive', TierOwner>;
+
+  /**
+   * Reads each tier's owner marker (a primary claims an unclaimed tier) and says so when this
+   * node does not own one. A tier that cannot be read now is looked at again before each GC.
+   */
+  async checkTierOwnership(): Promise<void> {
+    for (const owner of Object.values(this.tierOwners)) {
+      try {
+        await owner.load(this.replication.role === 'primary');
+        if (!owner.owned() && this.replication.role === 'primary') this.log.warn({ tier: owner.tier, owner: owner.owner() }, owner.refusal().message);
+      } catch (err) {
+        this.log.warn({ tier: owner.tier, err: (err as Error).message }, 'could not read the object tier owner marker; no deletes there until it can');
+      }
+    }
+  }
+
+  /**
+   * Garbage collection, only where it cannot hurt another node: on a primary that may write
+   * (a replica's view lags, and a fenced primary's is stale) and on tiers it owns.
+   */
+  async collectGarbage(actor: Actor, graceMs: number, uploadTtlMs: number) {
+    if (!this.replication.writable()) throw new Conflict('garbage collection runs only on the primary, while it may write');
+    // Read afresh each time: another node may have adopted the tier since.
+    await this.checkTierOwnership();
+    const foreign = Object.values(this.tierOwners).find((o) => !o.owned());
+    if (foreign) throw foreign.refusal();
+    return this.models.collectGarbage(actor, graceMs, uploadTtlMs);
+  }
+
+  /** Takes an object tier over for this node's cluster (audited): its former owner's blobs become this node's garbage. */
+  async adoptTier(actor: Actor, tier: 'hot' | 'archive') {
+    if (this.replication.role !== 'primary') throw new Conflict('only a primary adopts an object tier');
+    const before = this.tierOwners[tier].owner();
+    const record = await this.tierOwners[tier].adopt();
+    await this.sql.writer.write(actor, (tx) => tx.audit('objects.adopt_tier', `tier:${tier}`, { from_cluster: before?.cluster_id ?? null, to_cluster: record.cluster_id }));
+    this.log.warn({ tier, from: before, to: record }, 'adopted an object tier');
+    return { tier, owner: record, previous_owner: before ?? null };
+  }
 
   /** Periodic work of a serving node (not of offline CLI commands). */
   startBackgroundJobs(): void {
@@ -678,9 +734,9 @@ export class StrataNode {
         (r) => this.log.info(r, 'checkpoint retention done'),
         (err: unknown) => this.log.error({ err }, 'checkpoint retention failed'),
       );
-      await this.models.collectGarbage(SYSTEM, this.config.objects.gc_grace_seconds * 1000, this.config.objects.upload_session_ttl_seconds * 1000).then(
+      await this.collectGarbage(SYSTEM, this.config.objects.gc_grace_seconds * 1000, this.config.objects.upload_session_ttl_seconds * 1000).then(
         (r) => this.log.info(r, 'garbage collection done'),
-        (err: unknown) => this.log.error({ err }, 'garbage collection failed'),
+        (err: unknown) => this.log[err instanceof Conflict ? 'warn' : 'error']({ err: err instanceof Conflict ? err.message : err }, 'garbage collection skipped'),
       );
     });
     // Save first (a restart then replays little), then compact what has too many tombstones.

@@ -156,4 +156,57 @@ describe('backups and point-in-time restore', () => {
     expect(served.output()).not.toMatch(/rebuilding/);
     await served.stop();
   });
+
+  it("a restored copy started on the source's object tier deletes nothing of the source's; --replace or adopt makes it the owner", async () => {
+    const d = await startDaemon({ set: ['backup.segment_seconds=0.2'] });
+    const h = { authorization: `Bearer ${d.adminToken}` };
+    await api(d, 'PUT', '/v1/models/m', {});
+    await api(d, 'POST', '/v1/models/m/versions', { version: 'v1' });
+    const upload = async (path: string) => {
+      const body = Buffer.alloc(200_000, path);
+      expect((await fetch(`${d.url}/v1/models/m/versions/v1/files/${path}`, { method: 'PUT', headers: h, body })).status).toBe(201);
+    };
+    await upload('before.bin');
+    await shipped(d);
+    const sourceCluster = (await api(d, 'GET', '/v1/admin/status')).body.storage.cluster_id as string;
+    expect(sourceCluster).toMatch(/^[0-9a-f-]{36}$/);
+    const dir = tempDir();
+    const r = await strata(['restore', '--to', 'latest', '--target-dir', dir], d.dataDir);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/the copy is a new cluster/);
+    // Written after the backup: to the restored copy these blobs are orphans.
+    for (const f of ['after-1.bin', 'after-2.bin', 'after-3.bin']) await upload(f);
+    const hot = join(d.dataDir, 'objects', 'hot');
+    writeFileSync(join(dir, 'admin.token'), d.adminToken + '\n');
+    const copy = await startDaemon({ dataDir: dir, set: ['backup.enabled=false', 'objects.hot.driver=fs', `objects.hot.path=${hot}`] });
+    try {
+      const status = (await api(copy, 'GET', '/v1/admin/status', undefined, d.adminToken)).body.storage;
+      expect(status.tiers.hot).toMatchObject({ owned: false });
+      expect(status.cluster_id).not.toBe(status.tiers.hot.owner_cluster_id);
+      // 0.7.0 deleted the source's newer blobs here and broke its downloads.
+      const gc = await api(copy, 'POST', '/v1/admin/gc?grace_seconds=0', undefined, d.adminToken);
+      expect(gc.status).toBe(409);
+      expect(gc.body.error.message).toMatch(/belongs to cluster .* does not delete from it/);
+      // The source serves every file, and every blob is still on the shared tier.
+      for (const f of ['before.bin', 'after-1.bin', 'after-2.bin', 'after-3.bin']) {
+        expect((await fetch(`${d.url}/v1/models/m/versions/v1/files/${f}`, { headers: h })).status, f).toBe(200);
+      }
+      expect(readdirSync(join(hot, 'blobs'))).toHaveLength(4);
+      // Taken over on purpose (the source is gone for good), the copy collects what it does not reference.
+      const adopted = await api(copy, 'POST', '/v1/admin/tiers/hot/adopt', undefined, d.adminToken);
+      expect(adopted.status).toBe(200);
+      expect((await api(copy, 'GET', '/v1/admin/audit?limit=5', undefined, d.adminToken)).body.items.map((e: { action: string }) => e.action)).toContain('objects.adopt_tier');
+      expect((await api(copy, 'POST', '/v1/admin/gc?grace_seconds=0', undefined, d.adminToken)).body.orphan_objects).toBe(3);
+    } finally {
+      await copy.stop();
+      await d.stop();
+    }
+    // --replace keeps the identity: the restored node owns what its source owned.
+    const same = tempDir();
+    const replaced = await strata(['restore', '--to', 'latest', '--target-dir', same, '--replace'], d.dataDir);
+    expect(replaced.code, replaced.err).toBe(0);
+    expect(JSON.parse(replaced.out).replaced).toBe(true);
+    expect(JSON.parse(replaced.out).cluster_id).toBe(sourceCluster);
+    expect(JSON.parse(r.out).cluster_id).not.toBe(sourceCluster);
+  });
 });

@@ -103,12 +103,25 @@ export function adminRoutes(router: ApiRouter, node: StrataNode): void {
       tag: 'admin',
       access: 'admin',
       query: z.object({ grace_seconds: z.coerce.number().int().min(0).optional(), upload_ttl_seconds: z.coerce.number().int().min(0).optional() }),
-      responses: { 200: { description: 'what was removed' } },
+      responses: { 200: { description: 'what was removed' }, 409: { description: 'not a writable primary, or a tier this node does not own' } },
     },
     async (c, { query, caller }) => {
       const grace = (query.grace_seconds ?? node.config.objects.gc_grace_seconds) * 1000;
       const uploadTtl = (query.upload_ttl_seconds ?? node.config.objects.upload_session_ttl_seconds) * 1000;
-      return c.json(await node.models.collectGarbage(actorOf(caller), grace, uploadTtl));
+      return c.json(await node.collectGarbage(actorOf(caller), grace, uploadTtl));
     },
+  );
+
+  router.route(
+    {
+      method: 'post',
+      path: '/v1/admin/tiers/:tier/adopt',
+      summary: "Take an object tier over for this node's cluster (after a restore that replaces a lost node): GC and deletes work there again",
+      tag: 'admin',
+      access: 'admin',
+      params: z.object({ tier: z.enum(['hot', 'archive']) }),
+      responses: { 200: { description: '{tier, owner, previous_owner}' }, 409: { description: 'not a primary, or the marker changed meanwhile' } },
+    },
+    async (c, { params, caller }) => c.json(await node.adoptTier(actorOf(caller), params.tier)),
   );
 }

@@ -172,6 +172,11 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       access: 'admin',
       responses: { 200: { description: '{epoch}' }, 409: { description: 'already a primary' } },
     },
-    async (c) => c.json(await node.replication.promote()),
+    async (c) => {
+      const promoted = await node.replication.promote();
+      // The new primary claims (or confirms it inherited) its tiers before it collects garbage.
+      await node.checkTierOwnership();
+      return c.json(promoted);
+    },
   );
 }
