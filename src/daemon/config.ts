@@ -269,6 +269,14 @@ export const configSchema = z.strictObject({
       /** The URL other nodes reach this one at (fence notices, the lease); default: the listen address. */
       advertise_url: z.string().url().optional(),
       /**
+       * A node that starts as primary (without a lease) refuses writes until a replica it last
+       * served confirms no newer epoch exists. false: write at once — only for a deliberate
+       * single-node start, e.g. after the replicas were retired for good.
+       */
+      confirm_epoch: z.boolean().default(true),
+      /** Once one known replica has answered, how long to wait for the others before confirming. */
+      confirm_wait_seconds: z.number().min(0).max(300).default(5),
+      /**
        * Turn on when nodes share the object tier (one MinIO bucket, one NFS path): the primary
        * writes only while it holds a lease object there, renewed every ttl/3, and a promoted
        * replica starts writing one ttl after taking it over. The store must honour

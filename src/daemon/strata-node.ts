@@ -468,7 +468,18 @@ export class StrataNode {
     };
     return new Replication(
       { main: sql, billing: billingSql },
-      { role: r.role, nodeId: self, primaryUrl: r.primary_url, token: r.token, synchronous: r.synchronous, syncMinReplicas: r.sync_min_replicas, syncTimeoutMs: r.sync_timeout_ms, lease },
+      {
+        role: r.role,
+        nodeId: self,
+        primaryUrl: r.primary_url,
+        token: r.token,
+        synchronous: r.synchronous,
+        syncMinReplicas: r.sync_min_replicas,
+        syncTimeoutMs: r.sync_timeout_ms,
+        lease,
+        confirmEpoch: r.confirm_epoch,
+        confirmWaitMs: r.confirm_wait_seconds * 1000,
+      },
       {
         beforeApply: async (store, records, fetchFromPrimary) => {
           if (store !== 'main') return;
@@ -720,7 +731,13 @@ export class StrataNode {
   /** Periodic work of a serving node (not of offline CLI commands). */
   startBackgroundJobs(): void {
     this.replication.start();
-    if (this.replication.role === 'primary') this.jobRunner.resume();
+    // Jobs write; a primary confirming its epoch resumes them once it may.
+    if (this.replication.role === 'primary') {
+      void this.replication.whenConfirmed().then(
+        () => this.replication.writable() && this.jobRunner.resume(),
+        (err: unknown) => this.log.error({ err }, 'confirming the epoch failed; writes stay refused'),
+      );
+    }
     this.backups?.start();
     // Keep primary-side replica metrics fresh between /v1/admin/status calls.
     this.statusTimer = setInterval(() => this.status(), 5000);

@@ -30,6 +30,8 @@ export interface ReplicaOptions {
   primaryUrl: string;
   token: string;
   nodeId: string;
+  /** Where this replica listens; the primary records it, to ask for its epoch after a restart. */
+  selfUrl?: () => string | undefined;
   waitMs?: number;
 }
 
@@ -80,7 +82,10 @@ export class ReplicaClient {
           mustBootstrap = false;
         }
         const after = store.changes.lastLsn();
-        const res = await get(`/v1/replication/changes?store=${name}&after=${after}&wait_ms=${this.options.waitMs ?? 5000}&node_id=${encodeURIComponent(this.options.nodeId)}`);
+        const self = this.options.selfUrl?.();
+        const res = await get(
+          `/v1/replication/changes?store=${name}&after=${after}&wait_ms=${this.options.waitMs ?? 5000}&node_id=${encodeURIComponent(this.options.nodeId)}${self ? `&url=${encodeURIComponent(self)}` : ''}`,
+        );
         if (res.status === 410 || res.status === 409) {
           this.events.log('warn', res.status === 410 ? 'the primary pruned its log past this replica; bootstrapping' : 'this node is ahead of the primary (a divergent tail); bootstrapping', { store: name, after });
           await res.arrayBuffer();
@@ -90,6 +95,10 @@ export class ReplicaClient {
         if (res.status !== 200) throw new Error(`change feed answered ${res.status}: ${await res.text()}`);
         const frame = unpack(Buffer.from(await res.arrayBuffer())) as FeedFrame;
         if (this.stopped) return;
+        // A primary of an older epoch than this replica knows was replaced: following it would
+        // apply writes the cluster has moved past. A newer one is adopted.
+        if (frame.epoch < store.epoch()) throw new Error(`the primary is at epoch ${frame.epoch}, older than the ${store.epoch()} this replica follows: it was replaced; not applying its changes`);
+        if (frame.epoch > store.epoch()) store.db.prepare("UPDATE meta SET value = ? WHERE key = 'epoch'").run(String(frame.epoch));
         if (frame.records.length > 0) {
           // Blobs before references, on the replica too.
           await this.events.beforeApply?.(name, frame.records, get);

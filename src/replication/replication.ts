@@ -27,6 +27,31 @@ export interface ReplicationOptions {
   syncTimeoutMs: number;
   /** Set when the object tier is shared between nodes (replication.lease.enabled). */
   lease?: Lease | undefined;
+  /**
+   * Without a lease, a node that starts as primary refuses writes until the replicas it last
+   * knew say no newer epoch exists (see confirmEpoch). False only for a deliberate start of a
+   * node that must write without asking (replication.confirm_epoch).
+   */
+  confirmEpoch?: boolean;
+  /** How long to wait for the rest once one known replica has answered. */
+  confirmWaitMs?: number;
+}
+
+/** What any node says of itself at GET /replication/state (no token: role and epoch only). */
+export interface NodeState {
+  node_id: string;
+  role: Role;
+  epoch: number;
+  /** The primary a replica follows (or this node's own URL on a primary). */
+  primary_url: string | null;
+  writable: boolean;
+}
+
+/** A replica the primary has served, kept in meta `known_replicas` so a restart can ask it. */
+export interface KnownReplica {
+  node_id: string;
+  url: string;
+  seen_at: string;
 }
 
 export interface ReplicationHooks {
@@ -59,9 +84,43 @@ export class Replication {
     if (this.role === 'replica') this.setReadOnly(options.primaryUrl ?? 'the configured primary');
   }
 
+  /** Set from a start as primary until the epoch is confirmed (no lease configured). */
+  private unconfirmed = false;
+  private confirmed: Promise<void> = Promise.resolve();
+  private stopped = false;
+
   /** Whether this node may change shared state now (writes, garbage collection, archiving). */
   writable(): boolean {
-    return this.role === 'primary' && (this.options.lease?.valid() ?? true);
+    return this.role === 'primary' && !this.unconfirmed && (this.options.lease?.valid() ?? true);
+  }
+
+  /** Resolves once a start as primary has confirmed its epoch (at once when nothing needs confirming). */
+  whenConfirmed(): Promise<void> {
+    return this.confirmed;
+  }
+
+  state(): NodeState {
+    return { node_id: this.options.nodeId, role: this.role, epoch: this.epoch(), primary_url: (this.role === 'primary' ? this.selfUrl : this.primaryUrl) ?? null, writable: this.writable() };
+  }
+
+  /** The replicas this node has served as a primary (durable across restarts). */
+  knownReplicas(): KnownReplica[] {
+    try {
+      return JSON.parse(this.stores.main!.meta('known_replicas') ?? '[]') as KnownReplica[];
+    } catch {
+      return [];
+    }
+  }
+
+  /** Records where a replica that pulls from this primary can be reached (written only when new or moved). */
+  rememberReplica(nodeId: string, url: string | undefined): void {
+    if (!url || nodeId === this.options.nodeId) return;
+    const known = this.knownReplicas();
+    const entry = known.find((k) => k.node_id === nodeId);
+    if (entry?.url === url) return;
+    const next = [...known.filter((k) => k.node_id !== nodeId), { node_id: nodeId, url, seen_at: new Date().toISOString() }];
+    // Node state, like the epoch: not logged, and written outside the writer (one row, rarely).
+    this.stores.main!.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('known_replicas', ?)").run(JSON.stringify(next));
   }
 
   epoch(): number {
@@ -70,8 +129,10 @@ export class Replication {
 
   /** A primary takes the lease (when there is one); a replica starts following its primary. */
   start(token = this.options.token, forceBootstrap = false): void {
+    this.stopped = false;
     if (this.role === 'primary') {
-      this.holdLease();
+      if (this.options.lease) this.holdLease();
+      else this.confirmEpoch();
       return;
     }
     if (!this.primaryUrl || !token) return;
@@ -88,7 +149,7 @@ export class Replication {
       },
       log: this.hooks.log,
     };
-    this.client = new ReplicaClient(this.stores, { primaryUrl: this.primaryUrl, token, nodeId: this.options.nodeId }, events, forceBootstrap);
+    this.client = new ReplicaClient(this.stores, { primaryUrl: this.primaryUrl, token, nodeId: this.options.nodeId, selfUrl: () => this.selfUrl }, events, forceBootstrap);
     this.client.start();
   }
 
@@ -135,6 +196,7 @@ export class Replication {
   async fence(epoch: number, primaryUrl: string, token: string): Promise<{ fenced: boolean; epoch: number }> {
     if (epoch <= this.epoch()) return { fenced: false, epoch: this.epoch() };
     this.options.lease?.release();
+    this.unconfirmed = false;
     this.setEpoch(epoch);
     this.role = 'replica';
     this.primaryUrl = primaryUrl;
@@ -146,6 +208,7 @@ export class Replication {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.fencePusher);
     this.options.lease?.release();
     await this.client?.stop();
@@ -167,6 +230,87 @@ export class Replication {
       },
       (err: unknown) => this.hooks.log('error', 'could not take the shared object tier lease; writes stay refused', { error: (err as Error).message }),
     );
+  }
+
+  /**
+   * A primary that starts again may have been replaced while it was down: a replica promoted
+   * to a newer epoch, whose fence notice can only reach this node once it listens again. In
+   * 0.7.0 it accepted writes in that window (22 in 1.5 s in the issue's test) and then
+   * followed the new primary, discarding them. So, without a lease, a start as primary asks
+   * the replicas it last served (meta `known_replicas`) for their epoch, and refuses writes
+   * (503) until:
+   * - one answers with a newer epoch: this node fences itself and follows that primary; or
+   * - every one answered with no newer epoch, or at least one did and confirm_wait has passed.
+   * While none answers, writes stay refused; a node with no known replica has nobody who
+   * could have replaced it and writes at once. replication.confirm_epoch=false skips this for
+   * a deliberate single-node start.
+   */
+  private confirmEpoch(): void {
+    const peers = this.knownReplicas().filter((k) => k.node_id !== this.options.nodeId);
+    if (this.options.confirmEpoch === false || peers.length === 0) return;
+    this.unconfirmed = true;
+    const epoch = this.epoch();
+    for (const s of Object.values(this.stores)) {
+      s.writer.writeGuard = () =>
+        this.unconfirmed && this.role === 'primary'
+          ? new Unavailable(`this primary restarted and is confirming epoch ${epoch} with its replicas (${peers.map((p) => p.node_id).join(', ')}); writes resume once one answers`)
+          : undefined;
+    }
+    this.hooks.log('warn', 'started as primary: confirming the epoch with the known replicas before accepting writes', { epoch, replicas: peers.map((p) => p.url) });
+    this.confirmed = this.askReplicas(peers, epoch);
+  }
+
+  private async askReplicas(peers: KnownReplica[], epoch: number): Promise<void> {
+    const started = Date.now();
+    const answered = new Map<string, NodeState>();
+    let lastNag = Date.now();
+    while (!this.stopped && this.unconfirmed && this.role === 'primary') {
+      await Promise.all(
+        peers
+          .filter((p) => !answered.has(p.node_id))
+          .map(async (p) => {
+            let state: NodeState;
+            try {
+              const res = await fetch(new URL('/replication/state', p.url), { signal: AbortSignal.timeout(2000) });
+              if (!res.ok) return;
+              state = (await res.json()) as NodeState;
+            } catch {
+              return; // down or unreachable: asked again next round
+            }
+            if (!Number.isInteger(state.epoch)) return;
+            if (state.epoch > epoch) {
+              const primary = state.role === 'primary' ? p.url : state.primary_url;
+              this.hooks.log('error', 'a newer primary exists: this node was replaced while it was down; fencing itself', { epoch: state.epoch, told_by: p.node_id, primary });
+              if (primary) {
+                if (!this.options.token) this.hooks.log('error', 'replication.token is not set, so this node cannot follow the new primary; it stays read-only', { primary });
+                await this.fence(state.epoch, primary, this.options.token ?? '');
+                if (!this.options.token) await this.client?.stop();
+              } else {
+                this.setReadOnly('the primary of epoch ' + state.epoch);
+                this.role = 'replica';
+                this.unconfirmed = false;
+              }
+              return;
+            }
+            if (state.role === 'primary') {
+              this.hooks.log('error', 'another node says it is the primary of the same epoch; writes stay refused until one of them is stopped', { node: state.node_id, url: p.url, epoch });
+              return;
+            }
+            answered.set(p.node_id, state);
+          }),
+      );
+      if (!this.unconfirmed || this.role !== 'primary') return;
+      if (answered.size === peers.length || (answered.size > 0 && Date.now() - started >= (this.options.confirmWaitMs ?? 5000))) {
+        this.unconfirmed = false;
+        this.hooks.log('info', 'epoch confirmed by the replicas; accepting writes', { epoch, answered: [...answered.keys()], unanswered: peers.filter((p) => !answered.has(p.node_id)).map((p) => p.node_id) });
+        return;
+      }
+      if (Date.now() - lastNag >= 10_000) {
+        lastNag = Date.now();
+        this.hooks.log('warn', 'no known replica has answered yet; writes stay refused (replication.confirm_epoch=false starts without asking)', { epoch, replicas: peers.map((p) => p.url) });
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
   }
 
   /** The lease went to another node (called by the lease, or found at start). */

@@ -206,6 +206,67 @@ describe('replication', () => {
     expect((await api(r, 'POST', '/v1/admin/promote')).status).toBe(409);
   });
 
+  it('a restarted old primary acknowledges no write before it knows it was replaced: 0 acknowledged writes lost', async () => {
+    const p = await primary();
+    const conv = await seed(p, 'a');
+    const r = await replica(p);
+    await caughtUp(r, p);
+    await p.kill9();
+    expect((await api(r, 'POST', '/v1/admin/promote')).status).toBe(200);
+    // The same command line as before, as systemd would restart it.
+    const p2 = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1', `server.listen=${new URL(p.url).host}`, `replication.token=${p.adminToken}`] });
+    running.push(p2);
+    const acknowledged: string[] = [];
+    const refused: number[] = [];
+    const deadline = Date.now() + 3000;
+    await Promise.all(
+      Array.from({ length: 4 }, async (_, w) => {
+        for (let i = 0; Date.now() < deadline; i++) {
+          const content = `after-restart-${w}-${i}`;
+          const res = await api(p2, 'POST', `/v1/conversations/${conv}/messages`, { role: 'user', content }).catch(() => undefined);
+          if (res?.status === 201) acknowledged.push(content);
+          else if (res) refused.push(res.status);
+        }
+      }),
+    );
+    // 0.7.0 acknowledged 22 such writes and then discarded them.
+    expect(acknowledged).toEqual([]);
+    expect(refused.length).toBeGreaterThan(0);
+    expect(new Set(refused)).toEqual(new Set(refused.filter((s) => s === 503 || s === 409)));
+    expect(p2.output()).toMatch(/a newer primary exists: this node was replaced while it was down/);
+    // It follows the new primary, whose writes it then serves.
+    expect((await api(r, 'POST', `/v1/conversations/${conv}/messages`, { role: 'user', content: 'on the new primary' })).status).toBe(201);
+    await expect.poll(async () => (await api(p2, 'GET', `/v1/conversations/${conv}/messages?limit=1000`)).body.items?.some((m: { content: string }) => m.content === 'on the new primary'), { timeout: 20_000 }).toBe(true);
+    expect(await status(p2)).toMatchObject({ role: 'replica', epoch: (await status(r)).epoch });
+  });
+
+  it('a restarted primary whose replicas do not answer refuses writes until one does; confirm_epoch=false writes at once', async () => {
+    const p = await primary();
+    await seed(p, 'a');
+    const r = await replica(p);
+    await caughtUp(r, p);
+    await r.stop();
+    await p.stop();
+    const listen = `server.listen=${new URL(p.url).host}`;
+    const p2 = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1', listen] });
+    running.push(p2);
+    await new Promise((res) => setTimeout(res, 1500));
+    const refused = await api(p2, 'POST', '/v1/users', { email: 'w@example.com', tier: 'free' });
+    expect(refused.status).toBe(503);
+    expect(refused.body.error.message).toMatch(/confirming epoch \d+ with its replicas \(replica-1\)/);
+    expect((await api(p2, 'GET', '/v1/users/u-a')).status).toBe(200); // reads are served meanwhile
+    // The replica comes back at its address, answers, and writes resume.
+    const r2 = await startDaemon({ dataDir: r.dataDir, set: ['node.id=replica-1', 'replication.role=replica', `replication.primary_url=${p2.url}`, `replication.token=${p.adminToken}`, `server.listen=${new URL(r.url).host}`] });
+    running.push(r2);
+    await expect.poll(async () => (await api(p2, 'POST', '/v1/users', { email: `w${Math.random()}@example.com`, tier: 'free' })).status, { timeout: 15_000, interval: 200 }).toBe(201);
+    await p2.stop();
+    await r2.stop();
+    // The documented override, for a deliberate start without the replicas.
+    const p3 = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1', listen, 'replication.confirm_epoch=false'] });
+    running.push(p3);
+    expect((await api(p3, 'POST', '/v1/users', { email: 'solo@example.com', tier: 'free' })).status).toBe(201);
+  });
+
   it('copies model blobs to a replica that does not share the object tier, before the records that reference them', async () => {
     const p = await primary();
     const h = { authorization: `Bearer ${p.adminToken}` };

@@ -45,6 +45,18 @@ export function opsRoutes(router: ApiRouter, node: StrataNode): void {
     },
   );
 
+  router.route(
+    {
+      method: 'get',
+      path: '/replication/state',
+      summary: "This node's role and epoch, and the primary it follows: asked by a restarted primary before it accepts writes",
+      tag: 'operations',
+      access: 'public',
+      responses: { 200: { description: '{node_id, role, epoch, primary_url, writable}' } },
+    },
+    (c) => c.json(node.replication.state()),
+  );
+
   if (node.config.metrics.enabled) {
     router.route(
       {

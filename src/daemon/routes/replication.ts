@@ -32,12 +32,17 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
         limit: z.coerce.number().int().min(1).max(5000).default(1000),
         wait_ms: z.coerce.number().int().min(0).max(30_000).default(0),
         node_id: z.string().min(1).max(128).optional(),
+        /** Where the replica listens (kept so that this node, restarted, can ask it for its epoch). */
+        url: z.string().url().max(2048).optional(),
       }),
       responses: { 200: { description: 'a frame' }, 409: { description: 'the caller is ahead of this node' }, 410: { description: 'log_pruned: bootstrap from a snapshot' } },
     },
     async (c, { query }) => {
       const s = stores[query.store];
-      if (query.node_id) node.replication.tracker.report(query.node_id, query.store, query.after);
+      if (query.node_id) {
+        node.replication.tracker.report(query.node_id, query.store, query.after);
+        node.replication.rememberReplica(query.node_id, query.url);
+      }
       if (query.after > s.writer.lastLsn) throw new Conflict(`the caller is at LSN ${query.after}, past this node's ${s.writer.lastLsn}: a divergent tail; bootstrap`);
       const oldest = s.changes.oldestLsn();
       if (query.after < s.writer.lastLsn && oldest > query.after + 1) throw new LogPruned(query.after, oldest);
