@@ -1,6 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
+import { existsSync } from 'node:fs';
 import { cpus, freemem, platform, release, totalmem } from 'node:os';
+import { delimiter, join } from 'node:path';
 
 // Shared pieces of the benchmarks: the result row, a closed-loop HTTP load generator, and
 // spawning servers as separate processes so that server and peer are measured alike.
@@ -105,6 +107,20 @@ export async function closedLoop(
   return { requests: latencies.length, errors, seconds: elapsed, perSecond: latencies.length / elapsed, p50ms: q(0.5), p99ms: q(0.99) };
 }
 
+/** How to get each outside program a benchmark runs (Debian package names). */
+const INSTALL: Record<string, string> = {
+  'redis-server': 'apt-get install redis-server',
+  wrk: 'apt-get install wrk',
+  h2load: 'apt-get install nghttp2-client',
+};
+
+/** Fails at once, saying what to install, when a program a benchmark needs is missing. */
+export function requireTools(...cmds: string[]): void {
+  const path = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
+  const missing = cmds.filter((cmd) => !path.some((dir) => existsSync(join(dir, cmd))));
+  if (missing.length) throw new Error(`the benchmarks need ${missing.join(', ')}: ${missing.map((m) => INSTALL[m] ?? `install ${m}`).join('; ')}`);
+}
+
 /** Spawns a process and resolves once its output matches `ready`, with the first capture group. */
 export function spawnUntil(cmd: string, args: string[], ready: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<{ proc: ChildProcess; match: string }> {
   return new Promise((resolve, reject) => {
@@ -129,6 +145,11 @@ export function spawnUntil(cmd: string, args: string[], ready: RegExp, env: Node
     proc.stdout!.on('data', onData);
     proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     proc.once('exit', (code) => reject(new Error(`${cmd} exited with ${code} before it was ready:\n${out}`)));
+    // A missing program is an 'error' event; without a listener it ended the whole run.
+    proc.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(err.code === 'ENOENT' ? new Error(`${cmd} is not installed (or not on PATH)${INSTALL[cmd] ? `: ${INSTALL[cmd]}` : ''}`) : err);
+    });
   });
 }
 

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { httpWrite } from './http-write.js';
-import { machine, type BenchOptions, type ResultRow } from './lib.js';
+import { machine, requireTools, type BenchOptions, type ResultRow } from './lib.js';
 import { models } from './models.js';
 import { conversations } from './conversations.js';
 import { vectors } from './vectors.js';
@@ -25,6 +25,8 @@ async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
   const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
   const results: ResultRow[] = [];
+  // Checked before anything runs: a missing program must not cost a half-finished run.
+  if (!only || only === 'conversations') requireTools('redis-server');
   for (const [name, run] of benchmarks) {
     if (only && only !== name) continue;
     process.stderr.write(`bench: ${name}${quick ? ' (quick)' : ''}…\n`);
@@ -48,6 +50,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error(err);
+  console.error(`bench: ${(err as Error).message}`);
   process.exitCode = 1;
 });

@@ -38,6 +38,10 @@ describe.each(Object.entries(drivers) as Array<[Exclude<Runtime, 'node'>, string
     await expect.poll(async () => (await api(d, 'GET', `/v1/jobs/${job}`)).body.state, { timeout: 20_000 }).toBe('done');
     expect((await api(d, 'GET', `/v1/jobs/${job}`)).body.stats).toMatchObject({ rows_in: 3, rows_out: 2, duplicates: 1 });
     expect((await api(d, 'GET', '/v1/users/smoke')).body.email).toBe('smoke@example.com');
+    // A long text goes to the text worker thread; a "__proto__" key is refused.
+    const scan = await api(d, 'POST', '/v1/privacy/scan', { text: 'y'.repeat(100_000) + ' a@b.io' });
+    expect(scan.body.findings).toEqual([{ type: 'email', start: 100_001, end: 100_007 }]);
+    expect((await api(d, 'PUT', '/v1/users/smoke/preferences', JSON.parse('{"__proto__":{"x":1}}'))).status).toBe(400);
     const status = (await api(d, 'GET', '/v1/admin/status')).body;
     expect(status.storage.sql_driver).toBe(driver);
     expect((await api(d, 'GET', '/v1/admin/audit/verify')).body.ok).toBe(true);
