@@ -52,9 +52,9 @@ export class Metrics {
     labelNames: ['tier'],
     registers: [this.registry],
   });
-  readonly blobsMissing = new client.Counter({
-    name: 'strata_blobs_missing_total',
-    help: 'Reads of a referenced blob that the object tier no longer holds (data loss; the log names the blob)',
+  readonly objectsMissing = new client.Counter({
+    name: 'strata_objects_missing_total',
+    help: 'Reads of a referenced object (model file, shard, archive) the object tier no longer holds: data loss; the log names the key',
     labelNames: ['tier'],
     registers: [this.registry],
   });

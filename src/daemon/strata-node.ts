@@ -81,12 +81,12 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const cipher = new FieldCipher(keyring);
   const tokens = new TokenStore(sql.db, sql.changes, sql.writer);
   const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers), cache, cipher);
-  const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, modelCache, config.models.cache.pinned_aliases, archive, {
-    blobMissing: (sha256, tier, key) => {
-      metrics?.blobsMissing.labels(tier).inc();
-      deps.log?.error({ sha256, tier, key }, 'a referenced blob is missing from the object tier: data loss; restore it from a backup or a replica');
-    },
-  });
+  // A referenced object the tier no longer holds is data loss: counted, and logged by key.
+  const objectMissing = (tier: string, key: string) => {
+    metrics?.objectsMissing.labels(tier).inc();
+    deps.log?.error({ tier, key }, 'a referenced object is missing from the object tier: data loss; restore it from a backup or a replica');
+  };
+  const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, modelCache, config.models.cache.pinned_aliases, archive, { objectMissing });
   const checkpoints = new CheckpointStore(sql.db, sql.changes, sql.writer, models);
   const text = new TextWorker();
   const pii = new PiiScanner(text);
@@ -113,6 +113,7 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
       },
     },
     {
+      missing: (key) => objectMissing(archive ? 'archive' : 'hot', key),
       archived: (n, raw, stored) => {
         metrics?.conversationsArchived.inc(n);
         metrics?.conversationArchiveBytes.labels('raw').inc(raw);
@@ -155,7 +156,7 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const jobs = new JobStore(sql.db, sql.changes, sql.writer);
   const datasets = new DatasetCatalog(sql.db, sql.changes, sql.writer, hot);
   const feedback = new FeedbackStore(sql.db, sql.changes, sql.writer, cipher);
-  return { jobs, datasets, feedback, audit, keyring, cipher, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph, pii, text };
+  return { jobs, datasets, feedback, audit, keyring, cipher, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph, pii, text, objectMissing };
 }
 
 /**
@@ -339,6 +340,7 @@ export class StrataNode {
     node.jobs = engines.jobs;
     node.pii = engines.pii;
     node.textWorker = engines.text;
+    node.objectMissing = engines.objectMissing;
     metrics.jobsByState = () => sql.db.prepare<{ state: string; count: number }>('SELECT status AS state, COUNT(*) AS count FROM jobs GROUP BY status').all();
     metrics.disk = () => {
       try {
@@ -419,6 +421,8 @@ export class StrataNode {
   /** PII detection, off the event loop for long texts (the scan route, tags, redaction). */
   pii!: PiiScanner;
   textWorker!: TextWorker;
+  /** Counts and logs a referenced object the tier no longer holds. */
+  objectMissing!: (tier: string, key: string) => void;
   jobs!: JobStore;
   jobRunner!: JobRunner;
   datasets!: DatasetCatalog;

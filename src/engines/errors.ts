@@ -112,11 +112,11 @@ export class InsufficientStorage extends StrataError {
 
 /**
  * Bytes the metadata says exist are gone from the object tier (deleted behind Strata's back,
- * a lost disk): data loss, which the operator must hear about, not a client error.
+ * a lost disk): data loss, which the operator must hear about, not a client's 404.
  */
-export class BlobMissing extends StrataError {
-  constructor(readonly sha256: string, readonly tier: string) {
-    super('internal', `the stored bytes of this file (blob ${sha256}) are missing from the ${tier} tier; the operator has been alerted`);
+export class ObjectMissing extends StrataError {
+  constructor(what: string, tier: string) {
+    super('internal', `the stored bytes of ${what} are missing from the ${tier} object tier; the operator has been alerted`);
   }
 }
 

@@ -142,13 +142,26 @@ describe('a blob missing from the object tier', () => {
     const head = await fetch(`${d.url}/v1/models/gone/versions/v1/files/w.bin`, { method: 'HEAD', headers: { authorization: `Bearer ${d.adminToken}` } });
     expect(head.status).toBe(500);
     expect(fds()).toBeLessThanOrEqual(before);
-    expect(await metric(d, /^strata_blobs_missing_total\{tier="hot"\}/)).toBeGreaterThanOrEqual(11);
+    expect(await metric(d, /^strata_objects_missing_total\{tier="hot"\}/)).toBeGreaterThanOrEqual(11);
     expect(await metric(d, /^strata_http_request_duration_seconds_count\{method="GET",route="\/v1\/models\/:model\/versions\/:version\/files\/:path\{\.\+\}",status="500"\}/)).toBe(10);
-    expect(d.output()).toContain(`"sha256":"${put.body.sha256}"`);
+    expect(d.output()).toContain(`"key":"blobs/${key}"`);
     expect(d.output()).not.toMatch(/Closing file descriptor/);
     // Put back, the file is served again.
     renameSync(join(d.dataDir, 'moved-away'), join(blobs, key!));
     expect(sha((await download(d, 'gone', 'w.bin')).body)).toBe(sha(data));
+  });
+
+  it('a dataset shard gone from the tier is a 500 naming the loss, not a 404 saying the shard does not exist', async () => {
+    await api(d, 'POST', '/v1/datasets', { name: 'ds' });
+    await fetch(`${d.url}/v1/datasets/ds/raw/a.jsonl`, { method: 'PUT', headers: { authorization: `Bearer ${d.adminToken}` }, body: '{"text":"one"}\n{"text":"two"}' });
+    const job = (await api(d, 'POST', '/v1/datasets/ds/jobs', { steps: ['normalize'] })).body.job_id;
+    await expect.poll(async () => (await api(d, 'GET', `/v1/jobs/${job}`)).body.state, { timeout: 20_000 }).toBe('done');
+    const [shard] = (await api(d, 'GET', '/v1/datasets/ds/versions/1')).body.shards as Array<{ name: string; path: string }>;
+    rmSync(join(d.dataDir, 'objects', 'hot', ...shard!.path.split('/')));
+    const res = await api(d, 'GET', `/v1/datasets/ds/versions/1/shards/${shard!.name}`);
+    expect(res.status).toBe(500);
+    expect(res.body.error.message).toMatch(/missing from the hot object tier; the operator has been alerted/);
+    expect(d.output()).toContain(`"key":"${shard!.path}"`);
   });
 });
 

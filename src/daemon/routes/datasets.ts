@@ -7,6 +7,7 @@ import type { ApiRouter } from '../api-router.js';
 import { actorOf } from '../auth.js';
 import type { StrataNode } from '../strata-node.js';
 import { withUploadBody } from '../upload-body.js';
+import { getReferenced } from '../../engines/objects/object-store.js';
 
 const name = z.string().regex(DATASET_NAME, 'dataset names are 1-64 of a-z 0-9 . _ - (starting with a letter or digit)');
 const nameParams = z.strictObject({ name });
@@ -97,7 +98,7 @@ export function datasetRoutes(router: ApiRouter, node: StrataNode): void {
     async (c, { params }) => {
       const shard = datasets.version(params.name, params.version).shards.find((s) => s.name === params.shard);
       if (!shard) throw new NotFound(`version ${params.version} of ${params.name} has no shard ${params.shard}`);
-      const stream = await datasets.objects.get(shard.path);
+      const stream = await getReferenced(datasets.objects, shard.path, { what: `shard ${params.shard} of ${params.name}`, tier: 'hot', lost: (key) => node.objectMissing('hot', key) });
       return c.body(Readable.toWeb(stream) as ReadableStream, 200, { 'Content-Type': 'application/vnd.apache.parquet', 'Content-Length': String(shard.bytes) });
     },
   );

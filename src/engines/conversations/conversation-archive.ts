@@ -1,7 +1,7 @@
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
 import { Packr } from 'msgpackr';
-import type { ObjectStore } from '../objects/object-store.js';
+import { getReferenced, type ObjectStore } from '../objects/object-store.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
 import type { SqlDatabase } from '../sql/database.js';
 import type { Actor, Writer } from '../sql/writer.js';
@@ -37,6 +37,8 @@ export interface ArchiveOptions {
 }
 
 export interface ArchiveEvents {
+  /** An archive object the rows reference is gone from the tier (data loss). */
+  missing?(key: string): void;
   archived?(conversations: number, rawBytes: number, storedBytes: number): void;
   deleted?(conversations: number): void;
   progress?(step: string, done: number): void;
@@ -100,7 +102,7 @@ export class ConversationArchive {
 
   /** The messages held in an archive object, in seq order. */
   async read(key: string): Promise<Message[]> {
-    const stream = await this.objects.get(key);
+    const stream = await getReferenced(this.objects, key, { what: 'an archived conversation', tier: 'archive', lost: (k) => this.events.missing?.(k) });
     const parts: Buffer[] = [];
     for await (const chunk of stream) parts.push(chunk as Buffer);
     return packr.unpack(await gunzip(Buffer.concat(parts))) as Message[];

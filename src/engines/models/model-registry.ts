@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { BlobMissing, Conflict, InvalidInput, NotFound, Unavailable } from '../errors.js';
+import { Conflict, InvalidInput, NotFound, ObjectMissing, Unavailable } from '../errors.js';
 import type { ObjectStore } from '../objects/object-store.js';
 import type { ModelCache } from './model-cache.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
@@ -180,7 +180,7 @@ export class ModelRegistry {
     private readonly cache?: ModelCache,
     private readonly pinnedAliases: readonly string[] = [],
     private readonly archive?: ObjectStore,
-    private readonly events: { blobMissing?(sha256: string, tier: string, key: string): void } = {},
+    private readonly events: { objectMissing?(tier: string, key: string): void } = {},
   ) {
     this.modelPut = changes.define('models', 'put', (db, m) => {
       db.prepare(
@@ -490,8 +490,8 @@ export class ModelRegistry {
 
   /**
    * The file's bytes, through the model cache when there is one. A blob the registry
-   * references but the tier no longer holds is data loss: BlobMissing (a 500), reported to
-   * `events.blobMissing`, before anything is streamed.
+   * references but the tier no longer holds is data loss: ObjectMissing (a 500), reported to
+   * `events.objectMissing`, before anything is streamed.
    */
   async openFile(f: { key: string; sha256: string; size: number; tier?: string }, range?: { start: number; end: number }): Promise<Readable> {
     const tier = f.tier === 'archive' ? 'archive' : 'hot';
@@ -513,9 +513,9 @@ export class ModelRegistry {
     if (!(await (tier === 'archive' ? this.archiveStore() : this.store).head(f.key))) throw this.missing(f.sha256, tier, f.key);
   }
 
-  private missing(sha256: string, tier: string, key: string): BlobMissing {
-    this.events.blobMissing?.(sha256, tier, key);
-    return new BlobMissing(sha256, tier);
+  private missing(sha256: string, tier: string, key: string): ObjectMissing {
+    this.events.objectMissing?.(tier, key);
+    return new ObjectMissing(`this file (blob ${sha256})`, tier);
   }
 
   private archiveStore(): ObjectStore {

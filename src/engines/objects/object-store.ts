@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { NotFound, ObjectMissing } from '../errors.js';
 
 // One interface for every place blobs live: the local disk (fs driver, the embedded default)
 // and MinIO / any S3 (s3 driver, still to come). Keys are chosen by the caller; the registry
@@ -73,5 +74,20 @@ export function checkKey(key: string): void {
     key.split('/').some((s) => s === '' || s === '.' || s === '..')
   ) {
     throw new Error(`invalid object key ${JSON.stringify(key)}`);
+  }
+}
+
+/**
+ * Reads an object that metadata references. Its absence is data loss: `lost` hears of it (a
+ * metric and a log line naming the key) and the caller gets ObjectMissing (a 500), never a
+ * NotFound that would tell a client the resource does not exist.
+ */
+export async function getReferenced(store: ObjectStore, key: string, ref: { what: string; tier: string; lost(key: string): void }, range?: ByteRange): Promise<Readable> {
+  try {
+    return await store.get(key, range);
+  } catch (err) {
+    if (!(err instanceof NotFound)) throw err;
+    ref.lost(key);
+    throw new ObjectMissing(ref.what, ref.tier);
   }
 }
