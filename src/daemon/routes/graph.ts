@@ -21,7 +21,7 @@ export function graphRoutes(router: ApiRouter, node: StrataNode): void {
       access: 'service',
       body: z.strictObject({
         entities: z
-          .array(z.strictObject({ id: entityId, type: label, name: z.string().min(1).max(1000), props: props.optional(), vector: z.strictObject({ collection: z.string().min(1), id: z.string().min(1).optional() }).optional() }))
+          .array(z.strictObject({ id: entityId, type: label, name: z.string().min(1).max(1000), props: props.optional(), vector: z.strictObject({ collection: z.string().min(1).max(63), id: z.string().min(1).max(512).optional() }).optional() }))
           .min(1)
           .max(maxBatch),
       }),
