@@ -603,48 +603,56 @@ export class StrataNode {
   /**
    * Everything held about a user as a zip of JSON files, streamed one file at a time:
    * profile, preferences, conversations (archived ones included), usage, billing, feedback.
+   * Pulled, not pushed: the next conversation is read only when the client has taken the
+   * bytes of the last one, so a client that stops reading holds one conversation in memory,
+   * not the user's whole history.
    */
   async exportUser(actor: Actor, userId: string): Promise<ReadableStream<Uint8Array>> {
     const user = this.users.get(userId);
     await this.sql.writer.write(actor, (tx) => tx.audit('users.export', `user:${userId}`));
     const node = this;
-    return new ReadableStream<Uint8Array>({
-      async start(controller) {
-        const zip = new Zip((err, chunk, final) => {
-          if (err) return controller.error(err);
-          controller.enqueue(chunk);
-          if (final) controller.close();
-        });
-        const add = (name: string, value: unknown) => {
-          const file = new ZipDeflate(name, { level: 6 });
-          zip.add(file);
-          file.push(new TextEncoder().encode(JSON.stringify(value, null, 2)), true);
-        };
-        try {
-          add('profile.json', user);
-          add('preferences.json', await node.users.preferences(userId));
-          let after: { created_at: string; id: string } | undefined;
-          for (;;) {
-            const page = node.conversations.list(userId, 100, after);
-            for (const c of page) {
-              const messages = await node.conversations.messagePage(c.id, { after: 0, limit: 1_000_000 });
-              add(`conversations/${c.id}.json`, { ...c, messages: messages.json.map((j) => JSON.parse(j) as unknown) });
-            }
-            if (page.length < 100) break;
-            after = { created_at: page[page.length - 1]!.created_at, id: page[page.length - 1]!.id };
-          }
-          add('usage.json', node.usage.summary(userId, { from: '0000-01-01', to: '9999-12-31', groupBy: 'day' }));
-          add('billing.json', node.billing.list({ userId, limit: 1_000_000 }));
-          const feedback: { comparisons: unknown[]; ratings: unknown[] } = { comparisons: [], ratings: [] };
-          for await (const p of node.feedback.pairs(userId)) feedback.comparisons.push(p);
-          for await (const r of node.feedback.ratings(userId)) feedback.ratings.push(r);
-          add('feedback.json', feedback);
-          zip.end();
-        } catch (err) {
-          controller.error(err);
+    async function* zipped(): AsyncIterable<Uint8Array> {
+      let ready: Uint8Array[] = [];
+      let failure: Error | undefined;
+      const zip = new Zip((err, chunk) => {
+        if (err) failure = err;
+        else ready.push(chunk);
+      });
+      const add = (name: string, value: unknown) => {
+        const file = new ZipDeflate(name, { level: 6 });
+        zip.add(file);
+        file.push(new TextEncoder().encode(JSON.stringify(value, null, 2)), true);
+      };
+      const flush = function* () {
+        if (failure) throw failure;
+        const out = ready;
+        ready = [];
+        yield* out;
+      };
+      add('profile.json', user);
+      add('preferences.json', await node.users.preferences(userId));
+      yield* flush();
+      let after: { created_at: string; id: string } | undefined;
+      for (;;) {
+        const page = node.conversations.list(userId, 100, after);
+        for (const c of page) {
+          const messages = await node.conversations.messagePage(c.id, { after: 0, limit: 1_000_000 });
+          add(`conversations/${c.id}.json`, { ...c, messages: messages.json.map((j) => JSON.parse(j) as unknown) });
+          yield* flush();
         }
-      },
-    });
+        if (page.length < 100) break;
+        after = { created_at: page[page.length - 1]!.created_at, id: page[page.length - 1]!.id };
+      }
+      add('usage.json', node.usage.summary(userId, { from: '0000-01-01', to: '9999-12-31', groupBy: 'day' }));
+      add('billing.json', node.billing.list({ userId, limit: 1_000_000 }));
+      const feedback: { comparisons: unknown[]; ratings: unknown[] } = { comparisons: [], ratings: [] };
+      for await (const p of node.feedback.pairs(userId)) feedback.comparisons.push(p);
+      for await (const r of node.feedback.ratings(userId)) feedback.ratings.push(r);
+      add('feedback.json', feedback);
+      zip.end();
+      yield* flush();
+    }
+    return Readable.toWeb(Readable.from(zipped(), { objectMode: false })) as ReadableStream<Uint8Array>;
   }
 
   /** One run of the conversation archive and retention job, logged with its figures. */
