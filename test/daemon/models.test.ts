@@ -256,6 +256,53 @@ describe('uploads and crashes', () => {
   });
 });
 
+describe('garbage collection racing uploads', () => {
+  it('never deletes the bytes of content uploaded again while it runs, nor of an upload in flight', async () => {
+    const t = await openTestNode();
+    try {
+      const h = { authorization: `Bearer ${t.adminToken}` };
+      const put = (version: string, path: string, body: Buffer) => t.app.request(`/v1/models/g/versions/${version}/files/${path}`, { method: 'PUT', headers: h, body });
+      await t.call('PUT', '/v1/models/g', {});
+      for (const v of ['v2', 'v3']) await t.call('POST', '/v1/models/g/versions', { version: v });
+      // 300 unreferenced blobs keep the collector busy; C is unreferenced last.
+      for (let i = 0; i < 300; i++) await put('v2', 'junk', Buffer.from(`junk ${i}`));
+      const c = randomBytes(10_000);
+      await put('v2', 'x', c);
+      await put('v2', 'x', Buffer.from('other'));
+      const gc = t.call('POST', '/v1/admin/gc?grace_seconds=0');
+      // While it runs, C is uploaded again (its row is reused) and a slow upload is in flight.
+      await new Promise((r) => setTimeout(r, 50));
+      expect((await put('v3', 'y', c)).status).toBe(201);
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      const slow = t.app.request('/v1/models/g/versions/v3/files/slow', {
+        method: 'PUT',
+        headers: h,
+        body: new ReadableStream({
+          async start(controller) {
+            controller.enqueue(new Uint8Array(1000));
+            await held;
+            controller.enqueue(new Uint8Array(1000));
+            controller.close();
+          },
+        }),
+        duplex: 'half',
+      } as RequestInit);
+      expect((await gc).status).toBe(200);
+      expect((await t.call('POST', '/v1/admin/gc?grace_seconds=0')).status).toBe(200);
+      release();
+      const slowRes = await slow;
+      expect(slowRes.status, await slowRes.clone().text()).toBe(201);
+      const y = await t.app.request('/v1/models/g/versions/v3/files/y', { headers: h });
+      expect(y.status).toBe(200);
+      expect(Buffer.from(await y.arrayBuffer()).equals(c)).toBe(true);
+      expect((await t.app.request('/v1/models/g/versions/v3/files/slow', { headers: h })).status).toBe(200);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe('resumable uploads', () => {
   it('a part dropped mid-transfer is sent again and the upload completes with the right bytes', async () => {
     const d = await startDaemon();

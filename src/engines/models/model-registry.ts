@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { Conflict, InvalidInput, NotFound, ObjectMissing, Unavailable } from '../errors.js';
-import type { ObjectStore } from '../objects/object-store.js';
+import type { ObjectStore, PutResult } from '../objects/object-store.js';
 import type { ModelCache } from './model-cache.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
 import type { SqlDatabase } from '../sql/database.js';
@@ -370,7 +370,15 @@ export class ModelRegistry {
   ): Promise<{ sha256: string; size: number }> {
     checkSha(expectedSha256);
     const key = `blobs/${randomUUID()}`;
-    const put = await this.store.put(key, body, expectedSha256 ? { expectedSha256 } : {});
+    // Until its row commits, the object looks like an orphan to garbage collection.
+    this.writing.add(key);
+    let put: PutResult;
+    try {
+      put = await this.store.put(key, body, expectedSha256 ? { expectedSha256 } : {});
+    } catch (err) {
+      this.writing.delete(key);
+      throw err;
+    }
     let duplicate = false;
     try {
       await this.writer.write(actor, (tx) => {
@@ -381,10 +389,15 @@ export class ModelRegistry {
     } catch (err) {
       await this.store.delete(key).catch(() => undefined);
       throw err;
+    } finally {
+      this.writing.delete(key);
     }
     if (duplicate) await this.store.delete(key).catch(() => undefined);
     return { sha256: put.sha256, size: put.size };
   }
+
+  /** Keys of blobs being written by this node whose rows have not committed yet. */
+  private readonly writing = new Set<string>();
 
   /**
    * Archives those of `shas` that are still hot and that no version or checkpoint outside the
@@ -603,8 +616,12 @@ export class ModelRegistry {
     const known = new Set(this.db.prepare<{ key: string }>('SELECT key FROM blobs').all().map((r) => r.key));
     let orphanObjects = 0;
     let bytes = 0;
+    const referenced = this.db.prepare('SELECT 1 FROM blobs WHERE key = ?');
     for await (const o of this.store.list('blobs/')) {
       if (known.has(o.key) || (o.modified && o.modified.getTime() > cutoff)) continue;
+      // Asked again at the moment of deleting: an upload may have committed since the listing
+      // began, and one still in flight has no row yet whatever the grace period.
+      if (this.writing.has(o.key) || referenced.get(o.key)) continue;
       await this.store.delete(o.key);
       orphanObjects++;
       bytes += o.size;
@@ -617,9 +634,18 @@ export class ModelRegistry {
            AND NOT EXISTS (SELECT 1 FROM checkpoint_files c WHERE c.sha256 = b.sha256)`,
       )
       .all(cutoffIso);
+    const blobRow = this.db.prepare('SELECT 1 FROM blobs WHERE sha256 = ?');
+    let removedBlobs = 0;
     for (const b of unreferenced) {
       // Row first, then bytes: a crash in between leaves an orphan object, never a dangling row.
-      await this.writer.write(actor, (tx) => tx.apply(this.blobDeleted, { sha256: b.sha256 }));
+      // The applier keeps a row that gained a reference since the listing (an upload of the
+      // same content reused its key): then the bytes stay too.
+      const gone = await this.writer.write(actor, (tx) => {
+        tx.apply(this.blobDeleted, { sha256: b.sha256 });
+        return blobRow.get(b.sha256) === undefined;
+      });
+      if (!gone) continue;
+      removedBlobs++;
       await (b.tier === 'archive' ? this.archiveStore() : this.store).delete(b.key);
       await this.cache?.remove(b.sha256);
       bytes += b.size;
@@ -642,7 +668,7 @@ export class ModelRegistry {
       await this.store.delete(o.key);
       bytes += o.size;
     }
-    return { orphan_objects: orphanObjects, unreferenced_blobs: unreferenced.length, incomplete, expired_uploads: expired.length, bytes };
+    return { orphan_objects: orphanObjects, unreferenced_blobs: removedBlobs, incomplete, expired_uploads: expired.length, bytes };
   }
 
   bytesByTier(): Array<{ tier: string; bytes: number }> {

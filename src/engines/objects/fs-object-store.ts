@@ -31,6 +31,9 @@ const LOCK_WAIT_MS = 5_000;
 export class FsObjectStore implements ObjectStore {
   readonly name = 'fs';
 
+  /** Temp files this process is writing now: never swept, whatever the grace period. */
+  private readonly active = new Set<string>();
+
   constructor(private readonly root: string) {}
 
   private path(key: string): string {
@@ -46,6 +49,7 @@ export class FsObjectStore implements ObjectStore {
     const hash = createHash('sha256');
     let size = 0;
     let fh: FileHandle | undefined;
+    this.active.add(tmp);
     try {
       await mkdir(tmpDir, { recursive: true });
       // Opened before the body is read, so the temp file exists now: the unlink below can never
@@ -75,6 +79,8 @@ export class FsObjectStore implements ObjectStore {
       await unlink(tmp).catch(() => undefined);
       if (isOutOfSpace(err)) throw new InsufficientStorage(`the object store's disk (${this.root})`);
       throw err;
+    } finally {
+      this.active.delete(tmp);
     }
   }
 
@@ -178,7 +184,9 @@ export class FsObjectStore implements ObjectStore {
     let removed = 0;
     for (const name of await readdir(dir).catch(() => [] as string[])) {
       const p = join(dir, name);
-      if (Date.now() - (await stat(p)).mtimeMs >= olderThanMs) {
+      if (this.active.has(p) || name.startsWith('lock-')) continue;
+      const s = await stat(p).catch(() => undefined);
+      if (s && Date.now() - s.mtimeMs >= olderThanMs) {
         await rm(p, { force: true });
         removed++;
       }
