@@ -47,12 +47,17 @@ export async function restoreCommand(config: StrataConfig, to: string | undefine
   const scratch = await mkdtemp(join(tmpdir(), 'strata-restore-'));
   try {
     const started = performance.now();
-    const results = await restore(archive, storeSpecs(config, scratch), { to: time, targetDir: resolve(targetDir), progress: (l) => process.stderr.write(`restore: ${l}\n`) });
+    const results = await restore(archive, storeSpecs(config, scratch), {
+      to: time,
+      targetDir: resolve(targetDir),
+      progress: (l) => process.stderr.write(`restore: ${l}\n`),
+      clusterId: replace ? undefined : randomUUID(),
+      keepReplicas: replace,
+    });
     const seconds = (performance.now() - started) / 1000;
     const db = await openDatabase(join(resolve(targetDir), 'strata.db'));
     let clusterId: string;
     try {
-      if (!replace) db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('cluster_id', ?)").run(randomUUID());
       clusterId = db.prepare<{ value: string }>("SELECT value FROM meta WHERE key = 'cluster_id'").get()?.value ?? '';
     } finally {
       db.close();

@@ -274,8 +274,6 @@ export const configSchema = z.strictObject({
        * single-node start, e.g. after the replicas were retired for good.
        */
       confirm_epoch: z.boolean().default(true),
-      /** Once one known replica has answered, how long to wait for the others before confirming. */
-      confirm_wait_seconds: z.number().min(0).max(300).default(5),
       /**
        * Turn on when nodes share the object tier (one MinIO bucket, one NFS path): the primary
        * writes only while it holds a lease object there, renewed every ttl/3, and a promoted

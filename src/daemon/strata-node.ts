@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, statfsSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statfsSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { AuditLog, auditMigrations } from '../engines/audit/audit-log.js';
@@ -47,6 +47,7 @@ import { deletingOnlyWhenOwned, TierOwner } from '../engines/objects/tier-owner.
 import { Replication } from '../replication/replication.js';
 import { Backups } from '../replication/backups.js';
 import { BackupArchive } from '../replication/backup-archive.js';
+import { RESTORE_MARKER } from '../replication/restore.js';
 
 export const SYSTEM: Actor = { tokenId: 'system' };
 
@@ -197,6 +198,9 @@ export class StrataNode {
   static async open(config: StrataConfig, log: Logger): Promise<StrataNode> {
     const dataDir = resolve(config.storage.data_dir);
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    if (existsSync(join(dataDir, RESTORE_MARKER))) {
+      throw new ConfigError([`storage.data_dir: ${dataDir} holds an unfinished restore (${RESTORE_MARKER}); its databases stop at an arbitrary point. Restore again into an empty directory`]);
+    }
     const metrics = new Metrics(config.node.id);
     const masterKey = StrataNode.masterKey(config);
     // Objects and cache files are sealed with keys the keyring wraps; it exists once the engines do.
@@ -482,7 +486,6 @@ export class StrataNode {
         syncTimeoutMs: r.sync_timeout_ms,
         lease,
         confirmEpoch: r.confirm_epoch,
-        confirmWaitMs: r.confirm_wait_seconds * 1000,
       },
       {
         beforeApply: async (store, records, fetchFromPrimary) => {

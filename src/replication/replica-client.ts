@@ -128,6 +128,13 @@ export class ReplicaClient {
     try {
       const res = await get(`/v1/replication/snapshot?store=${name}`);
       if (res.status !== 200 || !res.body) throw new Error(`snapshot answered ${res.status}: ${await res.text()}`);
+      // A primary of an older epoch than this node knows was replaced: never take its state
+      // (a promoted node restarted as a replica would otherwise discard its own writes).
+      const theirs = Number(res.headers.get('x-strata-epoch') ?? 0);
+      if (theirs < store.epoch()) {
+        await res.body.cancel().catch(() => undefined);
+        throw new Error(`the primary at ${this.options.primaryUrl} is at epoch ${theirs}, older than this node's ${store.epoch()}: it was replaced; not bootstrapping from it`);
+      }
       const file = join(dir, 'snapshot.db');
       await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), createWriteStream(file));
       if (this.stopped) throw new Error('stopped while bootstrapping');

@@ -33,8 +33,6 @@ export interface ReplicationOptions {
    * node that must write without asking (replication.confirm_epoch).
    */
   confirmEpoch?: boolean;
-  /** How long to wait for the rest once one known replica has answered. */
-  confirmWaitMs?: number;
 }
 
 /** What any node says of itself at GET /replication/state (no token: role and epoch only). */
@@ -81,7 +79,38 @@ export class Replication {
     this.role = options.role;
     this.primaryUrl = options.primaryUrl;
     this.tracker = new ReplicaTracker(stores);
-    if (this.role === 'replica') this.setReadOnly(options.primaryUrl ?? 'the configured primary');
+    this.resumeRole();
+    if (this.role === 'replica') this.setReadOnly(this.primaryUrl ?? 'the configured primary');
+  }
+
+  /**
+   * A promotion or a fence outlives a restart. Without this, a promoted replica restarted with
+   * its old command line came back as a replica, found itself "ahead" of its former primary and
+   * bootstrapped its own writes away; and a fenced primary restarted as a primary again. The
+   * last change of role is kept in meta with the epoch it happened at, and wins over
+   * replication.role while that epoch is the node's own.
+   */
+  private resumeRole(): void {
+    const main = this.stores.main!;
+    const saved = main.meta('role');
+    if (!saved || Number(main.meta('role_epoch')) !== this.epoch()) return;
+    if (saved === 'primary' && this.role === 'replica') {
+      this.role = 'primary';
+      this.primaryUrl = undefined;
+      this.hooks.log('warn', 'this node was promoted at its current epoch: it starts as primary although replication.role says replica (set role: primary in the config)', { epoch: this.epoch() });
+    } else if (saved === 'replica' && this.role === 'primary') {
+      const following = main.meta('following') ?? undefined;
+      this.role = 'replica';
+      this.primaryUrl = following;
+      this.hooks.log('warn', 'this node was fenced by a newer primary: it starts as its replica although replication.role says primary', { epoch: this.epoch(), primary: following });
+    }
+  }
+
+  private saveRole(role: Role, following: string | undefined): void {
+    const set = this.stores.main!.db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)');
+    set.run('role', role);
+    set.run('role_epoch', String(this.epoch()));
+    set.run('following', following ?? '');
   }
 
   /** Set from a start as primary until the epoch is confirmed (no lease configured). */
@@ -92,6 +121,11 @@ export class Replication {
   /** Whether this node may change shared state now (writes, garbage collection, archiving). */
   writable(): boolean {
     return this.role === 'primary' && !this.unconfirmed && (this.options.lease?.valid() ?? true);
+  }
+
+  /** False while a start as primary waits for its replicas (see confirmEpoch). */
+  epochConfirmed(): boolean {
+    return !this.unconfirmed;
   }
 
   /** Resolves once a start as primary has confirmed its epoch (at once when nothing needs confirming). */
@@ -110,6 +144,14 @@ export class Replication {
     } catch {
       return [];
     }
+  }
+
+  /** Drops a retired replica from the list a restarted primary asks (see confirmEpoch). */
+  forgetReplica(nodeId: string): boolean {
+    const known = this.knownReplicas();
+    if (!known.some((k) => k.node_id === nodeId)) return false;
+    this.stores.main!.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('known_replicas', ?)").run(JSON.stringify(known.filter((k) => k.node_id !== nodeId)));
+    return true;
   }
 
   /** Records where a replica that pulls from this primary can be reached (written only when new or moved). */
@@ -186,6 +228,7 @@ export class Replication {
     const old = this.primaryUrl;
     this.role = 'primary';
     this.primaryUrl = undefined;
+    this.saveRole('primary', undefined);
     this.setReadOnly(undefined);
     this.hooks.log('warn', 'promoted to primary', { epoch, former_primary: old });
     if (old && this.options.token) this.pushFence(old, epoch, this.options.token);
@@ -195,11 +238,13 @@ export class Replication {
   /** A newer primary says so: stop writing, follow it (bootstrapping away any divergent tail). */
   async fence(epoch: number, primaryUrl: string, token: string): Promise<{ fenced: boolean; epoch: number }> {
     if (epoch <= this.epoch()) return { fenced: false, epoch: this.epoch() };
+    if (this.isSelf(primaryUrl)) throw new Conflict(`a fence names this node (${primaryUrl}) as the newer primary; refusing to follow itself`);
     this.options.lease?.release();
     this.unconfirmed = false;
     this.setEpoch(epoch);
     this.role = 'replica';
     this.primaryUrl = primaryUrl;
+    this.saveRole('replica', primaryUrl);
     this.setReadOnly(primaryUrl);
     this.hooks.log('warn', 'fenced by a newer primary; now following it', { epoch, primary: primaryUrl });
     await this.client?.stop();
@@ -240,31 +285,44 @@ export class Replication {
    * the replicas it last served (meta `known_replicas`) for their epoch, and refuses writes
    * (503) until:
    * - one answers with a newer epoch: this node fences itself and follows that primary; or
-   * - every one answered with no newer epoch, or at least one did and confirm_wait has passed.
-   * While none answers, writes stay refused; a node with no known replica has nobody who
-   * could have replaced it and writes at once. replication.confirm_epoch=false skips this for
-   * a deliberate single-node start.
+   * - every one has answered with no newer epoch.
+   * Every one, not some: a replica that still follows this node proves nothing about another
+   * that may have been promoted and is now out of reach (the review found 565 writes lost to a
+   * "confirmation" by the wrong replica). While any is silent, writes stay refused; a replica
+   * retired for good is dropped from the list with POST /v1/admin/replicas/{node_id}/forget.
+   * A node with no known replica has nobody who could have replaced it and writes at once.
+   * replication.confirm_epoch=false skips this for a deliberate single-node start.
    */
   private confirmEpoch(): void {
-    const peers = this.knownReplicas().filter((k) => k.node_id !== this.options.nodeId);
-    if (this.options.confirmEpoch === false || peers.length === 0) return;
+    const peers = () => this.knownReplicas().filter((k) => k.node_id !== this.options.nodeId);
+    if (this.options.confirmEpoch === false || peers().length === 0) return;
     this.unconfirmed = true;
     const epoch = this.epoch();
     for (const s of Object.values(this.stores)) {
       s.writer.writeGuard = () =>
         this.unconfirmed && this.role === 'primary'
-          ? new Unavailable(`this primary restarted and is confirming epoch ${epoch} with its replicas (${peers.map((p) => p.node_id).join(', ')}); writes resume once one answers`)
+          ? new Unavailable(`this primary restarted and is confirming epoch ${epoch} with its replicas (${peers().map((p) => p.node_id).join(', ')}); writes resume once every one has answered`)
           : undefined;
     }
-    this.hooks.log('warn', 'started as primary: confirming the epoch with the known replicas before accepting writes', { epoch, replicas: peers.map((p) => p.url) });
+    this.hooks.log('warn', 'started as primary: confirming the epoch with the known replicas before accepting writes', { epoch, replicas: peers().map((p) => p.url) });
     this.confirmed = this.askReplicas(peers, epoch);
   }
 
-  private async askReplicas(peers: KnownReplica[], epoch: number): Promise<void> {
-    const started = Date.now();
+  /** Whether `url` is this node's own address (a node must never follow itself). */
+  private isSelf(url: string | null | undefined): boolean {
+    if (!url || !this.selfUrl) return false;
+    try {
+      return new URL(url).host === new URL(this.selfUrl).host;
+    } catch {
+      return false;
+    }
+  }
+
+  private async askReplicas(known: () => KnownReplica[], epoch: number): Promise<void> {
     const answered = new Map<string, NodeState>();
     let lastNag = Date.now();
     while (!this.stopped && this.unconfirmed && this.role === 'primary') {
+      const peers = known();
       await Promise.all(
         peers
           .filter((p) => !answered.has(p.node_id))
@@ -280,6 +338,10 @@ export class Replication {
             if (!Number.isInteger(state.epoch)) return;
             if (state.epoch > epoch) {
               const primary = state.role === 'primary' ? p.url : state.primary_url;
+              if (this.isSelf(primary)) {
+                this.hooks.log('error', 'a replica of a newer epoch names this node as its primary; not following itself, writes stay refused', { epoch: state.epoch, told_by: p.node_id });
+                return;
+              }
               this.hooks.log('error', 'a newer primary exists: this node was replaced while it was down; fencing itself', { epoch: state.epoch, told_by: p.node_id, primary });
               if (primary) {
                 if (!this.options.token) this.hooks.log('error', 'replication.token is not set, so this node cannot follow the new primary; it stays read-only', { primary });
@@ -300,14 +362,15 @@ export class Replication {
           }),
       );
       if (!this.unconfirmed || this.role !== 'primary') return;
-      if (answered.size === peers.length || (answered.size > 0 && Date.now() - started >= (this.options.confirmWaitMs ?? 5000))) {
+      if (peers.every((p) => answered.has(p.node_id))) {
         this.unconfirmed = false;
-        this.hooks.log('info', 'epoch confirmed by the replicas; accepting writes', { epoch, answered: [...answered.keys()], unanswered: peers.filter((p) => !answered.has(p.node_id)).map((p) => p.node_id) });
+        this.hooks.log('info', 'epoch confirmed by every known replica; accepting writes', { epoch, replicas: [...answered.keys()] });
         return;
       }
       if (Date.now() - lastNag >= 10_000) {
         lastNag = Date.now();
-        this.hooks.log('warn', 'no known replica has answered yet; writes stay refused (replication.confirm_epoch=false starts without asking)', { epoch, replicas: peers.map((p) => p.url) });
+        const silent = peers.filter((p) => !answered.has(p.node_id));
+        this.hooks.log('warn', 'known replicas have not answered; writes stay refused (forget a retired one with POST /v1/admin/replicas/{node_id}/forget)', { epoch, silent: silent.map((p) => `${p.node_id} ${p.url}`) });
       }
       await new Promise((r) => setTimeout(r, 500));
     }

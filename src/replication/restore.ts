@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createWriteStream, mkdirSync, readdirSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { SqlStore } from '../engines/sql/sql-store.js';
@@ -40,25 +40,43 @@ export interface RestoreResult {
   bytes: number;
 }
 
-export async function restore(
-  archive: BackupArchive,
-  stores: StoreSpec[],
-  options: { to: number | 'latest'; targetDir: string; progress?: (line: string) => void },
-): Promise<RestoreResult[]> {
+/**
+ * Present in a data dir while a restore writes it; removed only when every store is complete.
+ * The daemon refuses to serve a data dir that holds it: a restore killed half-way leaves a
+ * database replayed to some arbitrary point, which must be restored again, never served.
+ */
+export const RESTORE_MARKER = 'RESTORE-IN-PROGRESS';
+
+export interface RestoreOptions {
+  to: number | 'latest';
+  targetDir: string;
+  progress?: (line: string) => void;
+  /**
+   * Written into the main store's meta before any record is replayed, so that even a
+   * half-done copy never carries its source's identity (see tier-owner.ts). Unset: keep it.
+   */
+  clusterId?: string | undefined;
+  /** Keep the source's list of its replicas (a node brought back), or drop it (a copy). */
+  keepReplicas?: boolean;
+}
+
+export async function restore(archive: BackupArchive, stores: StoreSpec[], options: RestoreOptions): Promise<RestoreResult[]> {
   mkdirSync(options.targetDir, { recursive: true });
   if (readdirSync(options.targetDir).some((f) => f.endsWith('.db'))) throw new RestoreError(`${options.targetDir} already holds a database; restore into an empty directory`);
+  writeFileSync(join(options.targetDir, RESTORE_MARKER), `strata restore to ${options.to === 'latest' ? 'latest' : new Date(options.to).toISOString()}, started ${new Date().toISOString()} (pid ${process.pid})\n`);
   const lock = `locks/restore-${process.pid}-${Date.now()}.json`;
   await archive.objects.put(lock, bufferSource(Buffer.from(JSON.stringify({ target: options.targetDir, at: new Date().toISOString() }))));
   try {
     const results: RestoreResult[] = [];
     for (const spec of stores) results.push(await restoreStore(archive, spec, options));
+    rmSync(join(options.targetDir, RESTORE_MARKER));
     return results;
   } finally {
     await archive.objects.delete(lock);
   }
 }
 
-async function restoreStore(archive: BackupArchive, spec: StoreSpec, options: { to: number | 'latest'; targetDir: string; progress?: (line: string) => void }): Promise<RestoreResult> {
+async function restoreStore(archive: BackupArchive, spec: StoreSpec, options: RestoreOptions): Promise<RestoreResult> {
   const say = options.progress ?? (() => undefined);
   const snaps = await archive.snapshots(spec.name);
   if (snaps.length === 0) throw new RestoreError(`no snapshot of ${spec.name} in the backup target`);
@@ -90,6 +108,9 @@ async function restoreStore(archive: BackupArchive, spec: StoreSpec, options: { 
     // A half-done restore directory is thrown away, never served, so the segments need no
     // fsync each: only the final checkpoint below must be durable (it runs with FULL again).
     store.db.exec('PRAGMA synchronous = OFF');
+    // The copy's node state: its role comes from its config, its identity from the caller.
+    store.db.prepare(`DELETE FROM meta WHERE key IN ('role', 'role_epoch', 'following'${options.keepReplicas ? '' : ", 'known_replicas'"})`).run();
+    if (options.clusterId && spec.name === 'main') store.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('cluster_id', ?)").run(options.clusterId);
     spec.define(store);
     let lsn = store.changes.lastLsn();
     if (lsn !== snap.lsn) throw new BackupCorrupt(`snapshot ${snap.dir} holds LSN ${lsn}, its manifest says ${snap.lsn}`);

@@ -32,8 +32,17 @@ export class SchemaMismatch extends Error {
   }
 }
 
+/**
+ * meta rows that describe this node, not the data: a snapshot carries its source's, which must
+ * not replace a replica's own (a copied role: primary would make the replica a primary at its
+ * next start).
+ */
+export const NODE_META_KEYS = ['role', 'role_epoch', 'following', 'known_replicas'] as const;
+
 export function installSnapshot(store: SqlStore, path: string): number {
   const { db } = store;
+  const marks = NODE_META_KEYS.map(() => '?').join(', ');
+  const local = db.prepare<{ key: string; value: string }>(`SELECT key, value FROM meta WHERE key IN (${marks})`).all(...NODE_META_KEYS);
   db.prepare('ATTACH DATABASE ? AS snap').run(path);
   try {
     const schema = (where: string) =>
@@ -55,6 +64,9 @@ export function installSnapshot(store: SqlStore, path: string): number {
       }
       db.exec('DELETE FROM main.sqlite_sequence');
       db.exec('INSERT INTO main.sqlite_sequence SELECT * FROM snap.sqlite_sequence');
+      db.prepare(`DELETE FROM main.meta WHERE key IN (${marks})`).run(...NODE_META_KEYS);
+      const keep = db.prepare('INSERT INTO main.meta (key, value) VALUES (?, ?)');
+      for (const row of local) keep.run(row.key, row.value);
       for (const t of triggers) db.exec(t.sql);
       db.exec('COMMIT');
     } catch (err) {

@@ -208,5 +208,11 @@ describe('backups and point-in-time restore', () => {
     expect(JSON.parse(replaced.out).replaced).toBe(true);
     expect(JSON.parse(replaced.out).cluster_id).toBe(sourceCluster);
     expect(JSON.parse(r.out).cluster_id).not.toBe(sourceCluster);
+    // A restore that did not finish leaves its marker, and such a data dir is never served.
+    expect(readdirSync(same)).not.toContain('RESTORE-IN-PROGRESS');
+    writeFileSync(join(same, 'RESTORE-IN-PROGRESS'), 'killed\n');
+    const refused = await runCli(['serve', '--set', `storage.data_dir=${same}`, '--set', 'server.listen=127.0.0.1:0']);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/holds an unfinished restore \(RESTORE-IN-PROGRESS\)/);
   });
 });

@@ -265,6 +265,74 @@ describe('replication', () => {
     const p3 = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1', listen, 'replication.confirm_epoch=false'] });
     running.push(p3);
     expect((await api(p3, 'POST', '/v1/users', { email: 'solo@example.com', tier: 'free' })).status).toBe(201);
+    await p3.stop();
+    // A replica retired for good is forgotten instead: from then on the primary asks nobody.
+    const p4 = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1', listen] });
+    running.push(p4);
+    expect((await api(p4, 'POST', '/v1/users', { email: 'w4@example.com', tier: 'free' })).status).toBe(503);
+    expect((await api(p4, 'POST', '/v1/admin/replicas/replica-1/forget')).body).toEqual({ forgotten: true, node_id: 'replica-1' });
+    await expect.poll(async () => (await api(p4, 'POST', '/v1/users', { email: `w${Math.random()}@example.com`, tier: 'free' })).status, { timeout: 10_000 }).toBe(201);
+    expect((await api(p4, 'POST', '/v1/admin/replicas/replica-1/forget')).status).toBe(404);
+  });
+
+  it('with two replicas, a restarted old primary waits for every one: the one still following it does not confirm it', async () => {
+    const p = await primary();
+    await p.stop();
+    running.splice(running.indexOf(p), 1);
+    const listen = `server.listen=${new URL(p.url).host}`;
+    const p1 = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1', listen, `replication.token=${p.adminToken}`] });
+    running.push(p1);
+    const conv = await seed(p1, 'a');
+    const r1 = await replica(p1, ['node.id=replica-1']);
+    const r2 = await replica(p1, ['node.id=replica-2'], tempDir());
+    await caughtUp(r1, p1);
+    await caughtUp(r2, p1);
+    await p1.kill9();
+    expect((await api(r1, 'POST', '/v1/admin/promote')).status).toBe(200);
+    r1.proc.kill('SIGSTOP'); // the new primary is out of reach; r2 still follows the old one
+    const p2 = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1', listen, `replication.token=${p.adminToken}`] });
+    running.push(p2);
+    const acknowledged: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const res = await api(p2, 'POST', `/v1/conversations/${conv}/messages`, { role: 'user', content: `m${i}` });
+      if (res.status === 201) acknowledged.push(`m${i}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // In the review, r2's "epoch 1" confirmed p1 after a few seconds: 565 writes, all lost.
+    expect(acknowledged).toEqual([]);
+    r1.proc.kill('SIGCONT');
+    await expect.poll(async () => (await status(p2)).role, { timeout: 15_000 }).toBe('replica');
+    expect((await status(p2)).epoch).toBe((await status(r1)).epoch);
+  });
+
+  it('a promotion survives a restart with the old replica command line, and the old primary then follows it', async () => {
+    const p = await primary();
+    await seed(p, 'a');
+    const r = await replica(p);
+    await caughtUp(r, p);
+    await p.kill9();
+    expect((await api(r, 'POST', '/v1/admin/promote')).status).toBe(200);
+    expect((await api(r, 'POST', '/v1/users', { id: 'W', email: 'w@example.com', tier: 'free' })).status).toBe(201);
+    await r.kill9();
+    // The same replica command line as before the promotion.
+    const r2 = await startDaemon({
+      dataDir: r.dataDir,
+      set: ['node.id=replica-1', 'replication.role=replica', `replication.primary_url=${p.url}`, `replication.token=${p.adminToken}`, `server.listen=${new URL(r.url).host}`],
+    });
+    running.push(r2);
+    expect(r2.output()).toMatch(/this node was promoted at its current epoch: it starts as primary/);
+    expect((await status(r2)).role).toBe('primary');
+    const p2 = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1', `server.listen=${new URL(p.url).host}`, `replication.token=${p.adminToken}`] });
+    running.push(p2);
+    await expect.poll(async () => (await api(p2, 'GET', '/v1/users/W')).status, { timeout: 20_000 }).toBe(200);
+    expect((await api(r2, 'GET', '/v1/users/W')).status).toBe(200);
+    expect(await status(p2)).toMatchObject({ role: 'replica', primary: r2.url });
+    // Fenced, it stays a replica across its own restart too.
+    await p2.stop();
+    const p3 = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1', `server.listen=${new URL(p.url).host}`, `replication.token=${p.adminToken}`] });
+    running.push(p3);
+    expect(p3.output()).toMatch(/fenced by a newer primary: it starts as its replica/);
+    expect((await status(p3)).role).toBe('replica');
   });
 
   it('copies model blobs to a replica that does not share the object tier, before the records that reference them', async () => {

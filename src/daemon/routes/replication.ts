@@ -8,6 +8,7 @@ import { Conflict, LogPruned, NotFound } from '../../engines/errors.js';
 import type { SqlStore } from '../../engines/sql/sql-store.js';
 import { takeSnapshot } from '../../replication/snapshot.js';
 import type { ApiRouter } from '../api-router.js';
+import { actorOf } from '../auth.js';
 import type { StrataNode } from '../strata-node.js';
 
 // The primary's side of log shipping, and promotion. Replicas authenticate with a service or
@@ -83,7 +84,7 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       const snap = takeSnapshot(stores[query.store], join(dir, 'snapshot.db'));
       const stream = createReadStream(snap.path);
       stream.on('close', () => void rm(dir, { recursive: true, force: true }));
-      return c.body(Readable.toWeb(stream) as ReadableStream, 200, { 'Content-Type': 'application/vnd.sqlite3', 'X-Strata-Lsn': String(snap.lsn) });
+      return c.body(Readable.toWeb(stream) as ReadableStream, 200, { 'Content-Type': 'application/vnd.sqlite3', 'X-Strata-Lsn': String(snap.lsn), 'X-Strata-Epoch': String(node.replication.epoch()) });
     },
   );
 
@@ -166,6 +167,25 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 200: { description: '{pruned}' } },
     },
     (c) => c.json({ pruned: node.pruneChangeLog() }),
+  );
+
+  router.route(
+    {
+      method: 'post',
+      path: '/v1/admin/replicas/:node_id/forget',
+      summary: 'Drop a retired replica from the list a restarted primary must hear from before it writes',
+      tag: 'admin',
+      access: 'admin',
+      params: z.object({ node_id: z.string().min(1).max(128) }),
+      responses: { 200: { description: '{forgotten: true}' }, 404: { description: 'not a known replica' } },
+    },
+    async (c, { params, caller }) => {
+      if (!node.replication.forgetReplica(params.node_id)) throw new NotFound(`${params.node_id} is not a known replica of this node`);
+      // Audited when the node may write; a primary still confirming its epoch cannot, and that is when this is needed.
+      if (node.replication.writable()) await node.sql.writer.write(actorOf(caller), (tx) => tx.audit('replication.forget_replica', `node:${params.node_id}`));
+      node.log.warn({ node_id: params.node_id }, 'forgot a known replica');
+      return c.json({ forgotten: true, node_id: params.node_id });
+    },
   );
 
   router.route(
