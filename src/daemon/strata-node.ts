@@ -554,7 +554,9 @@ export class StrataNode {
    * Billing entries are kept: the ledger is append-only by law and holds no content.
    */
   async startErasure(actor: Actor, userId: string): Promise<Job> {
-    this.users.get(userId);
+    // An erased id may be erased again: that runs the clean-up after the commit once more (a
+    // job a crash or a failing object store cut short must be repeatable).
+    if (!this.users.wasErased(userId)) this.users.get(userId);
     return this.jobRunner.submit(actor, 'erase_user', { user_id: userId }, { action: 'users.erase', target: `user:${userId}` });
   }
 
@@ -598,9 +600,13 @@ export class StrataNode {
     await this.users.forget(userId);
     for (const id of done.conversationIds) await this.conversations.forget(id);
     for (const key of done.segmentKeys) await this.conversationArchive.deleteObject(key);
+    // The rows that named these keys are gone with the commit above, so a job resumed after a
+    // crash here would find none: everything under the user's prefix goes as well.
+    const leftovers = await this.conversationArchive.objectsOfUser(userId);
+    for (const key of leftovers) await this.conversationArchive.deleteObject(key);
     // The WAL still holds the pages as they were; truncating it leaves the key nowhere on disk.
     this.sql.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
-    return { conversations: done.conversationIds.length, archive_objects: done.segmentKeys.length, tokens: done.tokens, vectors, key_destroyed: this.keyring.enabled };
+    return { conversations: done.conversationIds.length, archive_objects: done.segmentKeys.length + leftovers.length, tokens: done.tokens, vectors, key_destroyed: this.keyring.enabled };
   }
 
   /**

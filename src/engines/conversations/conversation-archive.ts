@@ -108,6 +108,13 @@ export class ConversationArchive {
     return packr.unpack(await gunzip(Buffer.concat(parts))) as Message[];
   }
 
+  /** Every archive object under the user's prefix (keys are conversations/<user>/<id>/…). */
+  async objectsOfUser(userId: string): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const o of this.objects.list(`conversations/${userId}/`)) keys.push(o.key);
+    return keys;
+  }
+
   async deleteObject(key: string): Promise<void> {
     await this.objects.delete(key);
   }
