@@ -339,7 +339,6 @@ export class StrataNode {
     );
     node.objectTiers = { hot, archive };
     node.tierOwners = owners;
-    await node.checkTierOwnership();
     node.keyring = engines.keyring;
     node.jobs = engines.jobs;
     node.pii = engines.pii;
@@ -373,6 +372,7 @@ export class StrataNode {
       modelVersionsDays: config.retention.model_versions_days,
     });
     if (config.backup.enabled) node.backups = await node.openBackups();
+    await node.checkTierOwnership();
     // A replica's tokens (the admin's included) come from its primary.
     if (node.replication.role === 'primary') await node.ensureAdminToken();
     return node;
@@ -395,15 +395,34 @@ export class StrataNode {
     return new BackupArchive(await openObjectTier('backups', target, dataDir));
   }
 
-  /** Continuous backup (segments + snapshots); only a primary ships. */
+  /** Continuous backup (segments + snapshots); only a primary ships, and only to a target its cluster owns. */
   backups: Backups | undefined;
+  backupOwner: TierOwner | undefined;
 
   private async openBackups(): Promise<Backups> {
     const { config, metrics, log } = this;
+    const archive = await StrataNode.openBackupArchive(config, this.dataDir);
+    // The backup target is fenced like the object tiers: a restored copy configured with its
+    // source's target would otherwise ship its own history next to the source's, and a later
+    // restore could pick the copy's segments (found in review).
+    this.backupOwner = new TierOwner('backup', archive.objects, { clusterId: () => this.sql.meta('cluster_id')!, nodeId: config.node.id });
+    let warned = false;
     return new Backups(
-      await StrataNode.openBackupArchive(config, this.dataDir),
+      archive,
       { main: this.sql, billing: this.billingSql },
-      () => this.replication.role === 'primary',
+      () => {
+        if (this.replication.role !== 'primary') return false;
+        if (this.backupOwner!.owned()) return true;
+        const owner = this.backupOwner!.owner();
+        if (!warned) {
+          log.error(
+            { owner },
+            `the backup target belongs to cluster ${owner?.cluster_id ?? '(unknown: its owner marker could not be read)'}, not to this node's (${this.sql.meta('cluster_id')}): this node does not write backups to it; give this node its own backup.target`,
+          );
+        }
+        warned = true;
+        return false;
+      },
       { segmentSeconds: config.backup.segment_seconds, snapshotSeconds: config.backup.snapshot_interval_seconds, retentionDays: config.backup.retention_days, scratchDir: this.dataDir },
       {
         snapshot: () => metrics.backupLastSuccess.set(Date.now() / 1000),
@@ -716,7 +735,7 @@ export class StrataNode {
    * node does not own one. A tier that cannot be read now is looked at again before each GC.
    */
   async checkTierOwnership(): Promise<void> {
-    for (const owner of Object.values(this.tierOwners)) {
+    for (const owner of [...Object.values(this.tierOwners), ...(this.backupOwner ? [this.backupOwner] : [])]) {
       try {
         await owner.load(this.replication.role === 'primary');
         if (!owner.owned() && this.replication.role === 'primary') this.log.warn({ tier: owner.tier, owner: owner.owner() }, owner.refusal().message);

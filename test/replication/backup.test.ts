@@ -178,7 +178,8 @@ describe('backups and point-in-time restore', () => {
     for (const f of ['after-1.bin', 'after-2.bin', 'after-3.bin']) await upload(f);
     const hot = join(d.dataDir, 'objects', 'hot');
     writeFileSync(join(dir, 'admin.token'), d.adminToken + '\n');
-    const copy = await startDaemon({ dataDir: dir, set: ['backup.enabled=false', 'objects.hot.driver=fs', `objects.hot.path=${hot}`] });
+    // Configured like its source in everything that matters: the same hot tier, the same backup target.
+    const copy = await startDaemon({ dataDir: dir, set: ['objects.hot.driver=fs', `objects.hot.path=${hot}`, 'backup.target.driver=fs', `backup.target.path=${join(d.dataDir, 'backups')}`, 'backup.segment_seconds=0.2'] });
     try {
       const status = (await api(copy, 'GET', '/v1/admin/status', undefined, d.adminToken)).body.storage;
       expect(status.tiers.hot).toMatchObject({ owned: false });
@@ -192,6 +193,14 @@ describe('backups and point-in-time restore', () => {
         expect((await fetch(`${d.url}/v1/models/m/versions/v1/files/${f}`, { headers: h })).status, f).toBe(200);
       }
       expect(readdirSync(join(hot, 'blobs'))).toHaveLength(4);
+      // Nor does it ship its own history into the source's backups.
+      await api(copy, 'POST', '/v1/users', { id: 'only-on-copy', email: 'copy@example.com', tier: 'free' }, d.adminToken);
+      expect((await api(copy, 'POST', '/v1/admin/backups', undefined, d.adminToken)).status).toBe(202);
+      await sleep(800);
+      expect(copy.output(), copy.output()).toMatch(/does not write backups to it; give this node its own backup.target/);
+      const check = tempDir();
+      expect((await strata(['restore', '--to', 'latest', '--target-dir', check], d.dataDir)).code).toBe(0);
+      expect(users(check)).not.toContain('only-on-copy');
       // Taken over on purpose (the source is gone for good), the copy collects what it does not reference.
       const adopted = await api(copy, 'POST', '/v1/admin/tiers/hot/adopt', undefined, d.adminToken);
       expect(adopted.status).toBe(200);
