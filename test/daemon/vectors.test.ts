@@ -67,6 +67,27 @@ describe('vector persistence', () => {
     await d.stop();
   });
 
+  it('an idle collection is not rebuilt after the change log was pruned past its last save', async () => {
+    let d = await startDaemon({ set: ['replication.log_retention_seconds=1', 'vectors.save_interval_seconds=0'] });
+    await api(d, 'POST', '/v1/collections', { name: 'pts', dimensions: DIMS, metric: 'cos' });
+    await fill(d, 0, 20);
+    expect(await d.stop()).toBe(0);
+    d = await startDaemon({ dataDir: d.dataDir, set: ['replication.log_retention_seconds=1', 'vectors.save_interval_seconds=0', 'backup.enabled=false'] });
+    // Other engines write; the collection stays idle; the log is pruned past the sidecar's LSN.
+    for (let i = 0; i < 5; i++) await api(d, 'POST', '/v1/users', { email: `idle${i}@example.com`, tier: 'free' });
+    await new Promise((r) => setTimeout(r, 1100));
+    expect((await api(d, 'POST', '/v1/admin/changelog/prune')).body.pruned).toBeGreaterThan(0);
+    const atStop = (await api(d, 'GET', '/v1/admin/status')).body.lsn as number;
+    expect(await d.stop()).toBe(0);
+    const saved = JSON.parse(readFileSync(join(d.dataDir, 'indexes', 'pts.usearch.json'), 'utf8')) as { lsn: number };
+    d = await startDaemon({ dataDir: d.dataDir, set: ['backup.enabled=false'] });
+    expect(d.output()).not.toMatch(/rebuilding vector index|incomplete; rebuilding/);
+    expect((await api(d, 'GET', '/v1/collections/pts')).body).toMatchObject({ count: 20, index_lsn: (await api(d, 'GET', '/v1/admin/status')).body.lsn });
+    // The sidecar moved with the log although the index file did not change.
+    expect(saved.lsn).toBe(atStop);
+    await d.stop();
+  });
+
   it('rebuilds a deleted or corrupted index file from SQLite, and says so in the log', async () => {
     const d = await startDaemon();
     await api(d, 'POST', '/v1/collections', { name: 'pts', dimensions: DIMS, metric: 'l2' });

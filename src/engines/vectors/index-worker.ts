@@ -44,6 +44,8 @@ let config: IndexConfig | undefined;
 let tombstones = 0;
 /** The LSN of the last change applied: a saved file includes everything up to it. */
 let lsn = 0;
+/** What the file on disk holds, when nothing changed since it was written or loaded. */
+let onDisk: { path: string; bytes: number; sha256: string } | undefined;
 
 function handle(msg: WorkerRequest): unknown {
   switch (msg.op) {
@@ -60,6 +62,7 @@ function handle(msg: WorkerRequest): unknown {
       });
       tombstones = 0;
       lsn = 0;
+      onDisk = undefined;
       if (msg.file) {
         // usearch trusts the file it loads: a torn or altered one can crash the process. The
         // sidecar's checksum is checked first, so only a file this worker wrote is loaded.
@@ -69,6 +72,7 @@ function handle(msg: WorkerRequest): unknown {
         // save wrote "lsn": 0 and the start after it discarded the file and rebuilt (0.7.0).
         lsn = msg.lsn ?? 0;
         tombstones = msg.tombstones ?? 0;
+        onDisk = { path: msg.file, bytes: statSync(msg.file).size, sha256: msg.sha256 };
       }
       if (index.dimensions() !== config.dimensions) throw new Error(`index file has ${index.dimensions()} dimensions, expected ${config.dimensions}`);
       return { size: index.size() };
@@ -83,14 +87,20 @@ function handle(msg: WorkerRequest): unknown {
         ix.remove(existing);
         tombstones += existing.length;
       }
-      if (msg.keys.length > 0) ix.add(msg.keys, msg.vectors, 1);
+      if (msg.keys.length > 0) {
+        ix.add(msg.keys, msg.vectors, 1);
+        onDisk = undefined;
+      }
       lsn = Math.max(lsn, msg.lsn);
       return { size: ix.size() };
     }
     case 'remove': {
       const ix = need();
       const removed = msg.keys.length ? (ix.remove(msg.keys) as number[] | number) : 0;
-      tombstones += Array.isArray(removed) ? removed.reduce((a, b) => a + b, 0) : removed;
+      const n = Array.isArray(removed) ? removed.reduce((a, b) => a + b, 0) : removed;
+      tombstones += n;
+      if (n > 0) onDisk = undefined;
+      // With no keys this only moves the LSN: the index holds every vector change up to it.
       lsn = Math.max(lsn, msg.lsn);
       return { size: ix.size() };
     }
@@ -112,15 +122,28 @@ function handle(msg: WorkerRequest): unknown {
     }
     case 'save': {
       const ix = need();
-      // Write beside, then rename: a crash mid-save leaves the previous file whole.
+      const sidecar = (bytes: number, sha256: string) => JSON.stringify({ lsn, size: ix.size(), bytes, sha256, dimensions: config!.dimensions, tombstones });
+      // Unchanged since it was written or loaded: only the sidecar's LSN moves. An idle
+      // collection's sidecar would otherwise fall behind the change log, and once the log was
+      // pruned past it the next start rebuilt the index for nothing.
+      if (onDisk && onDisk.path === msg.path) {
+        writeFileSync(`${msg.path}.json.tmp`, sidecar(onDisk.bytes, onDisk.sha256));
+        renameSync(`${msg.path}.json.tmp`, `${msg.path}.json`);
+        return { lsn, bytes: onDisk.bytes, size: ix.size() };
+      }
+      // Index and sidecar are both written beside their names before either is renamed, so a
+      // full disk leaves the previous pair whole. Only a crash between the two renames leaves a
+      // new index with the old sidecar; its checksum then fails and the next start rebuilds it
+      // (derived state: a rebuild, never a lost vector).
       const tmp = `${msg.path}.tmp`;
       try {
         ix.save(tmp);
         const bytes = statSync(tmp).size;
         const sha256 = fileSha256(tmp);
+        writeFileSync(`${msg.path}.json.tmp`, sidecar(bytes, sha256));
         renameSync(tmp, msg.path);
-        writeFileSync(`${msg.path}.json.tmp`, JSON.stringify({ lsn, size: ix.size(), bytes, sha256, dimensions: config!.dimensions, tombstones }));
         renameSync(`${msg.path}.json.tmp`, `${msg.path}.json`);
+        onDisk = { path: msg.path, bytes, sha256 };
         return { lsn, bytes, size: ix.size() };
       } finally {
         // A save cut short (a full disk) leaves no half-written file taking the space.

@@ -388,6 +388,19 @@ export class VectorStore {
 
   /** Saves every index that changed since its last save (a background job; also on close). */
   async saveAll(): Promise<void> {
+    // Every vector change up to the log's end has been sent to the indexes — on a replica,
+    // once the replay steps queued so far have run (`upTo` is read before queueing, so no
+    // record past it is claimed) — so each index may say it holds the log up to there.
+    const upTo = this.writer.lastLsn;
+    this.replayChain = this.replayChain
+      .then(async () => {
+        for (const live of this.live.values()) {
+          const s = await live.index.remove(new BigUint64Array(0), upTo).then(() => live.index.stats());
+          live.appliedLsn = s.lsn;
+        }
+      })
+      .catch((err: unknown) => this.events.log?.('moving the vector indexes to the log position failed', { err: String(err) }));
+    await this.replayChain;
     for (const [name, live] of this.live) {
       if (live.appliedLsn === live.savedLsn && existsSync(this.file(name))) continue;
       const saved = await live.index.save(this.file(name));
