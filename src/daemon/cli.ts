@@ -146,8 +146,16 @@ async function main(argv: string[]): Promise<number> {
 async function serveCommand(config: StrataConfig): Promise<number> {
   const log = createLogger(config.log.level);
   const lock = DataDirLock.acquire(config.storage.data_dir);
+  // Signals are taken from the first moment: a SIGTERM that arrives while the node opens (or
+  // just as it starts listening) is a graceful stop once it is up, not the default instant death.
+  let requested: NodeJS.Signals | undefined;
+  let onSignal: (signal: NodeJS.Signals) => void = (signal) => (requested ??= signal);
+  const handler = (signal: NodeJS.Signals) => onSignal(signal);
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+  StrataNode.sweepScratch(config.storage.data_dir);
   const node = await StrataNode.open(config, log);
-  let server;
+  let server: Awaited<ReturnType<typeof startServer>>;
   try {
     server = await startServer(node);
     node.startBackgroundJobs();
@@ -158,7 +166,7 @@ async function serveCommand(config: StrataConfig): Promise<number> {
   }
   return new Promise<number>((resolve) => {
     let signals = 0;
-    const onSignal = (signal: NodeJS.Signals) => {
+    onSignal = (signal: NodeJS.Signals) => {
       if (++signals > 1) {
         log.warn({ signal }, 'second signal: exiting now');
         lock.release();
@@ -173,8 +181,7 @@ async function serveCommand(config: StrataConfig): Promise<number> {
         })
         .finally(() => lock.release());
     };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
+    if (requested) onSignal(requested);
   });
 }
 

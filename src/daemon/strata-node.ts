@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statfsSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { AuditLog, auditMigrations } from '../engines/audit/audit-log.js';
@@ -359,7 +359,7 @@ export class StrataNode {
     node.feedback = engines.feedback;
     const scratch = join(dataDir, '.tmp');
     mkdirSync(scratch, { recursive: true });
-    const pipeline = new DatasetPipeline(engines.datasets, scratch, VERSION, engines.text, engines.pii);
+    const pipeline = new DatasetPipeline(engines.datasets, scratch, VERSION, engines.text, engines.pii, engines.objectMissing);
     node.jobRunner.register('dataset_pipeline', 'datasets', async (job, ctx) => {
       const { dataset, ...params } = job.params as unknown as { dataset: string } & PipelineParams;
       const r = await pipeline.run(SYSTEM, job.id, dataset, params, ctx);
@@ -376,6 +376,18 @@ export class StrataNode {
     // A replica's tokens (the admin's included) come from its primary.
     if (node.replication.role === 'primary') await node.ensureAdminToken();
     return node;
+  }
+
+  /**
+   * Removes the scratch files of jobs and snapshots a crash interrupted (a dedup database, a
+   * half-copied snapshot: hundreds of MB that nothing would ever delete). Only the process that
+   * holds the data dir's lock, before it opens the node: offline commands that run beside a
+   * daemon (`token create`, `retention --dry-run`) must not touch its files.
+   */
+  static sweepScratch(dataDir: string): void {
+    const dir = resolve(dataDir);
+    rmSync(join(dir, '.tmp'), { recursive: true, force: true });
+    for (const name of existsSync(dir) ? readdirSync(dir) : []) if (/^\.(backup|snapshot)-/.test(name)) rmSync(join(dir, name), { recursive: true, force: true });
   }
 
   /** The configured master key; a missing or malformed one is a configuration error. */
@@ -637,6 +649,7 @@ export class StrataNode {
    */
   async exportUser(actor: Actor, userId: string): Promise<ReadableStream<Uint8Array>> {
     const user = this.users.get(userId);
+    await this.conversationArchive.checkUser(userId);
     await this.sql.writer.write(actor, (tx) => tx.audit('users.export', `user:${userId}`));
     const node = this;
     async function* zipped(): AsyncIterable<Uint8Array> {
@@ -860,21 +873,31 @@ export class StrataNode {
     clearTimeout(this.authFlush);
     clearInterval(this.statusTimer);
     clearInterval(this.pruneTimer);
-    await this.jobRunner.stop();
-    await this.replication.stop();
-    await this.backups?.stop();
     clearInterval(this.vectorTimer);
-    await this.vectors.close().catch((err: unknown) => this.log.error({ err }, 'saving vector indexes failed; the next start rebuilds them'));
-    await this.sql.close();
-    await this.billingSql.close();
-    await this.cache.close();
-    await this.textWorker.close();
+    // Every step runs even when one before it fails (a full disk fails several): a store left
+    // open is worse than a step that logged its error.
+    const steps: Array<[string, () => Promise<unknown>]> = [
+      ['stopping jobs', () => this.jobRunner.stop()],
+      ['stopping replication', () => this.replication.stop()],
+      ['stopping backups', async () => this.backups?.stop()],
+      ['saving vector indexes (the next start replays or rebuilds them)', () => this.vectors.close()],
+      ['closing strata.db', () => this.sql.close()],
+      ['closing billing.db', () => this.billingSql.close()],
+      ['closing the cache', () => this.cache.close()],
+      ['stopping the text worker', () => this.textWorker.close()],
+    ];
+    for (const [what, step] of steps) {
+      await step().catch((err: unknown) => this.log.error({ err }, `shutdown: ${what} failed`));
+    }
   }
 }
 
 /**
- * Keeps a second daemon off a data dir that one already serves. The file holds the pid;
- * one left by a killed process (kill -9, power loss) is recognised as stale and replaced.
+ * Keeps a second daemon off a data dir that one already serves. The file holds the pid; one
+ * left by a killed process (kill -9, power loss) is recognised as stale and replaced, and so
+ * is one naming a live process that is not a strata daemon (pids are reused after a reboot).
+ * The file is rewritten in place and never removed: on a disk that is 100% full, creating it
+ * again would fail and the daemon could not start to serve reads (found in review).
  */
 export class DataDirLock {
   private constructor(private readonly file: string) {}
@@ -882,24 +905,51 @@ export class DataDirLock {
   static acquire(dataDir: string): DataDirLock {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const file = join(resolve(dataDir), 'strata.pid');
+    let fd: number;
     try {
-      writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
+      fd = openSync(file, 'wx', 0o600);
     } catch {
       const pid = Number(readFileSync(file, 'utf8').trim());
-      if (pid && pid !== process.pid && alive(pid)) {
+      if (pid && pid !== process.pid && alive(pid) && isStrata(pid)) {
         throw new Error(`the data dir ${dataDir} is in use by another strata process (pid ${pid})`);
       }
-      writeFileSync(file, `${process.pid}\n`);
+      fd = openSync(file, 'r+');
+    }
+    try {
+      writeRecord(fd, process.pid);
+    } finally {
+      closeSync(fd);
     }
     return new DataDirLock(file);
   }
 
   release(): void {
     try {
-      unlinkSync(this.file);
+      const fd = openSync(this.file, 'r+');
+      try {
+        writeRecord(fd, 0);
+      } finally {
+        closeSync(fd);
+      }
     } catch {
       // already gone
     }
+  }
+}
+
+/** The pid, padded to a fixed width so that a rewrite in place never needs a new block. */
+function writeRecord(fd: number, pid: number): void {
+  writeSync(fd, `${String(pid).padStart(10, ' ')}\n`, 0);
+  ftruncateSync(fd, 11);
+}
+
+/** Whether a live pid is a strata daemon; true where that cannot be told (no /proc). */
+function isStrata(pid: number): boolean {
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return /strata|cli\.js/.test(cmdline);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ENOENT' || !existsSync('/proc/self/cmdline');
   }
 }
 

@@ -116,11 +116,18 @@ export class BackupArchive {
 
   async putSnapshot(store: string, file: string, manifest: Omit<SnapshotManifest, 'sha256' | 'bytes' | 'store' | 'created_at' | 'indexes'>, indexes: Array<{ name: string; path: string }> = []): Promise<SnapshotManifest> {
     const dir = `snapshots/${store}/${pad(manifest.lsn)}-${pad(manifest.time)}`;
-    for (const ix of indexes) await this.objects.put(`${dir}/indexes/${ix.name}`, createReadStream(ix.path));
-    const put = await this.objects.put(`${dir}/db.sqlite`, createReadStream(file));
-    const full: SnapshotManifest = { store, ...manifest, sha256: put.sha256, bytes: put.size, created_at: new Date().toISOString(), indexes: indexes.map((i) => i.name) };
-    await this.objects.put(`${dir}/manifest.json`, bufferSource(Buffer.from(JSON.stringify(full, null, 2))));
-    return full;
+    // The manifest goes last and makes the snapshot exist; until then the parts are nobody's,
+    // so a failure (a full target) takes them away again instead of leaving them unlisted for ever.
+    try {
+      for (const ix of indexes) await this.objects.put(`${dir}/indexes/${ix.name}`, createReadStream(ix.path));
+      const put = await this.objects.put(`${dir}/db.sqlite`, createReadStream(file));
+      const full: SnapshotManifest = { store, ...manifest, sha256: put.sha256, bytes: put.size, created_at: new Date().toISOString(), indexes: indexes.map((i) => i.name) };
+      await this.objects.put(`${dir}/manifest.json`, bufferSource(Buffer.from(JSON.stringify(full, null, 2))));
+      return full;
+    } catch (err) {
+      for await (const o of this.objects.list(`${dir}/`)) await this.objects.delete(o.key).catch(() => undefined);
+      throw err;
+    }
   }
 
   /** Complete snapshots of a store, oldest first. */

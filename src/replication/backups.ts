@@ -226,7 +226,16 @@ export class Backups {
         await this.archive.objects.delete(seg.key);
         segments++;
       }
+      // Parts of a snapshot whose writer died before its manifest (kill -9 mid-snapshot) are
+      // nobody's: no restore lists them. Gone once surely not in progress any more.
+      const complete = new Set(snaps.map((s) => s.dir));
+      for await (const o of this.archive.objects.list(`snapshots/${name}/`)) {
+        const dir = o.key.split('/').slice(0, 3).join('/');
+        if (!complete.has(dir) && o.modified && now - o.modified.getTime() > 3_600_000) await this.archive.objects.delete(o.key);
+      }
     }
+    // And temp files of puts a crash interrupted, likewise.
+    await this.archive.objects.sweepIncomplete?.(3_600_000);
     return { snapshots, segments };
   }
 

@@ -1,6 +1,9 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, startDaemon, type Daemon } from '../helpers/daemon.js';
+import { api, startDaemon, tempDir, type Daemon } from '../helpers/daemon.js';
 
 // The daemon as a real process over real HTTP.
 
@@ -182,6 +185,29 @@ describe('durability and shutdown', () => {
       await expect(startDaemon({ dataDir: d.dataDir })).rejects.toThrow(/in use by another strata process/);
     } finally {
       await d.stop();
+    }
+  });
+
+  it('a pid file naming a live process that is not strata (pid reuse) does not block the start; scratch files a crash left are swept', async () => {
+    const dataDir = tempDir();
+    const other = spawn('sleep', ['300']);
+    try {
+      writeFileSync(join(dataDir, 'strata.pid'), `${other.pid}\n`);
+      mkdirSync(join(dataDir, '.backup-abc123'));
+      writeFileSync(join(dataDir, '.backup-abc123', 'main.db'), Buffer.alloc(1000));
+      mkdirSync(join(dataDir, '.tmp'));
+      writeFileSync(join(dataDir, '.tmp', 'dedup-job1.db'), Buffer.alloc(1000));
+      const d = await startDaemon({ dataDir });
+      expect(existsSync(join(dataDir, '.backup-abc123'))).toBe(false);
+      expect(existsSync(join(dataDir, '.tmp', 'dedup-job1.db'))).toBe(false);
+      expect(Number(readFileSync(join(dataDir, 'strata.pid'), 'utf8'))).toBe(d.proc.pid);
+      expect(await d.stop()).toBe(0);
+      // The file stays (rewritten in place, so a full disk cannot stop the next start), naming nobody.
+      expect(Number(readFileSync(join(dataDir, 'strata.pid'), 'utf8'))).toBe(0);
+      const again = await startDaemon({ dataDir });
+      expect(await again.stop()).toBe(0);
+    } finally {
+      other.kill();
     }
   });
 });

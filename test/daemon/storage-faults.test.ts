@@ -106,6 +106,56 @@ describe('a full disk', () => {
     expect(d.output()).not.toMatch(/Unhandled|uncaught/i);
     expect(d.proc.exitCode).toBeNull();
   });
+
+  it.skipIf(!disk)('jobs, backups and shutdown on a full disk: each fails cleanly, leaves no scratch behind, and the listing still answers', async () => {
+    await api(d, 'POST', '/v1/datasets', { name: 'ds' });
+    const rows = Array.from({ length: 20_000 }, (_, i) => JSON.stringify({ text: `row ${i} ${'lorem ipsum '.repeat(8)}` })).join('\n');
+    expect((await fetch(`${d.url}/v1/datasets/ds/raw/a.jsonl`, { method: 'PUT', headers: { authorization: `Bearer ${d.adminToken}` }, body: rows })).status).toBe(201);
+    const job = (await api(d, 'POST', '/v1/datasets/ds/jobs', { steps: ['normalize', 'dedup', 'tokenize'] })).body.job_id;
+    await expect.poll(async () => (await api(d, 'GET', `/v1/jobs/${job}`)).body.state, { timeout: 10_000, interval: 20 }).toBe('running');
+    // The disk fills while the job runs.
+    const filler = join(disk!.dir, 'filler2');
+    mkdirSync(filler);
+    try {
+      for (let i = 0; ; i++) writeFileSync(join(filler, String(i)), Buffer.alloc(MiB));
+    } catch {
+      // full
+    }
+    try {
+      await expect.poll(async () => (await api(d, 'GET', `/v1/jobs/${job}`)).body.state, { timeout: 30_000 }).toBe('failed');
+      // The job's scratch database went with it (in review it stayed, with its file handles).
+      expect(tmpFiles(join(d.dataDir, '.tmp'))).toEqual([]);
+      const listing = await api(d, 'GET', '/v1/admin/backups');
+      expect(listing.status).toBe(200);
+      expect(listing.body.window).toBeDefined();
+    } finally {
+      rmSync(filler, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a shutdown on a full disk', () => {
+  const disk = smallDisk('32m');
+  it.skipIf(!disk)('exits 0 with every store closed, and the next start serves what was acknowledged', async () => {
+    const d = await startDaemon({ dataDir: join(disk!.dir, 'data') });
+    try {
+      for (let i = 0; i < 20; i++) expect((await api(d, 'POST', '/v1/users', { id: `u${i}`, email: `u${i}@example.com`, tier: 'free' })).status).toBe(201);
+      const filler = join(disk!.dir, 'filler');
+      try {
+        for (let i = 0; ; i++) writeFileSync(`${filler}${i}`, Buffer.alloc(256 * 1024));
+      } catch {
+        // full
+      }
+      // In review the WAL checkpoint failed here, the rest of the shutdown was skipped and the exit code was 1.
+      expect(await d.stop()).toBe(0);
+      for (const f of readdirSync(disk!.dir)) if (f.startsWith('filler')) rmSync(join(disk!.dir, f));
+      const again = await startDaemon({ dataDir: d.dataDir });
+      expect((await api(again, 'GET', '/v1/users/u19')).status).toBe(200);
+      await again.stop();
+    } finally {
+      disk!.unmount();
+    }
+  });
 });
 
 describe('a blob missing from the object tier', () => {
@@ -149,6 +199,30 @@ describe('a blob missing from the object tier', () => {
     // Put back, the file is served again.
     renameSync(join(d.dataDir, 'moved-away'), join(blobs, key!));
     expect(sha((await download(d, 'gone', 'w.bin')).body)).toBe(sha(data));
+  });
+
+  it("an export whose archived conversation is gone answers 500 before any byte; a pipeline over a lost raw file fails naming the loss", async () => {
+    await api(d, 'POST', '/v1/users', { id: 'ex', email: 'ex@example.com', tier: 'free' });
+    const conv = (await api(d, 'POST', '/v1/conversations', { user_id: 'ex' })).body.id;
+    await api(d, 'POST', `/v1/conversations/${conv}/messages`, { role: 'user', content: 'hello' });
+    // Archive it by hand-ageing the conversation past the free tier's hot window.
+    const { default: Database } = await import('better-sqlite3');
+    const db = new Database(join(d.dataDir, 'strata.db'));
+    db.prepare('UPDATE conversations SET updated_at = ? WHERE id = ?').run(new Date(Date.now() - 4 * 86_400_000).toISOString(), conv);
+    db.close();
+    expect((await api(d, 'POST', '/v1/admin/jobs/conversation-archive')).body.archived).toBe(1);
+    const archived = join(d.dataDir, 'objects', 'archive', 'conversations', 'ex');
+    rmSync(archived, { recursive: true });
+    const exported = await api(d, 'GET', '/v1/users/ex/export');
+    expect(exported.status).toBe(500);
+    expect(exported.body.error.message).toMatch(/archived conversation are missing/);
+
+    await api(d, 'POST', '/v1/datasets', { name: 'lost' });
+    await fetch(`${d.url}/v1/datasets/lost/raw/a.jsonl`, { method: 'PUT', headers: { authorization: `Bearer ${d.adminToken}` }, body: '{"text":"x"}' });
+    rmSync(join(d.dataDir, 'objects', 'hot', 'datasets', 'lost'), { recursive: true });
+    const job = (await api(d, 'POST', '/v1/datasets/lost/jobs', { steps: ['normalize'] })).body.job_id;
+    await expect.poll(async () => (await api(d, 'GET', `/v1/jobs/${job}`)).body.state, { timeout: 20_000 }).toBe('failed');
+    expect((await api(d, 'GET', `/v1/jobs/${job}`)).body.error).toMatch(/raw file a.jsonl of lost are missing/);
   });
 
   it('a dataset shard gone from the tier is a 500 naming the loss, not a 404 saying the shard does not exist', async () => {

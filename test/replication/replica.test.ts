@@ -204,6 +204,10 @@ describe('replication', () => {
     expect((await status(p))).toMatchObject({ role: 'replica', epoch: epoch + 1 });
     expect((await status(r))).toMatchObject({ role: 'primary', epoch: epoch + 1 });
     expect((await api(r, 'POST', '/v1/admin/promote')).status).toBe(409);
+    // The load-balancer checks follow the roles.
+    const check = async (d: Daemon, path: string) => (await fetch(d.url + path)).status;
+    expect([await check(r, '/primary'), await check(r, '/replica')]).toEqual([200, 503]);
+    expect([await check(p, '/primary'), await check(p, '/replica')]).toEqual([503, 200]);
   });
 
   it('a restarted old primary acknowledges no write before it knows it was replaced: 0 acknowledged writes lost', async () => {

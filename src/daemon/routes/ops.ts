@@ -45,6 +45,40 @@ export function opsRoutes(router: ApiRouter, node: StrataNode): void {
     },
   );
 
+  // Load-balancer checks in Patroni's convention: a plain 200 or 503, cheap, no token.
+  router.route(
+    {
+      method: 'get',
+      path: '/primary',
+      summary: 'For load balancers: 200 only on a primary that may write now (epoch confirmed, lease fresh where one is configured); else 503',
+      tag: 'operations',
+      access: 'public',
+      responses: { 200: { description: 'this node takes writes' }, 503: { description: 'it does not' } },
+    },
+    (c) => {
+      const s = node.replication.state();
+      if (node.draining || !s.writable) return c.json({ ...s, status: 'unavailable' }, 503);
+      return c.json({ ...s, status: 'ok' });
+    },
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/replica',
+      summary: 'For load balancers: 200 only on a replica within replication.max_lag_seconds; else 503',
+      tag: 'operations',
+      access: 'public',
+      responses: { 200: { description: 'a replica fit to serve reads' }, 503: { description: 'not a replica, or too far behind' } },
+    },
+    (c) => {
+      const s = node.replication.state();
+      const lag = node.replication.position.get('main')?.lagSeconds;
+      const fit = !node.draining && s.role === 'replica' && lag !== undefined && lag <= node.config.replication.max_lag_seconds;
+      return c.json({ ...s, lag_seconds: lag ?? null, status: fit ? 'ok' : 'unavailable' }, fit ? 200 : 503);
+    },
+  );
+
   router.route(
     {
       method: 'get',

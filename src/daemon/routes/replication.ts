@@ -152,8 +152,13 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
     },
     async (c) => {
       if (!node.backups) throw new Conflict('backups are turned off (backup.enabled)');
-      await node.backups.shipSegments();
-      return c.json(await node.backups.list());
+      // Ship what is committed first, so the window ends now; but a target that cannot take
+      // it (a full disk) must not hide the listing, which is what an operator needs then.
+      const shipped = await node.backups.shipSegments().then(
+        () => undefined,
+        (err: unknown) => (err as Error).message,
+      );
+      return c.json({ ...(await node.backups.list()), ...(shipped ? { shipping_error: shipped } : {}) });
     },
   );
 

@@ -2,6 +2,7 @@ import { promisify } from 'node:util';
 import { gunzip as gunzipCb, gzip as gzipCb } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { getReferenced, type ObjectStore } from '../objects/object-store.js';
+import { ObjectMissing } from '../errors.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
 import type { SqlDatabase } from '../sql/database.js';
 import type { Actor, Writer } from '../sql/writer.js';
@@ -106,6 +107,21 @@ export class ConversationArchive {
     const parts: Buffer[] = [];
     for await (const chunk of stream) parts.push(chunk as Buffer);
     return packr.unpack(await gunzip(Buffer.concat(parts))) as Message[];
+  }
+
+  /**
+   * Checks that every archive object the user's conversations point at is there, reporting and
+   * refusing with ObjectMissing otherwise: an export must fail before its first byte, not
+   * stream a zip that breaks half-way.
+   */
+  async checkUser(userId: string): Promise<void> {
+    const keys = this.db.prepare<{ archive_key: string }>('SELECT archive_key FROM conversations WHERE user_id = ? AND archive_key IS NOT NULL').all(userId);
+    for (const { archive_key: key } of keys) {
+      if (!(await this.objects.head(key))) {
+        this.events.missing?.(key);
+        throw new ObjectMissing('an archived conversation', 'archive');
+      }
+    }
   }
 
   /** Every archive object under the user's prefix (keys are conversations/<user>/<id>/…). */

@@ -5,6 +5,7 @@ import { InvalidInput } from '../errors.js';
 import type { JobContext } from '../jobs/job-runner.js';
 import { redactPii } from '../privacy/pii-detector.js';
 import { PiiScanner } from '../privacy/pii-scanner.js';
+import { getReferenced } from '../objects/object-store.js';
 import { INLINE_MAX_CHARS, TextWorker } from '../text-worker.js';
 import type { Actor } from '../sql/writer.js';
 import type { DatasetCatalog } from './dataset-catalog.js';
@@ -70,6 +71,8 @@ export class DatasetPipeline {
     private readonly strataVersion: string,
     private readonly text = new TextWorker(),
     private readonly pii = new PiiScanner(text),
+    /** A raw file the catalog names but the tier lost (data loss: counted and logged). */
+    private readonly objectMissing?: (tier: string, key: string) => void,
   ) {}
 
   async run(actor: Actor, jobId: string, dataset: string, params: PipelineParams, ctx: JobContext): Promise<{ dataset: string; version: number; stats: PipelineStats }> {
@@ -93,7 +96,8 @@ export class DatasetPipeline {
     try {
       for (const f of files) {
         const jsonl = /\.(jsonl|ndjson|json)$/i.test(f.file);
-        for await (const { line, text: raw, bytes } of readLines(await objects.get(f.key))) {
+        const source = await getReferenced(objects, f.key, { what: `raw file ${f.file} of ${dataset}`, tier: 'hot', lost: (key) => this.objectMissing?.('hot', key) });
+        for await (const { line, text: raw, bytes } of readLines(source)) {
           stats.bytes_in += bytes;
           if (++sinceYield >= 256) {
             sinceYield = 0;
@@ -167,8 +171,11 @@ export class DatasetPipeline {
       for await (const o of objects.list(`${prefix}/`)) await objects.delete(o.key).catch(() => undefined);
       throw err;
     } finally {
-      dedup?.close();
-      await rm(scratch, { force: true });
+      try {
+        dedup?.close();
+      } finally {
+        for (const f of [scratch, `${scratch}-wal`, `${scratch}-shm`, `${scratch}-journal`]) await rm(f, { force: true });
+      }
     }
     ctx.progress(0.995, { ...stats });
     const lineage = {

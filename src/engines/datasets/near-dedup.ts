@@ -31,6 +31,9 @@ export class DuplicateFinder {
   /** `threshold` undefined: exact duplicates only. */
   static async open(path: string, threshold: number | undefined): Promise<DuplicateFinder> {
     const db = await openDatabase(path);
+    // openDatabase turns WAL on; this file needs no journal at all (a crash discards it), and
+    // WAL kept a second copy of every page next to it.
+    db.exec('PRAGMA journal_mode = DELETE');
     db.exec(`PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -65536;
       CREATE TABLE exact (hash BLOB PRIMARY KEY) WITHOUT ROWID;
       CREATE TABLE lsh (key INTEGER NOT NULL, row INTEGER NOT NULL);
@@ -68,9 +71,15 @@ export class DuplicateFinder {
     return undefined;
   }
 
+  /** Closes the file whatever happened to the transaction (a full disk aborts it). */
   close(): void {
-    this.db.exec('COMMIT');
-    this.db.close();
+    try {
+      this.db.exec('COMMIT');
+    } catch {
+      // Nothing to keep: the scratch file is deleted next.
+    } finally {
+      this.db.close();
+    }
   }
 }
 

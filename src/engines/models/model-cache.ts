@@ -175,7 +175,7 @@ export class ModelCache {
    */
   async read(sha256: string, size: number, fetch: FetchObject, range?: { start: number; end: number }): Promise<Readable> {
     if (this.entries.has(sha256)) {
-      const hit = await this.openEntry(sha256);
+      const hit = await this.openEntry(sha256, this.sealer ? Sealer.rawSize(size) : size);
       if (hit) {
         this.hits++;
         this.events.hit?.();
@@ -218,20 +218,29 @@ export class ModelCache {
     await rm(join(this.dir, sha256), { force: true });
   }
 
-  /** The cache file, open; undefined (and the entry dropped) when it has vanished from disk. */
-  private async openEntry(sha256: string): Promise<{ fh: FileHandle; size: number } | undefined> {
+  /**
+   * The cache file, open; undefined (and the entry dropped) when it has vanished from disk or
+   * is not the size it must be (truncated behind the daemon's back): a miss, filled afresh.
+   */
+  private async openEntry(sha256: string, expectedSize: number): Promise<{ fh: FileHandle; size: number } | undefined> {
+    let fh: FileHandle | undefined;
     try {
-      const fh = await open(join(this.dir, sha256), 'r');
-      return { fh, size: (await fh.stat()).size };
+      fh = await open(join(this.dir, sha256), 'r');
+      const size = (await fh.stat()).size;
+      if (size === expectedSize) return { fh, size };
+      await fh.close();
+      this.events.fillFailed?.(sha256, new Error(`the cache file holds ${size} bytes, not ${expectedSize}; filled again`));
     } catch (err) {
+      await fh?.close().catch(() => undefined);
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      const e = this.entries.get(sha256);
-      if (e) {
-        this.entries.delete(sha256);
-        this.used -= e.size;
-      }
-      return undefined;
     }
+    const e = this.entries.get(sha256);
+    if (e) {
+      this.entries.delete(sha256);
+      this.used -= e.size;
+    }
+    await rm(join(this.dir, sha256), { force: true });
+    return undefined;
   }
 
   private refuseIfCorrupt(sha256: string): void {

@@ -42,6 +42,9 @@ export class SqlStore {
     await this.writer.close();
     try {
       this.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+    } catch {
+      // A full disk refuses the checkpoint. Nothing is lost: the WAL holds every commit and
+      // the next open checkpoints it; the file must still be closed.
     } finally {
       this.db.close();
     }

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, statSync, truncateSync } from 'node:fs';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { ModelCache } from '../../../src/engines/models/model-cache.js';
@@ -165,5 +166,19 @@ describe('model cache', () => {
     expect(again.equals(data)).toBe(true);
     expect(fetches).toHaveLength(3);
     expect(fetches[2]).toBeUndefined();
+  });
+
+  it('a cache file truncated behind its back is a miss, filled again, never served short', async () => {
+    const dir = tempDir();
+    const cache = await ModelCache.open(dir, 10_000_000, () => new Set());
+    const data = randomBytes(300_000);
+    const fetches = { n: 0 };
+    await read(await cache.read(sha(data), data.length, source(data, fetches, 0)));
+    expect(cache.has(sha(data))).toBe(true);
+    truncateSync(join(dir, sha(data)), 1000);
+    const again = await read(await cache.read(sha(data), data.length, source(data, fetches, 0)));
+    expect(again.equals(data)).toBe(true);
+    expect(fetches.n).toBe(2);
+    expect(statSync(join(dir, sha(data))).size).toBe(data.length);
   });
 });
