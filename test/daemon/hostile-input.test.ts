@@ -79,6 +79,37 @@ describe('hostile input', () => {
     expect((await t.call('POST', '/v1/collections/c/query', { vector: [1, 0, 0], top_k: 5, filter: { tag: 'x' } })).body.matches.map((m: { id: string }) => m.id)).toEqual(['a']);
   });
 
+  it('lone surrogates, numbers too large for a double and deep MessagePack are refused, never silently changed', async () => {
+    const before = positions();
+    const cases: Array<[string, string, string, RegExp]> = [
+      // 0.7.0 answered 201 and stored "x\ufffd\ufffd\ufffdy"; 1e400 was stored as null.
+      ['POST', `/v1/conversations/${conv}/messages`, '{"role":"user","content":"x\\ud800y"}', /at body.content holds a lone UTF-16 surrogate/],
+      ['PUT', '/v1/users/u1/preferences', '{"k\\udc00":1}', /lone UTF-16 surrogate/],
+      ['PUT', '/v1/users/u1/preferences', '{"x":1e400}', /the number at body.x is too large/],
+      ['PUT', '/v1/users/u1/preferences', `{"x":${'9'.repeat(400)}}`, /too large for a 64-bit float/],
+      ['POST', '/v1/collections/c/upsert', '{"vectors":[{"id":"z","values":[1,0,0],"metadata":{"n":-1E+999}}]}', /too large/],
+    ];
+    for (const [method, path, body, message] of cases) {
+      const r = await send(method, path, body);
+      expect(r.status, body).toBe(400);
+      expect(r.body?.error?.message, body).toMatch(message);
+    }
+    const { pack } = await import('msgpackr');
+    let deep: unknown = 1;
+    for (let i = 0; i < 500; i++) deep = { d: deep };
+    const mp = await t.app.request('/v1/collections/c/upsert', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.adminToken}`, 'content-type': 'application/msgpack' },
+      body: pack({ vectors: [{ id: 'deep', values: [1, 0, 0], metadata: deep }] }),
+    });
+    expect(mp.status).toBe(400);
+    expect(((await mp.json()) as { error: { message: string } }).error.message).toMatch(/nested deeper than 64/);
+    expect(positions()).toEqual(before);
+    // Well-formed pairs, ordinary numbers and ordinary escapes are data as usual.
+    expect((await send('PUT', '/v1/users/u1/preferences', '{"emoji":"\\ud83d\\ude00","big":1e300,"tab":"a\\tb"}')).status).toBe(200);
+    expect((await t.call('GET', '/v1/users/u1/preferences')).body).toEqual({ emoji: '😀', big: 1e300, tab: 'a\tb' });
+  });
+
   it('fuzz: generated bad bodies on every JSON endpoint get 4xx and change nothing', async () => {
     const endpoints: Array<[string, string, boolean]> = [
       // [method, path, body is a free-form object (preferences)]
