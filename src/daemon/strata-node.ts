@@ -89,12 +89,16 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   };
   const models = new ModelRegistry(sql.db, sql.changes, sql.writer, hot, modelCache, config.models.cache.pinned_aliases, archive, { objectMissing });
   const checkpoints = new CheckpointStore(sql.db, sql.changes, sql.writer, models);
-  const text = new TextWorker();
-  const pii = new PiiScanner(text);
+  // One text worker per kind of caller, each with its own queue: a flood of scans delays
+  // scans, not the tagging of every append, and a dataset job delays neither.
+  const tagging = new TextWorker('conversation tagging', 128 * 1024 * 1024);
+  const scanning = new TextWorker('PII scan', 64 * 1024 * 1024);
+  const jobText = new TextWorker('dataset job');
+  const pii = new PiiScanner(scanning);
   const conversations = new ConversationStore(sql.db, sql.changes, sql.writer, cache, {
     cachedMessages: config.conversations.cached_messages,
     ttlSeconds: config.conversations.hot_ttl_seconds,
-  }, cipher, pii);
+  }, cipher, new PiiScanner(tagging));
   const conversationArchive = new ConversationArchive(
     sql.db,
     sql.changes,
@@ -157,7 +161,7 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const jobs = new JobStore(sql.db, sql.changes, sql.writer);
   const datasets = new DatasetCatalog(sql.db, sql.changes, sql.writer, hot);
   const feedback = new FeedbackStore(sql.db, sql.changes, sql.writer, cipher);
-  return { jobs, datasets, feedback, audit, keyring, cipher, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph, pii, text, objectMissing };
+  return { jobs, datasets, feedback, audit, keyring, cipher, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph, pii, jobText, workers: [tagging, scanning, jobText], objectMissing };
 }
 
 /**
@@ -342,7 +346,7 @@ export class StrataNode {
     node.keyring = engines.keyring;
     node.jobs = engines.jobs;
     node.pii = engines.pii;
-    node.textWorker = engines.text;
+    node.textWorkers = engines.workers;
     node.objectMissing = engines.objectMissing;
     metrics.jobsByState = () => sql.db.prepare<{ state: string; count: number }>('SELECT status AS state, COUNT(*) AS count FROM jobs GROUP BY status').all();
     metrics.disk = () => {
@@ -359,7 +363,7 @@ export class StrataNode {
     node.feedback = engines.feedback;
     const scratch = join(dataDir, '.tmp');
     mkdirSync(scratch, { recursive: true });
-    const pipeline = new DatasetPipeline(engines.datasets, scratch, VERSION, engines.text, engines.pii, engines.objectMissing);
+    const pipeline = new DatasetPipeline(engines.datasets, scratch, VERSION, engines.jobText, new PiiScanner(engines.jobText), engines.objectMissing);
     node.jobRunner.register('dataset_pipeline', 'datasets', async (job, ctx) => {
       const { dataset, ...params } = job.params as unknown as { dataset: string } & PipelineParams;
       const r = await pipeline.run(SYSTEM, job.id, dataset, params, ctx);
@@ -455,7 +459,7 @@ export class StrataNode {
   keyring!: Keyring;
   /** PII detection, off the event loop for long texts (the scan route, tags, redaction). */
   pii!: PiiScanner;
-  textWorker!: TextWorker;
+  textWorkers!: TextWorker[];
   /** Counts and logs a referenced object the tier no longer holds. */
   objectMissing!: (tier: string, key: string) => void;
   jobs!: JobStore;
@@ -677,8 +681,21 @@ export class StrataNode {
       for (;;) {
         const page = node.conversations.list(userId, 100, after);
         for (const c of page) {
-          const messages = await node.conversations.messagePage(c.id, { after: 0, limit: 1_000_000 });
-          add(`conversations/${c.id}.json`, { ...c, messages: messages.json.map((j) => JSON.parse(j) as unknown) });
+          // Page by page into the zip entry: a conversation of a hundred 1 MiB messages is never
+          // one string, and a client that stops reading holds one page, not the conversation.
+          const file = new ZipDeflate(`conversations/${c.id}.json`, { level: 6 });
+          zip.add(file);
+          const text = new TextEncoder();
+          file.push(text.encode(`${JSON.stringify(c).slice(0, -1)},"messages":[`));
+          for (let seq = 0, first = true; ; ) {
+            const messages = await node.conversations.messagePage(c.id, { after: seq, limit: 1000 });
+            if (messages.json.length > 0) file.push(text.encode((first ? '' : ',') + messages.json.join(',')));
+            first = first && messages.json.length === 0;
+            seq = messages.first + messages.json.length - 1;
+            yield* flush();
+            if (!messages.more || messages.json.length === 0) break;
+          }
+          file.push(text.encode(']}'), true);
           yield* flush();
         }
         if (page.length < 100) break;
@@ -884,7 +901,7 @@ export class StrataNode {
       ['closing strata.db', () => this.sql.close()],
       ['closing billing.db', () => this.billingSql.close()],
       ['closing the cache', () => this.cache.close()],
-      ['stopping the text worker', () => this.textWorker.close()],
+      ['stopping the text workers', () => Promise.all(this.textWorkers.map((w) => w.close()))],
     ];
     for (const [what, step] of steps) {
       await step().catch((err: unknown) => this.log.error({ err }, `shutdown: ${what} failed`));

@@ -1,16 +1,37 @@
 import { parentPort } from 'node:worker_threads';
 import { loadTokenizer, type TokenizerName } from './datasets/tokenizer.js';
-import { detectPii } from './privacy/pii-detector.js';
+import { detectPii, redactPii } from './privacy/pii-detector.js';
 
 // The worker side of TextWorker: CPU work on one client text per message, answered in
 // arrival order, so the daemon's event loop never runs it.
 
-export type TextJob = { op: 'pii'; text: string } | { op: 'tokenize'; encoding: TokenizerName; text: string };
+export type TextJob =
+  | { op: 'pii'; text: string; maxFindings: number }
+  | { op: 'pii-kinds'; texts: string[] }
+  | { op: 'pii-redact'; text: string }
+  | { op: 'tokenize'; encoding: TokenizerName; text: string };
 
 async function run(job: TextJob): Promise<unknown> {
-  if (job.op === 'pii') return detectPii(job.text);
-  return (await loadTokenizer(job.encoding)).encode(job.text);
+  switch (job.op) {
+    case 'pii': {
+      // Only what the caller will send back crosses to the main thread.
+      const findings = detectPii(job.text);
+      return { findings: findings.slice(0, job.maxFindings), total: findings.length };
+    }
+    case 'pii-kinds': {
+      const kinds = new Set<string>();
+      for (const t of job.texts) for (const f of detectPii(t)) kinds.add(f.type);
+      return [...kinds].sort();
+    }
+    case 'pii-redact': {
+      const findings = detectPii(job.text);
+      return { text: findings.length ? redactPii(job.text, findings) : job.text, found: findings.length };
+    }
+    case 'tokenize':
+      return (await loadTokenizer(job.encoding)).encode(job.text);
+  }
 }
+
 
 parentPort!.on('message', ({ id, job }: { id: number; job: TextJob }) => {
   run(job).then(

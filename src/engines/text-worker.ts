@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { Unavailable } from './errors.js';
 import type { TextJob } from './text-worker-thread.js';
 import { workerFile } from './worker-file.js';
 
@@ -15,17 +16,30 @@ export const INLINE_MAX_CHARS = 16 * 1024;
 export class TextWorker {
   private worker: Worker | undefined;
   private next = 0;
-  private readonly pending = new Map<number, { worker: Worker; resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { worker: Worker; chars: number; resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private queuedChars = 0;
   /** Jobs sent to the worker so far. */
   jobs = 0;
 
+  /**
+   * `maxQueuedChars` bounds the text waiting for this worker: past it a job is refused with
+   * 503 at once (retry later) instead of queueing behind minutes of work, and memory stays
+   * bounded under a flood.
+   */
+  constructor(readonly name = 'text', private readonly maxQueuedChars = Infinity) {}
+
   run<T>(job: TextJob): Promise<T> {
+    const chars = 'texts' in job ? job.texts.reduce((n, t) => n + t.length, 0) : job.text.length;
+    if (this.queuedChars > 0 && this.queuedChars + chars > this.maxQueuedChars) {
+      return Promise.reject(new Unavailable(`the ${this.name} worker has ${Math.round(this.queuedChars / 1048576)} Mi characters queued; retry in a moment`));
+    }
     this.jobs++;
+    this.queuedChars += chars;
     const worker = this.start();
     const id = this.next++;
     return new Promise<T>((resolve, reject) => {
       worker.ref();
-      this.pending.set(id, { worker, resolve: resolve as (v: unknown) => void, reject });
+      this.pending.set(id, { worker, chars, resolve: resolve as (v: unknown) => void, reject });
       worker.postMessage({ id, job });
     });
   }
@@ -42,6 +56,7 @@ export class TextWorker {
     const settle = (id: number) => {
       const p = this.pending.get(id);
       this.pending.delete(id);
+      if (p) this.queuedChars -= p.chars;
       // An idle worker must not keep a stopping daemon alive.
       if (![...this.pending.values()].some((q) => q.worker === worker)) worker.unref();
       return p;

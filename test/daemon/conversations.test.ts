@@ -26,6 +26,29 @@ describe('conversations over HTTP', () => {
     expect((await t.call('POST', '/v1/conversations', { user_id: 'nobody' })).status).toBe(404);
   });
 
+  it('a conversation of huge messages is read in pages of bounded size, and every message comes back', async () => {
+    const { id } = await start();
+    const big = (i: number) => `${i}:` + '\u0000'.repeat(1024 * 1024 - 8); // JSON escaping makes each ~6 MB
+    for (let i = 0; i < 6; i++) expect((await t.call('POST', `/v1/conversations/${id}/messages`, { role: 'user', content: big(i) })).status).toBe(201);
+    expect((await t.call('POST', `/v1/conversations/${id}/messages`, { role: 'user', content: 'small' })).status).toBe(201);
+    // 0.7.0 built all seven into one string (and failed past V8's limit): here a page stops near 16 MiB.
+    const seen: number[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const r = await t.call('GET', `/v1/conversations/${id}/messages?limit=1000${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(r.status).toBe(200);
+      expect(JSON.stringify(r.body).length).toBeLessThan(24 * 1024 * 1024);
+      seen.push(...r.body.items.map((m: { seq: number }) => m.seq));
+      cursor = r.body.next_cursor;
+      pages++;
+    } while (cursor);
+    expect(seen).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(pages).toBeGreaterThan(1);
+    const last = await t.call('GET', `/v1/conversations/${id}/messages?last=2`);
+    expect(last.body.items.map((m: { seq: number; content: string }) => [m.seq, m.content.slice(0, 2)])).toEqual([[6, '5:'], [7, 'sm']]);
+  });
+
   it('200 concurrent appends get seq 1..200 with no gap, and exact counts', async () => {
     const { id } = await start();
     const results = await Promise.all(

@@ -26,8 +26,11 @@ export function privacyRoutes(router: ApiRouter, node: StrataNode): void {
       tag: 'privacy',
       access: 'shared',
       body: z.strictObject({ text: z.string().max(1_000_000) }),
-      responses: { 200: { description: '{findings: [{type, start, end}]}' } },
+      responses: { 200: { description: '{findings: [{type, start, end}]}, and truncated: true when the text held more than 10,000 (the first 10,000 are listed)' } },
     },
-    async (c, { body }) => c.json({ findings: await node.pii.scan(body.text) }),
+    async (c, { body }) => {
+      const { findings, total } = await node.pii.scan(body.text);
+      return c.json(total > findings.length ? { findings, truncated: true, total } : { findings });
+    },
   );
 }

@@ -147,6 +147,19 @@ export interface MessagePage {
 
 const MESSAGE_JSON = "json_object('seq', seq, 'role', role, 'content', content, 'tokens', tokens, 'created_at', created_at)";
 
+/**
+ * Byte budgets (of message JSON) that keep the work of one request bounded whatever a
+ * conversation holds. Messages may be 1 MiB each and JSON escaping can make that 6 MB, so a
+ * tail of "the last 100" could be hundreds of MB, rebuilt on every append and unpacked on every
+ * read; a page of 1000 could pass V8's largest string and fail. The cached tail keeps the newest
+ * messages that fit TAIL_MAX_BYTES; a page stops once it passes PAGE_MAX_BYTES (always holding
+ * at least one message), and says there is more.
+ */
+export const TAIL_MAX_BYTES = 1024 * 1024;
+export const PAGE_MAX_BYTES = 16 * 1024 * 1024;
+/** Rows fetched per statement while filling a budget. */
+const CHUNK = 16;
+
 const packr = new Packr({ useRecords: false });
 
 export interface ConversationCacheOptions {
@@ -304,13 +317,47 @@ export class ConversationStore {
     void this.cache.set(cacheKey(conversationId), packr.pack(tail), this.options.ttlSeconds);
     const fromTail = answerFrom(tail, query);
     if (fromTail) return fromTail;
-    const after = query.last !== undefined ? Math.max(0, row.message_count - query.last) : (query.after ?? 0);
-    const limit = query.last !== undefined ? Math.min(query.last, query.limit) : query.limit;
-    const json = this.db
-      .prepare<{ j: string }>(`SELECT ${MESSAGE_JSON} AS j FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?`)
-      .all(conversationId, after, limit + 1)
-      .map((r) => r.j);
-    return { json: this.opened(row.user_id, json.slice(0, limit)), first: after + 1, more: json.length > limit, user_id: row.user_id };
+    if (query.last !== undefined) {
+      // The newest `last` messages that fit the page budget.
+      const want = Math.min(query.last, query.limit);
+      const newest = this.newestFirst(conversationId, row.message_count, want, PAGE_MAX_BYTES);
+      return { json: this.opened(row.user_id, newest.reverse()), first: row.message_count - newest.length + 1, more: false, user_id: row.user_id };
+    }
+    const after = query.after ?? 0;
+    const page = this.oldestFirst(conversationId, after, query.limit, PAGE_MAX_BYTES);
+    return { json: this.opened(row.user_id, page.json), first: after + 1, more: page.more, user_id: row.user_id };
+  }
+
+  /** Message JSON after `after`, in seq order: up to `limit` messages and about `maxBytes`. */
+  private oldestFirst(conversationId: string, after: number, limit: number, maxBytes: number): { json: string[]; more: boolean } {
+    const stmt = this.db.prepare<{ j: string }>(`SELECT ${MESSAGE_JSON} AS j FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?`);
+    const json: string[] = [];
+    let bytes = 0;
+    for (;;) {
+      const rows = stmt.all(conversationId, after + json.length, CHUNK);
+      for (const { j } of rows) {
+        if (json.length === limit || (json.length > 0 && bytes + j.length > maxBytes)) return { json, more: true };
+        json.push(j);
+        bytes += j.length;
+      }
+      if (rows.length < CHUNK) return { json, more: false };
+    }
+  }
+
+  /** Message JSON up to seq `upTo`, newest first: up to `limit` messages and about `maxBytes`. */
+  private newestFirst(conversationId: string, upTo: number, limit: number, maxBytes: number): string[] {
+    const stmt = this.db.prepare<{ j: string }>(`SELECT ${MESSAGE_JSON} AS j FROM messages WHERE conversation_id = ? AND seq <= ? ORDER BY seq DESC LIMIT ?`);
+    const json: string[] = [];
+    let bytes = 0;
+    for (;;) {
+      const rows = stmt.all(conversationId, upTo - json.length, CHUNK);
+      for (const { j } of rows) {
+        if (json.length === limit || (json.length > 0 && bytes + j.length > maxBytes)) return json;
+        json.push(j);
+        bytes += j.length;
+      }
+      if (rows.length < CHUNK) return json;
+    }
   }
 
   async delete(actor: Actor, conversationId: string): Promise<void> {
@@ -357,13 +404,12 @@ export class ConversationStore {
     return buf ? (packr.unpack(buf) as CachedTail) : undefined;
   }
 
+  /** The newest messages that fit the tail's budget (none, when the newest alone does not). */
   private tailFromSql(row: ConversationRow): CachedTail {
-    const after = Math.max(0, row.message_count - this.options.cachedMessages);
-    const j = this.db
-      .prepare<{ j: string }>(`SELECT ${MESSAGE_JSON} AS j FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq`)
-      .all(row.id, after)
-      .map((r) => r.j);
-    return { c: row, j: this.opened(row.user_id, j), first: after + 1, all: after === 0 };
+    const j = this.newestFirst(row.id, row.message_count, this.options.cachedMessages, TAIL_MAX_BYTES).reverse();
+    if (j.length === 1 && j[0]!.length > TAIL_MAX_BYTES) j.length = 0;
+    const first = row.message_count - j.length + 1;
+    return { c: row, j: this.opened(row.user_id, j), first, all: first === 1 };
   }
 
   /** Message JSON texts (from json_object) with their content unsealed; as is when encryption is off. */

@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { InvalidInput } from '../errors.js';
 import type { JobContext } from '../jobs/job-runner.js';
-import { redactPii } from '../privacy/pii-detector.js';
 import { PiiScanner } from '../privacy/pii-scanner.js';
 import { getReferenced } from '../objects/object-store.js';
 import { INLINE_MAX_CHARS, TextWorker } from '../text-worker.js';
@@ -149,9 +148,9 @@ export class DatasetPipeline {
                 break;
               }
             } else if (step === 'redact_pii') {
-              const findings = await this.pii.scan(text);
-              if (findings.length) {
-                text = redactPii(text, findings);
+              const redacted = await this.pii.redact(text);
+              if (redacted.found) {
+                text = redacted.text;
                 stats.redacted++;
               }
             } else if (step === 'tokenize') {
