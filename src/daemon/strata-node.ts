@@ -91,6 +91,9 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const checkpoints = new CheckpointStore(sql.db, sql.changes, sql.writer, models);
   // One text worker per kind of caller, each with its own queue: a flood of scans delays
   // scans, not the tagging of every append, and a dataset job delays neither.
+  // Records keyed by a user check the user inside their own write: checked before it, an
+  // erasure committing in between left a conversation no erasure could reach (review).
+  const requireUser = (userId: string) => void users.get(userId);
   const tagging = new TextWorker('conversation tagging', 128 * 1024 * 1024);
   const scanning = new TextWorker('PII scan', 64 * 1024 * 1024);
   const jobText = new TextWorker('dataset job');
@@ -98,7 +101,7 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const conversations = new ConversationStore(sql.db, sql.changes, sql.writer, cache, {
     cachedMessages: config.conversations.cached_messages,
     ttlSeconds: config.conversations.hot_ttl_seconds,
-  }, cipher, new PiiScanner(tagging));
+  }, cipher, new PiiScanner(tagging), requireUser);
   const conversationArchive = new ConversationArchive(
     sql.db,
     sql.changes,
@@ -160,7 +163,7 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const graph = new KnowledgeGraph(sql.db, sql.changes, sql.writer);
   const jobs = new JobStore(sql.db, sql.changes, sql.writer);
   const datasets = new DatasetCatalog(sql.db, sql.changes, sql.writer, hot);
-  const feedback = new FeedbackStore(sql.db, sql.changes, sql.writer, cipher);
+  const feedback = new FeedbackStore(sql.db, sql.changes, sql.writer, cipher, requireUser);
   return { jobs, datasets, feedback, audit, keyring, cipher, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph, pii, jobText, workers: [tagging, scanning, jobText], objectMissing };
 }
 

@@ -163,4 +163,26 @@ describe('erasing a user (DELETE /v1/users/{id})', () => {
       await t.close();
     }
   });
+
+  it('nothing written for a user survives an erasure that commits first, and feedback needs a live user', async () => {
+    const t = await openTestNode();
+    try {
+      await t.call('POST', '/v1/users', { id: 'race', email: 'race@example.com', tier: 'free' });
+      // Creates racing the erasure: each either commits before it (and is erased) or is refused.
+      const erase = t.call('POST', '/v1/users/race/erase');
+      const creates = Array.from({ length: 60 }, (_, i) => t.call('POST', '/v1/conversations', { user_id: 'race', title: `c${i}` }));
+      const job = (await erase).body.job_id;
+      const statuses = (await Promise.all(creates)).map((r) => r.status);
+      await expect.poll(async () => (await t.call('GET', `/v1/jobs/${job}`)).body.state, { timeout: 10_000 }).toBe('done');
+      expect(statuses.every((s) => s === 201 || s === 404)).toBe(true);
+      expect(t.node.sql.db.prepare("SELECT COUNT(*) AS n FROM conversations WHERE user_id = 'race'").get()).toEqual({ n: 0 });
+      // In review feedback attached to erased and never-created ids alike.
+      for (const user_id of ['race', 'never-was']) {
+        expect((await t.call('POST', '/v1/feedback/ratings', { prompt: 'p', response: 'r', score: 5, user_id })).status, user_id).toBe(404);
+        expect((await t.call('POST', '/v1/feedback/comparisons', { prompt: 'p', responses: ['a', 'b'], chosen: 0, user_id })).status, user_id).toBe(404);
+      }
+    } finally {
+      await t.close();
+    }
+  });
 });

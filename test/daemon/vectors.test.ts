@@ -133,6 +133,10 @@ describe('vector API input', () => {
       ['POST', '/v1/collections/c/query', { vector: [1, 2, 3], top_k: 3, filter: { a: { $regex: 'x' } } }, 400],
       ['POST', '/v1/collections/c/query', { vector: [1, 2, 3], top_k: 3, filter: { a: { $in: [] } } }, 400],
       ['POST', '/v1/collections/c/query', { vector: [1, 2, 3], top_k: 3, filter: { 'bad field!': 1 } }, 400],
+      // Bounded work per request (review: 500s from SQLite's limits, a 38 s freeze from indexed arrays).
+      ['POST', '/v1/collections/c/query', { vector: [1, 2, 3], top_k: 3, filter: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`f${i}`, i])) }, 400],
+      ['POST', '/v1/collections/c/query', { vector: [1, 2, 3], top_k: 3, filter: { a: { $in: Array.from({ length: 1000 }, (_, i) => i) }, b: { $in: Array.from({ length: 1001 }, (_, i) => i) } } }, 400],
+      ['POST', '/v1/collections/c/upsert', { vectors: [{ id: 'm', values: [1, 2, 3], metadata: { t: Array.from({ length: 257 }, () => 0) } }] }, 400],
       ['POST', '/v1/collections/nope/query', { vector: [1, 2, 3], top_k: 3 }, 404],
       ['POST', '/v1/collections/c/delete', {}, 400],
       ['POST', '/v1/collections/c/delete', { filter: {} }, 400],

@@ -184,6 +184,8 @@ export class ConversationStore {
     /** Seals message content and titles with the owner's key (identity when encryption is off). */
     private readonly cipher = new FieldCipher(undefined),
     private readonly scanner = new PiiScanner(),
+    /** Throws NotFound unless the user exists; asked inside the write (an erasure may run meanwhile). */
+    private readonly requireUser: (userId: string) => void = () => undefined,
   ) {
     this.created = changes.define<ConversationRow>('conversations', 'create', (db, c) => {
       db.prepare(
@@ -220,6 +222,7 @@ export class ConversationStore {
 
   create(actor: Actor, input: { user_id: string; title?: string | undefined; model?: string | undefined; id?: string | undefined }): Promise<Conversation> {
     return this.writer.write(actor, (tx) => {
+      this.requireUser(input.user_id);
       const id = input.id ?? randomUUID();
       if (this.row(id)) throw new Conflict(`a conversation with id ${id} already exists`);
       const now = new Date().toISOString();

@@ -16,6 +16,8 @@ import { openDatabase, type SqlDatabase } from '../sql/database.js';
 const HASHES = 64;
 const BANDS = 8;
 const ROWS = HASHES / BANDS;
+/** Earlier rows compared per LSH bucket (ordinary text rarely shares a bucket with more). */
+const CANDIDATES = 32;
 const SEEDS = Uint32Array.from({ length: HASHES }, (_, i) => fmix32(0x9e3779b9 ^ Math.imul(i + 1, 0x85ebca6b)));
 const MULTIPLIERS = Uint32Array.from({ length: HASHES }, (_, i) => fmix32(0x7f4a7c15 + i) | 1);
 
@@ -53,7 +55,9 @@ export class DuplicateFinder {
       const keys = Array.from({ length: BANDS }, (_, b) => bandBucket(signature, b) * BANDS + b);
       const seen = new Set<number>();
       for (const k of keys) {
-        for (const { row } of this.db.prepare<{ row: number }>('SELECT row FROM lsh WHERE key = ?').all(k)) {
+        // At most CANDIDATES per bucket, the most recent: lines crafted to share a bucket made
+        // every row compare against every earlier one (quadratic; 43 s for 4000 lines in review).
+        for (const { row } of this.db.prepare<{ row: number }>('SELECT row FROM lsh WHERE key = ? ORDER BY rowid DESC LIMIT ?').all(k, CANDIDATES)) {
           if (seen.has(row)) continue;
           seen.add(row);
           const other = this.db.prepare<{ sig: Uint8Array }>('SELECT sig FROM sig WHERE row = ?').get(row)!.sig;

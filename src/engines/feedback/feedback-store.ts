@@ -82,6 +82,11 @@ export class FeedbackStore {
     changes: ChangeLog,
     private readonly writer: Writer,
     private readonly cipher: FieldCipher,
+    /**
+     * Throws NotFound unless the user exists. Asked inside the write, so that a record cannot
+     * attach to a user an erasure removed meanwhile, nor to an id created later by someone else.
+     */
+    private readonly requireUser: (userId: string) => void = () => undefined,
   ) {
     this.compared = changes.define('feedback', 'compare', (d, c) => {
       d.prepare('INSERT INTO feedback_comparisons (id, prompt, responses, chosen, annotator, tags, user_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)').run(
@@ -101,6 +106,7 @@ export class FeedbackStore {
 
   addComparison(actor: Actor, c: NewComparison) {
     return this.writer.write(actor, (tx) => {
+      if (c.user_id !== undefined) this.requireUser(c.user_id);
       const owner = c.user_id ?? UNOWNED;
       const row = {
         id: randomUUID(),
@@ -119,6 +125,7 @@ export class FeedbackStore {
 
   addRating(actor: Actor, r: NewRating) {
     return this.writer.write(actor, (tx) => {
+      if (r.user_id !== undefined) this.requireUser(r.user_id);
       const owner = r.user_id ?? UNOWNED;
       const row = {
         id: randomUUID(),

@@ -75,6 +75,8 @@ interface RelationRow {
 
 /** Upper bound on entities one traversal may visit. */
 export const MAX_VISITED = 10_000;
+/** Relations one neighbourhood answer carries; past it the answer says `truncated: true`. */
+export const MAX_RELATIONS = 10_000;
 
 export class KnowledgeGraph {
   private readonly entitiesUpserted: ChangeType<{ entities: EntityRow[] }>;
@@ -146,15 +148,21 @@ export class KnowledgeGraph {
   }
 
   /** Entities within `depth` hops (not the start), and the relations crossed to reach them. */
-  neighbors(id: string, options: { depth: number; type?: string | undefined; direction: Direction }): { entities: Entity[]; relations: Relation[] } {
+  neighbors(id: string, options: { depth: number; type?: string | undefined; direction: Direction }): { entities: Entity[]; relations: Relation[]; truncated?: true } {
     this.entity(id);
     const seen = new Set([id]);
     const relations = new Map<string, Relation>();
     let frontier = [id];
-    for (let level = 0; level < options.depth && frontier.length > 0 && seen.size < MAX_VISITED; level++) {
+    let truncated = false;
+    for (let level = 0; level < options.depth && frontier.length > 0 && seen.size < MAX_VISITED && !truncated; level++) {
       const next: string[] = [];
       for (const node of frontier) {
         for (const r of this.edges(node, options.direction, options.type)) {
+          // Edges are bounded like nodes: a 300-node clique was 90k relations and 95 MB per answer.
+          if (relations.size >= MAX_RELATIONS) {
+            truncated = true;
+            break;
+          }
           relations.set(`${r.src}\u0000${r.type}\u0000${r.dst}`, publicRelation(r));
           const other = r.src === node ? r.dst : r.src;
           if (!seen.has(other) && seen.size < MAX_VISITED) {
@@ -162,11 +170,12 @@ export class KnowledgeGraph {
             next.push(other);
           }
         }
+        if (truncated) break;
       }
       frontier = next;
     }
     seen.delete(id);
-    return { entities: this.entitiesByIds([...seen]), relations: [...relations.values()] };
+    return { entities: this.entitiesByIds([...seen]), relations: [...relations.values()], ...(truncated ? { truncated: true as const } : {}) };
   }
 
   /** The shortest path (fewest relations) as [entity, relation, entity, ...]; NotFound when none within maxDepth. */
@@ -217,8 +226,8 @@ export class KnowledgeGraph {
   private edges(node: string, direction: Direction, type: string | undefined): RelationRow[] {
     const t = type === undefined ? '' : ' AND type = ?';
     const args = type === undefined ? [node] : [node, type];
-    const out = direction !== 'in' ? this.db.prepare<RelationRow>(`SELECT src, type, dst, props FROM relations WHERE src = ?${t}`).all(...args) : [];
-    const inn = direction !== 'out' ? this.db.prepare<RelationRow>(`SELECT src, type, dst, props FROM relations WHERE dst = ?${t}`).all(...args) : [];
+    const out = direction !== 'in' ? this.db.prepare<RelationRow>(`SELECT src, type, dst, props FROM relations WHERE src = ?${t} LIMIT ${MAX_RELATIONS + 1}`).all(...args) : [];
+    const inn = direction !== 'out' ? this.db.prepare<RelationRow>(`SELECT src, type, dst, props FROM relations WHERE dst = ?${t} LIMIT ${MAX_RELATIONS + 1}`).all(...args) : [];
     return [...out, ...inn];
   }
 

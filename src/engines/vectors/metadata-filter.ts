@@ -13,6 +13,8 @@ export type Condition = Scalar | { $in?: Scalar[]; $gte?: number; $lte?: number;
 export type Filter = Record<string, Condition>;
 
 export const FIELD = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
+export const MAX_FILTER_FIELDS = 64;
+export const MAX_FILTER_VALUES = 2000;
 const RANGE = { $gte: '>=', $lte: '<=', $gt: '>', $lt: '<' } as const;
 
 export interface MetaRow {
@@ -49,6 +51,10 @@ function scalarRow(field: string, v: unknown): MetaRow | undefined {
  */
 export function compileFilter(collection: string, filter: Filter | undefined): { sql: string; params: SqlValue[] } | undefined {
   if (!filter || Object.keys(filter).length === 0) return undefined;
+  // SQLite's expression tree and its bound variables are finite: past these, 400, not a 500.
+  if (Object.keys(filter).length > MAX_FILTER_FIELDS) throw new InvalidInput(`a filter names at most ${MAX_FILTER_FIELDS} fields`);
+  const values = Object.values(filter).reduce<number>((n, c) => n + (typeof c === 'object' && c !== null && Array.isArray(c.$in) ? c.$in.length : 1), 0);
+  if (values > MAX_FILTER_VALUES) throw new InvalidInput(`a filter holds at most ${MAX_FILTER_VALUES} values in all ($in lists included)`);
   const parts: string[] = [];
   const params: SqlValue[] = [];
   const sub = (cond: string, values: SqlValue[]) => {

@@ -67,6 +67,10 @@ export const vectorMigrations: Migration[] = [
 export type Metric = 'cos' | 'l2' | 'ip';
 export type Dtype = 'f32' | 'f16' | 'i8';
 
+/** Indexed metadata values (rows of vector_meta) one vector, and one upsert, may add. */
+export const MAX_INDEXED_PER_VECTOR = 256;
+export const MAX_INDEXED_PER_UPSERT = 65_536;
+
 export interface CollectionSpec {
   name: string;
   dimensions: number;
@@ -245,11 +249,18 @@ export class VectorStore {
     const spec = this.requireSpec(name);
     this.checkBatch(items.length);
     const seen = new Set<string>();
+    let indexed = 0;
     const vecs = items.map((it, i) => {
       if (seen.has(it.id)) throw new InvalidInput(`vectors[${i}]: id ${it.id} appears twice in one batch`);
       seen.add(it.id);
+      // Every scalar of the metadata, and every element of a top-level array, is one indexed
+      // row written inside the commit: bounded, or one request held the loop for 38 s (review).
+      const rows = metaRows(it.metadata).length;
+      if (rows > MAX_INDEXED_PER_VECTOR) throw new InvalidInput(`vectors[${i}].metadata has ${rows} indexed values (scalars and top-level array elements); at most ${MAX_INDEXED_PER_VECTOR}`);
+      indexed += rows;
       return this.checkVector(spec, it.values, `vectors[${i}].values`);
     });
+    if (indexed > MAX_INDEXED_PER_UPSERT) throw new InvalidInput(`the batch has ${indexed} indexed metadata values; at most ${MAX_INDEXED_PER_UPSERT} per upsert: send fewer vectors per request`);
     const { lsn, keys } = await this.writer.write(actor, (tx) => {
       const current = this.requireSpec(name) as CollectionSpec & { next_key: number };
       let next = current.next_key;

@@ -65,4 +65,19 @@ describe('knowledge graph', () => {
       ['bob', 'BOB'],
     ]);
   });
+
+  it('a neighbourhood answer carries at most MAX_RELATIONS relations, and says when it was cut', async () => {
+    const hub = Array.from({ length: 120 }, (_, i) => ({ id: `h${i}`, type: 'node', name: `h${i}` }));
+    await t.call('POST', '/v1/graph/entities', { entities: hub });
+    // A 120-node clique: 14,280 relations within two hops of any member.
+    for (let i = 0; i < hub.length; i++) {
+      const relations = hub.filter((_, j) => j !== i).map((h) => ({ from: `h${i}`, type: 'links', to: h.id }));
+      expect((await t.call('POST', '/v1/graph/relations', { relations })).status).toBe(200);
+    }
+    const r = await t.call('GET', '/v1/graph/entities/h0/neighbors?depth=2');
+    expect(r.status).toBe(200);
+    expect(r.body.relations).toHaveLength(10_000);
+    expect(r.body.truncated).toBe(true);
+    expect((await t.call('GET', '/v1/graph/entities/ada/neighbors?depth=1')).body.truncated).toBeUndefined();
+  });
 });
