@@ -366,7 +366,7 @@ export class StrataNode {
     node.feedback = engines.feedback;
     const scratch = join(dataDir, '.tmp');
     mkdirSync(scratch, { recursive: true });
-    const pipeline = new DatasetPipeline(engines.datasets, scratch, VERSION, engines.jobText, new PiiScanner(engines.jobText), engines.objectMissing);
+    const pipeline = new DatasetPipeline(engines.datasets, scratch, VERSION, engines.jobText, engines.objectMissing);
     node.jobRunner.register('dataset_pipeline', 'datasets', async (job, ctx) => {
       const { dataset, ...params } = job.params as unknown as { dataset: string } & PipelineParams;
       const r = await pipeline.run(SYSTEM, job.id, dataset, params, ctx);

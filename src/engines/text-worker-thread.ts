@@ -1,5 +1,6 @@
 import { parentPort } from 'node:worker_threads';
 import { loadTokenizer, type TokenizerName } from './datasets/tokenizer.js';
+import { processRow, type RowPlan } from './datasets/row-steps.js';
 import { detectPii, redactPii } from './privacy/pii-detector.js';
 
 // The worker side of TextWorker: CPU work on one client text per message, answered in
@@ -9,7 +10,8 @@ export type TextJob =
   | { op: 'pii'; text: string; maxFindings: number }
   | { op: 'pii-kinds'; texts: string[] }
   | { op: 'pii-redact'; text: string }
-  | { op: 'tokenize'; encoding: TokenizerName; text: string };
+  | { op: 'tokenize'; encoding: TokenizerName; text: string }
+  | { op: 'row'; text: string; plan: RowPlan; encoding: TokenizerName };
 
 async function run(job: TextJob): Promise<unknown> {
   switch (job.op) {
@@ -29,6 +31,12 @@ async function run(job: TextJob): Promise<unknown> {
     }
     case 'tokenize':
       return (await loadTokenizer(job.encoding)).encode(job.text);
+    case 'row': {
+      const tokenizer = job.plan.steps.includes('tokenize') ? await loadTokenizer(job.encoding) : undefined;
+      const outcome = processRow(job.text, job.plan, tokenizer && ((t) => tokenizer.encode(t)));
+      // A dropped row's text is not needed back (and may be many times the input after NFKC).
+      return outcome.dropped ? { ...outcome, text: '', tokens: [] } : outcome;
+    }
   }
 }
 

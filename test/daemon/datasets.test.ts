@@ -50,6 +50,47 @@ const INPUT = [
   JSON.stringify({ text: 'the last row is a perfectly ordinary sentence.' }),
 ].join('\n');
 
+describe('datasets: long and hostile lines', () => {
+  it('long rows go through the text worker with the same result as in place; hostile lines are malformed lines, not a frozen daemon', async () => {
+    const { monitorEventLoopDelay } = await import('node:perf_hooks');
+    const { processRow } = await import('../../src/engines/datasets/row-steps.js');
+    const { encode } = await import('gpt-tokenizer/encoding/cl100k_base');
+    const t = await openTestNode();
+    try {
+      const long = `${PARAGRAPH} mail ada@example.org `.repeat(70); // ~20 KiB: past the in-place limit
+      const lines = [
+        JSON.stringify({ id: 'long', text: long }),
+        JSON.stringify({ text: `  ${long.toUpperCase()}  ` }), // exact duplicate once normalized and case-folded
+        JSON.stringify({ text: long.replace('primary', 'leader') }), // near duplicate
+        JSON.stringify({ text: 'y'.repeat(2 * 1024 * 1024) }), // longer than max_line_chars
+        JSON.stringify({ text: 'deep fields', extra: JSON.parse('['.repeat(200) + ']'.repeat(200)) }),
+        JSON.stringify({ text: '\ufdfa'.repeat(900 * 1024) }), // NFKC: 18 times longer, then too long for the filter
+        JSON.stringify({ id: 'short', text: 'an ordinary short row to keep' }),
+      ];
+      await t.call('POST', '/v1/datasets', { name: 'hostile' });
+      expect((await upload(t, 'hostile', 'a.jsonl', lines.join('\n'))).status).toBe(201);
+      const delay = monitorEventLoopDelay({ resolution: 10 });
+      delay.enable();
+      const job = await finished(t, (await t.call('POST', '/v1/datasets/hostile/jobs', { steps: ['normalize', 'dedup', 'filter', 'redact_pii', 'tokenize'] })).body.job_id);
+      delay.disable();
+      expect(job.state).toBe('done');
+      expect(job.stats).toMatchObject({ rows_in: 5, rows_out: 2, duplicates: 2, near_duplicates: 1, filtered: 1, malformed: 2 });
+      expect(job.stats.errors.map((e: { line: number }) => e.line)).toEqual([4, 5]);
+      // The review measured 9.6 s of frozen loop on the U+FDFA line alone.
+      expect(delay.max / 1e6).toBeLessThan(500);
+      const version = (await t.call('GET', '/v1/datasets/hostile/versions/1')).body;
+      const { rows } = await readShard(t, `/v1/datasets/hostile/versions/1/shards/${version.shards[0].name}`);
+      const expected = processRow(long, { steps: ['normalize', 'dedup', 'filter', 'redact_pii', 'tokenize'], filter: { minChars: 1, maxChars: 1_000_000, maxSymbolRatio: 0.3, maxRepeatedLineRatio: 0.3 }, near: true }, encode);
+      const got = rows.find((r) => r.id === 'long')!;
+      expect(got.text).toBe(expected.text);
+      expect(got.text).toContain('[EMAIL]');
+      expect(Array.from(got.tokens as Int32Array)).toEqual(expected.tokens);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe('datasets', () => {
   it('runs normalize, dedup, filter, redact_pii and tokenize into Parquet shards with lineage', async () => {
     const t = await openTestNode();

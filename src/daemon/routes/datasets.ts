@@ -70,6 +70,7 @@ export function datasetRoutes(router: ApiRouter, node: StrataNode): void {
         dedup_threshold: z.number().gt(0).max(1).nullable().optional(),
         shard_rows: z.int().min(1).max(1_000_000).optional(),
         on_error: z.enum(['skip', 'fail']).optional(),
+        max_line_chars: z.int().min(1).max(16 * 1024 * 1024).optional(),
       }),
       responses: { 202: { description: '{job_id}; GET /v1/jobs/{job_id} shows state, progress and stats' } },
     },

@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { InvalidInput } from '../errors.js';
 import type { JobContext } from '../jobs/job-runner.js';
-import { PiiScanner } from '../privacy/pii-scanner.js';
 import { getReferenced } from '../objects/object-store.js';
 import { INLINE_MAX_CHARS, TextWorker } from '../text-worker.js';
 import type { Actor } from '../sql/writer.js';
@@ -11,7 +10,8 @@ import type { DatasetCatalog } from './dataset-catalog.js';
 import { DuplicateFinder } from './near-dedup.js';
 import { readLines } from './line-reader.js';
 import { ParquetShardWriter } from './parquet-shards.js';
-import { DEFAULT_FILTER, dedupKey, filterReason, normalizeText } from './text-steps.js';
+import { processRow, type RowOutcome, type RowPlan, type Step } from './row-steps.js';
+import { DEFAULT_FILTER } from './text-steps.js';
 import { loadTokenizer, type TokenizerName } from './tokenizer.js';
 
 // One pipeline job: every raw file of a dataset, streamed line by line through the requested
@@ -21,8 +21,7 @@ import { loadTokenizer, type TokenizerName } from './tokenizer.js';
 // earlier attempt wrote under its prefix, so its output is never doubled; one whose version
 // was already committed just returns it.
 
-export const STEPS = ['normalize', 'dedup', 'filter', 'redact_pii', 'tokenize'] as const;
-export type Step = (typeof STEPS)[number];
+export { STEPS, type Step } from './row-steps.js';
 
 export interface PipelineParams {
   steps: Step[];
@@ -36,6 +35,12 @@ export interface PipelineParams {
   shard_rows: number;
   /** A malformed line: skip it (counted, the first 100 reported) or fail the job. */
   on_error: 'skip' | 'fail';
+  /**
+   * Longer lines are malformed. Each line is normalized, hashed and filtered on the daemon's
+   * event loop (and NFKC can multiply a line's length by 18), so this bounds how long one line
+   * holds it; training text rarely comes in lines this long.
+   */
+  max_line_chars: number;
 }
 
 export const DEFAULT_PARAMS: Omit<PipelineParams, 'steps'> = {
@@ -47,7 +52,11 @@ export const DEFAULT_PARAMS: Omit<PipelineParams, 'steps'> = {
   dedup_threshold: 0.8,
   shard_rows: 10_000,
   on_error: 'skip',
+  max_line_chars: 1024 * 1024,
 };
+
+/** JSON fields nested deeper than this make a line malformed (the Parquet writer recurses). */
+const MAX_FIELD_DEPTH = 64;
 
 export interface PipelineStats {
   rows_in: number;
@@ -68,8 +77,7 @@ export class DatasetPipeline {
     private readonly catalog: DatasetCatalog,
     private readonly scratchDir: string,
     private readonly strataVersion: string,
-    private readonly text = new TextWorker(),
-    private readonly pii = new PiiScanner(text),
+    private readonly text = new TextWorker('dataset job'),
     /** A raw file the catalog names but the tier lost (data loss: counted and logged). */
     private readonly objectMissing?: (tier: string, key: string) => void,
   ) {}
@@ -90,20 +98,28 @@ export class DatasetPipeline {
     const tokenizer = has('tokenize') ? await loadTokenizer(params.tokenizer) : undefined;
     const out = new ParquetShardWriter(objects, prefix, params.shard_rows, `strata ${this.strataVersion}`);
     const filter = { minChars: params.min_chars, maxChars: params.max_chars, maxSymbolRatio: params.max_symbol_ratio, maxRepeatedLineRatio: params.max_repeated_line_ratio };
+    const plan: RowPlan = { steps: params.steps, filter, near: (params.dedup_threshold ?? undefined) !== undefined };
     const stats: PipelineStats = { rows_in: 0, rows_out: 0, duplicates: 0, near_duplicates: 0, filtered: 0, filtered_by: {}, redacted: 0, tokens: 0, malformed: 0, errors: [], bytes_in: 0 };
     let sinceYield = 0;
+    let lastYield = performance.now();
     try {
       for (const f of files) {
         const jsonl = /\.(jsonl|ndjson|json)$/i.test(f.file);
         const source = await getReferenced(objects, f.key, { what: `raw file ${f.file} of ${dataset}`, tier: 'hot', lost: (key) => this.objectMissing?.('hot', key) });
-        for await (const { line, text: raw, bytes } of readLines(source)) {
+        for await (const { line, text: raw, bytes, tooLong } of readLines(source, params.max_line_chars ?? DEFAULT_PARAMS.max_line_chars)) {
           stats.bytes_in += bytes;
-          if (++sinceYield >= 256) {
+          // CPU-bound work on the main thread: every 256 lines or 20 ms, whichever comes first.
+          if (++sinceYield >= 256 || performance.now() - lastYield > 20) {
             sinceYield = 0;
+            lastYield = performance.now();
             ctx.progress(Math.min(0.99, stats.bytes_in / total), { ...stats, errors: stats.errors.slice(0, 20) });
             if (ctx.signal.aborted) throw new Error(`job ${String(ctx.signal.reason)}`);
             // CPU-bound work on the main thread: let requests through between batches.
             await yieldToLoop();
+          }
+          if (tooLong) {
+            this.malformed(stats, params, f.file, line, `the line is ${bytes} bytes, longer than max_line_chars (${params.max_line_chars ?? DEFAULT_PARAMS.max_line_chars})`);
+            continue;
           }
           if (raw.trim() === '') continue;
           let text: string;
@@ -122,42 +138,38 @@ export class DatasetPipeline {
               continue;
             }
             const { text: t, id: given, ...rest } = row as { text: string; id?: unknown };
+            if (depthOf(rest) > MAX_FIELD_DEPTH) {
+              this.malformed(stats, params, f.file, line, `its fields are nested deeper than ${MAX_FIELD_DEPTH} levels`);
+              continue;
+            }
             text = t;
             if (typeof given === 'string' || typeof given === 'number') id = String(given);
             if (Object.keys(rest).length > 0) fields = rest;
           } else text = raw;
           stats.rows_in++;
-          let tokens: number[] = [];
-          let dropped = false;
-          for (const step of params.steps) {
-            if (step === 'normalize') text = normalizeText(text);
-            else if (step === 'dedup') {
-              const dup = dedup!.check(dedupKey(text));
-              if (dup) {
-                stats.duplicates++;
-                if (dup === 'near') stats.near_duplicates++;
-                dropped = true;
-                break;
-              }
-            } else if (step === 'filter') {
-              const reason = filterReason(text, filter);
-              if (reason) {
-                stats.filtered++;
-                stats.filtered_by[reason] = (stats.filtered_by[reason] ?? 0) + 1;
-                dropped = true;
-                break;
-              }
-            } else if (step === 'redact_pii') {
-              const redacted = await this.pii.redact(text);
-              if (redacted.found) {
-                text = redacted.text;
-                stats.redacted++;
-              }
-            } else if (step === 'tokenize') {
-              // A long line is tokenized on the text worker, so the job never holds the loop.
-              tokens = text.length > INLINE_MAX_CHARS ? await this.text.run<number[]>({ op: 'tokenize', encoding: params.tokenizer, text }) : tokenizer!.encode(text);
+          // Long rows are processed on the text worker (see row-steps.ts); their fingerprint
+          // comes back to be checked here, in step order, as processRow would have in place.
+          let outcome: RowOutcome;
+          if (text.length > INLINE_MAX_CHARS) {
+            outcome = await this.text.run<RowOutcome>({ op: 'row', text, plan, encoding: params.tokenizer });
+            if (outcome.fingerprint) {
+              const dup = dedup!.checkFingerprint(outcome.fingerprint);
+              if (dup) outcome.dropped = dup === 'near' ? 'near_duplicate' : 'duplicate';
             }
+          } else {
+            outcome = processRow(text, plan, tokenizer && ((t: string) => tokenizer.encode(t)), (fp) => dedup!.checkFingerprint(fp));
           }
+          const dropped = outcome.dropped !== undefined;
+          if (outcome.dropped === 'duplicate' || outcome.dropped === 'near_duplicate') {
+            stats.duplicates++;
+            if (outcome.dropped === 'near_duplicate') stats.near_duplicates++;
+          } else if (outcome.dropped) {
+            stats.filtered++;
+            stats.filtered_by[outcome.dropped] = (stats.filtered_by[outcome.dropped] ?? 0) + 1;
+          }
+          if (outcome.redacted) stats.redacted++;
+          text = outcome.text;
+          const tokens = outcome.tokens;
           if (dropped) continue;
           stats.tokens += tokens.length;
           stats.rows_out++;
@@ -194,4 +206,18 @@ export class DatasetPipeline {
     stats.malformed++;
     if (stats.errors.length < 100) stats.errors.push({ file, line, message });
   }
+}
+
+/** Nesting depth of a parsed JSON value, without recursion. */
+function depthOf(value: unknown): number {
+  let max = 0;
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    max = Math.max(max, d + 1);
+    if (max > MAX_FIELD_DEPTH) return max;
+    for (const child of Object.values(v)) stack.push([child, d + 1]);
+  }
+  return max;
 }

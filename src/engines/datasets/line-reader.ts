@@ -2,17 +2,26 @@ import { StringDecoder } from 'node:string_decoder';
 
 // Lines of a byte stream, numbered from 1, without holding more than one line (plus one
 // chunk) in memory. UTF-8 sequences split across chunks are joined by the decoder; a trailing
-// "\r" is dropped, so CRLF files read like LF ones.
+// "\r" is dropped, so CRLF files read like LF ones. A line longer than `maxChars` is not held:
+// it is read past and reported as `tooLong` (with its number and size, no text), so that one
+// overlong line is one malformed line, not the end of the file.
 
-export const MAX_LINE_BYTES = 16 * 1024 * 1024;
+export const MAX_LINE_CHARS = 16 * 1024 * 1024;
 
-export class LineTooLong extends Error {}
+export interface Line {
+  line: number;
+  text: string;
+  bytes: number;
+  tooLong?: true;
+}
 
-export async function* readLines(source: AsyncIterable<Uint8Array>): AsyncIterable<{ line: number; text: string; bytes: number }> {
+export async function* readLines(source: AsyncIterable<Uint8Array>, maxChars = MAX_LINE_CHARS): AsyncIterable<Line> {
   const decoder = new StringDecoder('utf8');
   let carry = '';
   let line = 0;
-  const emit = (raw: string) => {
+  /** Bytes of an overlong line read past so far; -1 while not skipping. */
+  let skipped = -1;
+  const emit = (raw: string): Line => {
     line++;
     const text = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
     return { line, text, bytes: Buffer.byteLength(raw) + 1 };
@@ -24,12 +33,19 @@ export async function* readLines(source: AsyncIterable<Uint8Array>): AsyncIterab
     carry += decoder.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
     let at = 0;
     for (let nl = carry.indexOf('\n', searchFrom); nl !== -1; nl = carry.indexOf('\n', at)) {
-      yield emit(carry.slice(at, nl));
+      if (skipped >= 0) {
+        yield { line: ++line, text: '', bytes: skipped + Buffer.byteLength(carry.slice(at, nl)) + 1, tooLong: true };
+        skipped = -1;
+      } else yield emit(carry.slice(at, nl));
       at = nl + 1;
     }
     carry = carry.slice(at);
-    if (carry.length > MAX_LINE_BYTES) throw new LineTooLong(`line ${line + 1} is longer than ${MAX_LINE_BYTES} bytes`);
+    if (carry.length > maxChars) {
+      skipped = (skipped < 0 ? 0 : skipped) + Buffer.byteLength(carry);
+      carry = '';
+    }
   }
   carry += decoder.end();
-  if (carry.length > 0) yield emit(carry);
+  if (skipped >= 0) yield { line: ++line, text: '', bytes: skipped + Buffer.byteLength(carry), tooLong: true };
+  else if (carry.length > 0) yield emit(carry);
 }

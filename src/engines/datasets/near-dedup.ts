@@ -47,10 +47,13 @@ export class DuplicateFinder {
 
   /** 'exact', 'near', or undefined for a first occurrence (which is then remembered). */
   check(key: string): 'exact' | 'near' | undefined {
-    const hash = createHash('sha1').update(key).digest();
+    return this.checkFingerprint(fingerprint(key, this.threshold !== undefined));
+  }
+
+  /** check() for a key fingerprinted elsewhere (a long row's, on the text worker). */
+  checkFingerprint({ hash, signature }: Fingerprint): 'exact' | 'near' | undefined {
     if (this.db.prepare('INSERT OR IGNORE INTO exact (hash) VALUES (?)').run(hash).changes === 0) return 'exact';
-    if (this.threshold !== undefined) {
-      const signature = minhash(key);
+    if (this.threshold !== undefined && signature) {
       // One lookup for all bands: a band's key is its bucket hash with the band number in the low bits.
       const keys = Array.from({ length: BANDS }, (_, b) => bandBucket(signature, b) * BANDS + b);
       const seen = new Set<number>();
@@ -85,6 +88,17 @@ export class DuplicateFinder {
       this.db.close();
     }
   }
+}
+
+/** What duplicate detection needs of a row: the hash of its key and, for near duplicates, its MinHash. */
+export interface Fingerprint {
+  hash: Uint8Array;
+  signature?: Uint32Array | undefined;
+}
+
+/** Pure, so it can run on a worker thread; the finder's tables stay on the job's thread. */
+export function fingerprint(key: string, near: boolean): Fingerprint {
+  return { hash: createHash('sha1').update(key).digest(), ...(near ? { signature: minhash(key) } : {}) };
 }
 
 export function minhash(text: string): Uint32Array {
