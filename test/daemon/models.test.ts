@@ -28,6 +28,7 @@ describe('model store over HTTP', () => {
     expect((await api(d, 'PUT', '/v1/models/llama', { description: 'updated' })).status).toBe(200);
     expect((await api(d, 'POST', '/v1/models/llama/versions', { version: 'v1', metadata: { params: '8B' } })).status).toBe(201);
     expect((await api(d, 'POST', '/v1/models/llama/versions', { version: 'v1' })).status).toBe(409);
+    expect((await api(d, 'POST', '/v1/models/llama/versions', { version: 'v9', metadata: { notes: 'x'.repeat(70_000) } })).body.error.message).toMatch(/metadata is limited to 64 KiB/);
   });
   afterAll(async () => {
     await d.stop();

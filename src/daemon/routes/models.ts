@@ -58,7 +58,7 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
       tag: 'models',
       access: 'service',
       params: modelParams,
-      body: z.strictObject({ version: id.optional(), metadata: z.record(z.string(), z.unknown()).optional() }),
+      body: z.strictObject({ version: id.optional(), metadata: z.record(z.string(), z.unknown()).refine((m) => JSON.stringify(m).length <= 64 * 1024, 'metadata is limited to 64 KiB of JSON').optional() }),
       responses: { 201: { description: 'the open version' }, 409: { description: 'exists' } },
     },
     async (c, { params, body, caller }) => c.json(await models.createVersion(actorOf(caller), params.model, body), 201),
