@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { z } from 'zod';
+import { Unavailable } from '../../engines/errors.js';
 import type { ApiRouter } from '../api-router.js';
 import { actorOf } from '../auth.js';
 import type { StrataNode } from '../strata-node.js';
@@ -13,6 +14,7 @@ const common = {
 };
 
 export function feedbackRoutes(router: ApiRouter, node: StrataNode): void {
+  let parquetBuilding = false;
   const { feedback } = node;
 
   router.route(
@@ -55,7 +57,15 @@ export function feedbackRoutes(router: ApiRouter, node: StrataNode): void {
     },
     async (c, { query }) => {
       if (query.format === 'parquet') {
-        return new Response(await feedback.parquet(query.kind), { headers: { 'content-type': 'application/vnd.apache.parquet' } });
+        // A Parquet export is built whole in memory (up to a million rows): one at a time, so
+        // that ten clients asking at once (and never reading) cannot hold ten copies.
+        if (parquetBuilding) throw new Unavailable('a Parquet export is being built; retry when it is done, or use format=jsonl, which streams');
+        parquetBuilding = true;
+        try {
+          return new Response(await feedback.parquet(query.kind), { headers: { 'content-type': 'application/vnd.apache.parquet' } });
+        } finally {
+          parquetBuilding = false;
+        }
       }
       const rows: AsyncIterable<unknown> = query.kind === 'comparisons' ? feedback.pairs() : feedback.ratings();
       const lines = Readable.from(
