@@ -91,7 +91,7 @@ describe('a full disk', () => {
       const cold = await download(d, 'm', 'weights.bin');
       expect(cold.status).toBe(200);
       expect(sha(cold.body)).toBe(sha(weights));
-      expect(d.output()).toMatch(/model cache fill failed; reads of this file are served from the object tier/);
+      await expect.poll(() => d.output()).toMatch(/model cache fill failed; reads of this file are served from the object tier/);
       const ranged = await download(d, 'm', 'weights.bin', { range: 'bytes=100-199' });
       expect(ranged.status).toBe(206);
       expect(ranged.body.equals(weights.subarray(100, 200))).toBe(true);
@@ -194,7 +194,7 @@ describe('a blob missing from the object tier', () => {
     expect(fds()).toBeLessThanOrEqual(before);
     expect(await metric(d, /^strata_objects_missing_total\{tier="hot"\}/)).toBeGreaterThanOrEqual(11);
     expect(await metric(d, /^strata_http_request_duration_seconds_count\{method="GET",route="\/v1\/models\/:model\/versions\/:version\/files\/:path\{\.\+\}",status="500"\}/)).toBe(10);
-    expect(d.output()).toContain(`"key":"blobs/${key}"`);
+    await expect.poll(() => d.output()).toContain(`"key":"blobs/${key}"`);
     expect(d.output()).not.toMatch(/Closing file descriptor/);
     // Put back, the file is served again.
     renameSync(join(d.dataDir, 'moved-away'), join(blobs, key!));
@@ -235,7 +235,7 @@ describe('a blob missing from the object tier', () => {
     const res = await api(d, 'GET', `/v1/datasets/ds/versions/1/shards/${shard!.name}`);
     expect(res.status).toBe(500);
     expect(res.body.error.message).toMatch(/missing from the hot object tier; the operator has been alerted/);
-    expect(d.output()).toContain(`"key":"${shard!.path}"`);
+    await expect.poll(() => d.output()).toContain(`"key":"${shard!.path}"`);
   });
 });
 

@@ -197,7 +197,7 @@ describe('backups and point-in-time restore', () => {
       await api(copy, 'POST', '/v1/users', { id: 'only-on-copy', email: 'copy@example.com', tier: 'free' }, d.adminToken);
       expect((await api(copy, 'POST', '/v1/admin/backups', undefined, d.adminToken)).status).toBe(202);
       await sleep(800);
-      expect(copy.output(), copy.output()).toMatch(/does not write backups to it; give this node its own backup.target/);
+      await expect.poll(() => copy.output()).toMatch(/does not write backups to it; give this node its own backup.target/);
       const check = tempDir();
       expect((await strata(['restore', '--to', 'latest', '--target-dir', check], d.dataDir)).code).toBe(0);
       expect(users(check)).not.toContain('only-on-copy');
