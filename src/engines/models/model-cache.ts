@@ -202,7 +202,9 @@ export class ModelCache {
   async ensure(sha256: string, size: number, fetch: FetchObject): Promise<void> {
     if (this.entries.has(sha256) || size > this.capacity) return;
     this.refuseIfCorrupt(sha256);
-    await (await this.fill(sha256, size, fetch)).finished;
+    const fill = await this.fill(sha256, size, fetch);
+    fill.release();
+    await fill.finished;
   }
 
   /** Evicts unpinned entries until the cache fits its capacity. */
@@ -282,9 +284,8 @@ export class ModelCache {
       // The fill failed partway (a full disk, above all): the rest comes from the object tier.
       if (pos <= end) yield* (await fetch({ start: pos, end })) as AsyncIterable<Buffer>;
     }
-    // Held from now, not from the first read: a stream destroyed before it is read never runs
-    // its generator, and the fill's file handle must still be given back.
-    fill.acquire();
+    // The hold fill() took for this reader is given back when the stream closes: a stream
+    // destroyed before it is read never runs its generator.
     const stream = Readable.from(serve(), { objectMode: false });
     stream.once('close', () => fill.release());
     return stream;
@@ -306,9 +307,13 @@ export class ModelCache {
       // Another reader may have started the same fill while this one opened its file.
       const raced = this.filling.get(sha256);
       if (raced) {
+        raced.acquire();
         await fh.close();
         await rm(tmp, { force: true });
-        await raced.started;
+        await raced.started.catch((err: unknown) => {
+          raced.release();
+          throw err;
+        });
         return raced;
       }
       fill = new Fill(tmp, fh, total);
@@ -344,8 +349,15 @@ export class ModelCache {
       // Readers learn of a failure through the fill's state; nobody else may be listening.
       fill.finished.catch(() => undefined);
     }
-    await fill.started;
-    return fill;
+    // Held for the caller from the moment it joins, in the same tick as the lookup: a small
+    // fill can end (and close its handle) before the caller's stream reads anything.
+    const joined = fill;
+    joined.acquire();
+    await joined.started.catch((err: unknown) => {
+      joined.release();
+      throw err;
+    });
+    return joined;
   }
 
   private async copy(sha256: string, fill: Fill, source: Readable): Promise<void> {

@@ -181,4 +181,14 @@ describe('model cache', () => {
     expect(fetches.n).toBe(2);
     expect(statSync(join(dir, sha(data))).size).toBe(data.length);
   });
+
+  it('readers of a tiny file that fills in an instant all get it whole (a reader joins the fill before it can end)', async () => {
+    const cache = await ModelCache.open(tempDir(), 10_000_000, () => new Set());
+    for (let round = 0; round < 20; round++) {
+      const data = randomBytes(100 + round);
+      const instant = async () => Readable.from([data]);
+      const results = await Promise.all(Array.from({ length: 8 }, () => cache.read(sha(data), data.length, instant).then(read)));
+      for (const r of results) expect(r.equals(data)).toBe(true);
+    }
+  });
 });
