@@ -111,7 +111,7 @@ export async function closedLoop(
 const INSTALL: Record<string, string> = {
   'redis-server': 'apt-get install redis-server',
   wrk: 'apt-get install wrk',
-  h2load: 'apt-get install nghttp2-client',
+  hey: 'apt-get install hey',
 };
 
 /** Fails at once, saying what to install, when a program a benchmark needs is missing. */

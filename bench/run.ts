@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { httpFloor } from './http-floor.js';
 import { httpWrite } from './http-write.js';
 import { machine, requireTools, type BenchOptions, type ResultRow } from './lib.js';
 import { models } from './models.js';
@@ -13,6 +14,7 @@ import { etl } from './etl.js';
 // Results go to bench/results/latest.json and a table on stdout.
 
 const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [
+  ['http_floor', httpFloor],
   ['http_write', httpWrite],
   ['models', models],
   ['conversations', conversations],
@@ -26,6 +28,7 @@ async function main(): Promise<void> {
   const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
   const results: ResultRow[] = [];
   // Checked before anything runs: a missing program must not cost a half-finished run.
+  requireTools('wrk', 'hey');
   if (!only || only === 'conversations') requireTools('redis-server');
   for (const [name, run] of benchmarks) {
     if (only && only !== name) continue;

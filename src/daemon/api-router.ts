@@ -74,8 +74,9 @@ export class ApiRouter {
         authorize(caller, spec.access);
         this.guards.rateLimiter?.take(caller.tokenId);
       }
-      const params = validate('path', spec.params ?? noInput, c.req.param());
-      const query = validate('query', spec.query ?? noInput, c.req.query());
+      // A route without a params or query schema has nothing to validate: skip the parsing.
+      const params = spec.params ? validate('path', spec.params, c.req.param()) : {};
+      const query = spec.query ? validate('query', spec.query, c.req.query()) : {};
       const body = spec.body ? validate('body', spec.body, await readBody(c, this.bodyLimits, spec.msgpack === true)) : undefined;
       return handler(c, { params, query, body, caller: caller as Caller } as RouteInput<z.infer<P>, z.infer<Q>, z.infer<B>>);
     });

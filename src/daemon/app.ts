@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
 import { Hono } from 'hono';
 import type { AppEnv } from './app-env.js';
 import { ApiRouter } from './api-router.js';
@@ -24,7 +25,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** The HTTP application for one node. Listening, TLS and shutdown live in server.ts. */
 export function createApp(node: StrataNode): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  const { metrics } = node;
+  const { metrics, requestLog } = node;
 
   // One middleware for request id, metrics and the request log line, so all three agree on
   // the route template and the status. Logged: method, route template, status, duration,
@@ -36,29 +37,29 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
     c.set('requestId', requestId);
     c.set('log', node.log);
     c.set('route', 'unmatched');
+    // Response headers are set before the handler runs. Set on a finished response, hono
+    // rebuilds it as a web Response with a ReadableStream body, which cost more than the whole
+    // rest of a small request. Under @hono/node-server they go straight onto the socket's
+    // response, which writeHead merges; elsewhere into the headers hono prepares.
+    const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+    if (outgoing) outgoing.setHeader('X-Request-Id', requestId);
+    else c.header('X-Request-Id', requestId);
     metrics.inflightRequests.inc();
     try {
       await next();
     } finally {
       metrics.inflightRequests.dec();
     }
-    c.header('X-Request-Id', requestId);
-    if (node.draining) c.header('Connection', 'close');
+    // A node that began draining while this request ran closes its connection after it.
+    if (node.draining) {
+      if (!outgoing) c.header('Connection', 'close');
+      else if (!outgoing.headersSent) outgoing.setHeader('Connection', 'close');
+    }
     const seconds = (performance.now() - started) / 1000;
     const route = c.get('route');
     const status = c.res.status;
-    metrics.httpDuration.labels(c.req.method, route, String(status)).observe(seconds);
-    node.log.info(
-      {
-        req_id: requestId,
-        method: c.req.method,
-        route,
-        status,
-        ms: Math.round(seconds * 1e4) / 10,
-        token_id: c.get('caller')?.tokenId,
-      },
-      'request',
-    );
+    metrics.observeRequest(c.req.method, route, status, seconds);
+    requestLog.write({ reqId: requestId, method: c.req.method, route, status, ms: Math.round(seconds * 1e4) / 10, tokenId: c.get('caller')?.tokenId });
   });
 
   // URL parsing resolves dot segments ("/files/a/../b" becomes "/files/b") before routing, so

@@ -8,6 +8,19 @@ import { runtimeName, VERSION } from './version.js';
 export class Metrics {
   readonly registry = new client.Registry();
 
+  /** Histogram children by method, route and status: resolved once, not hashed per request. */
+  private readonly requestSeries = new Map<string, client.Histogram.Internal<string>>();
+
+  observeRequest(method: string, route: string, status: number, seconds: number): void {
+    const key = `${method} ${status} ${route}`;
+    let series = this.requestSeries.get(key);
+    if (!series) {
+      series = this.httpDuration.labels(method, route, String(status));
+      this.requestSeries.set(key, series);
+    }
+    series.observe(seconds);
+  }
+
   readonly httpDuration = new client.Histogram({
     name: 'strata_http_request_duration_seconds',
     help: 'HTTP request latency by method, route template and status',

@@ -23,6 +23,7 @@ import { UsageMeter, usageMigrations } from '../engines/usage/usage-meter.js';
 import { BillingLedger, billingMigrations } from '../engines/billing/billing-ledger.js';
 import { Conflict, InvalidInput, NotFound } from '../engines/errors.js';
 import { VERSION } from './version.js';
+import { RequestLog } from './request-log.js';
 import { openCache } from './cache-driver.js';
 import { VectorStore, vectorMigrations } from '../engines/vectors/vector-store.js';
 import { EmbeddingCache } from '../engines/vectors/embedding-cache.js';
@@ -176,6 +177,8 @@ export class StrataNode {
   readonly dataDir: string;
   /** Set while the node drains for shutdown: /readyz answers 503 and responses close their connection. */
   draining = false;
+  /** The access log line of every request (see request-log.ts). */
+  readonly requestLog: RequestLog;
 
   private constructor(
     readonly config: StrataConfig,
@@ -200,6 +203,7 @@ export class StrataNode {
     readonly replication: Replication,
   ) {
     this.dataDir = resolve(config.storage.data_dir);
+    this.requestLog = new RequestLog(log);
   }
 
   static async open(config: StrataConfig, log: Logger): Promise<StrataNode> {
@@ -342,7 +346,7 @@ export class StrataNode {
       engines.vectors,
       engines.graph,
       embeddings,
-      StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier, { hot, archive }, lease, engines.keyring),
+      StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier, { hot, archive }, lease, engines.keyring, engines.tokens),
     );
     node.objectTiers = { hot, archive };
     node.tierOwners = owners;
@@ -499,6 +503,7 @@ export class StrataNode {
     tiers: Record<'hot' | 'archive', ObjectStore>,
     lease: Lease | undefined,
     keyring: Keyring,
+    tokens: TokenStore,
   ): Replication {
     const r = config.replication;
     const self = config.node.id;
@@ -546,6 +551,7 @@ export class StrataNode {
           if (store !== 'main') return;
           // The keyring and user keys were replaced with the tables.
           keyring.reload();
+          tokens.forgetAll();
           // Every blob the snapshot references must be here before it is served.
           for (const b of sql.db.prepare<{ sha256: string; key: string; tier: string }>('SELECT sha256, key, tier FROM blobs').all()) {
             await copyBlob(b.sha256, b.key, b.tier === 'archive' ? 'archive' : 'hot', fetchFromPrimary);
@@ -909,6 +915,7 @@ export class StrataNode {
     for (const [what, step] of steps) {
       await step().catch((err: unknown) => this.log.error({ err }, `shutdown: ${what} failed`));
     }
+    this.requestLog.flush();
   }
 }
 

@@ -235,6 +235,14 @@ function backgroundPrefetch(node: StrataNode, model: string, version: string): v
 
 type RouteContext = Parameters<Parameters<ApiRouter['route']>[1]>[0];
 
+/**
+ * The platform's Response, taken before @hono/node-server replaces the global with its
+ * lightweight one (which it does when the server starts). Only a platform Response carrying
+ * `x-hono-already-sent` is left alone by the adapter; its lightweight one with a null body
+ * takes a fast path that writes the head again ("headers already sent").
+ */
+const NativeResponse = globalThis.Response;
+
 /** GET/HEAD of a stored file (model or checkpoint): one Range, ETag, length, straight to the socket. */
 export async function serveFile(c: RouteContext, node: StrataNode, f: { key: string; sha256: string; size: number; tier: string }, head: boolean): Promise<Response> {
   const headers: Record<string, string> = {
@@ -262,6 +270,6 @@ export async function serveFile(c: RouteContext, node: StrataNode, f: { key: str
   // below only tells the adapter (and the request log) that it was sent, and with what status.
   outgoing.writeHead(status, { ...headers, 'X-Request-Id': c.get('requestId') });
   pipeline(stream, outgoing).catch(() => stream.destroy());
-  return new Response(null, { status, headers: { 'x-hono-already-sent': 'true' } });
+  return new NativeResponse(null, { status, headers: { 'x-hono-already-sent': 'true' } });
 }
 

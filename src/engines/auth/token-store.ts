@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { InvalidInput, NotFound } from '../errors.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
 import type { SqlDatabase } from '../sql/database.js';
@@ -74,7 +75,21 @@ export class TokenStore {
     });
     this.deleted = changes.define<{ id: string }>('tokens', 'delete', (db, { id }) => {
       db.prepare('DELETE FROM tokens WHERE id = ?').run(id);
+      // Runs on replicas too (replay), so a revocation reaches every node's cache.
+      this.known.clear();
     });
+  }
+
+  /**
+   * Tokens that authenticated recently, by the presented string: a request then costs neither
+   * a SHA-256 nor a SQLite read. Only hits are kept (a token created later must work at once);
+   * every revocation, and every replacement of the table (a bootstrap), empties it.
+   */
+  private readonly known = new LRUCache<string, TokenInfo>({ max: 10_000 });
+
+  /** Forgets cached tokens after the table was replaced underneath (a replica's bootstrap). */
+  forgetAll(): void {
+    this.known.clear();
   }
 
   /**
@@ -119,12 +134,15 @@ export class TokenStore {
   /** The token's record, or undefined for an unknown, malformed or deleted token. */
   authenticate(token: string): TokenInfo | undefined {
     if (!token.startsWith(TOKEN_PREFIX) || token.length > 200) return undefined;
+    const cached = this.known.get(token);
+    if (cached) return cached;
     const presented = hashSecret(token);
     const row = this.db.prepare<TokenRow>('SELECT * FROM tokens WHERE hash = ?').get(presented);
     // The lookup is by hash, which already reveals nothing about the secret; the comparison
     // is constant-time anyway, so no code path branches on secret bytes.
     if (!row || !timingSafeEqual(Buffer.from(row.hash), presented)) return undefined;
     const { hash: _hash, ...info } = row;
+    this.known.set(token, info);
     return info;
   }
 

@@ -1,0 +1,42 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.js';
+import { wrk } from './load.js';
+
+// http_floor: what one request costs Strata beyond the framework's own, as a ratio to a bare
+// hono app on the same adapter, both driven by wrk at 64 connections in the same run:
+// GET /healthz (public), and GET /v1/cache (a bearer token, routing, validation, metrics and
+// the request log around a small JSON answer that touches no engine).
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const CLI = join(here, '../src/daemon/cli.js');
+const PEER = join(here, 'peers/hono-floor-server.js');
+const CONNECTIONS = 64;
+
+export async function httpFloor(opts: BenchOptions): Promise<ResultRow[]> {
+  const seconds = opts.quick ? 3 : 10;
+  const dir = mkdtempSync(join(tmpdir(), 'strata-bench-floor-'));
+  try {
+    const strata = await spawnUntil(process.execPath, [CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'strata')}`, '--set', 'backup.enabled=false'], /"url":"(http:\/\/[^"]+)"/);
+    const token = readFileSync(join(dir, 'strata', 'admin.token'), 'utf8').trim();
+    const auth = { Authorization: `Bearer ${token}` };
+    const sPublic = await wrk(strata.match, { paths: ['/healthz'] }, CONNECTIONS, seconds);
+    const sAuth = await wrk(strata.match, { paths: ['/v1/cache'], headers: auth }, CONNECTIONS, seconds);
+    await stop(strata.proc);
+    const peer = await spawnUntil(process.execPath, [PEER, token], /listening (http:\/\/\S+)/);
+    const pPublic = await wrk(peer.match, { paths: ['/healthz'] }, CONNECTIONS, seconds);
+    const pAuth = await wrk(peer.match, { paths: ['/v1/cache'], headers: auth }, CONNECTIONS, seconds);
+    await stop(peer.proc);
+    for (const [k, v] of Object.entries({ sPublic, sAuth, pPublic, pAuth })) if (v.errors) throw new Error(`http_floor ${k} saw ${v.errors} errors`);
+    const notes = `wrk, 1 thread, ${CONNECTIONS} connections, ${seconds} s each`;
+    const peerName = 'bare hono on @hono/node-server, same routes';
+    return [
+      row({ name: 'http_floor', metric: 'public GET /healthz', unit: 'req/s', value: Math.round(sPublic.perSecond), peer: peerName, peer_value: Math.round(pPublic.perSecond), better: 'higher', notes: `${notes}; goal ≥ 0.8` }),
+      row({ name: 'http_floor', metric: 'authenticated GET /v1/cache', unit: 'req/s', value: Math.round(sAuth.perSecond), peer: peerName, peer_value: Math.round(pAuth.perSecond), better: 'higher', notes: `${notes}; goal ≥ 0.6` }),
+    ];
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,94 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+// Load from native generators, so that the generator is not what is measured: on these two
+// cores a Node closed-loop client topped out near 15k req/s by itself and compressed every
+// ratio. Saturation comes from wrk (one thread, keep-alive connections, a Lua script when
+// requests vary); latency at a fixed offered rate from hey (-q per worker), because latency at
+// saturation is only queueing.
+
+export interface Saturation {
+  perSecond: number;
+  p50ms: number;
+  p99ms: number;
+  errors: number;
+}
+
+export interface LoadRequest {
+  method?: 'GET' | 'POST' | 'PUT';
+  headers?: Record<string, string>;
+  /** Paths (and bodies) cycled through in order: request i uses entry i mod length. */
+  paths: string[];
+  bodies?: string[];
+}
+
+function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd} failed: ${err.message}\n${stderr}`)) : resolve(stdout)));
+  });
+}
+
+const luaString = (s: string) => `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
+
+/** wrk at `connections` keep-alive connections for `seconds`. */
+export async function wrk(base: string, req: LoadRequest, connections: number, seconds: number): Promise<Saturation> {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-wrk-'));
+  try {
+    const script = join(dir, 'requests.lua');
+    const headers = Object.entries({ ...(req.headers ?? {}), ...(req.bodies ? { 'Content-Type': 'application/json' } : {}) })
+      .map(([k, v]) => `wrk.headers[${luaString(k)}] = ${luaString(v)}`)
+      .join('\n');
+    writeFileSync(
+      script,
+      `${headers}
+local paths = { ${req.paths.map(luaString).join(', ')} }
+local bodies = { ${(req.bodies ?? []).map(luaString).join(', ')} }
+local i = 0
+request = function()
+  i = i + 1
+  local n = (i % #paths) + 1
+  return wrk.format(${luaString(req.method ?? 'GET')}, paths[n], nil, bodies[n])
+end
+`,
+    );
+    const out = await run('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-s', script, base]);
+    const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? NaN);
+    const ms = (re: RegExp) => {
+      const m = re.exec(out);
+      if (!m) return NaN;
+      const v = Number(m[1]);
+      return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
+    };
+    return {
+      perSecond: num(/Requests\/sec:\s+([\d.]+)/),
+      p50ms: ms(/\s50%\s+([\d.]+)(us|ms|s)/),
+      p99ms: ms(/\s99%\s+([\d.]+)(us|ms|s)/),
+      errors: num(/Non-2xx or 3xx responses:\s+(\d+)/) || 0,
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export interface FixedRate {
+  offered: number;
+  achieved: number;
+  p50ms: number;
+  p99ms: number;
+  errors: number;
+}
+
+/** hey at a fixed offered rate: `rate` req/s over `workers` workers, one request shape. */
+export async function hey(url: string, req: { method?: string; headers?: Record<string, string>; body?: string }, rate: number, seconds: number, workers = 20): Promise<FixedRate> {
+  const args = ['-z', `${seconds}s`, '-c', String(workers), '-q', String(rate / workers), '-m', req.method ?? 'GET'];
+  for (const [k, v] of Object.entries(req.headers ?? {})) args.push('-H', `${k}: ${v}`);
+  if (req.body !== undefined) args.push('-T', 'application/json', '-d', req.body);
+  const out = await run('hey', [...args, url]);
+  const secs = (p: number) => Number(new RegExp(`\\s${p}% in ([\\d.]+) secs`).exec(out)?.[1] ?? NaN) * 1000;
+  const statuses = [...out.matchAll(/\[(\d{3})\]\s+(\d+) responses/g)];
+  const ok = statuses.filter(([, code]) => code!.startsWith('2')).reduce((n, [, , c]) => n + Number(c), 0);
+  const all = statuses.reduce((n, [, , c]) => n + Number(c), 0);
+  return { offered: rate, achieved: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN), p50ms: secs(50), p99ms: secs(99), errors: all - ok };
+}
