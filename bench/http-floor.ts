@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.js';
-import { wrk } from './load.js';
+import { alternate, wrk } from './load.js';
 
 // http_floor: what one request costs Strata beyond the framework's own, as a ratio to a bare
 // hono app on the same adapter, both driven by wrk at 64 connections in the same run:
@@ -16,21 +16,21 @@ const PEER = join(here, 'peers/hono-floor-server.js');
 const CONNECTIONS = 64;
 
 export async function httpFloor(opts: BenchOptions): Promise<ResultRow[]> {
-  const seconds = opts.quick ? 3 : 10;
+  const seconds = opts.quick ? 2 : 5;
   const dir = mkdtempSync(join(tmpdir(), 'strata-bench-floor-'));
   try {
     const strata = await spawnUntil(process.execPath, [CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'strata')}`, '--set', 'backup.enabled=false'], /"url":"(http:\/\/[^"]+)"/);
     const token = readFileSync(join(dir, 'strata', 'admin.token'), 'utf8').trim();
-    const auth = { Authorization: `Bearer ${token}` };
-    const sPublic = await wrk(strata.match, { paths: ['/healthz'] }, CONNECTIONS, seconds);
-    const sAuth = await wrk(strata.match, { paths: ['/v1/cache'], headers: auth }, CONNECTIONS, seconds);
-    await stop(strata.proc);
     const peer = await spawnUntil(process.execPath, [PEER, token], /listening (http:\/\/\S+)/);
-    const pPublic = await wrk(peer.match, { paths: ['/healthz'] }, CONNECTIONS, seconds);
-    const pAuth = await wrk(peer.match, { paths: ['/v1/cache'], headers: auth }, CONNECTIONS, seconds);
+    const auth = { Authorization: `Bearer ${token}` };
+    const rounds = opts.quick ? 2 : 3;
+    const pub = await alternate(rounds, () => wrk(strata.match, { paths: ['/healthz'] }, CONNECTIONS, seconds), () => wrk(peer.match, { paths: ['/healthz'] }, CONNECTIONS, seconds));
+    const authed = await alternate(rounds, () => wrk(strata.match, { paths: ['/v1/cache'], headers: auth }, CONNECTIONS, seconds), () => wrk(peer.match, { paths: ['/v1/cache'], headers: auth }, CONNECTIONS, seconds));
+    await stop(strata.proc);
     await stop(peer.proc);
+    const [sPublic, pPublic, sAuth, pAuth] = [pub.strata, pub.peer, authed.strata, authed.peer];
     for (const [k, v] of Object.entries({ sPublic, sAuth, pPublic, pAuth })) if (v.errors) throw new Error(`http_floor ${k} saw ${v.errors} errors`);
-    const notes = `wrk, 1 thread, ${CONNECTIONS} connections, ${seconds} s each`;
+    const notes = `wrk, 1 thread, ${CONNECTIONS} connections, best of ${rounds} alternating runs of ${seconds} s`;
     const peerName = 'bare hono on @hono/node-server, same routes';
     return [
       row({ name: 'http_floor', metric: 'public GET /healthz', unit: 'req/s', value: Math.round(sPublic.perSecond), peer: peerName, peer_value: Math.round(pPublic.perSecond), better: 'higher', notes: `${notes}; goal ≥ 0.8` }),
