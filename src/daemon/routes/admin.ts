@@ -6,6 +6,9 @@ import { decodeCursor, page, pageQuery } from '../pagination.js';
 import { id as userId } from '../schemas.js';
 import type { StrataNode } from '../strata-node.js';
 
+// Cursor shapes, built once (a schema built per request was a tenth of a hot read's CPU).
+const BEFORE_SEQ = z.object({ before: z.number().int() });
+
 export const tokenCreateBody = z.strictObject({
   name: z.string().min(1).max(200),
   role: z.enum(ROLES),
@@ -77,7 +80,7 @@ export function adminRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 200: { description: 'a page of entries' } },
     },
     (c, { query }) => {
-      const from = decodeCursor(query.cursor, z.object({ before: z.number().int() }));
+      const from = decodeCursor(query.cursor, BEFORE_SEQ);
       const rows = node.audit.list(query.limit + 1, from?.before);
       return c.json(page(rows, query.limit, (last) => ({ before: last.seq })));
     },

@@ -9,6 +9,10 @@ import { reply, wantsMsgpack } from '../reply.js';
 import { id } from '../schemas.js';
 import type { StrataNode } from '../strata-node.js';
 
+// Cursor shapes, built once (a schema built per request was a tenth of a hot read's CPU).
+const LIST_CURSOR = z.object({ created_at: z.string(), id: z.string() });
+const MESSAGE_CURSOR = z.object({ after: z.number().int().min(0) });
+
 const MAX_CONTENT_CHARS = 1024 * 1024;
 
 const conversation = z.object({
@@ -81,7 +85,7 @@ export function conversationRoutes(router: ApiRouter, node: StrataNode): void {
     },
     (c, { query, caller }) => {
       const userId = listedUser(caller, query.user_id);
-      const after = decodeCursor(query.cursor, z.object({ created_at: z.string(), id: z.string() }));
+      const after = decodeCursor(query.cursor, LIST_CURSOR);
       const rows = conversations.list(userId, query.limit + 1, after);
       return c.json(page(rows, query.limit, (r) => ({ created_at: r.created_at, id: r.id })));
     },
@@ -138,7 +142,7 @@ export function conversationRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 200: { description: 'a page of messages' } },
     },
     async (c, { params, query, caller }) => {
-      const cursor = decodeCursor(query.cursor, z.object({ after: z.number().int().min(0) }));
+      const cursor = decodeCursor(query.cursor, MESSAGE_CURSOR);
       if (cursor && query.last !== undefined) throw new InvalidInput('cursor and last cannot be combined');
       const after = cursor?.after ?? query.after;
       const p = await conversations.messagePage(params.id, { after, limit: query.limit, last: query.last });

@@ -12,6 +12,9 @@ import { decodeCursor, page, pageQuery } from '../pagination.js';
 import { id } from '../schemas.js';
 import type { StrataNode } from '../strata-node.js';
 
+// Cursor shapes, built once (a schema built per request was a tenth of a hot read's CPU).
+const AFTER_NAME = z.object({ after: z.string() });
+
 const modelParams = z.object({ model: id });
 const versionParams = z.object({ model: id, version: id });
 const fileParams = z.object({ model: id, version: id, path: z.string().min(1) });
@@ -40,7 +43,7 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
   router.route(
     { method: 'get', path: '/v1/models', summary: 'Models by name', tag: 'models', access: 'read', query: pageQuery, responses: { 200: { description: 'a page of models' } } },
     (c, { query }) => {
-      const from = decodeCursor(query.cursor, z.object({ after: z.string() }));
+      const from = decodeCursor(query.cursor, AFTER_NAME);
       return c.json(page(models.listModels(query.limit + 1, from?.after), query.limit, (m) => ({ after: m.name })));
     },
   );

@@ -52,6 +52,31 @@ export class CacheTier {
     return value;
   }
 
+  /**
+   * get() and a decode, remembered per stored value: the memory driver hands back the same
+   * Buffer each time, so a hot entry is decoded once, not on every read (MessagePack decoding
+   * of a conversation's tail was a twentieth of a hot read). With Redis every read is a new
+   * Buffer and is decoded. The decoded value is shared: callers must not change it.
+   */
+  async getDecoded<T>(use: string, key: string, decode: (value: Buffer) => T, options?: GetOptions): Promise<T | undefined> {
+    const value = await this.get(use, key, options);
+    if (!value) return undefined;
+    let decoded = this.decoded.get(value) as T | undefined;
+    if (decoded === undefined) {
+      decoded = decode(value);
+      this.decoded.set(value, decoded);
+    }
+    return decoded;
+  }
+
+  /** set() of an encoded value whose decoded form is at hand, so the next getDecoded needs no decode. */
+  async setDecoded(key: string, decoded: unknown, value: Buffer, ttlSeconds?: number): Promise<void> {
+    this.decoded.set(value, decoded);
+    return this.set(key, value, ttlSeconds);
+  }
+
+  private readonly decoded = new WeakMap<Buffer, unknown>();
+
   async set(key: string, value: Buffer, ttlSeconds?: number): Promise<void> {
     const generation = this.generation;
     try {

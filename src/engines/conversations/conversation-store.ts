@@ -295,7 +295,7 @@ export class ConversationStore {
       row = this.requireRow(conversationId);
       return { items: messages, tail: this.tailFromSql(row) };
     });
-    void this.cache.set(cacheKey(conversationId), packr.pack(tail), this.options.ttlSeconds);
+    void this.cache.setDecoded(cacheKey(conversationId), tail, packr.pack(tail), this.options.ttlSeconds);
     return items;
   }
 
@@ -313,11 +313,11 @@ export class ConversationStore {
     if (row.archive_key && this.archive) {
       const all = await this.archive.read(row.archive_key);
       const whole: CachedTail = { c: row, j: all.map((m) => JSON.stringify({ ...m, content: this.openContent(row.user_id, m.content) })), first: 1, all: true };
-      void this.cache.set(cacheKey(conversationId), packr.pack(whole), this.options.ttlSeconds);
+      void this.cache.setDecoded(cacheKey(conversationId), whole, packr.pack(whole), this.options.ttlSeconds);
       return answerFrom(whole, query)!;
     }
     const tail = this.tailFromSql(row);
-    void this.cache.set(cacheKey(conversationId), packr.pack(tail), this.options.ttlSeconds);
+    void this.cache.setDecoded(cacheKey(conversationId), tail, packr.pack(tail), this.options.ttlSeconds);
     const fromTail = answerFrom(tail, query);
     if (fromTail) return fromTail;
     if (query.last !== undefined) {
@@ -403,8 +403,7 @@ export class ConversationStore {
 
   private async cachedTail(id: string): Promise<CachedTail | undefined> {
     if (this.options.cachedMessages === 0) return undefined;
-    const buf = await this.cache.get('conversations', cacheKey(id), { slideTtlSeconds: this.options.ttlSeconds });
-    return buf ? (packr.unpack(buf) as CachedTail) : undefined;
+    return this.cache.getDecoded('conversations', cacheKey(id), (buf) => packr.unpack(buf) as CachedTail, { slideTtlSeconds: this.options.ttlSeconds });
   }
 
   /** The newest messages that fit the tail's budget (none, when the newest alone does not). */
