@@ -12,6 +12,7 @@ import type { StrataNode } from '../strata-node.js';
 // Cursor shapes, built once (a schema built per request was a tenth of a hot read's CPU).
 const LIST_CURSOR = z.object({ created_at: z.string(), id: z.string() });
 const MESSAGE_CURSOR = z.object({ after: z.number().int().min(0) });
+const JSON_TYPE = { 'Content-Type': 'application/json' };
 
 const MAX_CONTENT_CHARS = 1024 * 1024;
 
@@ -150,8 +151,10 @@ export function conversationRoutes(router: ApiRouter, node: StrataNode): void {
       guardUser(caller, p.user_id, `conversation ${params.id}`);
       const next = p.more && p.json.length > 0 ? encodeCursor({ after: p.first + p.json.length - 1 }) : null;
       if (wantsMsgpack(c)) return reply(c, { items: p.json.map((j) => JSON.parse(j) as unknown), next_cursor: next });
-      // Messages are cached in their JSON form: the answer is assembled, not re-serialised.
-      return c.body(`{"items":[${p.json.join(',')}],"next_cursor":${JSON.stringify(next)}}`, 200, { 'Content-Type': 'application/json' });
+      // Messages are cached in their JSON form: the answer is assembled, not re-serialised,
+      // and kept with the page (the same object for every read of a hot tail).
+      p.rendered ??= Buffer.from(`{"items":[${p.json.join(',')}],"next_cursor":${JSON.stringify(next)}}`);
+      return c.body(p.rendered as Uint8Array<ArrayBuffer>, 200, JSON_TYPE);
     },
   );
 

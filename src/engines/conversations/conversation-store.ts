@@ -143,6 +143,11 @@ export interface MessagePage {
   more: boolean;
   /** The conversation's owner, for the tenant guard. */
   user_id: string;
+  /**
+   * The HTTP answer, rendered by the first caller that sends this page and kept with it: a page
+   * answered from a cached tail is the same object for every read until the tail changes.
+   */
+  rendered?: Buffer;
 }
 
 const MESSAGE_JSON = "json_object('seq', seq, 'role', role, 'content', content, 'tokens', tokens, 'created_at', created_at)";
@@ -306,8 +311,17 @@ export class ConversationStore {
   async messagePage(conversationId: string, query: MessageQuery): Promise<MessagePage> {
     const cached = await this.cachedTail(conversationId);
     if (cached) {
+      // Pages of a cached tail are kept with it (a tail is immutable; an append makes a new one).
+      let pages = this.pagesOfTail.get(cached);
+      const key = `${query.after ?? ''}|${query.last ?? ''}|${query.limit}`;
+      const seen = pages?.get(key);
+      if (seen) return seen;
       const answer = answerFrom(cached, query);
-      if (answer) return answer;
+      if (answer) {
+        if (!pages) this.pagesOfTail.set(cached, (pages = new Map()));
+        if (pages.size < 8) pages.set(key, answer);
+        return answer;
+      }
     }
     const row = this.requireRow(conversationId);
     if (row.archive_key && this.archive) {
@@ -400,6 +414,8 @@ export class ConversationStore {
       .all(conversationId)
       .map((r) => r.key);
   }
+
+  private readonly pagesOfTail = new WeakMap<CachedTail, Map<string, MessagePage>>();
 
   private async cachedTail(id: string): Promise<CachedTail | undefined> {
     if (this.options.cachedMessages === 0) return undefined;
