@@ -139,7 +139,7 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
     sql.writer,
     cache,
     (userId) => {
-      const tier = config.tiers[users.get(userId).tier];
+      const tier = config.tiers[users.tierOf(userId)];
       if (!tier) throw new NotFound(`the tier of user ${userId} is no longer configured`);
       return { daily: tier.daily_token_limit, monthly: tier.monthly_token_limit };
     },
@@ -346,7 +346,7 @@ export class StrataNode {
       engines.vectors,
       engines.graph,
       embeddings,
-      StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier, { hot, archive }, lease, engines.keyring, engines.tokens),
+      StrataNode.replicationFor(config, log, metrics, sql, billingSql, engines.vectors, cacheTier, { hot, archive }, lease, engines.keyring, engines.tokens, engines.users),
     );
     node.objectTiers = { hot, archive };
     node.tierOwners = owners;
@@ -504,6 +504,7 @@ export class StrataNode {
     lease: Lease | undefined,
     keyring: Keyring,
     tokens: TokenStore,
+    users: UserStore,
   ): Replication {
     const r = config.replication;
     const self = config.node.id;
@@ -552,6 +553,7 @@ export class StrataNode {
           // The keyring and user keys were replaced with the tables.
           keyring.reload();
           tokens.forgetAll();
+          users.forgetAll();
           // Every blob the snapshot references must be here before it is served.
           for (const b of sql.db.prepare<{ sha256: string; key: string; tier: string }>('SELECT sha256, key, tier FROM blobs').all()) {
             await copyBlob(b.sha256, b.key, b.tier === 'archive' ? 'archive' : 'hot', fetchFromPrimary);

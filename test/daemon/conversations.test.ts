@@ -131,7 +131,11 @@ describe('conversations over HTTP', () => {
   it("lists a user's conversations newest first, with pagination", async () => {
     await t.call('POST', '/v1/users', { id: 'lister', email: 'lister@example.com', tier: 'free' });
     const ids: string[] = [];
-    for (let i = 0; i < 5; i++) ids.push((await t.call('POST', '/v1/conversations', { user_id: 'lister', title: `t${i}` })).body.id);
+    for (let i = 0; i < 5; i++) {
+      ids.push((await t.call('POST', '/v1/conversations', { user_id: 'lister', title: `t${i}` })).body.id);
+      // Creation times have millisecond resolution; two in one millisecond are ordered by id.
+      await new Promise((r) => setTimeout(r, 2));
+    }
     const p1 = await t.call('GET', '/v1/conversations?user_id=lister&limit=3');
     const p2 = await t.call('GET', `/v1/conversations?user_id=lister&limit=3&cursor=${p1.body.next_cursor}`);
     expect([...p1.body.items, ...p2.body.items].map((c: { id: string }) => c.id)).toEqual([...ids].reverse());

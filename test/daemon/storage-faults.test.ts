@@ -176,7 +176,10 @@ describe('a blob missing from the object tier', () => {
     renameSync(join(blobs, key!), join(d.dataDir, 'moved-away'));
     const fds = () => readdirSync(`/proc/${d.proc.pid}/fd`).filter((f) => {
       try {
-        return readlinkSync(`/proc/${d.proc.pid}/fd/${f}`).includes(d.dataDir);
+        // Handles on blobs and cache files: what a missing blob leaked in 0.7.0. (Not the data
+        // dir as a whole: the start-up backup and SQLite open and close files meanwhile.)
+        const target = readlinkSync(`/proc/${d.proc.pid}/fd/${f}`);
+        return target.includes(join(d.dataDir, 'objects')) || target.includes(join(d.dataDir, 'cache'));
       } catch {
         return false;
       }

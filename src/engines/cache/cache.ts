@@ -13,8 +13,11 @@ export interface CounterSpec {
   max: number;
   /** Expiry set when the counter is created; a period counter lives until its period ends. */
   ttlSeconds: number;
-  /** The value a missing counter starts from (the truth from SQLite, after a cache loss). */
-  initial: number;
+  /**
+   * The value a missing counter starts from (the truth from SQLite, after a cache loss). A
+   * function: it is a SQL sum, needed only when the counter is missing, which it rarely is.
+   */
+  initial: () => number;
 }
 
 export interface IncrementResult {

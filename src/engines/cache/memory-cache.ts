@@ -48,7 +48,7 @@ export class MemoryCache implements Cache {
     const now = Date.now();
     const current = counters.map((c) => {
       const held = this.counters.get(c.key);
-      return held && held.expires > now ? held.value : c.initial;
+      return held && held.expires > now ? held.value : c.initial();
     });
     if (counters.some((c, i) => current[i]! + by > c.max)) return { applied: false, values: current };
     const values = counters.map((c, i) => {

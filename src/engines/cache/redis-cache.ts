@@ -117,7 +117,8 @@ export class RedisCache implements Cache {
   async increment(counters: readonly CounterSpec[], by: number): Promise<IncrementResult> {
     const args: Array<string | number> = counters.map((c) => this.key(c.key));
     args.push(by);
-    for (const c of counters) args.push(c.max, Math.max(1, Math.ceil(c.ttlSeconds)), c.initial);
+    // The script needs every initial value up front (it runs in one round trip).
+    for (const c of counters) args.push(c.max, Math.max(1, Math.ceil(c.ttlSeconds)), c.initial());
     const reply = await this.run(() => (this.client as unknown as WithScript).incrementBounded(counters.length, ...args));
     return { applied: Number(reply[0]) === 1, values: reply.slice(1).map(Number) };
   }

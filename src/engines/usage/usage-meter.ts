@@ -147,14 +147,14 @@ export class UsageMeter {
     const day = now.toISOString().slice(0, 10);
     const month = day.slice(0, 7);
     const counters: CounterSpec[] = [
-      { key: `quota:{${input.user_id}}:d:${day}`, max: limits.daily, ttlSeconds: secondsUntil(nextDay(now)) + 3600, initial: this.usedSince(input.user_id, day, day) },
+      { key: `quota:{${input.user_id}}:d:${day}`, max: limits.daily, ttlSeconds: secondsUntil(nextDay(now)) + 3600, initial: () => this.usedSince(input.user_id, day, day) },
     ];
     if (limits.monthly !== undefined) {
       counters.push({
         key: `quota:{${input.user_id}}:m:${month}`,
         max: limits.monthly,
         ttlSeconds: secondsUntil(nextMonth(now)) + 3600,
-        initial: this.usedSince(input.user_id, `${month}-01`, day),
+        initial: () => this.usedSince(input.user_id, `${month}-01`, day),
       });
     }
     let gate: number[] | undefined;

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { Conflict, InvalidInput, NotFound, PayloadTooLarge } from '../errors.js';
 import type { CacheTier } from '../cache/cache-tier.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
@@ -80,6 +81,7 @@ export class UserStore {
          ON CONFLICT (id) DO UPDATE SET email = excluded.email, email_key = excluded.email_key,
            tier = excluded.tier, updated_at = excluded.updated_at`,
       ).run(u.id, u.email, u.email_key, u.tier, u.created_at, u.updated_at);
+      this.tierById.delete(u.id);
     });
     this.preferencesSet = changes.define('users', 'set_preferences', (db, p) => {
       db.prepare(
@@ -89,6 +91,7 @@ export class UserStore {
     });
     this.erased = changes.define<{ id: string; erased_at?: string }>('users', 'erase', (db, p) => {
       db.prepare('DELETE FROM users WHERE id = ?').run(p.id);
+      this.tierById.delete(p.id);
       // The tombstone: the id can never name another person (see the migration).
       db.prepare('INSERT OR IGNORE INTO erased_users (id, erased_at) VALUES (?, ?)').run(p.id, p.erased_at ?? new Date(0).toISOString());
     });
@@ -155,6 +158,27 @@ export class UserStore {
     const row = this.db.prepare<UserRow>('SELECT * FROM users WHERE id = ?').get(id);
     return row && { ...publicUser(row), email: this.cipher.open(row.id, row.email) ?? '' };
   }
+
+  /**
+   * The user's tier, for the quota check on every usage record: cached, since find() reads the
+   * row and opens the sealed email, neither of which a quota needs. The appliers below clear it,
+   * on replicas too; forgetAll() when the table is replaced (a bootstrap).
+   */
+  tierOf(id: string): string {
+    let tier = this.tierById.get(id);
+    if (tier === undefined) {
+      tier = this.db.prepare<{ tier: string }>('SELECT tier FROM users WHERE id = ?').get(id)?.tier;
+      if (tier === undefined) throw new NotFound(`user ${id} does not exist`);
+      this.tierById.set(id, tier);
+    }
+    return tier;
+  }
+
+  forgetAll(): void {
+    this.tierById.clear();
+  }
+
+  private readonly tierById = new LRUCache<string, string>({ max: 100_000 });
 
   get(id: string): User {
     const user = this.find(id);

@@ -53,20 +53,20 @@ export function cacheContract(name: string, open: () => Promise<Cache>): void {
 
     it('increments counters all or none, never past their max, starting from the initial value', async () => {
       const cache = await open();
-      const day = { key: 'q:{u1}:day', max: 100, ttlSeconds: 60, initial: 10 };
-      const month = { key: 'q:{u1}:month', max: 1000, ttlSeconds: 60, initial: 950 };
+      const day = { key: 'q:{u1}:day', max: 100, ttlSeconds: 60, initial: () => 10 };
+      const month = { key: 'q:{u1}:month', max: 1000, ttlSeconds: 60, initial: () => 950 };
       expect(await cache.increment([day, month], 30)).toEqual({ applied: true, values: [40, 980] });
       // The month counter would pass its max: nothing changes, the day counter included.
       expect(await cache.increment([day, month], 30)).toEqual({ applied: false, values: [40, 980] });
       expect(await cache.increment([day, month], 20)).toEqual({ applied: true, values: [60, 1000] });
       // Once a counter exists its initial value is ignored.
-      expect(await cache.increment([{ ...day, initial: 0 }], 0)).toEqual({ applied: true, values: [60] });
+      expect(await cache.increment([{ ...day, initial: () => 0 }], 0)).toEqual({ applied: true, values: [60] });
       await cache.close();
     });
 
     it('lets exactly the calls that fit through when many race for the last tokens', async () => {
       const cache = await open();
-      const spec = { key: 'q:{race}:day', max: 1000, ttlSeconds: 60, initial: 0 };
+      const spec = { key: 'q:{race}:day', max: 1000, ttlSeconds: 60, initial: () => 0 };
       const results = await Promise.all(Array.from({ length: 50 }, () => cache.increment([spec], 30)));
       expect(results.filter((r) => r.applied)).toHaveLength(33);
       expect(Math.max(...results.map((r) => r.values[0]!))).toBe(990);
@@ -75,7 +75,7 @@ export function cacheContract(name: string, open: () => Promise<Cache>): void {
 
     it('expires a counter with its period', async () => {
       const cache = await open();
-      const spec = { key: 'q:{ttl}:day', max: 10, ttlSeconds: 1, initial: 0 };
+      const spec = { key: 'q:{ttl}:day', max: 10, ttlSeconds: 1, initial: () => 0 };
       expect((await cache.increment([spec], 10)).applied).toBe(true);
       expect((await cache.increment([spec], 1)).applied).toBe(false);
       await sleep(1300);

@@ -15,7 +15,7 @@ describe('memory cache', () => {
 
   it('never evicts a quota counter to make room for entries', async () => {
     const cache = new MemoryCache(2_000);
-    const spec = { key: 'q', max: 10, ttlSeconds: 60, initial: 0 };
+    const spec = { key: 'q', max: 10, ttlSeconds: 60, initial: () => 0 };
     await cache.increment([spec], 10);
     for (let i = 0; i < 100; i++) await cache.set(`k${i}`, Buffer.alloc(500));
     expect((await cache.increment([spec], 1)).applied).toBe(false);

@@ -33,7 +33,7 @@ describe.skipIf(!HAS_REDIS)('redis cache', () => {
     await expect.poll(() => cache.state(), { timeout: 5000 }).toBe('degraded');
     const started = Date.now();
     await expect(cache.get('k')).rejects.toThrow(/redis/);
-    await expect(cache.increment([{ key: 'c', max: 10, ttlSeconds: 10, initial: 0 }], 1)).rejects.toThrow(/redis/);
+    await expect(cache.increment([{ key: 'c', max: 10, ttlSeconds: 10, initial: () => 0 }], 1)).rejects.toThrow(/redis/);
     expect(Date.now() - started).toBeLessThan(1000);
     await server.restart();
     await expect.poll(() => cache.state(), { timeout: 10_000 }).toBe('ok');
