@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { Redis } from 'ioredis';
-import { row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.js';
+import { row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags } from './lib.js';
 import { alternate, hey, wrk, type FixedRate, type LoadRequest, type Saturation } from './load.js';
 
 // The chat side over HTTP, each row beside a bare peer measured in the same run, both servers
@@ -46,7 +46,7 @@ export async function startStrata(dir: string, runtime: string[] = [process.exec
   const [cmd, ...pre] = runtime;
   const s = await spawnUntil(
     cmd!,
-    [...pre, CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${dir}`, '--set', 'backup.enabled=false', '--set', 'tiers={bench: {daily_token_limit: 1000000000000, conversation_retention_days: 30}}'],
+    [...pre, ...(cmd === process.execPath ? daemonFlags() : []), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${dir}`, '--set', 'backup.enabled=false', '--set', 'tiers={bench: {daily_token_limit: 1000000000000, conversation_retention_days: 30}}'],
     /"url":"(http:\/\/[^"]+)"/,
   );
   return { proc: s.proc, url: s.match, token: readFileSync(join(dir, 'admin.token'), 'utf8').trim() };

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { encode } from 'gpt-tokenizer/encoding/cl100k_base';
-import { row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.js';
+import { row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags } from './lib.js';
 
 // etl_throughput: MB/s of raw JSONL through normalize + dedup (exact and MinHash near) +
 // filter + tokenize (cl100k_base) + Parquet shards, from the job's submission to its `done`,
@@ -87,7 +87,7 @@ export async function etl(o: BenchOptions): Promise<ResultRow[]> {
     for await (const line of createInterface({ input: createReadStream(input), crlfDelay: Infinity })) tokens += encode((JSON.parse(line) as { text: string }).text).length;
     const peerSeconds = (performance.now() - t0) / 1000;
 
-    const d = await spawnUntil(process.execPath, [CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'data')}`, '--set', 'backup.enabled=false'], /"url":"(http:\/\/[^"]+)"/);
+    const d = await spawnUntil(process.execPath, [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'data')}`, '--set', 'backup.enabled=false'], /"url":"(http:\/\/[^"]+)"/);
     try {
       const base = d.match;
       const token = readFileSync(join(dir, 'data', 'admin.token'), 'utf8').trim();

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.js';
+import { row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags } from './lib.js';
 import { alternate, wrk } from './load.js';
 
 // http_floor: what one request costs Strata beyond the framework's own, as a ratio to a bare
@@ -19,7 +19,7 @@ export async function httpFloor(opts: BenchOptions): Promise<ResultRow[]> {
   const seconds = opts.quick ? 2 : 5;
   const dir = mkdtempSync(join(tmpdir(), 'strata-bench-floor-'));
   try {
-    const strata = await spawnUntil(process.execPath, [CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'strata')}`, '--set', 'backup.enabled=false'], /"url":"(http:\/\/[^"]+)"/);
+    const strata = await spawnUntil(process.execPath, [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'strata')}`, '--set', 'backup.enabled=false'], /"url":"(http:\/\/[^"]+)"/);
     const token = readFileSync(join(dir, 'strata', 'admin.token'), 'utf8').trim();
     const peer = await spawnUntil(process.execPath, [PEER, token], /listening (http:\/\/\S+)/);
     const auth = { Authorization: `Bearer ${token}` };

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
-import { closedLoop, row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.js';
+import { closedLoop, row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags } from './lib.js';
 
 // http_write: authenticated JSON writes (POST /v1/users: validation, token check, change log,
 // audit entry, group commit) against a bare node:http server doing one better-sqlite3 insert
@@ -20,7 +20,7 @@ export async function httpWrite(opts: BenchOptions): Promise<ResultRow[]> {
     // Default log level (info: one JSON line per request), as a user would run it.
     const strata = await spawnUntil(
       process.execPath,
-      [CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'strata')}`],
+      [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'strata')}`],
       /"url":"(http:\/\/[^"]+)"/,
     );
     const token = readFileSync(join(dir, 'strata', 'admin.token'), 'utf8').trim();

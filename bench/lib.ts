@@ -159,3 +159,12 @@ export async function stop(proc: ChildProcess): Promise<void> {
   proc.kill('SIGTERM');
   await exited;
 }
+
+/**
+ * Node's flags for a daemon the benchmarks start: `npm run profile` sets STRATA_PROFILE_DIR and
+ * every daemon then writes a CPU profile there when it stops.
+ */
+export function daemonFlags(): string[] {
+  const dir = process.env.STRATA_PROFILE_DIR;
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+}

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from 'minio';
 import S3rver from 's3rver';
-import { row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.js';
+import { row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags } from './lib.js';
 
 // model_upload, model_download_hit, model_download_miss — each beside a peer in the same run.
 
@@ -70,7 +70,7 @@ export async function models(opts: BenchOptions): Promise<ResultRow[]> {
   const rows: ResultRow[] = [];
   try {
     // --- fs tier: upload and cache-hit download -------------------------------------------
-    const strata = await spawnUntil(process.execPath, [CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'a')}`], /"url":"(http:\/\/[^"]+)"/);
+    const strata = await spawnUntil(process.execPath, [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'a')}`], /"url":"(http:\/\/[^"]+)"/);
     const token = readFileSync(join(dir, 'a', 'admin.token'), 'utf8').trim();
     const h = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
     const json = (method: string, path: string, body: unknown) => fetch(strata.match + path, { method, headers: h, body: JSON.stringify(body) });
@@ -102,7 +102,7 @@ export async function models(opts: BenchOptions): Promise<ResultRow[]> {
     const { port } = (await s3.run()) as { port: number };
     try {
       const s3Sets = ['driver=s3', 'endpoint=127.0.0.1', `port=${port}`, 'use_ssl=false', 'bucket=bench-hot', 'access_key=S3RVER', 'secret_key=S3RVER'].flatMap((kv) => ['--set', `objects.hot.${kv}`]);
-      const cold = await spawnUntil(process.execPath, [CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'b')}`, ...s3Sets], /"url":"(http:\/\/[^"]+)"/);
+      const cold = await spawnUntil(process.execPath, [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'b')}`, ...s3Sets], /"url":"(http:\/\/[^"]+)"/);
       const t2 = readFileSync(join(dir, 'b', 'admin.token'), 'utf8').trim();
       const h2 = { authorization: `Bearer ${t2}`, 'content-type': 'application/json' };
       await fetch(cold.match + '/v1/models/bench', { method: 'PUT', headers: h2, body: '{}' });

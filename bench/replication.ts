@@ -4,7 +4,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
-import { closedLoop, row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.js';
+import { closedLoop, row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags } from './lib.js';
 
 // replication_lag: p50/p99 of how far a replica trails its primary under a steady stream of
 // message appends (64 connections), sampled every 20 ms; the peer is the same load with no
@@ -49,7 +49,7 @@ function duSize(dir: string): number {
 }
 
 async function serve(dataDir: string, set: string[] = []) {
-  const args = [CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${dataDir}`, ...set.flatMap((s) => ['--set', s])];
+  const args = [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${dataDir}`, ...set.flatMap((s) => ['--set', s])];
   return spawnUntil(process.execPath, args, /"url":"(http:\/\/[^"]+)"/);
 }
 

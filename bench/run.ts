@@ -35,6 +35,10 @@ async function main(): Promise<void> {
     process.stderr.write(`bench: ${name}${quick ? ' (quick)' : ''}…\n`);
     results.push(...(await run({ quick })));
   }
+  if (process.argv.includes('--no-save')) {
+    for (const r of results) console.log(`| ${r.name} | ${r.metric} | ${r.value} ${r.unit} | ${r.peer} | ${r.peer_value} ${r.unit} | ${r.ratio} |`);
+    return;
+  }
   const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
   mkdirSync(dir, { recursive: true });
   // --only refreshes its own rows and keeps the others, so latest.json always holds every

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { Packr, FLOAT32_OPTIONS } from 'msgpackr';
 import usearch, { type BatchMatches } from 'usearch';
 import hnswlib from 'hnswlib-node';
-import { closedLoop, row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.js';
+import { closedLoop, row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags } from './lib.js';
 
 // vector_query: QPS and p50/p99 over HTTP (64 connections) for N × 768 clustered vectors,
 // beside raw usearch and hnswlib-node searching the same data in this process, each with its
@@ -61,7 +61,7 @@ const recallOf = (found: number[][], truth: number[][]) => found.reduce((s, f, i
 const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 
 async function daemon(dir: string) {
-  const s = await spawnUntil(process.execPath, [CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${dir}`, '--set', 'vectors.max_batch=1000'], /"url":"(http:\/\/[^"]+)"/);
+  const s = await spawnUntil(process.execPath, [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${dir}`, '--set', 'vectors.max_batch=1000'], /"url":"(http:\/\/[^"]+)"/);
   return { ...s, token: readFileSync(join(dir, 'admin.token'), 'utf8').trim() };
 }
 

@@ -5,6 +5,8 @@ import { actorOf, guardUser } from '../auth.js';
 import { id as userId } from '../schemas.js';
 import type { StrataNode } from '../strata-node.js';
 
+const JSON_TYPE = { 'Content-Type': 'application/json' };
+
 const email = z.email().max(320);
 const userParams = z.object({ user_id: userId });
 
@@ -128,7 +130,7 @@ export function userRoutes(router: ApiRouter, node: StrataNode): void {
     },
     async (c, { params, caller }) => {
       guardUser(caller, params.user_id);
-      return c.body(await node.users.preferencesJson(params.user_id), 200, { 'Content-Type': 'application/json' });
+      return c.body((await node.users.preferencesJson(params.user_id)) as Uint8Array<ArrayBuffer>, 200, JSON_TYPE);
     },
   );
 

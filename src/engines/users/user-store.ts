@@ -187,19 +187,20 @@ export class UserStore {
   }
 
   /** The stored JSON text ('{}' when never set); cached, and the cache is kept current on write. */
-  async preferencesJson(userId: string): Promise<string> {
+  /** The stored JSON as UTF-8 bytes, as the cache holds them (an answer sends them as they are). */
+  async preferencesJson(userId: string): Promise<Buffer> {
     const cached = await this.cache?.get('preferences', `prefs:${userId}`);
-    if (cached) return cached.toString('utf8');
+    if (cached) return cached;
     this.get(userId);
     const stored = this.db.prepare<{ doc: string }>('SELECT doc FROM preferences WHERE user_id = ?').get(userId)?.doc;
-    const doc = (stored !== undefined && this.cipher.open(userId, stored)) || '{}';
+    const doc = Buffer.from((stored !== undefined && this.cipher.open(userId, stored)) || '{}');
     // Issued right after the read, before any await: see ConversationStore on ordering.
-    void this.cache?.set(`prefs:${userId}`, Buffer.from(doc));
+    void this.cache?.set(`prefs:${userId}`, doc);
     return doc;
   }
 
   async preferences(userId: string): Promise<Record<string, unknown>> {
-    return JSON.parse(await this.preferencesJson(userId)) as Record<string, unknown>;
+    return JSON.parse((await this.preferencesJson(userId)).toString('utf8')) as Record<string, unknown>;
   }
 
   /** Drops cached state of an erased user. */
