@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 const GROUPS: Record<string, string> = {
   http_floor: 'http_floor',
   http_write: 'http_write',
+  append_engine: 'append_engine',
   message_append: 'conversations',
   message_read: 'conversations',
   usage_record: 'conversations',
@@ -26,7 +27,7 @@ const GROUPS: Record<string, string> = {
 };
 
 interface Profile {
-  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
+  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }>;
   samples: number[];
   timeDeltas: number[];
 }
@@ -43,21 +44,39 @@ try {
   process.stderr.write(`profile: running the ${group} benchmark (quick) with the daemon under --cpu-prof…\n`);
   const r = spawnSync(process.execPath, [run, '--quick', `--only=${group}`, '--no-save'], { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, STRATA_PROFILE_DIR: dir } });
   if (r.status !== 0) process.exit(r.status ?? 1);
+  // Self time: where the CPU was. Total time: the function and what it called (each function
+  // counted once per sample, so recursion does not count twice) — the cost of a whole path.
   const self = new Map<string, number>();
+  const inclusive = new Map<string, number>();
   let total = 0;
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'))) {
     const p = JSON.parse(readFileSync(join(dir, file), 'utf8')) as Profile;
     const byId = new Map(p.nodes.map((n) => [n.id, n]));
-    p.samples.forEach((id, i) => {
+    const parent = new Map<number, number>();
+    for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+    const keyOf = (id: number) => {
       const f = byId.get(id)!.callFrame;
-      const key = `${f.functionName || '(anonymous)'}  ${f.url.split('/').slice(-3).join('/')}:${f.lineNumber + 1}`;
+      return `${f.functionName || '(anonymous)'}  ${f.url.split('/').slice(-3).join('/')}:${f.lineNumber + 1}`;
+    };
+    p.samples.forEach((id, i) => {
       const dt = p.timeDeltas[i] ?? 0;
-      self.set(key, (self.get(key) ?? 0) + dt);
+      self.set(keyOf(id), (self.get(keyOf(id)) ?? 0) + dt);
+      const seen = new Set<string>();
+      for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) seen.add(keyOf(at));
+      for (const k of seen) inclusive.set(k, (inclusive.get(k) ?? 0) + dt);
       total += dt;
     });
   }
-  process.stdout.write(`\nself time of the daemons in the ${group} benchmark (all rows of it), top 30:\n`);
-  for (const [key, t] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 30)) process.stdout.write(`${((100 * t) / total).toFixed(1).padStart(5)} %  ${key}\n`);
+  const busy = total - (self.get('(idle)  :1') ?? 0);
+  const print = (title: string, m: Map<string, number>) => {
+    process.stdout.write(`\n${title}, top 30 (% of busy time):\n`);
+    for (const [key, t] of [...m].filter(([k]) => !k.startsWith('(idle)') && !k.startsWith('(root)')).sort((a, b) => b[1] - a[1]).slice(0, 30)) {
+      process.stdout.write(`${((100 * t) / busy).toFixed(1).padStart(5)} %  ${key}\n`);
+    }
+  };
+  process.stdout.write(`\nprofiled ${(total / 1e6).toFixed(1)} s, busy ${((100 * busy) / total).toFixed(0)} %\n`);
+  print(`self time in the ${group} benchmark (all its rows)`, self);
+  print('total time (self and callees)', inclusive);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { appendEngine } from './append-engine.js';
 import { httpFloor } from './http-floor.js';
 import { httpWrite } from './http-write.js';
 import { machine, requireTools, type BenchOptions, type ResultRow } from './lib.js';
@@ -16,6 +17,7 @@ import { etl } from './etl.js';
 const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [
   ['http_floor', httpFloor],
   ['http_write', httpWrite],
+  ['append_engine', appendEngine],
   ['models', models],
   ['conversations', conversations],
   ['vectors', vectors],
@@ -36,7 +38,7 @@ async function main(): Promise<void> {
     results.push(...(await run({ quick })));
   }
   if (process.argv.includes('--no-save')) {
-    for (const r of results) console.log(`| ${r.name} | ${r.metric} | ${r.value} ${r.unit} | ${r.peer} | ${r.peer_value} ${r.unit} | ${r.ratio} |`);
+    for (const r of results) console.log(`| ${r.name} | ${r.metric} | ${r.value} ${r.unit} | ${r.peer} | ${r.peer_value} ${r.unit} | ${r.ratio} | ${r.notes ?? ""} |`);
     return;
   }
   const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
@@ -52,7 +54,7 @@ async function main(): Promise<void> {
   writeFileSync(join(dir, 'latest.json'), JSON.stringify(report, null, 2) + '\n');
   console.log(`| benchmark | metric | strata | peer | peer value | ratio (>1 = strata better) |`);
   console.log(`| --- | --- | --- | --- | --- | --- |`);
-  for (const r of results) console.log(`| ${r.name} | ${r.metric} | ${r.value} ${r.unit} | ${r.peer} | ${r.peer_value} ${r.unit} | ${r.ratio} |`);
+  for (const r of results) console.log(`| ${r.name} | ${r.metric} | ${r.value} ${r.unit} | ${r.peer} | ${r.peer_value} ${r.unit} | ${r.ratio} | ${r.notes ?? ""} |`);
   console.log(`\nwritten to ${join(dir, 'latest.json')}`);
 }
 

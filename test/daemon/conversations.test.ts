@@ -108,6 +108,62 @@ describe('conversations over HTTP', () => {
     expect((await t.call('GET', `/v1/conversations/${id}`)).body).toMatchObject({ message_count: 2, token_count: 2 });
   });
 
+  it('the tail an append leaves in the cache is what SQLite holds, through concurrent appends, the count and byte budgets', async () => {
+    const { id } = await start();
+    // Appends extend the cached tail rather than re-reading it: many land in one commit, a
+    // few are big enough to push older messages out of the 1 MiB tail, and the tail passes its
+    // 100-message limit. After each wave, the cached answer must equal the uncached one.
+    const wave = (from: number, n: number) =>
+      Promise.all(
+        Array.from({ length: n }, (_, i) => {
+          const k = from + i;
+          const content = k % 37 === 0 ? `big ${k} ` + 'é'.repeat(400_000) : `m${k} "quoted" \\ \u2028 line\nbreak`;
+          return t.call('POST', `/v1/conversations/${id}/messages`, { role: k % 2 ? 'assistant' : 'user', content, tokens: k % 5 });
+        }),
+      );
+    const uncached = async () => {
+      await t.node.cache.invalidateAll();
+      return (await t.call('GET', `/v1/conversations/${id}/messages?last=100`)).body.items;
+    };
+    type Tail = { j: string[]; first: number; all: boolean };
+    const tail = async () => {
+      const held = await t.node.cache.getDecoded<Tail>('conversations', `conv:${id}`, () => undefined as never);
+      return { messages: held!.j.map((j) => JSON.parse(j)), first: held!.first, all: held!.all, chars: held!.j.reduce((n, j) => n + j.length, 0) };
+    };
+    for (const [from, n] of [[0, 1], [1, 60], [61, 80], [141, 5]] as const) {
+      const acked = await wave(from, n);
+      expect(acked.every((r) => r.status === 201)).toBe(true);
+      const extended = await tail();
+      const cached = (await t.call('GET', `/v1/conversations/${id}/messages?last=100`)).body.items;
+      // The read above was answered from the tail the appends left; this one from SQLite, which
+      // also puts the tail SQLite gives back in the cache: the same messages, the same budget.
+      expect(cached).toEqual(await uncached());
+      const rebuilt = await tail();
+      expect({ ...extended, chars: 0 }).toEqual({ ...rebuilt, chars: 0 });
+      expect(extended.chars).toBeLessThanOrEqual(1024 * 1024);
+      expect(rebuilt.messages.length).toBeLessThanOrEqual(100);
+      expect((await t.call('GET', `/v1/conversations/${id}`)).body).toMatchObject({ message_count: from + n });
+    }
+  });
+
+  it('an append that finds the conversation archived behind a stale cached tail restores it and continues the seq', async () => {
+    const { id } = await start();
+    await t.call('POST', `/v1/conversations/${id}/messages`, { messages: [{ role: 'user', content: 'one' }, { role: 'assistant', content: 'two' }] });
+    await t.call('GET', `/v1/conversations/${id}/messages?last=10`);
+    const key = `conv:${id}`;
+    const stale = await t.node.cache.getDecoded('conversations', key, () => undefined);
+    expect(stale).toBeDefined();
+    expect((await t.node.runConversationArchive(Date.now() + 4 * 86_400_000)).archived).toBeGreaterThanOrEqual(1);
+    // Put the pre-archive tail back, as a cache that missed the archive's invalidation would hold it.
+    await t.node.cache.setDecoded(key, stale, () => Buffer.alloc(0), 100);
+    const r = await t.call('POST', `/v1/conversations/${id}/messages`, { role: 'user', content: 'three' });
+    expect(r.status).toBe(201);
+    expect(r.body.items[0].seq).toBe(3);
+    expect((await t.call('GET', `/v1/conversations/${id}`)).body).toMatchObject({ archived: false, message_count: 3 });
+    await t.node.cache.invalidateAll();
+    expect((await t.call('GET', `/v1/conversations/${id}/messages?last=10`)).body.items.map((m: { content: string }) => m.content)).toEqual(['one', 'two', 'three']);
+  });
+
   it('speaks MessagePack on the messages endpoints when asked', async () => {
     const { id } = await start();
     const res = await t.app.request(`/v1/conversations/${id}/messages`, {

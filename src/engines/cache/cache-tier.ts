@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Cache, CacheState, CounterSpec, GetOptions, IncrementResult } from './cache.js';
+import type { Cache, CacheState, CounterSpec, Deferred, GetOptions, IncrementResult } from './cache.js';
 
 // The cache as engines use it. A failing cache is a slow miss, never an error: get() answers
 // undefined, set() and delete() give up quietly, and the caller reads SQLite instead.
@@ -59,18 +59,39 @@ export class CacheTier {
    * Buffer and is decoded. The decoded value is shared: callers must not change it.
    */
   async getDecoded<T>(use: string, key: string, decode: (value: Buffer) => T, options?: GetOptions): Promise<T | undefined> {
-    const value = await this.get(use, key, options);
-    if (!value) return undefined;
-    let decoded = this.decoded.get(value) as T | undefined;
+    let stored: Buffer | Deferred | undefined;
+    try {
+      stored = this.cache.getStored ? await this.cache.getStored(this.key(key), options) : await this.cache.get(this.key(key), options);
+    } catch {
+      stored = undefined;
+    }
+    if (stored) this.events.hit?.(use);
+    else this.events.miss?.(use);
+    if (!stored) return undefined;
+    if (!Buffer.isBuffer(stored)) return stored.decoded as T;
+    let decoded = this.decoded.get(stored) as T | undefined;
     if (decoded === undefined) {
-      decoded = decode(value);
-      this.decoded.set(value, decoded);
+      decoded = decode(stored);
+      this.decoded.set(stored, decoded);
     }
     return decoded;
   }
 
-  /** set() of an encoded value whose decoded form is at hand, so the next getDecoded needs no decode. */
-  async setDecoded(key: string, decoded: unknown, value: Buffer, ttlSeconds?: number): Promise<void> {
+  /**
+   * set() of a value whose decoded form is at hand: an in-process driver keeps the object and
+   * never encodes it (unless something asks for bytes); Redis gets the encoding now. `size`
+   * approximates the encoded length, for the memory driver's byte budget.
+   */
+  async setDecoded(key: string, decoded: unknown, encode: () => Buffer, size: number, ttlSeconds?: number): Promise<void> {
+    if (this.cache.setDeferred) {
+      try {
+        await this.cache.setDeferred(`${this.namespace}:${this.generation}:${key}`, { size, decoded, encode }, ttlSeconds);
+      } catch {
+        this.invalidateAll();
+      }
+      return;
+    }
+    const value = encode();
     this.decoded.set(value, decoded);
     return this.set(key, value, ttlSeconds);
   }

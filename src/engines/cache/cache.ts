@@ -31,8 +31,25 @@ export interface GetOptions {
   slideTtlSeconds?: number;
 }
 
+/**
+ * A value kept as the object it encodes, with its bytes made only when something asks for them.
+ * Only an in-process driver can hold one; `size` stands in for the byte length in its budget.
+ */
+export interface Deferred {
+  readonly size: number;
+  readonly decoded: unknown;
+  encode(): Buffer;
+}
+
 export interface Cache {
   readonly driver: 'memory' | 'redis';
+  /**
+   * In-process drivers only: store a value without encoding it, and read the stored form back
+   * (the object for a deferred value). A conversation tail was MessagePack-encoded on every
+   * append (a tenth of an append's CPU) for a cache in the same process.
+   */
+  setDeferred?(key: string, value: Deferred, ttlSeconds?: number): Promise<void>;
+  getStored?(key: string, options?: GetOptions): Promise<Buffer | Deferred | undefined>;
   get(key: string, options?: GetOptions): Promise<Buffer | undefined>;
   getMany(keys: readonly string[]): Promise<Array<Buffer | undefined>>;
   /** ttlSeconds 0 or absent: no expiry (the memory driver may still evict under its byte budget). */

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { Cache, CacheState, CounterSpec, GetOptions, IncrementResult } from './cache.js';
+import type { Cache, CacheState, CounterSpec, Deferred, GetOptions, IncrementResult } from './cache.js';
 
 // The embedded default: an LRU bounded by bytes, in this process. Counters live in their own
 // map, outside the LRU, so a burst of cached messages can never evict a quota counter and let
@@ -7,31 +7,39 @@ import type { Cache, CacheState, CounterSpec, GetOptions, IncrementResult } from
 
 export class MemoryCache implements Cache {
   readonly driver = 'memory' as const;
-  private readonly entries: LRUCache<string, Buffer>;
+  private readonly entries: LRUCache<string, Buffer | Deferred>;
   private readonly counters = new Map<string, { value: number; expires: number }>();
 
   constructor(maxBytes: number) {
-    this.entries = new LRUCache<string, Buffer>({
+    this.entries = new LRUCache<string, Buffer | Deferred>({
       maxSize: maxBytes,
       // Keys count too: a million tiny entries must not slip past the budget.
-      sizeCalculation: (value, key) => Math.max(1, value.length + key.length),
+      sizeCalculation: (value, key) => Math.max(1, (Buffer.isBuffer(value) ? value.length : value.size) + key.length),
       ttlAutopurge: false,
     });
   }
 
   async get(key: string, options: GetOptions = {}): Promise<Buffer | undefined> {
+    return bytesOf(await this.getStored(key, options));
+  }
+
+  async getStored(key: string, options: GetOptions = {}): Promise<Buffer | Deferred | undefined> {
     const value = this.entries.get(key);
     if (value && options.slideTtlSeconds) this.entries.set(key, value, { ttl: options.slideTtlSeconds * 1000 });
     return value;
   }
 
   async getMany(keys: readonly string[]): Promise<Array<Buffer | undefined>> {
-    return keys.map((k) => this.entries.get(k));
+    return keys.map((k) => bytesOf(this.entries.get(k)));
   }
 
-  async set(key: string, value: Buffer, ttlSeconds = 0): Promise<void> {
+  async setDeferred(key: string, value: Deferred, ttlSeconds = 0): Promise<void> {
+    return this.set(key, value, ttlSeconds);
+  }
+
+  async set(key: string, value: Buffer | Deferred, ttlSeconds = 0): Promise<void> {
     // An entry larger than the whole budget is simply not cached (lru-cache would throw).
-    if (value.length + key.length > this.entries.maxSize) {
+    if ((Buffer.isBuffer(value) ? value.length : value.size) + key.length > this.entries.maxSize) {
       this.entries.delete(key);
       return;
     }
@@ -83,4 +91,8 @@ export class MemoryCache implements Cache {
   private dropExpiredCounters(now: number): void {
     for (const [k, c] of this.counters) if (c.expires <= now) this.counters.delete(k);
   }
+}
+
+function bytesOf(value: Buffer | Deferred | undefined): Buffer | undefined {
+  return value === undefined || Buffer.isBuffer(value) ? value : value.encode();
 }

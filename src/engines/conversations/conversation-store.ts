@@ -201,9 +201,8 @@ export class ConversationStore {
     this.appended = changes.define('conversations', 'append', (db, p) => {
       insertMessages(db, p.conversation_id, p.messages);
       if (p.pii?.length) {
-        const current = db.prepare<{ pii: string }>('SELECT pii FROM conversations WHERE id = ?').get(p.conversation_id)?.pii ?? '';
-        const merged = [...new Set([...current.split(',').filter(Boolean), ...p.pii])].sort().join(',');
-        db.prepare('UPDATE conversations SET pii = ? WHERE id = ?').run(merged, p.conversation_id);
+        const current = db.prepare<{ pii: string | null }>('SELECT pii FROM conversations WHERE id = ?').get(p.conversation_id)?.pii ?? null;
+        db.prepare('UPDATE conversations SET pii = ? WHERE id = ?').run(mergePii(current, p.pii), p.conversation_id);
       }
       const tokens = p.messages.reduce((sum, m) => sum + m.tokens, 0);
       db.prepare(
@@ -276,20 +275,56 @@ export class ConversationStore {
     return rows.map((r) => this.public(r));
   }
 
-  async append(actor: Actor, conversationId: string, input: NewMessage[]): Promise<Message[]> {
+  /**
+   * Appends messages. `owner`, when given, is the only user whose conversation this may be
+   * (the tenant guard, checked inside the write, so another user's id reads as not found).
+   */
+  async append(actor: Actor, conversationId: string, input: NewMessage[], owner?: string): Promise<Message[]> {
     if (input.length === 0) throw new InvalidInput('at least one message is required');
     if (input.length > MAX_MESSAGES_PER_APPEND) throw new InvalidInput(`at most ${MAX_MESSAGES_PER_APPEND} messages per call`);
-    // Writing to an archived conversation brings it back first; the archive is read outside
-    // the transaction (it is I/O), and the write checks it is still the same archive.
-    const before = this.requireRow(conversationId);
-    const archived = before.archive_key && this.archive ? { key: before.archive_key, messages: await this.archive.read(before.archive_key) } : undefined;
     // Tagged from the plaintext, before sealing and outside the transaction (a long text is
     // scanned on a worker thread): the tag names kinds of data, never the data.
     const pii = await this.scanner.kinds(input.map((m) => m.content));
+    // The tail before this append: extended in the write instead of re-read from SQLite, and,
+    // when it shows a hot conversation, the reason not to read the row before the write.
+    const cached = await this.cachedTail(conversationId).catch(() => undefined);
+    const hot = cached !== undefined && cached.c.archive_key === null && (owner === undefined || cached.c.user_id === owner);
+    // Writing to an archived conversation brings it back first; the archive is read outside
+    // the transaction (it is I/O), and the write checks it is still the same archive. A stale
+    // cached tail can hide an archive: then the write finds it, and this reads it and retries.
+    let archived = hot ? undefined : await this.archiveOf(this.requireRow(conversationId, owner));
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.appendOnce(actor, conversationId, input, owner, pii, cached, archived);
+      } catch (err) {
+        if (!(err instanceof ArchivedMeanwhile) || attempt > 0 || archived) throw err instanceof ArchivedMeanwhile ? new Conflict(err.message) : err;
+        archived = await this.archiveOf(this.requireRow(conversationId, owner));
+      }
+    }
+  }
+
+  private async archiveOf(row: ConversationRow): Promise<{ key: string; messages: Message[] } | undefined> {
+    return row.archive_key && this.archive ? { key: row.archive_key, messages: await this.archive.read(row.archive_key) } : undefined;
+  }
+
+  private async appendOnce(
+    actor: Actor,
+    conversationId: string,
+    input: NewMessage[],
+    owner: string | undefined,
+    pii: string[],
+    cached: CachedTail | undefined,
+    archived: { key: string; messages: Message[] } | undefined,
+  ): Promise<Message[]> {
     const { items, tail } = await this.writer.write(actor, (tx) => {
-      let row = this.requireRow(conversationId);
+      const row = this.requireRow(conversationId, owner);
+      // An earlier append in this transaction (a busy conversation gets several per commit)
+      // left a newer tail than the cache holds. Messages are append-only under seq, so a tail
+      // that ends at the current count is exact; any other is ignored.
+      const prior = (tx.batch.get(tailKey(conversationId)) as CachedTail | undefined) ?? cached;
+      const extendable = prior !== undefined && !row.archive_key && prior.c.message_count === row.message_count && prior.c.user_id === row.user_id;
       if (row.archive_key) {
-        if (!archived || archived.key !== row.archive_key) throw new Conflict('the conversation was archived while this write waited; retry');
+        if (!archived || archived.key !== row.archive_key) throw new ArchivedMeanwhile();
         tx.apply(this.restored, { conversation_id: row.id, messages: archived.messages });
       }
       const now = new Date().toISOString();
@@ -297,10 +332,15 @@ export class ConversationStore {
       const messages: Message[] = input.map((m) => ({ seq: ++seq, role: m.role, content: m.content, tokens: m.tokens ?? 0, created_at: now }));
       const stored = this.cipher.enabled ? messages.map((m) => ({ ...m, content: this.cipher.seal(tx, row.user_id, m.content) })) : messages;
       tx.apply(this.appended, { conversation_id: conversationId, messages: stored, updated_at: now, ...(pii.length ? { pii } : {}) });
-      row = this.requireRow(conversationId);
-      return { items: messages, tail: this.tailFromSql(row) };
+      // What the applier made of the row, without reading it back (a restore changed it too).
+      const after: ConversationRow = row.archive_key
+        ? this.requireRow(conversationId)
+        : { ...row, message_count: seq, token_count: row.token_count + messages.reduce((n, m) => n + m.tokens, 0), updated_at: now, pii: pii.length ? mergePii(row.pii, pii) : row.pii };
+      const tail = extendable ? extendTail(prior, after, messages, this.options.cachedMessages) : this.tailFromSql(after);
+      tx.batch.set(tailKey(conversationId), tail);
+      return { items: messages, tail };
     });
-    void this.cache.setDecoded(cacheKey(conversationId), tail, packr.pack(tail), this.options.ttlSeconds);
+    this.cacheTail(conversationId, tail);
     return items;
   }
 
@@ -327,11 +367,11 @@ export class ConversationStore {
     if (row.archive_key && this.archive) {
       const all = await this.archive.read(row.archive_key);
       const whole: CachedTail = { c: row, j: all.map((m) => JSON.stringify({ ...m, content: this.openContent(row.user_id, m.content) })), first: 1, all: true };
-      void this.cache.setDecoded(cacheKey(conversationId), whole, packr.pack(whole), this.options.ttlSeconds);
+      this.cacheTail(conversationId, whole);
       return answerFrom(whole, query)!;
     }
     const tail = this.tailFromSql(row);
-    void this.cache.setDecoded(cacheKey(conversationId), tail, packr.pack(tail), this.options.ttlSeconds);
+    this.cacheTail(conversationId, tail);
     const fromTail = answerFrom(tail, query);
     if (fromTail) return fromTail;
     if (query.last !== undefined) {
@@ -417,6 +457,12 @@ export class ConversationStore {
 
   private readonly pagesOfTail = new WeakMap<CachedTail, Map<string, MessagePage>>();
 
+  private cacheTail(conversationId: string, tail: CachedTail): void {
+    let size = 256;
+    for (const j of tail.j) size += j.length;
+    void this.cache.setDecoded(cacheKey(conversationId), tail, () => packr.pack(tail), size, this.options.ttlSeconds);
+  }
+
   private async cachedTail(id: string): Promise<CachedTail | undefined> {
     if (this.options.cachedMessages === 0) return undefined;
     return this.cache.getDecoded('conversations', cacheKey(id), (buf) => packr.unpack(buf) as CachedTail, { slideTtlSeconds: this.options.ttlSeconds });
@@ -454,9 +500,10 @@ export class ConversationStore {
     return this.db.prepare<ConversationRow>('SELECT * FROM conversations WHERE id = ?').get(id);
   }
 
-  private requireRow(id: string): ConversationRow {
+  /** The row; NotFound when missing or, with `owner`, when another user's (ids do not leak). */
+  private requireRow(id: string, owner?: string): ConversationRow {
     const row = this.row(id);
-    if (!row) throw new NotFound(`conversation ${id} does not exist`);
+    if (!row || (owner !== undefined && row.user_id !== owner)) throw new NotFound(`conversation ${id} does not exist`);
     return row;
   }
 }
@@ -483,9 +530,45 @@ function answerFrom(tail: CachedTail, query: MessageQuery): MessagePage | undefi
   return { json: json.slice(0, query.limit), first: tail.first + from, more: json.length > query.limit, user_id };
 }
 
+/** Thrown inside an append's write when the conversation turned out archived; append() retries. */
+class ArchivedMeanwhile extends Error {
+  constructor() {
+    super('the conversation was archived while this write waited; retry');
+  }
+}
+
+/** The conversation's PII tag after adding kinds: sorted, each once. */
+function mergePii(current: string | null | undefined, add: readonly string[]): string {
+  return [...new Set([...(current ?? '').split(',').filter(Boolean), ...add])].sort().join(',');
+}
+
+/**
+ * The tail after an append, built from the tail before it and the appended messages (in
+ * plaintext, as a tail holds them): the same messages tailFromSql would pick — the newest that
+ * fit the count and byte budgets — without reading up to a hundred rows back on every append.
+ */
+function extendTail(prior: CachedTail, row: ConversationRow, added: Message[], maxMessages: number): CachedTail {
+  const j = prior.j.concat(added.map((m) => JSON.stringify({ seq: m.seq, role: m.role, content: m.content, tokens: m.tokens, created_at: m.created_at })));
+  let keep = 0;
+  let bytes = 0;
+  for (let i = j.length - 1; i >= 0 && keep < maxMessages; i--) {
+    if (keep > 0 && bytes + j[i]!.length > TAIL_MAX_BYTES) break;
+    bytes += j[i]!.length;
+    keep++;
+  }
+  const kept = j.slice(j.length - keep);
+  if (kept.length === 1 && kept[0]!.length > TAIL_MAX_BYTES) kept.length = 0;
+  const first = row.message_count - kept.length + 1;
+  return { c: row, j: kept, first, all: first === 1 };
+}
+
 function insertMessages(db: SqlDatabase, conversationId: string, messages: Message[]): void {
   const insert = db.prepare('INSERT INTO messages (conversation_id, seq, role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?)');
   for (const m of messages) insert.run(conversationId, m.seq, m.role, m.content, m.tokens, m.created_at);
+}
+
+function tailKey(id: string): string {
+  return `conversations.tail:${id}`;
 }
 
 function cacheKey(id: string): string {

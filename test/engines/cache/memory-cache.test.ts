@@ -26,4 +26,20 @@ describe('memory cache', () => {
     await cache.set('big', Buffer.alloc(1000));
     expect(await cache.get('big')).toBeUndefined();
   });
+
+  it('keeps a deferred value as its object, counts its size against the budget, and encodes it only for a byte read', async () => {
+    const cache = new MemoryCache(10_000);
+    let encoded = 0;
+    const value = { decoded: { hello: 'world' }, size: 4_000, encode: () => (encoded++, Buffer.from('bytes')) };
+    await cache.setDeferred('a', value);
+    expect(await cache.getStored('a')).toBe(value);
+    expect(encoded).toBe(0);
+    expect(cache.bytes).toBeGreaterThanOrEqual(4_000);
+    expect((await cache.get('a'))?.toString()).toBe('bytes');
+    expect(await cache.getMany(['a', 'b'])).toEqual([Buffer.from('bytes'), undefined]);
+    expect(encoded).toBe(2);
+    // Its declared size evicts like bytes do.
+    await cache.setDeferred('b', { ...value, size: 7_000 });
+    expect(await cache.getStored('a')).toBeUndefined();
+  });
 });
