@@ -124,7 +124,7 @@ export async function conversations(opts: BenchOptions): Promise<ResultRow[]> {
     const add = (name: string, r: { strata: Saturation; peer: Saturation }, peer: string, f?: { strata: FixedRate; peer: FixedRate }, goal = '') => {
       rows.push(row({ name, metric: 'throughput, 64 connections', unit: 'req/s', value: r1(r.strata.perSecond), peer, peer_value: r1(r.peer.perSecond), better: 'higher', notes }));
       if (!f) return;
-      const fn = `hey at a fixed ${RATE} req/s for ${fixedSeconds} s (20 workers); achieved ${Math.round(f.strata.achieved)} / ${Math.round(f.peer.achieved)} req/s${goal}`;
+      const fn = `hey at a fixed ${RATE} req/s for ${fixedSeconds} s (20 single-connection hey processes, staggered); achieved ${Math.round(f.strata.achieved)} / ${Math.round(f.peer.achieved)} req/s${goal}`;
       rows.push(row({ name, metric: `p50 latency at ${RATE} req/s`, unit: 'ms', value: r2(f.strata.p50ms), peer, peer_value: r2(f.peer.p50ms), better: 'lower', notes: fn }));
       rows.push(row({ name, metric: `p99 latency at ${RATE} req/s`, unit: 'ms', value: r2(f.strata.p99ms), peer, peer_value: r2(f.peer.p99ms), better: 'lower', notes: fn }));
     };

@@ -1,9 +1,9 @@
 import type { Context, Hono } from 'hono';
 import { z } from 'zod';
-import { InvalidInput } from '../engines/errors.js';
+import { zodRefusal } from '../engines/zod-refusal.js';
 import type { AppEnv, Caller } from './app-env.js';
 import { authenticate, authorize, type Access } from './auth.js';
-import { readBody, type BodyLimits } from './json-body.js';
+import { readBody, readRawBody, type BodyLimits, type RawBody } from './json-body.js';
 import type { RateLimiter } from './rate-limiter.js';
 import { Unauthorized } from '../engines/errors.js';
 import type { TokenStore } from '../engines/auth/token-store.js';
@@ -15,7 +15,7 @@ import type { TokenStore } from '../engines/auth/token-store.js';
 
 type Method = 'get' | 'head' | 'post' | 'put' | 'patch' | 'delete';
 
-export interface RouteSpec<P extends z.ZodType, Q extends z.ZodType, B extends z.ZodType> {
+export interface RouteSpec<P extends z.ZodType, Q extends z.ZodType, B extends z.ZodType, D = z.infer<B>> {
   method: Method;
   /** Hono path syntax: `/v1/users/:user_id`. */
   path: string;
@@ -27,6 +27,11 @@ export interface RouteSpec<P extends z.ZodType, Q extends z.ZodType, B extends z
   body?: B;
   /** The body may also be MessagePack (bulk endpoints, per API.md). */
   msgpack?: boolean;
+  /**
+   * Decodes and validates the raw body in place of the router (after auth, params and query):
+   * for bulk bodies that are decoded off the event loop. `body` still documents it.
+   */
+  decode?: (raw: RawBody, input: { params: z.infer<P>; limits: BodyLimits }) => Promise<D>;
   /** Status → description and (optionally) the response body's schema. */
   responses: Record<number, { description: string; schema?: z.ZodType }>;
 }
@@ -53,9 +58,9 @@ export class ApiRouter {
     private readonly guards: { rateLimiter?: RateLimiter; authFailed?(reason: 'missing' | 'invalid'): void } = {},
   ) {}
 
-  route<P extends z.ZodType = typeof noInput, Q extends z.ZodType = typeof noInput, B extends z.ZodType = z.ZodUndefined>(
-    spec: RouteSpec<P, Q, B>,
-    handler: Handler<z.infer<P>, z.infer<Q>, z.infer<B>>,
+  route<P extends z.ZodType = typeof noInput, Q extends z.ZodType = typeof noInput, B extends z.ZodType = z.ZodUndefined, D = z.infer<B>>(
+    spec: RouteSpec<P, Q, B, D>,
+    handler: Handler<z.infer<P>, z.infer<Q>, D>,
   ): void {
     this.specs.push(spec as unknown as RouteSpec<z.ZodType, z.ZodType, z.ZodType>);
     this.app.on(spec.method.toUpperCase(), spec.path, async (c) => {
@@ -77,8 +82,12 @@ export class ApiRouter {
       // A route without a params or query schema has nothing to validate: skip the parsing.
       const params = spec.params ? validate('path', spec.params, c.req.param()) : {};
       const query = spec.query ? validate('query', spec.query, c.req.query()) : {};
-      const body = spec.body ? validate('body', spec.body, await readBody(c, this.bodyLimits, spec.msgpack === true)) : undefined;
-      return handler(c, { params, query, body, caller: caller as Caller } as RouteInput<z.infer<P>, z.infer<Q>, z.infer<B>>);
+      const body = spec.decode
+        ? await spec.decode(await readRawBody(c, this.bodyLimits, spec.msgpack === true), { params: params as z.infer<P>, limits: this.bodyLimits })
+        : spec.body
+          ? validate('body', spec.body, await readBody(c, this.bodyLimits, spec.msgpack === true))
+          : undefined;
+      return handler(c, { params, query, body, caller: caller as Caller } as RouteInput<z.infer<P>, z.infer<Q>, D>);
     });
   }
 
@@ -124,9 +133,7 @@ export const errorSchema = z.object({
 function validate<S extends z.ZodType>(where: string, schema: S, value: unknown): z.infer<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const issues = result.error.issues.map((i) => ({ path: [where, ...i.path.map(String)].join('.'), message: i.message }));
-  const first = issues.slice(0, 3).map((i) => `${i.path}: ${i.message}`).join('; ');
-  throw new InvalidInput(first, { issues });
+  throw zodRefusal(where, result.error);
 }
 
 function jsonSchema(schema: z.ZodType, io: 'input' | 'output' = 'input'): unknown {

@@ -2,19 +2,33 @@ import { parentPort } from 'node:worker_threads';
 import { loadTokenizer, type TokenizerName } from './datasets/tokenizer.js';
 import { processRow, type RowPlan } from './datasets/row-steps.js';
 import { detectPii, redactPii } from './privacy/pii-detector.js';
+import { decodeBody } from './body-decoder.js';
+import { StrataError } from './errors.js';
+import { toUpsertBatch } from './vectors/upsert-batch.js';
 
-// The worker side of TextWorker: CPU work on one client text per message, answered in
-// arrival order, so the daemon's event loop never runs it.
+// The worker side of TextWorker: CPU work on one client text (or bulk body) per message,
+// answered in arrival order, so the daemon's event loop never runs it.
 
 export type TextJob =
   | { op: 'pii'; text: string; maxFindings: number }
   | { op: 'pii-kinds'; texts: string[] }
   | { op: 'pii-redact'; text: string }
   | { op: 'tokenize'; encoding: TokenizerName; text: string }
-  | { op: 'row'; text: string; plan: RowPlan; encoding: TokenizerName };
+  | { op: 'row'; text: string; plan: RowPlan; encoding: TokenizerName }
+  | { op: 'vector-upsert'; bytes: Uint8Array; msgpack: boolean; jsonDepth: number; dimensions: number };
+
+/** What a job answers, and the buffers to move (not copy) back to the main thread. */
+interface Answer {
+  result: unknown;
+  transfer?: ArrayBuffer[];
+}
 
 async function run(job: TextJob): Promise<unknown> {
   switch (job.op) {
+    case 'vector-upsert': {
+      const batch = toUpsertBatch(decodeBody(job.bytes, job.msgpack, job.jsonDepth), job.dimensions);
+      return { result: batch, transfer: [batch.flat.buffer as ArrayBuffer] } satisfies Answer;
+    }
     case 'pii': {
       // Only what the caller will send back crosses to the main thread.
       const findings = detectPii(job.text);
@@ -43,7 +57,15 @@ async function run(job: TextJob): Promise<unknown> {
 
 parentPort!.on('message', ({ id, job }: { id: number; job: TextJob }) => {
   run(job).then(
-    (result) => parentPort!.postMessage({ id, result }),
-    (err: unknown) => parentPort!.postMessage({ id, error: (err as Error).message }),
+    (out) => {
+      if (job.op === 'vector-upsert') {
+        const { result, transfer } = out as Answer;
+        parentPort!.postMessage({ id, result }, transfer ?? []);
+      } else parentPort!.postMessage({ id, result: out });
+    },
+    // A refusal keeps its code and details across the thread boundary: a bad vector is a 400
+    // naming the element, not a 500.
+    (err: unknown) =>
+      parentPort!.postMessage({ id, error: (err as Error).message, ...(err instanceof StrataError ? { code: err.code, details: err.details } : {}) }),
   );
 });

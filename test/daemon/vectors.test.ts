@@ -185,6 +185,39 @@ describe('vector API input', () => {
     await t.close();
   });
 
+  it('decodes a big upsert off the event loop, in JSON and MessagePack, and a bad element in it is still a 400 naming it', async () => {
+    const t = await openTestNode();
+    await t.call('POST', '/v1/collections', { name: 'big', dimensions: 768, metric: 'cos' });
+    const vectors = Array.from({ length: 200 }, (_, i) => ({ id: `v${i}`, values: Array.from({ length: 768 }, (_, d) => Math.sin(i + d)), metadata: { i } }));
+    const before = t.node.vectors.bodiesDecodedOffLoop;
+    expect((await t.call('POST', '/v1/collections/big/upsert', { vectors: vectors.slice(0, 100) })).body).toEqual({ upserted: 100 });
+    const mp = await t.app.request('/v1/collections/big/upsert', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.adminToken}`, 'content-type': 'application/msgpack' },
+      body: pack({ vectors: vectors.slice(100) }),
+    });
+    expect(mp.status).toBe(200);
+    expect(t.node.vectors.bodiesDecodedOffLoop).toBe(before + 2);
+    const lsn = t.node.sql.writer.lastLsn;
+    const bad = vectors.map((v) => ({ ...v, id: `x${v.id}` }));
+    bad[150] = { ...bad[150]!, values: [...bad[150]!.values.slice(0, 767), 1e39] };
+    const refused = await t.call('POST', '/v1/collections/big/upsert', { vectors: bad });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toMatchObject({ code: 'invalid_input', message: 'vectors[150].values[767] is not a finite number (or overflows float32)' });
+    const short = await t.call('POST', '/v1/collections/big/upsert', { vectors: [{ id: 'q', values: [1, 2] }, ...bad.slice(1)] });
+    expect(short.body.error.message).toBe('vectors[0].values: expected 768 dimensions, got 2');
+    const shape = await t.call('POST', '/v1/collections/big/upsert', { vectors: [...bad.slice(1), { id: '', values: [1] }] });
+    expect(shape.status).toBe(400);
+    expect(shape.body.error.message).toMatch(/^body\.vectors\.199\.id:/);
+    expect(t.node.vectors.bodiesDecodedOffLoop).toBe(before + 5);
+    expect(t.node.sql.writer.lastLsn).toBe(lsn);
+    // What was stored is what was sent, as float32.
+    const got = (await t.call('POST', '/v1/collections/big/fetch', { ids: ['v7', 'v150'] })).body.vectors;
+    expect(got.map((v: { values: number[] }) => v.values[5])).toEqual([Math.fround(Math.sin(12)), Math.fround(Math.sin(155))]);
+    expect((await t.call('POST', '/v1/collections/big/query', { vector: vectors[42]!.values, top_k: 1 })).body.matches[0].id).toBe('v42');
+    await t.close();
+  });
+
   it('keeps user tokens off shared collections', async () => {
     const t = await openTestNode();
     await t.call('POST', '/v1/users', { id: 'u', email: 'u@example.com', tier: 'free' });

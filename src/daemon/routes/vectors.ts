@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { ApiRouter } from '../api-router.js';
 import { actorOf } from '../auth.js';
 import { reply } from '../reply.js';
+import { upsertBody, vectorId, vectorValues as values } from '../../engines/vectors/upsert-batch.js';
 import type { StrataNode } from '../strata-node.js';
 
 // Vector collections and the embedding cache. Upsert, query and fetch also speak MessagePack.
@@ -9,22 +10,12 @@ import type { StrataNode } from '../strata-node.js';
 // finiteness, so a bad vector is a 400 and nothing of its batch is written.
 
 const name = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'collection names are 1-63 lower-case letters, digits, _ and -');
-const vectorId = z.string().min(1).max(256);
-// A plain loop, not z.array(z.number()): zod spends ~60 ms on a 1000 × 768 batch, on the
-// event loop. Finiteness and dimensions are checked by the engine.
-const values = z
-  .custom<number[] | Float32Array | Float64Array>(
-    (v) => (Array.isArray(v) ? v.length > 0 && v.every((x) => typeof x === 'number') : (v instanceof Float32Array || v instanceof Float64Array) && v.length > 0),
-    'values must be a non-empty array of numbers',
-  )
-  .meta({ type: 'array', items: { type: 'number' } });
 const scalar = z.union([z.string().max(1024), z.number(), z.boolean()]);
 const condition = z.union([
   scalar,
   z.strictObject({ $in: z.array(scalar).min(1).max(1000).optional(), $gte: z.number().optional(), $lte: z.number().optional(), $gt: z.number().optional(), $lt: z.number().optional() }),
 ]);
 const filter = z.record(z.string().max(64), condition);
-const metadata = z.record(z.string(), z.unknown()).refine((m) => JSON.stringify(m).length <= 64 * 1024, 'metadata is limited to 64 KiB of JSON');
 const params = z.object({ name });
 
 export function vectorRoutes(router: ApiRouter, node: StrataNode): void {
@@ -79,10 +70,12 @@ export function vectorRoutes(router: ApiRouter, node: StrataNode): void {
       access: 'service',
       params,
       msgpack: true,
-      body: z.strictObject({ vectors: z.array(z.strictObject({ id: vectorId, values, metadata: metadata.optional() })) }),
+      body: upsertBody,
+      // Decoded off the event loop when big (see VectorStore.decodeUpsert), checked against the collection's dimensions.
+      decode: (raw, { params, limits }) => vectors.decodeUpsert(params.name, raw.bytes, raw.msgpack, limits.jsonDepth),
       responses: { 200: { description: '{upserted: n}' } },
     },
-    async (c, { params, body, caller }) => reply(c, await vectors.upsert(actorOf(caller), params.name, body.vectors)),
+    async (c, { params, body, caller }) => reply(c, await vectors.upsertBatch(actorOf(caller), params.name, body)),
   );
 
   router.route(

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
-import usearch, { type Index, type Matches } from 'usearch';
+import { availableParallelism } from 'node:os';
+import usearch, { type BatchMatches, type Index, type Matches } from 'usearch';
 
 // One usearch HNSW index, owned by this worker thread. usearch's calls are synchronous native
 // code (a search batch, an index build or a save can take far more than 20 ms), so they run
@@ -25,7 +26,7 @@ export type WorkerRequest =
   | { op: 'init'; config: IndexConfig; file?: string | undefined; sha256?: string | undefined; lsn?: number | undefined; tombstones?: number | undefined }
   | { op: 'add'; keys: BigUint64Array; vectors: Float32Array; lsn: number }
   | { op: 'remove'; keys: BigUint64Array; lsn: number }
-  | { op: 'search'; vector: Float32Array; k: number }
+  | { op: 'search'; vectors: Float32Array; k: number }
   | { op: 'exact'; keys: BigUint64Array; dataset: Float32Array; vector: Float32Array; k: number }
   | { op: 'save'; path: string }
   | { op: 'stats' };
@@ -35,6 +36,8 @@ export interface IndexStats {
   tombstones: number;
   lsn: number;
 }
+
+const CORES = availableParallelism();
 
 const METRIC = { cos: usearch.MetricKind.Cos, l2: usearch.MetricKind.L2sq, ip: usearch.MetricKind.IP } as const;
 const DTYPE = { f32: usearch.ScalarKind.F32, f16: usearch.ScalarKind.F16, i8: usearch.ScalarKind.I8 } as const;
@@ -88,7 +91,15 @@ function handle(msg: WorkerRequest): unknown {
         tombstones += existing.length;
       }
       if (msg.keys.length > 0) {
-        ix.add(msg.keys, msg.vectors, 1);
+        // A parallel batch search needs a search context per thread, and usearch sizes them at
+        // every add (or load) to that call's thread count. Inserting in parallel changes the
+        // graph (recall fell by 2 points in the tests), so all but the last vector go in on one
+        // thread, and the last "on CORES threads" — one task, the same insertion — which
+        // leaves CORES contexts behind.
+        const n = msg.keys.length;
+        const d = config!.dimensions;
+        if (n > 1) ix.add(msg.keys.subarray(0, n - 1), msg.vectors.subarray(0, (n - 1) * d), 1);
+        ix.add(msg.keys.subarray(n - 1), msg.vectors.subarray((n - 1) * d), CORES);
         onDisk = undefined;
       }
       lsn = Math.max(lsn, msg.lsn);
@@ -105,10 +116,26 @@ function handle(msg: WorkerRequest): unknown {
       return { size: ix.size() };
     }
     case 'search': {
+      // One or more queries (n × dimensions), searched as one native batch on up to a thread
+      // per core: the main thread sends every query that arrived while the previous batch ran.
       const ix = need();
-      if (ix.size() === 0) return { keys: new BigUint64Array(0), distances: new Float32Array(0) };
-      const m = ix.search(msg.vector, Math.min(msg.k, ix.size()), 1);
-      return { keys: m.keys, distances: m.distances };
+      const n = msg.vectors.length / config!.dimensions;
+      const k = Math.min(msg.k, ix.size());
+      if (k === 0) return { keys: new BigUint64Array(0), distances: new Float32Array(0), counts: new Uint32Array(n), k: 0 };
+      let m: Matches | BatchMatches;
+      try {
+        m = ix.search(msg.vectors, k, Math.min(n, CORES)) as Matches | BatchMatches;
+      } catch (err) {
+        // Fewer contexts than threads (an index state this worker did not foresee): one thread.
+        if (!/Reserve capacity/.test((err as Error).message)) throw err;
+        m = ix.search(msg.vectors, k, 1) as Matches | BatchMatches;
+      }
+      if (n === 1) {
+        const one = m as Matches;
+        return { keys: one.keys, distances: one.distances, counts: Uint32Array.of(one.keys.length), k: one.keys.length };
+      }
+      const batch = m as BatchMatches;
+      return { keys: batch.keys, distances: batch.distances, counts: Uint32Array.from(batch.counts, Number), k };
     }
     case 'exact': {
       if (!config) throw new Error('index not initialised');

@@ -12,6 +12,9 @@ export interface SearchResult {
   distances: Float32Array;
 }
 
+/** Queries per batch: bounds one batch's time at the worker (and its message) under a flood. */
+const MAX_SEARCH_BATCH = 256;
+
 export class VectorIndex {
   private readonly worker: Worker;
   private next = 0;
@@ -56,16 +59,54 @@ export class VectorIndex {
     return this.call({ op: 'init', config, file: file?.path, sha256: file?.sha256, lsn: file?.lsn, tombstones: file?.tombstones });
   }
 
+  /** `vectors` is moved to the worker when it owns its whole buffer: the caller must not use it after. */
   add(keys: BigUint64Array, vectors: Float32Array, lsn: number): Promise<{ size: number }> {
-    return this.call({ op: 'add', keys, vectors, lsn });
+    const whole = vectors.byteOffset === 0 && vectors.byteLength === vectors.buffer.byteLength;
+    return this.call({ op: 'add', keys, vectors, lsn }, whole ? [vectors.buffer as ArrayBuffer] : []);
   }
 
   remove(keys: BigUint64Array, lsn: number): Promise<{ size: number }> {
     return this.call({ op: 'remove', keys, lsn });
   }
 
+  private readonly waiting: Array<{ vector: Float32Array; k: number; resolve: (r: SearchResult) => void; reject: (e: Error) => void }> = [];
+  private searching = false;
+
+  /**
+   * Queries go to the worker in batches: the first at once, and every one that arrives while a
+   * batch is at the worker together in the next (usearch searches a batch natively, a thread
+   * per core). One message per batch instead of per query, and no query waits behind others
+   * one by one. Adds sent before a search still reach the worker before it (read-your-writes).
+   */
   search(vector: Float32Array, k: number): Promise<SearchResult> {
-    return this.call({ op: 'search', vector, k });
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ vector, k, resolve, reject });
+      if (!this.searching) this.sendSearches();
+    });
+  }
+
+  private sendSearches(): void {
+    const batch = this.waiting.splice(0, MAX_SEARCH_BATCH);
+    if (batch.length === 0) return;
+    this.searching = true;
+    const dims = batch[0]!.vector.length;
+    const vectors = new Float32Array(batch.length * dims);
+    batch.forEach((q, i) => vectors.set(q.vector, i * dims));
+    const k = Math.max(...batch.map((q) => q.k));
+    this.call<{ keys: BigUint64Array; distances: Float32Array; counts: Uint32Array; k: number }>({ op: 'search', vectors, k }, [vectors.buffer as ArrayBuffer])
+      .then(
+        (r) =>
+          batch.forEach((q, i) => {
+            const n = Math.min(q.k, r.counts[i]!);
+            q.resolve({ keys: r.keys.subarray(i * r.k, i * r.k + n), distances: r.distances.subarray(i * r.k, i * r.k + n) });
+          }),
+        (err: Error) => batch.forEach((q) => q.reject(err)),
+      )
+      .finally(() => {
+        this.searching = false;
+        this.sendSearches();
+        if (!this.searching) for (const done of this.searchesDone.splice(0)) done();
+      });
   }
 
   exact(keys: BigUint64Array, dataset: Float32Array, vector: Float32Array, k: number): Promise<SearchResult> {
@@ -80,8 +121,12 @@ export class VectorIndex {
     return this.call({ op: 'stats' });
   }
 
+  /** Answers the searches it holds first: an index replaced by a compaction still has some queued. */
   async close(): Promise<void> {
+    while (this.searching && !this.dead) await new Promise<void>((resolve) => this.searchesDone.push(resolve));
     this.dead ??= new Error('the index is closed');
     await this.worker.terminate();
   }
+
+  private searchesDone: Array<() => void> = [];
 }

@@ -8,6 +8,9 @@ import type { Migration } from '../sql/migrations.js';
 import type { Actor, Writer } from '../sql/writer.js';
 import { compileFilter, metaRows, type Filter } from './metadata-filter.js';
 import { VectorIndex, type IndexConfig } from './vector-index.js';
+import { checkVector, toUpsertBatch, type UpsertBatch } from './upsert-batch.js';
+import { decodeBody } from '../body-decoder.js';
+import { TextWorker } from '../text-worker.js';
 
 // Collections of vectors with metadata. SQLite holds the truth (every vector's float32 values
 // and metadata, written through the change log); each collection's usearch HNSW index is
@@ -145,12 +148,17 @@ interface Live {
 
 const BYTES: Record<Dtype, number> = { f32: 4, f16: 2, i8: 1 };
 
+/** Upsert bodies up to this size are decoded in place: a worker round trip costs more. */
+const DECODE_INLINE_MAX_BYTES = 64 * 1024;
+
 export class VectorStore {
   private readonly created: ChangeType<CollectionSpec & { created_at: string }>;
   private readonly dropped: ChangeType<{ name: string }>;
   private readonly upserted: ChangeType<UpsertPayload>;
   private readonly removed: ChangeType<{ collection: string; keys: number[] }>;
   private readonly live = new Map<string, Live>();
+  /** Decodes big upsert bodies off the event loop; its own thread, so a long tokenize job never delays an upsert. */
+  private readonly decoder = new TextWorker('vector decode');
 
   constructor(
     private readonly db: SqlDatabase,
@@ -248,9 +256,36 @@ export class VectorStore {
   async upsert(actor: Actor, name: string, items: VectorInput[]): Promise<{ upserted: number }> {
     const spec = this.requireSpec(name);
     this.checkBatch(items.length);
+    const flat = new Float32Array(items.length * spec.dimensions);
+    items.forEach((it, i) => checkVector(it.values, spec.dimensions, `vectors[${i}].values`, flat, i * spec.dimensions));
+    return this.upsertBatch(actor, name, { items, flat });
+  }
+
+  /**
+   * An upsert body decoded and checked against the collection's dimensions: in place when
+   * small, on the decode worker when big, so the event loop never parses megabytes.
+   */
+  /** Upsert bodies decoded on the worker so far (the rest were small enough to decode in place). */
+  get bodiesDecodedOffLoop(): number {
+    return this.decoder.jobs;
+  }
+
+  async decodeUpsert(name: string, bytes: Uint8Array, msgpack: boolean, jsonDepth: number): Promise<UpsertBatch> {
+    const { dimensions } = this.requireSpec(name);
+    if (bytes.length <= DECODE_INLINE_MAX_BYTES) return toUpsertBatch(decodeBody(bytes, msgpack, jsonDepth), dimensions);
+    return this.decoder.run<UpsertBatch>({ op: 'vector-upsert', bytes, msgpack, jsonDepth, dimensions });
+  }
+
+  async upsertBatch(actor: Actor, name: string, batch: UpsertBatch): Promise<{ upserted: number }> {
+    const spec = this.requireSpec(name);
+    const { items, flat } = batch;
+    this.checkBatch(items.length);
+    const dims = spec.dimensions;
+    // The collection may have been dropped and created again, with other dimensions, while the body was decoded.
+    if (flat.length !== items.length * dims) throw new Conflict(`collection ${name} changed while the request was read; retry`);
     const seen = new Set<string>();
     let indexed = 0;
-    const vecs = items.map((it, i) => {
+    items.forEach((it, i) => {
       if (seen.has(it.id)) throw new InvalidInput(`vectors[${i}]: id ${it.id} appears twice in one batch`);
       seen.add(it.id);
       // Every scalar of the metadata, and every element of a top-level array, is one indexed
@@ -258,26 +293,24 @@ export class VectorStore {
       const rows = metaRows(it.metadata).length;
       if (rows > MAX_INDEXED_PER_VECTOR) throw new InvalidInput(`vectors[${i}].metadata has ${rows} indexed values (scalars and top-level array elements); at most ${MAX_INDEXED_PER_VECTOR}`);
       indexed += rows;
-      return this.checkVector(spec, it.values, `vectors[${i}].values`);
     });
     if (indexed > MAX_INDEXED_PER_UPSERT) throw new InvalidInput(`the batch has ${indexed} indexed metadata values; at most ${MAX_INDEXED_PER_UPSERT} per upsert: send fewer vectors per request`);
     const { lsn, keys } = await this.writer.write(actor, (tx) => {
       const current = this.requireSpec(name) as CollectionSpec & { next_key: number };
+      if (current.dimensions !== dims) throw new Conflict(`collection ${name} changed while the request was read; retry`);
       let next = current.next_key;
       const keyOf = this.db.prepare<{ key: number }>('SELECT key FROM vectors WHERE collection = ? AND id = ?');
       const payloadItems = items.map((it, i) => ({
         id: it.id,
         key: keyOf.get(name, it.id)?.key ?? next++,
-        vec: new Uint8Array(vecs[i]!.buffer, vecs[i]!.byteOffset, vecs[i]!.byteLength),
+        vec: new Uint8Array(flat.buffer, flat.byteOffset + i * dims * 4, dims * 4),
         metadata: it.metadata === undefined ? null : JSON.stringify(it.metadata),
       }));
       const lsn = tx.apply(this.upserted, { collection: name, items: payloadItems, next_key: next });
       tx.audit('vectors.upsert', `collection:${name}`, { count: items.length });
       return { lsn, keys: payloadItems.map((p) => p.key) };
     });
-    const flat = new Float32Array(items.length * spec.dimensions);
-    vecs.forEach((v, i) => flat.set(v, i * spec.dimensions));
-    this.applyToIndex(name, (ix) => ix.add(BigUint64Array.from(keys.map(BigInt)), flat.slice(), lsn));
+    this.applyToIndex(name, (ix) => ix.add(BigUint64Array.from(keys.map(BigInt)), flat, lsn));
     return { upserted: items.length };
   }
 
@@ -321,9 +354,10 @@ export class VectorStore {
 
   async query(name: string, q: QueryInput): Promise<{ matches: Match[]; plan: 'hnsw' | 'filtered_hnsw' | 'exact' }> {
     const started = performance.now();
-    const spec = this.requireSpec(name);
-    const live = this.requireLive(name);
-    const vector = this.checkVector(spec, q.vector, 'vector');
+    // The loaded collection's spec (immutable but for next_key): no SQLite read per query.
+    const live = this.live.get(name) ?? this.requireLive(name);
+    const spec = live.spec;
+    const vector = checkVector(q.vector, spec.dimensions, 'vector');
     const where = compileFilter(name, q.filter);
     let plan: 'hnsw' | 'filtered_hnsw' | 'exact' = 'hnsw';
     let found: Array<{ key: number; distance: number }>;
@@ -459,6 +493,7 @@ export class VectorStore {
 
   async close(): Promise<void> {
     try {
+      await this.decoder.close();
       await this.saveAll();
     } finally {
       for (const live of this.live.values()) {
@@ -673,15 +708,6 @@ export class VectorStore {
     if (n > this.options.maxBatch) throw new InvalidInput(`at most ${this.options.maxBatch} items per call (vectors.max_batch)`);
   }
 
-  private checkVector(spec: CollectionSpec, values: ArrayLike<number>, where: string): Float32Array {
-    if (values.length !== spec.dimensions) throw new InvalidInput(`${where}: expected ${spec.dimensions} dimensions, got ${values.length}`);
-    // The constructor, not Float32Array.from: no iterator protocol, ten times faster on big batches.
-    const v = new Float32Array(values as ArrayLike<number>);
-    for (let i = 0; i < v.length; i++) {
-      if (!Number.isFinite(v[i]!)) throw new InvalidInput(`${where}[${i}] is not a finite number (or overflows float32)`);
-    }
-    return v;
-  }
 }
 
 /** Stored float32 rows (little-endian blobs) as one n × dims matrix for the index worker. */

@@ -97,7 +97,7 @@ describe('vector collections', () => {
     const answers = await Promise.all(heavy);
     h.disable();
     expect(compacted).toEqual(['docs']);
-    expect(answers.every((a) => a.status === 200)).toBe(true);
+    expect(answers.filter((a) => a.status !== 200).map((a) => JSON.stringify(a.body))).toEqual([]);
     // p99, not max: a single GC pause on this shared 2-core machine can pass 100 ms, while a
     // native build or search on the main thread would push the whole distribution up. The
     // bound leaves room for the other test files competing for the two cores.
