@@ -16,6 +16,7 @@ const GROUPS: Record<string, string> = {
   message_read: 'conversations',
   usage_record: 'conversations',
   preferences_read: 'conversations',
+  message_read_runtime: 'runtimes',
   model_upload: 'models',
   model_download_hit: 'models',
   model_download_miss: 'models',

@@ -7,6 +7,7 @@ import { httpWrite } from './http-write.js';
 import { machine, requireTools, type BenchOptions, type ResultRow } from './lib.js';
 import { models } from './models.js';
 import { conversations } from './conversations.js';
+import { runtimes } from './runtimes.js';
 import { vectors } from './vectors.js';
 import { replication } from './replication.js';
 import { etl } from './etl.js';
@@ -20,6 +21,7 @@ const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [
   ['append_engine', appendEngine],
   ['models', models],
   ['conversations', conversations],
+  ['runtimes', runtimes],
   ['vectors', vectors],
   ['replication', replication],
   ['etl', etl],

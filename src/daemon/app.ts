@@ -63,10 +63,12 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
   });
 
   // URL parsing resolves dot segments ("/files/a/../b" becomes "/files/b") before routing, so
-  // a traversal attempt would silently land somewhere else. Refuse them on the raw target.
+  // a traversal attempt would silently land somewhere else. Refuse them on the raw target:
+  // node:http's IncomingMessage.url, or Deno's request.url, which keeps it as sent (Bun's is
+  // already resolved; see bun-listener.ts).
   app.use('*', async (c, next) => {
-    const raw = (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url;
-    const path = raw?.split('?')[0] ?? '';
+    const raw = (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url ?? targetOf(c.req.raw.url);
+    const path = raw.split('?')[0] ?? '';
     if (/(^|\/)(\.|%2e){1,2}(\/|$)/i.test(path)) {
       return c.json(errorBody('invalid_input', 'the request path contains "." or ".." segments'), 400);
     }
@@ -95,4 +97,10 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${new URL(c.req.url).pathname}`), 404));
   app.onError((err, c) => errorResponse(c, err));
   return app;
+}
+
+/** The path and query of an absolute URL string, without parsing it (parsing resolves dot segments). */
+function targetOf(url: string): string {
+  const slash = url.indexOf('/', url.indexOf('//') + 2);
+  return slash === -1 ? '/' : url.slice(slash);
 }

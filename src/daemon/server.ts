@@ -1,10 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { createServer as createHttpsServer } from 'node:https';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { serve } from '@hono/node-server';
 import { createApp } from './app.js';
 import { ConfigError } from './config.js';
+import { listen, type Listener } from './listener.js';
 import type { StrataNode } from './strata-node.js';
 
 export interface RunningServer {
@@ -29,47 +26,24 @@ export async function startServer(node: StrataNode): Promise<RunningServer> {
     }
   }
 
-  const server = (
-    tls
-      ? serve({ fetch: app.fetch, hostname, port, createServer: createHttpsServer, serverOptions: { ...tls, minVersion: 'TLSv1.2' } })
-      : serve({ fetch: app.fetch, hostname, port })
-  ) as Server;
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
-  const address = server.address() as AddressInfo;
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const url = `${tls ? 'https' : 'http'}://${host}:${address.port}`;
+  const listener = await listen({ hostname, port, tls, fetch: app.fetch });
+  const { host: address, port: boundPort, family } = listener.address;
+  const host = family === 'IPv6' ? `[${address}]` : address;
+  const url = `${tls ? 'https' : 'http'}://${host}:${boundPort}`;
   node.replication.selfUrl = node.config.replication.advertise_url ?? url;
-  node.log.info({ url, node_id: node.config.node.id, data_dir: node.dataDir }, 'listening');
+  node.httpServer = listener.kind;
+  node.log.info({ url, server: listener.kind, node_id: node.config.node.id, data_dir: node.dataDir }, 'listening');
 
   let stopping: Promise<void> | null = null;
-  const stop = (reason: string) => (stopping ??= drainAndClose(node, server, reason));
+  const stop = (reason: string) => (stopping ??= drainAndClose(node, listener, reason));
   return { url, stop };
 }
 
-async function drainAndClose(node: StrataNode, server: Server, reason: string): Promise<void> {
+async function drainAndClose(node: StrataNode, listener: Listener, reason: string): Promise<void> {
   const timeoutMs = node.config.server.shutdown_timeout_seconds * 1000;
   node.log.info({ reason, timeout_ms: timeoutMs }, 'shutting down: no new connections, finishing requests in flight');
   node.draining = true;
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  // A keep-alive connection that goes idle after its last response would hold close()
-  // open forever; sweep them until the server has closed.
-  const sweep = setInterval(() => server.closeIdleConnections?.(), 100);
-  server.closeIdleConnections?.();
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = await Promise.race([
-    closed.then(() => false),
-    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs))),
-  ]);
-  clearInterval(sweep);
-  clearTimeout(timer);
-  if (timedOut) {
-    node.log.warn('shutdown timeout reached; closing the remaining connections');
-    server.closeAllConnections?.();
-    await closed;
-  }
+  if (await listener.drain(timeoutMs)) node.log.warn('shutdown timeout reached; closed the remaining connections');
   await node.close();
   node.log.info('stopped');
 }

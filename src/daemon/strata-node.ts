@@ -177,6 +177,8 @@ export class StrataNode {
   readonly dataDir: string;
   /** Set while the node drains for shutdown: /readyz answers 503 and responses close their connection. */
   draining = false;
+  /** The runtime's HTTP server the daemon listens with (set by server.ts; absent in process). */
+  httpServer: string | undefined;
   /** The access log line of every request (see request-log.ts). */
   readonly requestLog: RequestLog;
 
@@ -748,6 +750,7 @@ export class StrataNode {
       billing_lsn: this.billingSql.writer.lastLsn,
       ...(this.replication.role === 'replica' ? { primary: this.replication.primaryUrl, replication: Object.fromEntries(this.replication.position) } : {}),
       replicas,
+      ...(this.httpServer ? { http_server: this.httpServer } : {}),
       storage: this.storageStatus(),
     };
   }

@@ -1,5 +1,8 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { api, runtimeCommand, startDaemon, tempDir, type Runtime } from '../helpers/daemon.js';
@@ -53,6 +56,115 @@ describe.each(Object.entries(drivers) as Array<[Exclude<Runtime, 'node'>, string
       expect((await api(again, 'GET', `/v1/conversations/${conv}/messages`)).body.items[0].content).toBe('bonjour');
     } finally {
       await again.stop();
+    }
+  });
+});
+
+// The HTTP server under the app is each runtime's own (src/daemon/listener.ts). Every feature a
+// client meets at the socket is checked on all three.
+const servers: Record<Runtime, string> = { node: 'node:http', bun: 'Bun.serve', deno: 'Deno.serve' };
+
+/** One raw HTTP/1.1 exchange: what the server sent back before it closed or went quiet. */
+function rawRequest(url: string, head: string, body: string[] = [], gapMs = 0, onSent?: () => void): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const sock = connect(Number(port), hostname, async () => {
+      sock.write(head);
+      for (const part of body) {
+        if (gapMs) await new Promise((r) => setTimeout(r, gapMs));
+        sock.write(part);
+        if (part === body[0]) onSent?.();
+      }
+    });
+    let out = '';
+    const quiet = setTimeout(() => sock.destroy(), 8_000);
+    sock.on('data', (c) => {
+      out += c.toString();
+      // One complete response is enough (keep-alive would leave the socket open).
+      const end = out.indexOf('\r\n\r\n');
+      const length = end === -1 ? undefined : /\r\ncontent-length: *(\d+)/i.exec(out.slice(0, end + 2))?.[1];
+      if (length !== undefined && Buffer.byteLength(out) >= end + 4 + Number(length)) sock.end();
+    });
+    sock.on('close', () => {
+      clearTimeout(quiet);
+      resolve(out);
+    });
+    sock.on('error', reject);
+  });
+}
+
+describe.each(['node', 'bun', 'deno'] as Runtime[])('the %s HTTP server', (runtime) => {
+  it('listens with the runtime’s own server, limits bodies and headers, checks raw paths, and drains on SIGTERM', async () => {
+    const d = await startDaemon({ runtime, set: ['server.max_body_bytes=4096'] });
+    try {
+      expect((await api(d, 'GET', '/v1/admin/status')).body.http_server).toBe(servers[runtime]);
+      // Body limits: a declared length over the limit, and a chunked body that passes it.
+      const big = JSON.stringify({ id: 'big', email: 'b@example.com', tier: 'free', x: 'y'.repeat(5000) });
+      const declared = await fetch(`${d.url}/v1/users`, { method: 'POST', headers: { authorization: `Bearer ${d.adminToken}`, 'content-type': 'application/json' }, body: big });
+      expect(declared.status).toBe(413);
+      expect(((await declared.json()) as { error: { code: string } }).error.code).toBe('payload_too_large');
+      const chunked = await rawRequest(
+        d.url,
+        `POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`,
+        [`${(3000).toString(16)}\r\n${big.slice(0, 3000)}\r\n`, `${(big.length - 3000).toString(16)}\r\n${big.slice(3000)}\r\n0\r\n\r\n`],
+      );
+      expect(chunked).toMatch(/^HTTP\/1\.1 413/);
+      expect((await api(d, 'GET', '/v1/users/big')).status).toBe(404);
+      // 431 past 16 KiB of headers.
+      const huge = await fetch(`${d.url}/healthz`, { headers: { 'x-padding': 'a'.repeat(20_000) } });
+      expect(huge.status).toBe(431);
+      // Dot segments in the raw target: refused where the server hands it over as sent; Bun
+      // resolves them first, and the request is served as the path it names.
+      const dots = await rawRequest(d.url, `GET /v1/users/../../healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      if (runtime === 'bun') expect(dots).toMatch(/^HTTP\/1\.1 200[\s\S]*"status":"ok"/);
+      else expect(dots).toMatch(/^HTTP\/1\.1 400[\s\S]*contains .*segments/);
+      // Graceful drain: a request whose body is still arriving when SIGTERM lands is answered.
+      const body = JSON.stringify({ id: 'late', email: 'late@example.com', tier: 'free' });
+      const late = rawRequest(
+        d.url,
+        `POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`,
+        [body.slice(0, 10), body.slice(10)],
+        500,
+        () => d.proc.kill('SIGTERM'),
+      );
+      expect(await late).toMatch(/^HTTP\/1\.1 201/);
+      expect(await d.stop(), d.output()).toBe(0);
+      expect(d.output()).toContain('"msg":"stopped"');
+      await expect(fetch(d.url + '/healthz')).rejects.toThrow();
+    } finally {
+      await d.stop();
+    }
+    const again = await startDaemon({ runtime, dataDir: d.dataDir });
+    try {
+      expect((await api(again, 'GET', '/v1/users/late')).status).toBe(200);
+    } finally {
+      await again.stop();
+    }
+  });
+
+  it('serves HTTPS, TLS 1.2 at least', async () => {
+    const dir = tempDir();
+    const key = join(dir, 'key.pem');
+    const cert = join(dir, 'cert.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const d = await startDaemon({ runtime, set: [`server.tls.cert_file=${cert}`, `server.tls.key_file=${key}`] });
+    try {
+      expect(d.url).toMatch(/^https:/);
+      const get = (opts: { maxVersion?: 'TLSv1.1' | 'TLSv1.2'; minVersion?: 'TLSv1' }) =>
+        new Promise<{ status: number; protocol: string | null }>((resolve, reject) => {
+          const req = httpsRequest(d.url + '/healthz', { ca: readFileSync(cert), agent: false, ...opts }, (res) => {
+            const protocol = (res.socket as import('node:tls').TLSSocket).getProtocol();
+            res.resume();
+            res.on('end', () => resolve({ status: res.statusCode!, protocol }));
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      expect((await get({})).status).toBe(200);
+      expect((await get({ maxVersion: 'TLSv1.2' })).protocol).toBe('TLSv1.2');
+      await expect(get({ minVersion: 'TLSv1', maxVersion: 'TLSv1.1' })).rejects.toThrow();
+    } finally {
+      await d.stop();
     }
   });
 });
