@@ -6,7 +6,8 @@ import { ConfigError, defaultConfigFile, loadConfig, type StrataConfig } from '.
 import { createLogger } from './logger.js';
 import { startServer } from './server.js';
 import { backupVerifyCommand, keysRotateCommand, promoteCommand, restoreCommand } from './cli-recovery.js';
-import { DataDirLock, StrataNode } from './strata-node.js';
+import { DataDirLock } from './data-dir-lock.js';
+import { StrataNode } from './strata-node.js';
 import { VERSION } from './version.js';
 
 // Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statfsSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { AuditLog, auditMigrations } from '../engines/audit/audit-log.js';
@@ -30,10 +30,9 @@ import { EmbeddingCache } from '../engines/vectors/embedding-cache.js';
 import { KnowledgeGraph, graphMigrations } from '../engines/graph/knowledge-graph.js';
 import type { Cache } from '../engines/cache/cache.js';
 import { Lease } from '../replication/lease.js';
-import { Zip, ZipDeflate } from 'fflate';
 import { RetentionJob, type RetentionReport } from '../engines/retention/retention-job.js';
 import { JobStore, jobMigrations, type Job } from '../engines/jobs/job-store.js';
-import { JobRunner, type JobContext } from '../engines/jobs/job-runner.js';
+import { JobRunner } from '../engines/jobs/job-runner.js';
 import { DatasetCatalog, datasetMigrations } from '../engines/datasets/dataset-catalog.js';
 import { DatasetPipeline, type PipelineParams } from '../engines/datasets/dataset-pipeline.js';
 import { FeedbackStore, feedbackMigrations } from '../engines/feedback/feedback-store.js';
@@ -49,6 +48,10 @@ import { Replication } from '../replication/replication.js';
 import { Backups } from '../replication/backups.js';
 import { BackupArchive } from '../replication/backup-archive.js';
 import { RESTORE_MARKER } from '../replication/restore.js';
+import { AuthFailures } from './auth-failures.js';
+import { BackgroundJobs } from './background-jobs.js';
+import { eraseUser } from './user-erasure.js';
+import { exportUser } from './user-export.js';
 
 export const SYSTEM: Actor = { tokenId: 'system' };
 
@@ -367,7 +370,7 @@ export class StrataNode {
       }
     };
     node.jobRunner = new JobRunner(engines.jobs, SYSTEM, (level, msg, fields) => log[level](fields, msg));
-    node.jobRunner.register('erase_user', 'privacy', (job, ctx) => node.runErasure(job.id, String(job.params.user_id), ctx));
+    node.jobRunner.register('erase_user', 'privacy', (job, ctx) => eraseUser(node, job.id, String(job.params.user_id), ctx));
     node.datasets = engines.datasets;
     node.feedback = engines.feedback;
     const scratch = join(dataDir, '.tmp');
@@ -608,122 +611,17 @@ export class StrataNode {
     return this.jobRunner.submit(actor, 'erase_user', { user_id: userId }, { action: 'users.erase', target: `user:${userId}` });
   }
 
-  private authFailures: Record<string, number> = {};
-  private authFlush: NodeJS.Timeout | undefined;
+  private authFailures: AuthFailures | undefined;
 
-  /**
-   * A request with a missing or bad token: counted at once, audited as one `auth.failed` entry
-   * per second with the counts (one write per bad request would let anyone flood the log).
-   * Neither the token nor any part of it is recorded.
-   */
+  /** A request with a missing or bad token (auth-failures.ts). */
   authFailed(reason: 'missing' | 'invalid'): void {
-    this.metrics.authFailures.labels(reason).inc();
-    this.authFailures[reason] = (this.authFailures[reason] ?? 0) + 1;
-    if (this.authFlush || this.replication.role !== 'primary') return;
-    this.authFlush = setTimeout(() => {
-      const counts = this.authFailures;
-      this.authFailures = {};
-      this.authFlush = undefined;
-      this.sql.writer.write(SYSTEM, (tx) => tx.audit('auth.failed', 'http', counts)).catch(() => undefined);
-    }, 1000);
-    this.authFlush.unref();
+    this.authFailures ??= new AuthFailures(this.metrics, this.sql.writer, () => this.replication.role === 'primary');
+    this.authFailures.record(reason);
   }
 
-  private async runErasure(jobId: string, userId: string, ctx: JobContext): Promise<Record<string, unknown>> {
-    ctx.progress(0.05);
-    let vectors = 0;
-    for (const c of this.vectors.list()) vectors += (await this.vectors.delete(SYSTEM, c.name, { filter: { user_id: userId } })).deleted;
-    ctx.progress(0.4);
-    const done = await this.sql.writer.write(SYSTEM, (tx) => {
-      const conv = this.conversations.eraseUser(tx, userId);
-      this.usage.eraseUser(tx, userId);
-      const tokens = this.tokens.eraseUser(tx, userId);
-      this.feedback.eraseUser(tx, userId);
-      this.users.erase(tx, userId);
-      this.keyring.destroyUserKey(tx, userId);
-      tx.audit('users.erase_done', `user:${userId}`, { job_id: jobId, conversations: conv.conversationIds.length, segments: conv.segmentKeys.length, tokens, vectors });
-      return { ...conv, tokens };
-    });
-    ctx.progress(0.7);
-    await this.users.forget(userId);
-    for (const id of done.conversationIds) await this.conversations.forget(id);
-    for (const key of done.segmentKeys) await this.conversationArchive.deleteObject(key);
-    // The rows that named these keys are gone with the commit above, so a job resumed after a
-    // crash here would find none: everything under the user's prefix goes as well.
-    const leftovers = await this.conversationArchive.objectsOfUser(userId);
-    for (const key of leftovers) await this.conversationArchive.deleteObject(key);
-    // The WAL still holds the pages as they were; truncating it leaves the key nowhere on disk.
-    this.sql.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
-    return { conversations: done.conversationIds.length, archive_objects: done.segmentKeys.length + leftovers.length, tokens: done.tokens, vectors, key_destroyed: this.keyring.enabled };
-  }
-
-  /**
-   * Everything held about a user as a zip of JSON files, streamed one file at a time:
-   * profile, preferences, conversations (archived ones included), usage, billing, feedback.
-   * Pulled, not pushed: the next conversation is read only when the client has taken the
-   * bytes of the last one, so a client that stops reading holds one conversation in memory,
-   * not the user's whole history.
-   */
-  async exportUser(actor: Actor, userId: string): Promise<ReadableStream<Uint8Array>> {
-    const user = this.users.get(userId);
-    await this.conversationArchive.checkUser(userId);
-    await this.sql.writer.write(actor, (tx) => tx.audit('users.export', `user:${userId}`));
-    const node = this;
-    async function* zipped(): AsyncIterable<Uint8Array> {
-      let ready: Uint8Array[] = [];
-      let failure: Error | undefined;
-      const zip = new Zip((err, chunk) => {
-        if (err) failure = err;
-        else ready.push(chunk);
-      });
-      const add = (name: string, value: unknown) => {
-        const file = new ZipDeflate(name, { level: 6 });
-        zip.add(file);
-        file.push(new TextEncoder().encode(JSON.stringify(value, null, 2)), true);
-      };
-      const flush = function* () {
-        if (failure) throw failure;
-        const out = ready;
-        ready = [];
-        yield* out;
-      };
-      add('profile.json', user);
-      add('preferences.json', await node.users.preferences(userId));
-      yield* flush();
-      let after: { created_at: string; id: string } | undefined;
-      for (;;) {
-        const page = node.conversations.list(userId, 100, after);
-        for (const c of page) {
-          // Page by page into the zip entry: a conversation of a hundred 1 MiB messages is never
-          // one string, and a client that stops reading holds one page, not the conversation.
-          const file = new ZipDeflate(`conversations/${c.id}.json`, { level: 6 });
-          zip.add(file);
-          const text = new TextEncoder();
-          file.push(text.encode(`${JSON.stringify(c).slice(0, -1)},"messages":[`));
-          for (let seq = 0, first = true; ; ) {
-            const messages = await node.conversations.messagePage(c.id, { after: seq, limit: 1000 });
-            if (messages.json.length > 0) file.push(text.encode((first ? '' : ',') + messages.json.join(',')));
-            first = first && messages.json.length === 0;
-            seq = messages.first + messages.json.length - 1;
-            yield* flush();
-            if (!messages.more || messages.json.length === 0) break;
-          }
-          file.push(text.encode(']}'), true);
-          yield* flush();
-        }
-        if (page.length < 100) break;
-        after = { created_at: page[page.length - 1]!.created_at, id: page[page.length - 1]!.id };
-      }
-      add('usage.json', node.usage.summary(userId, { from: '0000-01-01', to: '9999-12-31', groupBy: 'day' }));
-      add('billing.json', node.billing.list({ userId, limit: 1_000_000 }));
-      const feedback: { comparisons: unknown[]; ratings: unknown[] } = { comparisons: [], ratings: [] };
-      for await (const p of node.feedback.pairs(userId)) feedback.comparisons.push(p);
-      for await (const r of node.feedback.ratings(userId)) feedback.ratings.push(r);
-      add('feedback.json', feedback);
-      zip.end();
-      yield* flush();
-    }
-    return Readable.toWeb(Readable.from(zipped(), { objectMode: false })) as ReadableStream<Uint8Array>;
+  /** The user's data as a zip, streamed (user-export.ts). */
+  exportUser(actor: Actor, userId: string): Promise<ReadableStream<Uint8Array>> {
+    return exportUser(this, actor, userId);
   }
 
   /** One run of the conversation archive and retention job, logged with its figures. */
@@ -769,8 +667,6 @@ export class StrataNode {
     return { data_dir: this.dataDir, sql_driver: this.sql.db.driver, sql_bytes: size(db) + size(`${db}-wal`), free_bytes: this.metrics.disk()?.free ?? null, cluster_id: this.sql.meta('cluster_id'), tiers };
   }
 
-  private gcTimer: NodeJS.Timeout | undefined;
-
   /** Per tier, whose it is (see tier-owner.ts). */
   tierOwners!: Record<'hot' | 'archive', TierOwner>;
 
@@ -812,72 +708,13 @@ export class StrataNode {
     return { tier, owner: record, previous_owner: before ?? null };
   }
 
-  /** Periodic work of a serving node (not of offline CLI commands). */
+  private background: BackgroundJobs | undefined;
+
+  /** Periodic work of a serving node, not of offline CLI commands (background-jobs.ts). */
   startBackgroundJobs(): void {
-    this.replication.start();
-    // Jobs write; a primary confirming its epoch resumes them once it may.
-    if (this.replication.role === 'primary') {
-      void this.replication.whenConfirmed().then(
-        () => this.replication.writable() && this.jobRunner.resume(),
-        (err: unknown) => this.log.error({ err }, 'confirming the epoch failed; writes stay refused'),
-      );
-    }
-    this.backups?.start();
-    // Keep primary-side replica metrics fresh between /v1/admin/status calls.
-    this.statusTimer = setInterval(() => this.status(), 5000);
-    this.statusTimer.unref();
-    this.pruneTimer = setInterval(() => this.pruneChangeLog(), 60_000);
-    this.pruneTimer.unref();
-    // Replicas get these effects from their primary's log; a primary without a fresh lease
-    // must not delete from a tier another primary may be writing to.
-    this.gcTimer = this.repeat(this.config.objects.gc_interval_seconds, true, async () => {
-      await this.checkpoints.applyRetention(SYSTEM, this.config.checkpoints).then(
-        (r) => this.log.info(r, 'checkpoint retention done'),
-        (err: unknown) => this.log.error({ err }, 'checkpoint retention failed'),
-      );
-      await this.collectGarbage(SYSTEM, this.config.objects.gc_grace_seconds * 1000, this.config.objects.upload_session_ttl_seconds * 1000).then(
-        (r) => this.log.info(r, 'garbage collection done'),
-        (err: unknown) => this.log[err instanceof Conflict ? 'warn' : 'error']({ err: err instanceof Conflict ? err.message : err }, 'garbage collection skipped'),
-      );
-    });
-    // Save first (a restart then replays little), then compact what has too many tombstones.
-    this.vectorTimer = this.repeat(this.config.vectors.save_interval_seconds, false, () =>
-      this.vectors
-        .saveAll()
-        .then(() => this.vectors.compactIfNeeded())
-        .then((compacted) => compacted.length && this.log.info({ collections: compacted }, 'vector indexes compacted'))
-        .catch((err: unknown) => this.log.error({ err }, 'vector index maintenance failed')),
-    );
-    this.retentionTimer = this.repeat(this.config.retention.interval_seconds, true, () =>
-      this.runRetention(false).catch((err: unknown) => this.log.error({ err }, 'retention job failed; the next run resumes it')),
-    );
-    this.archiveTimer = this.repeat(this.config.conversations.archive.interval_seconds, true, () =>
-      this.runConversationArchive().catch((err: unknown) => this.log.error({ err }, 'conversation archive job failed; the next run resumes it')),
-    );
+    this.background ??= new BackgroundJobs(this);
+    this.background.start();
   }
-
-  /**
-   * Runs `run` every `seconds` (0: never), one run at a time — a slow object tier must not
-   * stack runs on top of each other — and, with `writable`, only while this node may write.
-   */
-  private repeat(seconds: number, writable: boolean, run: () => Promise<unknown>): NodeJS.Timeout | undefined {
-    if (seconds <= 0) return undefined;
-    let running = false;
-    const timer = setInterval(() => {
-      if (running || (writable && !this.replication.writable())) return;
-      running = true;
-      run()
-        .catch((err: unknown) => this.log.error({ err }, 'periodic job failed'))
-        .finally(() => (running = false));
-    }, seconds * 1000);
-    timer.unref();
-    return timer;
-  }
-
-  private archiveTimer: NodeJS.Timeout | undefined;
-  private retentionTimer: NodeJS.Timeout | undefined;
-  private statusTimer: NodeJS.Timeout | undefined;
-  private pruneTimer: NodeJS.Timeout | undefined;
 
   /**
    * Drops change-log records older than replication.log_retention_seconds. Replicas further
@@ -895,16 +732,9 @@ export class StrataNode {
     }
     return pruned;
   }
-  private vectorTimer: NodeJS.Timeout | undefined;
-
   async close(): Promise<void> {
-    clearInterval(this.gcTimer);
-    clearInterval(this.archiveTimer);
-    clearInterval(this.retentionTimer);
-    clearTimeout(this.authFlush);
-    clearInterval(this.statusTimer);
-    clearInterval(this.pruneTimer);
-    clearInterval(this.vectorTimer);
+    this.background?.stop();
+    this.authFailures?.close();
     // Every step runs even when one before it fails (a full disk fails several): a store left
     // open is worse than a step that logged its error.
     const steps: Array<[string, () => Promise<unknown>]> = [
@@ -921,75 +751,5 @@ export class StrataNode {
       await step().catch((err: unknown) => this.log.error({ err }, `shutdown: ${what} failed`));
     }
     this.requestLog.flush();
-  }
-}
-
-/**
- * Keeps a second daemon off a data dir that one already serves. The file holds the pid; one
- * left by a killed process (kill -9, power loss) is recognised as stale and replaced, and so
- * is one naming a live process that is not a strata daemon (pids are reused after a reboot).
- * The file is rewritten in place and never removed: on a disk that is 100% full, creating it
- * again would fail and the daemon could not start to serve reads (found in review).
- */
-export class DataDirLock {
-  private constructor(private readonly file: string) {}
-
-  static acquire(dataDir: string): DataDirLock {
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    const file = join(resolve(dataDir), 'strata.pid');
-    let fd: number;
-    try {
-      fd = openSync(file, 'wx', 0o600);
-    } catch {
-      const pid = Number(readFileSync(file, 'utf8').trim());
-      if (pid && pid !== process.pid && alive(pid) && isStrata(pid)) {
-        throw new Error(`the data dir ${dataDir} is in use by another strata process (pid ${pid})`);
-      }
-      fd = openSync(file, 'r+');
-    }
-    try {
-      writeRecord(fd, process.pid);
-    } finally {
-      closeSync(fd);
-    }
-    return new DataDirLock(file);
-  }
-
-  release(): void {
-    try {
-      const fd = openSync(this.file, 'r+');
-      try {
-        writeRecord(fd, 0);
-      } finally {
-        closeSync(fd);
-      }
-    } catch {
-      // already gone
-    }
-  }
-}
-
-/** The pid, padded to a fixed width so that a rewrite in place never needs a new block. */
-function writeRecord(fd: number, pid: number): void {
-  writeSync(fd, `${String(pid).padStart(10, ' ')}\n`, 0);
-  ftruncateSync(fd, 11);
-}
-
-/** Whether a live pid is a strata daemon; true where that cannot be told (no /proc). */
-function isStrata(pid: number): boolean {
-  try {
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    return /strata|cli\.js/.test(cmdline);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== 'ENOENT' || !existsSync('/proc/self/cmdline');
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
