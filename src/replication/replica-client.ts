@@ -82,10 +82,7 @@ export class ReplicaClient {
           mustBootstrap = false;
         }
         const after = store.changes.lastLsn();
-        const self = this.options.selfUrl?.();
-        const res = await get(
-          `/v1/replication/changes?store=${name}&after=${after}&wait_ms=${this.options.waitMs ?? 5000}&node_id=${encodeURIComponent(this.options.nodeId)}${self ? `&url=${encodeURIComponent(self)}` : ''}`,
-        );
+        const res = await get(`/v1/replication/changes?store=${name}&after=${after}&wait_ms=${this.options.waitMs ?? 5000}&${this.whoAsks()}`);
         if (res.status === 410 || res.status === 409) {
           this.events.log('warn', res.status === 410 ? 'the primary pruned its log past this replica; bootstrapping' : 'this node is ahead of the primary (a divergent tail); bootstrapping', { store: name, after });
           await res.arrayBuffer();
@@ -126,7 +123,7 @@ export class ReplicaClient {
   private async bootstrap(name: string, store: SqlStore, get: (path: string) => Promise<Response>): Promise<void> {
     const dir = await mkdtemp(join(tmpdir(), 'strata-snapshot-'));
     try {
-      const res = await get(`/v1/replication/snapshot?store=${name}`);
+      const res = await get(`/v1/replication/snapshot?store=${name}&${this.whoAsks()}`);
       if (res.status !== 200 || !res.body) throw new Error(`snapshot answered ${res.status}: ${await res.text()}`);
       // A primary of an older epoch than this node knows was replaced: never take its state
       // (a promoted node restarted as a replica would otherwise discard its own writes).
@@ -146,6 +143,12 @@ export class ReplicaClient {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  }
+
+  /** This replica's node id and URL, for the primary's list of replicas to ask after a restart. */
+  private whoAsks(): string {
+    const self = this.options.selfUrl?.();
+    return `node_id=${encodeURIComponent(this.options.nodeId)}${self ? `&url=${encodeURIComponent(self)}` : ''}`;
   }
 
   private get(path: string, signal: AbortSignal): Promise<Response> {

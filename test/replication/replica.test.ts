@@ -309,6 +309,23 @@ describe('replication', () => {
     expect((await status(p2)).epoch).toBe((await status(r1)).epoch);
   });
 
+  it('a primary remembers a replica from its snapshot request on, so a restart asks it before writing', async () => {
+    // A replica is caught up once its snapshot is installed; the primary used to learn of it only
+    // from its first change-feed request, so a primary killed in between restarted as if it had
+    // no replica that could have been promoted.
+    const p = await primary();
+    const snap = await fetch(`${p.url}/v1/replication/snapshot?store=main&node_id=replica-9&url=${encodeURIComponent('http://127.0.0.1:9')}`, { headers: { authorization: `Bearer ${p.adminToken}` } });
+    expect(snap.status).toBe(200);
+    await snap.arrayBuffer();
+    await p.kill9();
+    const p2 = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1'] });
+    running.push(p2);
+    await expect.poll(() => p2.output()).toMatch(/"replicas":\["http:\/\/127\.0\.0\.1:9"\],"msg":"started as primary: confirming the epoch/);
+    expect((await api(p2, 'POST', '/v1/users', { id: 'X', email: 'x@example.com', tier: 'free' })).status).toBe(503);
+    expect((await api(p2, 'POST', '/v1/admin/replicas/replica-9/forget')).status).toBe(200);
+    await expect.poll(async () => (await api(p2, 'POST', '/v1/users', { id: 'X', email: 'x@example.com', tier: 'free' })).status).toBe(201);
+  });
+
   it('a promotion survives a restart with the old replica command line, and the old primary then follows it', async () => {
     const p = await primary();
     await seed(p, 'a');
@@ -328,7 +345,11 @@ describe('replication', () => {
     expect((await status(r2)).role).toBe('primary');
     const p2 = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1', `server.listen=${new URL(p.url).host}`, `replication.token=${p.adminToken}`] });
     running.push(p2);
-    await expect.poll(async () => (await api(p2, 'GET', '/v1/users/W')).status, { timeout: 20_000 }).toBe(200);
+    try {
+      await expect.poll(async () => (await api(p2, 'GET', '/v1/users/W')).status, { timeout: 20_000 }).toBe(200);
+    } catch (err) {
+      throw new Error(`the old primary never followed (${String(err)}); its log:\n${p2.output()}\nthe promoted node's log:\n${r2.output()}`);
+    }
     expect((await api(r2, 'GET', '/v1/users/W')).status).toBe(200);
     expect(await status(p2)).toMatchObject({ role: 'replica', primary: r2.url });
     // Fenced, it stays a replica across its own restart too.

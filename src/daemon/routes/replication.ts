@@ -16,6 +16,12 @@ import type { StrataNode } from '../strata-node.js';
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
 const store = z.enum(['main', 'billing']);
+/** Who asks, on the feed and the snapshot: kept so that this node, restarted, can ask it for its epoch. */
+const replicaFields = {
+  node_id: z.string().min(1).max(128).optional(),
+  /** Where the replica listens. */
+  url: z.string().url().max(2048).optional(),
+};
 
 export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
   const stores: Record<'main' | 'billing', SqlStore> = { main: node.sql, billing: node.billingSql };
@@ -32,9 +38,7 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
         after: z.coerce.number().int().min(0),
         limit: z.coerce.number().int().min(1).max(5000).default(1000),
         wait_ms: z.coerce.number().int().min(0).max(30_000).default(0),
-        node_id: z.string().min(1).max(128).optional(),
-        /** Where the replica listens (kept so that this node, restarted, can ask it for its epoch). */
-        url: z.string().url().max(2048).optional(),
+        ...replicaFields,
       }),
       responses: { 200: { description: 'a frame' }, 409: { description: 'the caller is ahead of this node' }, 410: { description: 'log_pruned: bootstrap from a snapshot' } },
     },
@@ -76,10 +80,15 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       summary: 'A consistent copy of a store (SQLite file), tagged with its LSN in X-Strata-Lsn',
       tag: 'replication',
       access: 'service',
-      query: z.object({ store: store.default('main') }),
+      query: z.object({ store: store.default('main'), ...replicaFields }),
       responses: { 200: { description: 'the database file' } },
     },
     async (c, { query }) => {
+      // Remembered here, not only on the first change-feed request: a replica is caught up as
+      // soon as its snapshot is installed, and a primary killed before that first request
+      // used to restart without asking it for its epoch (and accepted writes a promoted
+      // replica had already superseded). Found as a flaky test under CI load.
+      if (query.node_id) node.replication.rememberReplica(query.node_id, query.url);
       const dir = await mkdtemp(join(node.dataDir, '.snapshot-'));
       const snap = takeSnapshot(stores[query.store], join(dir, 'snapshot.db'));
       const stream = createReadStream(snap.path);
