@@ -26,6 +26,10 @@ export async function httpFloor(opts: BenchOptions): Promise<ResultRow[]> {
     const rounds = opts.quick ? 2 : 3;
     const pub = await alternate(rounds, () => wrk(strata.match, { paths: ['/healthz'] }, CONNECTIONS, seconds), () => wrk(peer.match, { paths: ['/healthz'] }, CONNECTIONS, seconds));
     const authed = await alternate(rounds, () => wrk(strata.match, { paths: ['/v1/cache'], headers: auth }, CONNECTIONS, seconds), () => wrk(peer.match, { paths: ['/v1/cache'], headers: auth }, CONNECTIONS, seconds));
+    // The request log's share: the same daemon build with log.level=warn (no access lines).
+    const quiet = await spawnUntil(process.execPath, [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'quiet')}`, '--set', 'backup.enabled=false', '--set', 'log.level=warn'], /"url":"(http:\/\/[^"]+)"/);
+    const logged = await alternate(rounds, () => wrk(strata.match, { paths: ['/healthz'] }, CONNECTIONS, seconds), () => wrk(quiet.match, { paths: ['/healthz'] }, CONNECTIONS, seconds));
+    await stop(quiet.proc);
     await stop(strata.proc);
     await stop(peer.proc);
     const [sPublic, pPublic, sAuth, pAuth] = [pub.strata, pub.peer, authed.strata, authed.peer];
@@ -34,6 +38,7 @@ export async function httpFloor(opts: BenchOptions): Promise<ResultRow[]> {
     const peerName = 'bare hono on @hono/node-server, same routes';
     return [
       row({ name: 'http_floor', metric: 'public GET /healthz', unit: 'req/s', value: Math.round(sPublic.perSecond), peer: peerName, peer_value: Math.round(pPublic.perSecond), better: 'higher', notes: `${notes}; goal ≥ 0.8` }),
+      row({ name: 'request_log', metric: 'GET /healthz with an access line per request', unit: 'req/s', value: Math.round(logged.strata.perSecond), peer: 'the same daemon with log.level=warn', peer_value: Math.round(logged.peer.perSecond), better: 'higher', notes: `${notes}; goal: the log costs < 10 % (ratio ≥ 0.9)` }),
       row({ name: 'http_floor', metric: 'authenticated GET /v1/cache', unit: 'req/s', value: Math.round(sAuth.perSecond), peer: peerName, peer_value: Math.round(pAuth.perSecond), better: 'higher', notes: `${notes}; goal ≥ 0.6` }),
     ];
   } finally {
