@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags } from './lib.js';
+import { row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags, freePort, untilHealthy } from './lib.js';
 import { alternate, wrk } from './load.js';
 
 // http_floor: what one request costs Strata beyond the framework's own, as a ratio to a bare
@@ -27,7 +27,11 @@ export async function httpFloor(opts: BenchOptions): Promise<ResultRow[]> {
     const pub = await alternate(rounds, () => wrk(strata.match, { paths: ['/healthz'] }, CONNECTIONS, seconds), () => wrk(peer.match, { paths: ['/healthz'] }, CONNECTIONS, seconds));
     const authed = await alternate(rounds, () => wrk(strata.match, { paths: ['/v1/cache'], headers: auth }, CONNECTIONS, seconds), () => wrk(peer.match, { paths: ['/v1/cache'], headers: auth }, CONNECTIONS, seconds));
     // The request log's share: the same daemon build with log.level=warn (no access lines).
-    const quiet = await spawnUntil(process.execPath, [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'quiet')}`, '--set', 'backup.enabled=false', '--set', 'log.level=warn'], /"url":"(http:\/\/[^"]+)"/);
+    // At warn it does not log its URL either, so it gets a port chosen here.
+    const port = await freePort();
+    const quiet = await spawnUntil(process.execPath, [...daemonFlags(), CLI, 'serve', '--set', `server.listen=127.0.0.1:${port}`, '--set', `storage.data_dir=${join(dir, 'quiet')}`, '--set', 'backup.enabled=false', '--set', 'log.level=warn'], /created the first admin token/);
+    quiet.match = `http://127.0.0.1:${port}`;
+    await untilHealthy(quiet.match);
     const logged = await alternate(rounds, () => wrk(strata.match, { paths: ['/healthz'] }, CONNECTIONS, seconds), () => wrk(quiet.match, { paths: ['/healthz'] }, CONNECTIONS, seconds));
     await stop(quiet.proc);
     await stop(strata.proc);

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
 import { existsSync } from 'node:fs';
 import { cpus, freemem, platform, release, totalmem } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -167,4 +168,32 @@ export async function stop(proc: ChildProcess): Promise<void> {
 export function daemonFlags(): string[] {
   const dir = process.env.STRATA_PROFILE_DIR;
   return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+}
+
+/** A TCP port free right now on 127.0.0.1 (for a server that does not log the one it got). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once GET {base}/healthz answers 200; fails after 30 s. */
+export async function untilHealthy(base: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const res = await fetch(`${base}/healthz`);
+      await res.arrayBuffer();
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${base} was not healthy after 30 s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

@@ -1,4 +1,5 @@
 import client from 'prom-client';
+import { RequestHistogram } from './request-histogram.js';
 import { runtimeName, VERSION } from './version.js';
 
 // One registry per node (not prom-client's global one), so tests can run several nodes in
@@ -8,27 +9,18 @@ import { runtimeName, VERSION } from './version.js';
 export class Metrics {
   readonly registry = new client.Registry();
 
-  /** Histogram children by method, route and status: resolved once, not hashed per request. */
-  private readonly requestSeries = new Map<string, client.Histogram.Internal<string>>();
+  /** Resolved once per route, method and status (see request-histogram.ts). */
+  readonly httpDuration = new RequestHistogram(
+    'strata_http_request_duration_seconds',
+    'HTTP request latency by method, route template and status',
+    // Default buckets stop at 10 s; streamed transfers take longer.
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    this.registry,
+  );
 
   observeRequest(method: string, route: string, status: number, seconds: number): void {
-    const key = `${method} ${status} ${route}`;
-    let series = this.requestSeries.get(key);
-    if (!series) {
-      series = this.httpDuration.labels(method, route, String(status));
-      this.requestSeries.set(key, series);
-    }
-    series.observe(seconds);
+    this.httpDuration.observe(method, route, status, seconds);
   }
-
-  readonly httpDuration = new client.Histogram({
-    name: 'strata_http_request_duration_seconds',
-    help: 'HTTP request latency by method, route template and status',
-    labelNames: ['method', 'route', 'status'] as const,
-    // Default buckets stop at 10 s; streamed transfers take longer.
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
-    registers: [this.registry],
-  });
 
   readonly sqlTransactionDuration = new client.Histogram({
     name: 'strata_sql_transaction_duration_seconds',
@@ -50,10 +42,14 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  readonly inflightRequests = new client.Gauge({
+  /** Requests being served now: a plain number per request, read into the gauge at scrape. */
+  inflight = 0;
+
+  readonly inflightRequests: client.Gauge = new client.Gauge({
     name: 'strata_http_requests_in_flight',
     help: 'HTTP requests being served now',
     registers: [this.registry],
+    collect: (): void => this.inflightRequests.set(this.inflight),
   });
 
   readonly modelCacheHits = new client.Counter({ name: 'strata_model_cache_hits_total', help: 'Model file reads served from the local cache', registers: [this.registry] });

@@ -45,7 +45,7 @@ export class RequestLog {
       this.lastIso = new Date(now).toISOString();
     }
     const token = f.tokenId === undefined ? '' : `,"token_id":"${f.tokenId}"`;
-    const line = `{"level":30,"time":"${this.lastIso}","service":"strata","req_id":"${f.reqId}","method":${JSON.stringify(f.method)},"route":${JSON.stringify(f.route)},"status":${f.status},"ms":${f.ms}${token},"msg":"request"}\n`;
+    const line = `{"level":30,"time":"${this.lastIso}","service":"strata","req_id":"${f.reqId}","method":${this.quoted(f.method)},"route":${this.quoted(f.route)},"status":${f.status},"ms":${f.ms}${token},"msg":"request"}\n`;
     this.lines.push(line);
     this.bytes += line.length;
     if (this.bytes >= FLUSH_BYTES) this.flush();
@@ -53,6 +53,18 @@ export class RequestLog {
       this.scheduled = true;
       setImmediate(() => this.flush());
     }
+  }
+
+  /** Methods and route templates are a small fixed set: each is JSON-quoted once. */
+  private readonly quotes = new Map<string, string>();
+
+  private quoted(value: string): string {
+    let q = this.quotes.get(value);
+    if (q === undefined) {
+      q = JSON.stringify(value);
+      if (this.quotes.size < 4096) this.quotes.set(value, q);
+    }
+    return q;
   }
 
   flush(): void {
