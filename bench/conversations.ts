@@ -115,11 +115,13 @@ export async function conversations(opts: BenchOptions): Promise<ResultRow[]> {
     const read = await saturated({ base: strata.url, ...readRequest(convs, strata.token) }, { base: redisPeer.match, paths: ['/k/last50'] });
     const readFixed = await fixed({ url: `${strata.url}/v1/conversations/${convs[0]}/messages?last=50`, headers: auth }, { url: `${redisPeer.match}/k/last50` });
     const usage = await saturated({ base: strata.url, method: 'POST', paths: ['/v1/usage'], bodies: [usageBody], headers: auth }, { base: redisPeer.match, method: 'POST', paths: ['/incr/usage'], bodies: [usageBody] });
+    const usageFixed = await fixed({ url: `${strata.url}/v1/usage`, method: 'POST', headers: auth, body: usageBody }, { url: `${redisPeer.match}/incr/usage`, method: 'POST', body: usageBody });
     const prefs = await saturated({ base: strata.url, paths: ['/v1/users/bench/preferences'], headers: auth }, { base: redisPeer.match, paths: ['/k/prefs'] });
+    const prefsFixed = await fixed({ url: `${strata.url}/v1/users/bench/preferences`, headers: auth }, { url: `${redisPeer.match}/k/prefs` });
 
     const all = { append, read, usage, prefs };
     for (const [k, v] of Object.entries(all)) if (v.strata.errors || v.peer.errors) throw new Error(`conversation bench ${k} saw errors: ${v.strata.errors} / ${v.peer.errors}`);
-    for (const [k, v] of Object.entries({ appendFixed, readFixed })) if (v.strata.errors || v.peer.errors) throw new Error(`conversation bench ${k} saw errors`);
+    for (const [k, v] of Object.entries({ appendFixed, readFixed, usageFixed, prefsFixed })) if (v.strata.errors || v.peer.errors) throw new Error(`conversation bench ${k} saw errors`);
     const notes = `wrk, ${CONNECTIONS} connections, best of ${rounds} alternating runs of ${seconds} s; memory cache driver`;
     const add = (name: string, r: { strata: Saturation; peer: Saturation }, peer: string, f?: { strata: FixedRate; peer: FixedRate }, goal = '') => {
       rows.push(row({ name, metric: 'throughput, 64 connections', unit: 'req/s', value: r1(r.strata.perSecond), peer, peer_value: r1(r.peer.perSecond), better: 'higher', notes }));
@@ -130,8 +132,8 @@ export async function conversations(opts: BenchOptions): Promise<ResultRow[]> {
     };
     add('message_append', append, 'node:http + better-sqlite3 insert per request', appendFixed, '; goal p99 < 5 ms');
     add('message_read', read, 'node:http + ioredis GET of the same bytes', readFixed, `; last 50 messages, ${readSample.length} bytes; goal p99 < 2 ms`);
-    add('usage_record', usage, 'node:http + ioredis INCRBY (auto-pipelined)');
-    add('preferences_read', prefs, 'node:http + ioredis GET of the same JSON');
+    add('usage_record', usage, 'node:http + ioredis INCRBY (auto-pipelined)', usageFixed);
+    add('preferences_read', prefs, 'node:http + ioredis GET of the same JSON', prefsFixed);
     return rows;
   } finally {
     for (const p of procs.reverse()) await stop(p);
