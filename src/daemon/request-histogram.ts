@@ -26,6 +26,8 @@ interface Series {
 export class RequestHistogram {
   readonly type = 'histogram';
   readonly aggregator = 'sum';
+  /** As on prom-client's metrics: the ops-pack test checks dashboard queries against it. */
+  readonly labelNames = ['method', 'route', 'status'] as const;
   private readonly byRoute = new Map<string, Map<string, Map<number, Series>>>();
 
   constructor(
