@@ -15,7 +15,7 @@ export type TextJob =
   | { op: 'pii-redact'; text: string }
   | { op: 'tokenize'; encoding: TokenizerName; text: string }
   | { op: 'row'; text: string; plan: RowPlan; encoding: TokenizerName }
-  | { op: 'vector-upsert'; bytes: Uint8Array; msgpack: boolean; jsonDepth: number; dimensions: number };
+  | { op: 'vector-upsert'; bytes: Uint8Array; msgpack: boolean; jsonDepth: number; dimensions: number; maxBatch: number };
 
 /** What a job answers, and the buffers to move (not copy) back to the main thread. */
 interface Answer {
@@ -26,7 +26,7 @@ interface Answer {
 async function run(job: TextJob): Promise<unknown> {
   switch (job.op) {
     case 'vector-upsert': {
-      const batch = toUpsertBatch(decodeBody(job.bytes, job.msgpack, job.jsonDepth), job.dimensions);
+      const batch = toUpsertBatch(decodeBody(job.bytes, job.msgpack, job.jsonDepth), job.dimensions, job.maxBatch);
       return { result: batch, transfer: [batch.flat.buffer as ArrayBuffer] } satisfies Answer;
     }
     case 'pii': {

@@ -272,8 +272,9 @@ export class VectorStore {
 
   async decodeUpsert(name: string, bytes: Uint8Array, msgpack: boolean, jsonDepth: number): Promise<UpsertBatch> {
     const { dimensions } = this.requireSpec(name);
-    if (bytes.length <= DECODE_INLINE_MAX_BYTES) return toUpsertBatch(decodeBody(bytes, msgpack, jsonDepth), dimensions);
-    return this.decoder.run<UpsertBatch>({ op: 'vector-upsert', bytes, msgpack, jsonDepth, dimensions });
+    const maxBatch = this.options.maxBatch;
+    if (bytes.length <= DECODE_INLINE_MAX_BYTES) return toUpsertBatch(decodeBody(bytes, msgpack, jsonDepth), dimensions, maxBatch);
+    return this.decoder.run<UpsertBatch>({ op: 'vector-upsert', bytes, msgpack, jsonDepth, dimensions, maxBatch });
   }
 
   async upsertBatch(actor: Actor, name: string, batch: UpsertBatch): Promise<{ upserted: number }> {
