@@ -51,6 +51,9 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
     } finally {
       metrics.inflight--;
     }
+    // A HEAD runs the GET handler (hono dispatches it so) and its body is dropped unread: a
+    // streamed body is cancelled here, so that the file or job behind it is closed now.
+    if (c.req.method === 'HEAD') c.res.body?.cancel().catch(() => undefined);
     // A node that began draining while this request ran closes its connection after it.
     if (node.draining) {
       if (!outgoing) c.header('Connection', 'close');

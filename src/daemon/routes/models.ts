@@ -253,6 +253,11 @@ export async function serveFile(c: RouteContext, node: StrataNode, f: { key: str
     'Accept-Ranges': 'bytes',
     'Content-Type': 'application/octet-stream',
   };
+  // hono answers a HEAD by dispatching it as a GET (and dropping the body), so the HEAD route
+  // above is never the one that runs: the method of the request itself says what was asked.
+  // Opening the file for a HEAD read it whole under Node and leaked a FileHandle under Bun,
+  // which Bun then closed in GC by ending the process (review).
+  head ||= c.req.method === 'HEAD';
   const range = parseRange(c.req.header('range'), f.size);
   if (range === 'unsatisfiable') {
     return c.json(errorBody('range_not_satisfiable', `the range is outside the file (${f.size} bytes)`), 416, { 'Content-Range': `bytes */${f.size}` });
