@@ -26,11 +26,14 @@ interface BunGlobal {
 
 export async function listenBun(options: ListenOptions): Promise<Listener> {
   const bun = (globalThis as unknown as { Bun: BunGlobal }).Bun;
+  let origin = '';
   const server = bun.serve({
     hostname: options.hostname,
     port: options.port,
     ...(options.tls ? { tls: { cert: options.tls.cert.toString('utf8'), key: options.tls.key.toString('utf8') } } : {}),
-    fetch: (request) => options.fetch(request),
+    // An HTTP/1.0 request without Host reaches the handler with a relative URL ("/healthz"),
+    // which no URL parser takes (a 500 from the app, review): it is given this server's origin.
+    fetch: (request) => (request.url.startsWith('/') ? options.fetch(new Request(`${origin}${request.url}`, request)) : options.fetch(request)),
     // Each route enforces its own limit while it reads (16 MiB JSON, model files of any size);
     // Bun's default (128 MiB) would refuse a large model upload before the app saw it.
     maxRequestBodySize: Number.MAX_SAFE_INTEGER,
@@ -39,6 +42,7 @@ export async function listenBun(options: ListenOptions): Promise<Listener> {
     development: false,
   });
   const host = options.hostname === 'localhost' ? '127.0.0.1' : options.hostname;
+  origin = `${options.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${server.port}`;
   return {
     kind: 'Bun.serve',
     address: { host, port: server.port, family: host.includes(':') ? 'IPv6' : 'IPv4' },

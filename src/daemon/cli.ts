@@ -175,7 +175,17 @@ async function serveCommand(config: StrataConfig): Promise<number> {
       }
       server
         .stop(signal)
-        .then(() => resolve(0))
+        .then(() => {
+          // Everything is closed and flushed here, so the process should end by itself. A
+          // server left holding a connection past the shutdown timeout (Deno's, whose
+          // shutdown() waits for it) would keep it alive and listening for ever, with the
+          // data-dir lock already released (review): a second later it is ended.
+          setTimeout(() => {
+            log.warn('the process did not end by itself after the shutdown; exiting');
+            process.exit(process.exitCode ?? 0);
+          }, 1000).unref();
+          resolve(0);
+        })
         .catch((err: unknown) => {
           log.error({ err }, 'shutdown failed');
           resolve(1);

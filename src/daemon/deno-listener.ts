@@ -69,7 +69,11 @@ export async function listenDeno(options: ListenOptions): Promise<Listener> {
           resolve();
         }, 25);
       });
-      if (await timedOut(settled, timeoutMs)) return true;
+      if (await timedOut(settled, timeoutMs)) {
+        // Stop listening at least; the connections still held end with the process (cli.ts).
+        void server.shutdown().catch(() => undefined);
+        return true;
+      }
       return timedOut(server.shutdown(), Math.max(0, deadline - Date.now()));
     },
   };
