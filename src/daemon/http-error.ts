@@ -27,9 +27,32 @@ export function errorBody(code: ErrorCode | string, message: string, details?: R
   return { error: { code, message, ...(details ? { details } : {}) } };
 }
 
+/**
+ * Whether the client went away before its request was read: node:http marks the request
+ * aborted (or destroyed before complete); Bun and Deno abort the request's signal.
+ */
+function clientGone(c: Context): boolean {
+  const incoming = (c.env as { incoming?: { aborted?: boolean; destroyed?: boolean; complete?: boolean } } | undefined)?.incoming;
+  if (incoming) return incoming.aborted === true || (incoming.destroyed === true && incoming.complete !== true);
+  return c.req.raw.signal?.aborted === true;
+}
+
+/** Deno fails the body read itself, before the request's signal says anything. */
+function bodyReadFailed(err: unknown): boolean {
+  const e = err as { name?: unknown; message?: unknown } | null;
+  return e?.name === 'BadResource' && typeof e.message === 'string' && e.message.includes('request body');
+}
+
 export function errorResponse(c: Context, err: unknown): Response {
   // A full disk met on a path that did not say so itself is still the client's answer: 507.
   if (!(err instanceof StrataError) && isOutOfSpace(err)) err = new InsufficientStorage("the server's disk");
+  // A body that stops because its client hung up is not a server error: it was logged as an
+  // unhandled error and counted as a 500, which the 5xx alert rule reads (review). 499 (nginx's
+  // "client closed request") is what metrics and the log show; nobody receives it.
+  if ((!(err instanceof StrataError) || err.code === 'internal') && (clientGone(c) || bodyReadFailed(err))) {
+    c.get('log')?.info({ error: err instanceof Error ? err.message : String(err) }, 'the client closed the connection before its request was read');
+    return c.json(errorBody('client_closed_request', 'the client closed the connection'), 499 as ContentfulStatusCode);
+  }
   if (err instanceof StrataError) {
     if (err.code === 'internal') c.get('log')?.error({ err }, 'request failed');
     if (err.code === 'unauthorized') c.header('WWW-Authenticate', 'Bearer realm="strata"');

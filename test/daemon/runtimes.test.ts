@@ -153,6 +153,19 @@ describe.each(['node', 'bun', 'deno'] as Runtime[])('the %s HTTP server', (runti
       if (runtime === 'bun') expect(brew).toBe('');
       else expect(brew).toMatch(/^HTTP\/1\.1 4\d\d/);
       expect(await (await fetch(d.url + '/metrics')).text()).not.toContain('BREW');
+      // A client that hangs up mid-body is not a server error (it fed the 5xx alert rule).
+      await new Promise<void>((resolve) => {
+        const { hostname, port } = new URL(d.url);
+        const sock = connect(Number(port), hostname, () => {
+          sock.write(`POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"email":`);
+          setTimeout(() => sock.destroy(), 200);
+        });
+        sock.on('close', () => resolve());
+        sock.on('error', () => undefined);
+      });
+      await expect.poll(() => d.output()).toMatch(/the client closed the connection|"route":"\/v1\/users","status":4/);
+      expect(await (await fetch(d.url + '/metrics')).text()).not.toMatch(/route="\/v1\/users",status="5/);
+      expect(d.output()).not.toContain('"level":50');
       // A client that stalls its upload past the shutdown timeout does not keep the process alive
       // (Deno's shutdown() waited for it for ever, listening, with the data-dir lock released).
       const stalled = rawRequest(d.url, `POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.adminToken}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"email":`);
