@@ -89,6 +89,16 @@ describe('model store over HTTP', () => {
     expect(await range('bytes=900-')).toEqual({ status: 206, cr: 'bytes 900-999/1000', body: data.subarray(900) });
     expect(await range('bytes=-10')).toEqual({ status: 206, cr: 'bytes 990-999/1000', body: data.subarray(990) });
     expect(await range('bytes=990-5000')).toEqual({ status: 206, cr: 'bytes 990-999/1000', body: data.subarray(990) });
+    // If-Range: the range only for the file the client names (strong ETag); the whole file otherwise.
+    const sha = createHash('sha256').update(data).digest('hex');
+    const conditional = async (ifRange: string) => {
+      const res = await fetch(d.url + '/v1/models/llama/versions/v1/files/r.bin', { headers: { ...auth(), range: 'bytes=0-9', 'if-range': ifRange } });
+      return { status: res.status, length: (await res.arrayBuffer()).byteLength };
+    };
+    expect(await conditional(`"${sha}"`)).toEqual({ status: 206, length: 10 });
+    expect(await conditional('"another-file"')).toEqual({ status: 200, length: 1000 });
+    expect(await conditional(`W/"${sha}"`)).toEqual({ status: 200, length: 1000 });
+    expect(await conditional('Tue, 01 Dec 2026 10:00:00 GMT')).toEqual({ status: 200, length: 1000 });
     const past = await range('bytes=1000-1001');
     expect(past.status).toBe(416);
     expect(past.cr).toBe('bytes */1000');

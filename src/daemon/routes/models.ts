@@ -258,7 +258,12 @@ export async function serveFile(c: RouteContext, node: StrataNode, f: { key: str
   // Opening the file for a HEAD read it whole under Node and leaked a FileHandle under Bun,
   // which Bun then closed in GC by ending the process (review).
   head ||= c.req.method === 'HEAD';
-  const range = parseRange(c.req.header('range'), f.size);
+  // If-Range (RFC 9110 §13.1.5): the range holds only for the representation the client names,
+  // compared strongly with the ETag; anything else (another tag, a weak one, a date — files
+  // carry no Last-Modified) gets the whole file, so a resumed download is never stitched from
+  // two different files (review).
+  const ifRange = c.req.header('if-range');
+  const range = parseRange(ifRange === undefined || ifRange.trim() === headers.ETag ? c.req.header('range') : undefined, f.size);
   if (range === 'unsatisfiable') {
     return c.json(errorBody('range_not_satisfiable', `the range is outside the file (${f.size} bytes)`), 416, { 'Content-Range': `bytes */${f.size}` });
   }
