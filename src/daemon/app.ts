@@ -90,7 +90,8 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
   feedbackRoutes(router, node);
 
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${METHODS.has(c.req.method) ? c.req.method : 'this method'} ${c.req.path}`), 404));
-  app.onError((err, c) => errorResponse(c, err));
+  const errorOptions = { redirectWrites: node.config.replication.redirect_writes };
+  app.onError((err, c) => errorResponse(c, err, errorOptions));
   return app;
 }
 

@@ -275,6 +275,11 @@ export const configSchema = z.strictObject({
        */
       confirm_epoch: z.boolean().default(true),
       /**
+       * A replica answers a write it cannot take with 307 to the primary (same path and query;
+       * the client sends the same method and body there) instead of 409 read_only_replica.
+       */
+      redirect_writes: z.boolean().default(false),
+      /**
        * Turn on when nodes share the object tier (one MinIO bucket, one NFS path): the primary
        * writes only while it holds a lease object there, renewed every ttl/3, and a promoted
        * replica starts writing one ttl after taking it over. The store must honour

@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { InsufficientStorage, isOutOfSpace, StrataError, type ErrorCode } from '../engines/errors.js';
+import { InsufficientStorage, isOutOfSpace, ReadOnlyReplica, StrataError, type ErrorCode } from '../engines/errors.js';
 
 // The one place where errors become HTTP responses. Engines throw typed StrataErrors; this
 // maps their code to a status. Anything else is a bug: it is logged with its stack and the
@@ -43,7 +43,12 @@ function bodyReadFailed(err: unknown): boolean {
   return e?.name === 'BadResource' && typeof e.message === 'string' && e.message.includes('request body');
 }
 
-export function errorResponse(c: Context, err: unknown): Response {
+export interface ErrorOptions {
+  /** replication.redirect_writes: a write refused by a replica becomes a 307 to its primary. */
+  redirectWrites?: boolean;
+}
+
+export function errorResponse(c: Context, err: unknown, options: ErrorOptions = {}): Response {
   // A full disk met on a path that did not say so itself is still the client's answer: 507.
   if (!(err instanceof StrataError) && isOutOfSpace(err)) err = new InsufficientStorage("the server's disk");
   // A body that stops because its client hung up is not a server error: it was logged as an
@@ -52,6 +57,10 @@ export function errorResponse(c: Context, err: unknown): Response {
   if ((!(err instanceof StrataError) || err.code === 'internal') && (clientGone(c) || bodyReadFailed(err))) {
     c.get('log')?.info({ error: err instanceof Error ? err.message : String(err) }, 'the client closed the connection before its request was read');
     return c.json(errorBody('client_closed_request', 'the client closed the connection'), 499 as ContentfulStatusCode);
+  }
+  if (err instanceof ReadOnlyReplica && options.redirectWrites) {
+    const redirect = toPrimary(c, err.details?.primary);
+    if (redirect) return c.json(errorBody('read_only_replica', `${err.message}; redirected`, err.details), 307, { Location: redirect });
   }
   if (err instanceof StrataError) {
     if (err.code === 'internal') c.get('log')?.error({ err }, 'request failed');
@@ -66,4 +75,16 @@ export function errorResponse(c: Context, err: unknown): Response {
   }
   c.get('log')?.error({ err }, 'unhandled error');
   return c.json(errorBody('internal', 'an internal error occurred; see the server log for the request id'), 500);
+}
+
+/**
+ * The same path and query on the primary, or undefined when the primary's URL is not known
+ * (a replica that has not reached it yet names it in words). The raw target is used, so the
+ * path is the one the client sent.
+ */
+function toPrimary(c: Context, primary: unknown): string | undefined {
+  if (typeof primary !== 'string' || !/^https?:\/\//.test(primary)) return undefined;
+  const url = c.req.url;
+  const slash = url.indexOf('/', url.indexOf('//') + 2);
+  return primary.replace(/\/+$/, '') + (slash === -1 ? '/' : url.slice(slash));
 }

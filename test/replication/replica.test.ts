@@ -210,6 +210,38 @@ describe('replication', () => {
     expect([await check(p, '/primary'), await check(p, '/replica')]).toEqual([503, 200]);
   });
 
+  it('clients find the primary: GET /v1/replication/primary on either node, and 307 from a replica with redirect_writes', async () => {
+    const p = await primary();
+    const r = await replica(p, ['replication.redirect_writes=true']);
+    await caughtUp(r, p);
+    for (const d of [p, r]) {
+      const found = await api(d, 'GET', '/v1/replication/primary');
+      expect(found.status).toBe(200);
+      expect(found.body).toMatchObject({ primary_url: p.url, epoch: (await status(p)).epoch, this_node: { role: d === p ? 'primary' : 'replica' } });
+    }
+    // A write sent to the replica: 307 to the same path and query on the primary...
+    const body = JSON.stringify({ id: 'redirected', email: 'r@example.com', tier: 'free' });
+    const headers = { authorization: `Bearer ${p.adminToken}`, 'content-type': 'application/json' };
+    const first = await fetch(`${r.url}/v1/users?x=1`, { method: 'POST', headers, body, redirect: 'manual' });
+    expect(first.status).toBe(307);
+    expect(first.headers.get('location')).toBe(`${p.url}/v1/users?x=1`);
+    expect(((await first.json()) as { error: { code: string } }).error.code).toBe('read_only_replica');
+    // ...where the client sends the same method, body and token. (fetch, like curl -L, drops the
+    // Authorization header when it follows a redirect to another origin: the README says so.)
+    const followed = await fetch(first.headers.get('location')!, { method: 'POST', headers, body });
+    expect(followed.status).toBe(201);
+    expect((await api(p, 'GET', '/v1/users/redirected')).status).toBe(200);
+    // Reads and the replica's own admin calls are served where they are sent.
+    await caughtUp(r, p);
+    expect((await api(r, 'GET', '/v1/users/redirected')).status).toBe(200);
+    // Without the setting, the refusal stays a 409 naming the primary.
+    const plain = await replica(p, ['node.id=replica-2'], tempDir());
+    await caughtUp(plain, p);
+    const refused = await api(plain, 'POST', '/v1/users', { email: 'y@example.com', tier: 'free' });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.message).toContain(p.url);
+  });
+
   it('a restarted old primary acknowledges no write before it knows it was replaced: 0 acknowledged writes lost', async () => {
     const p = await primary();
     const conv = await seed(p, 'a');

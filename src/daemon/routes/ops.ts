@@ -82,6 +82,23 @@ export function opsRoutes(router: ApiRouter, node: StrataNode): void {
   router.route(
     {
       method: 'get',
+      path: '/v1/replication/primary',
+      summary: 'Where writes go: the primary this node is or follows, and its epoch',
+      tag: 'replication',
+      access: 'read',
+      responses: { 200: { description: '{primary_url, epoch, this_node:{node_id, role}}' }, 503: { description: 'this node knows no primary now' } },
+    },
+    (c) => {
+      const s = node.replication.state();
+      const self = { node_id: s.node_id, role: s.role };
+      if (!s.primary_url) return c.json(errorBody('unavailable', 'this node knows no primary now (a replica without primary_url, or a primary not yet listening)', { this_node: self }), 503);
+      return c.json({ primary_url: s.primary_url, epoch: s.epoch, this_node: self });
+    },
+  );
+
+  router.route(
+    {
+      method: 'get',
       path: '/replication/state',
       summary: "This node's role and epoch, and the primary it follows: asked by a restarted primary before it accepts writes",
       tag: 'operations',
