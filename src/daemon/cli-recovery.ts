@@ -16,6 +16,9 @@ import { Sealer } from '../engines/crypto/sealed-stream.js';
 import { SealedObjectStore } from '../engines/objects/sealed-object-store.js';
 import { SqlStore } from '../engines/sql/sql-store.js';
 import { createLogger } from './logger.js';
+import { unpack } from 'msgpackr';
+import { FieldCipher } from '../engines/crypto/field-cipher.js';
+import { readRollback, type RollbackContents } from '../replication/rollback.js';
 import { BILLING_MIGRATIONS, createEngines, ENGINE_MIGRATIONS, StrataNode } from './strata-node.js';
 
 // `strata restore`, `strata backup verify` and `strata promote`: the recovery commands. They
@@ -168,4 +171,59 @@ export async function keysRotateCommand(config: StrataConfig, newKeyFile: string
   } finally {
     await sql.close();
   }
+}
+
+/**
+ * `strata rollback show FILE`: the records of a rollback file as JSON lines (lsn, time, engine,
+ * op, payload), a summary on stderr. Sealed fields ("enc1:…") are opened when the config's
+ * master key is present and the data dir still holds the user's key — tried with the nearest
+ * `user_id` around the field; one that does not open is printed as stored.
+ */
+export async function rollbackShowCommand(config: StrataConfig | undefined, file: string | undefined): Promise<number> {
+  if (!file) {
+    process.stderr.write('strata: rollback show needs a FILE (see GET /v1/admin/rollbacks or <data_dir>/rollback)\n');
+    return 2;
+  }
+  let contents: RollbackContents;
+  try {
+    contents = readRollback(file);
+  } catch (err) {
+    process.stderr.write(`strata: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const node = config?.encryption.enabled ? await StrataNode.open(config, createLogger('silent')) : undefined;
+  try {
+    const cipher = node ? new FieldCipher(node.keyring) : undefined;
+    const ownerOf = (conversation: string) => node?.sql.db.prepare<{ user_id: string }>('SELECT user_id FROM conversations WHERE id = ?').get(conversation)?.user_id;
+    const open = (value: unknown, userId: string | undefined): unknown => {
+      if (typeof value === 'string') {
+        if (!cipher || !userId || !value.startsWith('enc1:')) return value;
+        try {
+          return cipher.open(userId, value) ?? value;
+        } catch {
+          return value;
+        }
+      }
+      if (Array.isArray(value)) return value.map((v) => open(v, userId));
+      if (value && typeof value === 'object' && !(value instanceof Uint8Array)) {
+        const { user_id: own, conversation_id: conversation } = value as { user_id?: unknown; conversation_id?: unknown };
+        // Message records name their conversation, not its owner: the owner is looked up.
+        const owner = typeof conversation === 'string' && own === undefined ? ownerOf(conversation) : undefined;
+        const uid = typeof own === 'string' ? own : (owner ?? userId);
+        return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, open(v, uid)]));
+      }
+      return value;
+    };
+    for (const r of contents.records) {
+      const payload = open(unpack(r.payload), undefined);
+      process.stdout.write(JSON.stringify({ lsn: r.lsn, time: new Date(r.time).toISOString(), engine: r.engine, op: r.op, payload }, (_, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString('base64') : v)) + '\n');
+    }
+  } finally {
+    await node?.close();
+  }
+  const { records } = contents;
+  process.stderr.write(
+    `${file}: ${records.length} ${contents.store} record(s), LSN ${records[0]?.lsn ?? '-'}–${records[records.length - 1]?.lsn ?? '-'}, discarded by node ${contents.node_id} at ${contents.discarded_at} when it rejoined the primary of epoch ${contents.epoch}\n`,
+  );
+  return 0;
 }

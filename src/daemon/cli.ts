@@ -5,7 +5,7 @@ import { InvalidInput } from '../engines/errors.js';
 import { ConfigError, defaultConfigFile, loadConfig, type StrataConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { startServer } from './server.js';
-import { backupVerifyCommand, keysRotateCommand, promoteCommand, restoreCommand } from './cli-recovery.js';
+import { backupVerifyCommand, keysRotateCommand, promoteCommand, restoreCommand, rollbackShowCommand } from './cli-recovery.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { StrataNode } from './strata-node.js';
 import { VERSION } from './version.js';
@@ -21,6 +21,7 @@ Usage:
   strata restore       [--config FILE] [--set ...] --to TIME|latest --target-dir DIR [--replace]
   strata backup verify [--config FILE] [--set ...]
   strata promote       [--config FILE] [--set ...]
+  strata rollback show FILE [--config FILE] [--set ...]   (records a rejoining node discarded)
   strata keys rotate   [--config FILE] [--set ...] --new-key-file FILE   (daemon stopped)
   strata retention     [--config FILE] [--set ...] [--dry-run]           (daemon stopped unless --dry-run)
   strata --help | --version
@@ -75,6 +76,11 @@ async function main(argv: string[]): Promise<number> {
   }
   const command = positionals.join(' ');
   const config = () => loadConfig(values.config ?? defaultConfigFile(), { overrides: values.set ?? [] });
+  if (positionals[0] === 'rollback' && positionals[1] === 'show') {
+    // The config only matters for opening sealed fields; a file can be read without one.
+    const cfg = values.config || values.set ? config() : undefined;
+    return rollbackShowCommand(cfg, positionals[2]);
+  }
   switch (command) {
     case 'serve':
       return serveCommand(config());

@@ -130,6 +130,12 @@ export class Metrics {
   readonly embeddingCacheHits = new client.Counter({ name: 'strata_embedding_cache_hits_total', help: 'Embedding lookups answered from the cache', registers: [this.registry] });
   readonly embeddingCacheMisses = new client.Counter({ name: 'strata_embedding_cache_misses_total', help: 'Embedding lookups not in the cache', registers: [this.registry] });
 
+  readonly rollbackRecords = new client.Counter({
+    name: 'strata_rollback_records_total',
+    help: 'Change records only this node had, discarded when it rejoined a newer primary and kept in rollback files',
+    labelNames: ['store'] as const,
+    registers: [this.registry],
+  });
   readonly replicationLag = new client.Gauge({
     name: 'strata_replication_lag_seconds',
     help: 'How far a replica is behind the primary, per store (on a primary: each replica it serves; on a replica: itself)',

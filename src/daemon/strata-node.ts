@@ -535,6 +535,7 @@ export class StrataNode {
         syncTimeoutMs: r.sync_timeout_ms,
         lease,
         confirmEpoch: r.confirm_epoch,
+        rollbackDir: join(resolve(config.storage.data_dir), 'rollback'),
       },
       {
         beforeApply: async (store, records, fetchFromPrimary) => {
@@ -571,6 +572,7 @@ export class StrataNode {
           metrics.replicationAppliedLsn.labels(self, store).set(p.applied);
         },
         log: (level, msg, fields) => log[level](fields ?? {}, msg),
+        rolledBack: (store, _file, records) => metrics.rollbackRecords.labels(store).inc(records),
       },
     );
   }

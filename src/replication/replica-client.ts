@@ -24,6 +24,8 @@ export interface ReplicaEvents {
   bootstrapped(store: string, lsn: number, fetchFromPrimary: (path: string) => Promise<Response>): Promise<void> | void;
   position(store: string, info: { applied: number; primaryLsn: number; lagSeconds: number }): void;
   log(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void;
+  /** A bootstrap discarded records only this node had; they are in `file` (rollback.ts). */
+  rolledBack?(store: string, file: string, records: number): void;
 }
 
 export interface ReplicaOptions {
@@ -33,6 +35,8 @@ export interface ReplicaOptions {
   /** Where this replica listens; the primary records it, to ask for its epoch after a restart. */
   selfUrl?: () => string | undefined;
   waitMs?: number;
+  /** Where a bootstrap keeps the records it discards (<data_dir>/rollback). */
+  rollbackDir?: string;
 }
 
 interface FeedFrame {
@@ -135,7 +139,11 @@ export class ReplicaClient {
       const file = join(dir, 'snapshot.db');
       await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), createWriteStream(file));
       if (this.stopped) throw new Error('stopped while bootstrapping');
-      const lsn = installSnapshot(store, file);
+      const { lsn, rolledBack } = installSnapshot(store, file, this.options.rollbackDir ? { dir: this.options.rollbackDir, store: name, nodeId: this.options.nodeId } : undefined);
+      if (rolledBack) {
+        this.events.log('warn', 'discarded records only this node had (a divergent tail); they are kept in a rollback file', { store: name, records: rolledBack.records, file: rolledBack.file });
+        this.events.rolledBack?.(name, rolledBack.file, rolledBack.records);
+      }
       this.bootstrappedOnce.add(name);
       await this.events.bootstrapped(name, lsn, get);
       this.events.position(name, { applied: lsn, primaryLsn: lsn, lagSeconds: 0 });

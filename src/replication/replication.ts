@@ -33,6 +33,8 @@ export interface ReplicationOptions {
    * node that must write without asking (replication.confirm_epoch).
    */
   confirmEpoch?: boolean;
+  /** Where a bootstrap keeps the records it discards (<data_dir>/rollback, rollback.ts). */
+  rollbackDir?: string;
 }
 
 /** What any node says of itself at GET /replication/state (no token: role and epoch only). */
@@ -56,6 +58,7 @@ export interface ReplicationHooks {
   beforeApply?: ReplicaEvents['beforeApply'];
   applied(store: string, records: ChangeRecord[]): Promise<void> | void;
   bootstrapped(store: string, fetchFromPrimary: (path: string) => Promise<Response>): Promise<void> | void;
+  rolledBack?: ReplicaEvents['rolledBack'];
   position(store: string, info: { applied: number; primaryLsn: number; lagSeconds: number }): void;
   log: ReplicaEvents['log'];
 }
@@ -190,8 +193,14 @@ export class Replication {
         this.hooks.position(store, info);
       },
       log: this.hooks.log,
+      ...(this.hooks.rolledBack ? { rolledBack: this.hooks.rolledBack } : {}),
     };
-    this.client = new ReplicaClient(this.stores, { primaryUrl: this.primaryUrl, token, nodeId: this.options.nodeId, selfUrl: () => this.selfUrl }, events, forceBootstrap);
+    this.client = new ReplicaClient(
+      this.stores,
+      { primaryUrl: this.primaryUrl, token, nodeId: this.options.nodeId, selfUrl: () => this.selfUrl, ...(this.options.rollbackDir ? { rollbackDir: this.options.rollbackDir } : {}) },
+      events,
+      forceBootstrap,
+    );
     this.client.start();
   }
 

@@ -1,5 +1,6 @@
 import { rmSync } from 'node:fs';
 import type { SqlStore } from '../engines/sql/sql-store.js';
+import { divergentRecords, writeRollback } from './rollback.js';
 
 // Snapshots of a SQL store, for bootstrapping replicas (and, later, backups).
 //
@@ -39,8 +40,16 @@ export class SchemaMismatch extends Error {
  */
 export const NODE_META_KEYS = ['role', 'role_epoch', 'following', 'known_replicas'] as const;
 
-export function installSnapshot(store: SqlStore, path: string): number {
+/** Where and as whom to keep what an install discards (rollback.ts). */
+export interface RollbackTarget {
+  dir: string;
+  store: string;
+  nodeId: string;
+}
+
+export function installSnapshot(store: SqlStore, path: string, rollback?: RollbackTarget): { lsn: number; rolledBack?: { file: string; records: number } } {
   const { db } = store;
+  let rolledBack: { file: string; records: number } | undefined;
   const marks = NODE_META_KEYS.map(() => '?').join(', ');
   const local = db.prepare<{ key: string; value: string }>(`SELECT key, value FROM meta WHERE key IN (${marks})`).all(...NODE_META_KEYS);
   db.prepare('ATTACH DATABASE ? AS snap').run(path);
@@ -56,6 +65,13 @@ export function installSnapshot(store: SqlStore, path: string): number {
     const triggers = db.prepare<{ name: string; sql: string }>("SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger'").all();
     db.exec('BEGIN IMMEDIATE');
     try {
+      // Before anything is replaced, and inside the transaction (no write can slip in between):
+      // this node's records the snapshot's history lacks go to a rollback file, or, if that
+      // file cannot be written, the install fails and nothing is discarded.
+      const divergent = rollback ? divergentRecords(db) : [];
+      if (rollback && divergent.length > 0) {
+        rolledBack = { file: writeRollback(rollback.dir, { store: rollback.store, epoch: store.epoch(), node_id: rollback.nodeId, records: divergent }), records: divergent.length };
+      }
       db.exec('PRAGMA defer_foreign_keys = ON');
       for (const t of triggers) db.exec(`DROP TRIGGER main."${t.name}"`);
       for (const { name } of tables) {
@@ -78,5 +94,5 @@ export function installSnapshot(store: SqlStore, path: string): number {
   }
   store.changes.reload();
   store.writer.resync();
-  return store.changes.lastLsn();
+  return { lsn: store.changes.lastLsn(), ...(rolledBack ? { rolledBack } : {}) };
 }

@@ -6,6 +6,7 @@ import { Packr } from 'msgpackr';
 import { z } from 'zod';
 import { Conflict, LogPruned, NotFound } from '../../engines/errors.js';
 import type { SqlStore } from '../../engines/sql/sql-store.js';
+import { listRollbacks } from '../../replication/rollback.js';
 import { takeSnapshot } from '../../replication/snapshot.js';
 import type { ApiRouter } from '../api-router.js';
 import { actorOf } from '../auth.js';
@@ -181,6 +182,21 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 200: { description: '{pruned}' } },
     },
     (c) => c.json({ pruned: node.pruneChangeLog() }),
+  );
+
+  router.route(
+    {
+      method: 'get',
+      path: '/v1/admin/rollbacks',
+      summary: 'Rollback files: records this node wrote alone, kept when it rejoined a newer primary',
+      tag: 'admin',
+      access: 'admin',
+      responses: { 200: { description: '{dir, files:[{file, store, epoch, first_lsn, last_lsn, records, bytes, created_at}]}' } },
+    },
+    (c) => {
+      const dir = join(node.dataDir, 'rollback');
+      return c.json({ dir, files: listRollbacks(dir) });
+    },
   );
 
   router.route(
