@@ -16,6 +16,7 @@ import { Sealer } from '../engines/crypto/sealed-stream.js';
 import { SealedObjectStore } from '../engines/objects/sealed-object-store.js';
 import { SqlStore } from '../engines/sql/sql-store.js';
 import { createLogger } from './logger.js';
+import { startServer, type RunningServer } from './server.js';
 import { unpack } from 'msgpackr';
 import { FieldCipher } from '../engines/crypto/field-cipher.js';
 import { readRollback, type RollbackContents } from '../replication/rollback.js';
@@ -77,15 +78,19 @@ export async function restoreCommand(config: StrataConfig, to: string | undefine
   }
 }
 
-export async function backupVerifyCommand(config: StrataConfig): Promise<number> {
+/**
+ * Restores the latest backup into `scratch`/data and checks it offline: integrity of both
+ * files, row counts per table, and every referenced blob's bytes against its sha256. Shared by
+ * `backup verify` and `drill` (which then serves the copy and reads it over HTTP).
+ */
+async function restoreAndCheck(config: StrataConfig, scratch: string, label: string): Promise<{ target: string; report: Record<string, unknown>; problems: string[] }> {
   const dataDir = resolve(config.storage.data_dir);
   const archive = await StrataNode.openBackupArchive(config, dataDir);
-  const scratch = await mkdtemp(join(tmpdir(), 'strata-verify-'));
   const problems: string[] = [];
   const report: Record<string, unknown> = {};
+  const target = join(scratch, 'data');
   try {
-    const target = join(scratch, 'data');
-    const results = await restore(archive, storeSpecs(config, scratch), { to: 'latest', targetDir: target, progress: (l) => process.stderr.write(`verify: ${l}\n`) });
+    const results = await restore(archive, storeSpecs(config, scratch), { to: 'latest', targetDir: target, progress: (l) => process.stderr.write(`${label}: ${l}\n`) });
     report.restored = results.map((r) => ({ store: r.store, lsn: r.lsn, time: new Date(r.time).toISOString() }));
     for (const file of ['strata.db', 'billing.db']) {
       const db = await openDatabase(join(target, file));
@@ -123,14 +128,30 @@ export async function backupVerifyCommand(config: StrataConfig): Promise<number>
     }
   } catch (err) {
     problems.push((err as Error).message);
+  }
+  return { target, report, problems };
+}
+
+/** Writes status/<name>.json to the backup target, where every node reads it for its metrics. */
+async function writeStatus(config: StrataConfig, name: string, status: Record<string, unknown>): Promise<void> {
+  const archive = await StrataNode.openBackupArchive(config, resolve(config.storage.data_dir));
+  await archive.objects.put(`status/${name}.json`, bufferSource(Buffer.from(JSON.stringify(status))));
+}
+
+export async function backupVerifyCommand(config: StrataConfig): Promise<number> {
+  const scratch = await mkdtemp(join(tmpdir(), 'strata-verify-'));
+  let checked;
+  try {
+    checked = await restoreAndCheck(config, scratch, 'verify');
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
+  const { report, problems } = checked;
   report.ok = problems.length === 0;
   report.problems = problems;
   process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   if (problems.length === 0) {
-    await archive.objects.put('status/verify.json', bufferSource(Buffer.from(JSON.stringify({ at: Date.now(), ok: true }))));
+    await writeStatus(config, 'verify', { at: Date.now(), ok: true });
     process.stderr.write('verify: ok\n');
     return 0;
   }
@@ -226,4 +247,117 @@ export async function rollbackShowCommand(config: StrataConfig | undefined, file
     `${file}: ${records.length} ${contents.store} record(s), LSN ${records[0]?.lsn ?? '-'}–${records[records.length - 1]?.lsn ?? '-'}, discarded by node ${contents.node_id} at ${contents.discarded_at} when it rejoined the primary of epoch ${contents.epoch}\n`,
   );
   return 0;
+}
+
+/**
+ * `strata drill`: the disaster-recovery drill. Restores the latest backup into a scratch
+ * directory and checks it as `backup verify` does, then serves the copy on a free loopback
+ * port — no background jobs, no backups, no replication, its own cache and index directories,
+ * reading (never deleting from) the source's object tiers — and reads every engine through
+ * HTTP: readiness, the audit chain, a user, a conversation's messages, a vector query per
+ * collection that must find a stored vector, a model file whose bytes must hash to its
+ * sha256, the billing ledger. A JSON report on stdout; exit 1 on any failure. On success,
+ * status/drill.json in the backup target carries the time and duration, which every node
+ * exports as strata_drill_last_success_timestamp_seconds and strata_drill_duration_seconds.
+ */
+export async function drillCommand(config: StrataConfig): Promise<number> {
+  const started = Date.now();
+  const scratch = await mkdtemp(join(tmpdir(), 'strata-drill-'));
+  const problems: string[] = [];
+  let report: Record<string, unknown> = {};
+  const probes: Record<string, unknown> = {};
+  let node: StrataNode | undefined;
+  let server: RunningServer | undefined;
+  try {
+    const checked = await restoreAndCheck(config, scratch, 'drill');
+    report = checked.report;
+    problems.push(...checked.problems);
+    if (problems.length === 0) {
+      process.stderr.write('drill: restored and checked; starting a node on the copy\n');
+      node = await StrataNode.open(drillConfig(config, checked.target, scratch), createLogger('silent'));
+      server = await startServer(node);
+      const token = (await node.tokens.create({ tokenId: 'drill' }, { name: 'drill', role: 'admin' })).token;
+      await probeEngines(server.url, token, node, probes, problems);
+    }
+  } catch (err) {
+    problems.push((err as Error).message);
+  } finally {
+    if (server) await server.stop('drill finished').catch(() => undefined);
+    else await node?.close().catch(() => undefined);
+    await rm(scratch, { recursive: true, force: true });
+  }
+  const seconds = (Date.now() - started) / 1000;
+  const out = { ok: problems.length === 0, duration_seconds: seconds, ...report, probes, problems };
+  process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+  if (problems.length > 0) {
+    process.stderr.write(`drill: FAILED (${problems.length} problem(s)) in ${seconds.toFixed(1)} s\n`);
+    return 1;
+  }
+  await writeStatus(config, 'drill', { at: Date.now(), ok: true, duration_seconds: seconds });
+  process.stderr.write(`drill: ok in ${seconds.toFixed(1)} s\n`);
+  return 0;
+}
+
+/** The config of the node a drill serves: the copy's files only, the source's tiers read-only in effect. */
+function drillConfig(config: StrataConfig, target: string, scratch: string): StrataConfig {
+  const source = resolve(config.storage.data_dir);
+  const c = structuredClone(config);
+  c.storage.data_dir = target;
+  c.server.listen = '127.0.0.1:0';
+  delete (c.server as { tls?: unknown }).tls;
+  c.backup.enabled = false;
+  Object.assign(c.replication, { role: 'primary', confirm_epoch: false, redirect_writes: false });
+  delete (c.replication as { primary_url?: unknown }).primary_url;
+  c.replication.lease.enabled = false;
+  // Never the live node's files: the ledger and the indexes are the copy's, the cache the drill's.
+  c.billing.path = join(target, 'billing.db');
+  c.vectors.index_dir = join(target, 'indexes');
+  c.models.cache.path = join(scratch, 'cache');
+  for (const tier of ['hot', 'archive'] as const) {
+    const o = c.objects[tier] as { driver: string; path?: string } | undefined;
+    if (o?.driver === 'fs' && !o.path) o.path = join(source, 'objects', tier);
+  }
+  return c;
+}
+
+async function probeEngines(base: string, token: string, node: StrataNode, probes: Record<string, unknown>, problems: string[]): Promise<void> {
+  const get = async (path: string, init: RequestInit = {}) => {
+    const res = await fetch(base + path, { ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(init.headers ?? {}) } });
+    return { status: res.status, body: Buffer.from(await res.arrayBuffer()) };
+  };
+  const json = (b: Buffer) => JSON.parse(b.toString('utf8')) as Record<string, unknown>;
+  const expectOk = async (name: string, path: string, init?: RequestInit, check?: (body: Buffer) => string | undefined) => {
+    try {
+      const r = await get(path, init);
+      const problem = r.status !== 200 ? `answered ${r.status}: ${r.body.toString('utf8').slice(0, 200)}` : check?.(r.body);
+      probes[name] = problem ? { ok: false, problem } : { ok: true };
+      if (problem) problems.push(`${name}: ${problem}`);
+    } catch (err) {
+      probes[name] = { ok: false, problem: (err as Error).message };
+      problems.push(`${name}: ${(err as Error).message}`);
+    }
+  };
+  const db = node.sql.db;
+  const one = <T>(sql: string) => db.prepare<T>(sql).get();
+  await expectOk('readyz', '/readyz');
+  await expectOk('audit_chain', '/v1/admin/audit/verify', undefined, (b) => (json(b).ok === true ? undefined : `the chain breaks: ${b.toString('utf8').slice(0, 200)}`));
+  const user = one<{ id: string }>('SELECT id FROM users LIMIT 1');
+  if (user) await expectOk('users', `/v1/users/${encodeURIComponent(user.id)}`);
+  const conversation = one<{ id: string }>('SELECT id FROM conversations LIMIT 1');
+  if (conversation) await expectOk('conversations', `/v1/conversations/${encodeURIComponent(conversation.id)}/messages?last=10`);
+  for (const { name } of db.prepare<{ name: string }>('SELECT name FROM collections ORDER BY name').all()) {
+    const v = db.prepare<{ id: string; vec: Uint8Array }>('SELECT id, vec FROM vectors WHERE collection = ? LIMIT 1').get(name);
+    if (!v) continue;
+    const values = Array.from(new Float32Array(new Uint8Array(v.vec).buffer));
+    await expectOk(`vectors:${name}`, `/v1/collections/${encodeURIComponent(name)}/query`, { method: 'POST', body: JSON.stringify({ vector: values, top_k: 10 }) }, (b) =>
+      ((json(b).matches as Array<{ id: string }> | undefined) ?? []).some((m) => m.id === v.id) ? undefined : `a query with vector ${v.id}'s own values did not find it`,
+    );
+  }
+  const file = one<{ model: string; version: string; path: string; sha256: string }>('SELECT model, version, path, sha256 FROM model_files ORDER BY size LIMIT 1');
+  if (file) {
+    await expectOk('models', `/v1/models/${encodeURIComponent(file.model)}/versions/${encodeURIComponent(file.version)}/files/${file.path.split('/').map(encodeURIComponent).join('/')}`, undefined, (b) =>
+      createHash('sha256').update(b).digest('hex') === file.sha256 ? undefined : 'the downloaded bytes do not match the sha256',
+    );
+  }
+  await expectOk('billing', '/v1/billing/verify', undefined, (b) => (json(b).ok === false ? `the ledger's chain breaks: ${b.toString('utf8').slice(0, 200)}` : undefined));
 }

@@ -5,7 +5,7 @@ import { InvalidInput } from '../engines/errors.js';
 import { ConfigError, defaultConfigFile, loadConfig, type StrataConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { startServer } from './server.js';
-import { backupVerifyCommand, keysRotateCommand, promoteCommand, restoreCommand, rollbackShowCommand } from './cli-recovery.js';
+import { backupVerifyCommand, drillCommand, keysRotateCommand, promoteCommand, restoreCommand, rollbackShowCommand } from './cli-recovery.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { StrataNode } from './strata-node.js';
 import { VERSION } from './version.js';
@@ -20,6 +20,7 @@ Usage:
   strata token create  [--config FILE] [--set ...] --role ROLE [--user-id ID] [--name NAME]
   strata restore       [--config FILE] [--set ...] --to TIME|latest --target-dir DIR [--replace]
   strata backup verify [--config FILE] [--set ...]
+  strata drill         [--config FILE] [--set ...]   (DR drill: restore, serve the copy, probe)
   strata promote       [--config FILE] [--set ...]
   strata rollback show FILE [--config FILE] [--set ...]   (records a rejoining node discarded)
   strata keys rotate   [--config FILE] [--set ...] --new-key-file FILE   (daemon stopped)
@@ -113,6 +114,8 @@ async function main(argv: string[]): Promise<number> {
       }
     case 'backup verify':
       return backupVerifyCommand(config());
+    case 'drill':
+      return drillCommand(config());
     case 'retention': {
       const cfg = config();
       const dryRun = values['dry-run'] === true;

@@ -152,6 +152,8 @@ export class Metrics {
   readonly backupLastSuccess = new client.Gauge({ name: 'strata_backup_last_success_timestamp_seconds', help: 'Unix time of the last backup snapshot written', registers: [this.registry] });
   readonly backupSegmentLag = new client.Gauge({ name: 'strata_backup_segment_lag_seconds', help: 'Age of the oldest commit not yet shipped to the backup target (0 when all is shipped)', registers: [this.registry] });
   readonly backupVerifyLastSuccess = new client.Gauge({ name: 'strata_backup_verify_last_success_timestamp_seconds', help: 'Unix time of the last successful `strata backup verify` against this target', registers: [this.registry] });
+  readonly drillLastSuccess = new client.Gauge({ name: 'strata_drill_last_success_timestamp_seconds', help: 'Unix time of the last successful `strata drill` (restore, serve, probe) against this backup target', registers: [this.registry] });
+  readonly drillDuration = new client.Gauge({ name: 'strata_drill_duration_seconds', help: 'How long the last successful `strata drill` took, restore to probes', registers: [this.registry] });
 
   /** Set by the node: per collection, vectors and estimated index bytes, read at scrape time. */
   vectorCollections: () => Array<{ name: string; count: number; memory_bytes: number }> = () => [];

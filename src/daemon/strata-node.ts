@@ -456,6 +456,10 @@ export class StrataNode {
         snapshot: () => metrics.backupLastSuccess.set(Date.now() / 1000),
         segmentLag: (s) => metrics.backupSegmentLag.set(s),
         verified: (at) => metrics.backupVerifyLastSuccess.set(at / 1000),
+        drilled: (at, seconds) => {
+          metrics.drillLastSuccess.set(at / 1000);
+          metrics.drillDuration.set(seconds);
+        },
         log: (level, msg, fields) => log[level](fields ?? {}, msg),
       },
       async () => {

@@ -27,6 +27,8 @@ export interface BackupEvents {
   snapshot?(m: SnapshotManifest): void;
   segmentLag?(seconds: number): void;
   verified?(at: number): void;
+  /** The last successful `strata drill`: when it ended, and how long it took. */
+  drilled?(at: number, seconds: number): void;
   log(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void;
 }
 
@@ -62,9 +64,23 @@ export class Backups {
         .then(readAll)
         .then((b) => this.events.verified?.((JSON.parse(b.toString('utf8')) as { at: number }).at))
         .catch(() => undefined);
-    this.verifyTimer = setInterval(readVerify, 60_000);
+    // The last DR drill (strata drill) leaves its status beside verify's.
+    const readDrill = () =>
+      void this.archive.objects
+        .get('status/drill.json')
+        .then(readAll)
+        .then((b) => {
+          const d = JSON.parse(b.toString('utf8')) as { at: number; duration_seconds: number };
+          this.events.drilled?.(d.at, d.duration_seconds);
+        })
+        .catch(() => undefined);
+    this.verifyTimer = setInterval(() => {
+      readVerify();
+      readDrill();
+    }, 60_000);
     this.verifyTimer.unref();
     readVerify();
+    readDrill();
     // A node without any snapshot takes one at once: until then nothing is restorable.
     void (async () => {
       if ((await this.archive.snapshots('main')).length === 0) await this.snapshotNow();

@@ -80,7 +80,7 @@ describe('operations pack', () => {
     const run = (args: string[]) => spawnSync('promtool', args, { cwd: join(DEPLOY, 'prometheus'), encoding: 'utf8' });
     const check = run(['check', 'rules', 'alerts.yml']);
     expect(check.status, check.stdout + check.stderr).toBe(0);
-    expect(check.stdout).toMatch(/SUCCESS: 9 rules found/);
+    expect(check.stdout).toMatch(/SUCCESS: 10 rules found/);
     const config = run(['check', 'config', 'prometheus.yml']);
     expect(config.status, config.stdout + config.stderr).toBe(0);
     const tests = run(['test', 'rules', 'alerts.test.yml']);

@@ -5,6 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { ROOT } from '../helpers/daemon.js';
 
 const UNIT = join(ROOT, 'deploy/systemd/strata.service');
+const DRILL = join(ROOT, 'deploy/systemd/strata-drill.service');
+const DRILL_TIMER = join(ROOT, 'deploy/systemd/strata-drill.timer');
 const hasAnalyze = spawnSync('systemd-analyze', ['--version']).status === 0;
 
 describe('deploy/systemd/strata.service', () => {
@@ -27,9 +29,19 @@ describe('deploy/systemd/strata.service', () => {
     expect(unit).not.toMatch(/^MemoryDenyWriteExecute=yes/m);
   });
 
+  it('runs the DR drill monthly as a oneshot of the same install', () => {
+    const service = readFileSync(DRILL, 'utf8');
+    expect(service).toMatch(/^Type=oneshot$/m);
+    expect(service).toContain('cli.js drill --config /etc/strata/strata.yaml --set storage.data_dir=/var/lib/strata');
+    const timer = readFileSync(DRILL_TIMER, 'utf8');
+    expect(timer).toMatch(/^OnCalendar=monthly$/m);
+    expect(timer).toMatch(/^Persistent=true$/m);
+    expect(timer).toMatch(/^Unit=strata-drill\.service$/m);
+  });
+
   // systemd-analyze ships with systemd on Debian; CI must have it rather than skip.
   it.runIf(hasAnalyze || process.env.CI === 'true')('passes systemd-analyze verify apart from the binary path', () => {
-    const r = spawnSync('systemd-analyze', ['verify', UNIT], { encoding: 'utf8' });
+    const r = spawnSync('systemd-analyze', ['verify', UNIT, DRILL, DRILL_TIMER], { encoding: 'utf8' });
     const complaints = (r.stderr + r.stdout)
       .split('\n')
       .filter((l) => l.trim() !== '')
