@@ -280,6 +280,11 @@ export const configSchema = z.strictObject({
        */
       redirect_writes: z.boolean().default(false),
       /**
+       * manual: a replica becomes primary only by `strata promote`. auto: a replica within
+       * max_lag_seconds promotes itself when the primary's lease lapses (needs lease.enabled).
+       */
+      failover: z.enum(['manual', 'auto']).default('manual'),
+      /**
        * Turn on when nodes share the object tier (one MinIO bucket, one NFS path): the primary
        * writes only while it holds a lease object there, renewed every ttl/3, and a promoted
        * replica starts writing one ttl after taking it over. The store must honour

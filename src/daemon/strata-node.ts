@@ -250,6 +250,9 @@ export class StrataNode {
     let billingSql: SqlStore;
     let lease: Lease | undefined;
     try {
+      if (config.replication.failover === 'auto' && !config.replication.lease.enabled) {
+        throw new ConfigError(['replication.failover: auto needs a store every node can reach that offers compare-and-swap: turn replication.lease.enabled on (a shared object tier)']);
+      }
       const rawHot = await openObjectTier('hot', config.objects.hot, dataDir, metrics);
       hot = sealed(ownedOnly('hot', rawHot));
       if (config.replication.lease.enabled) {
@@ -539,6 +542,8 @@ export class StrataNode {
         syncTimeoutMs: r.sync_timeout_ms,
         lease,
         confirmEpoch: r.confirm_epoch,
+        autoFailover: r.failover === 'auto',
+        maxLagSeconds: r.max_lag_seconds,
         rollbackDir: join(resolve(config.storage.data_dir), 'rollback'),
       },
       {

@@ -174,6 +174,15 @@ export class Lease {
     return 'again';
   }
 
+  /** The lease as it stands (for replicas watching it: automatic failover). */
+  async peek(): Promise<{ version: string; record: LeaseRecord | undefined } | undefined> {
+    return this.read();
+  }
+
+  get ttlMs(): number {
+    return this.options.ttlMs;
+  }
+
   /** Stops renewing; the lease lapses after its ttl (a clean stop does not hand it over). */
   release(): void {
     this.stopped = true;

@@ -35,6 +35,9 @@ export interface ReplicationOptions {
   confirmEpoch?: boolean;
   /** Where a bootstrap keeps the records it discards (<data_dir>/rollback, rollback.ts). */
   rollbackDir?: string;
+  /** replication.failover: auto — a replica promotes itself when the primary's lease lapses. */
+  autoFailover?: boolean;
+  maxLagSeconds?: number;
 }
 
 /** What any node says of itself at GET /replication/state (no token: role and epoch only). */
@@ -180,6 +183,7 @@ export class Replication {
       else this.confirmEpoch();
       return;
     }
+    this.watchLease();
     if (!this.primaryUrl || !token) return;
     const events: ReplicaEvents = {
       ...(this.hooks.beforeApply ? { beforeApply: this.hooks.beforeApply } : {}),
@@ -261,8 +265,83 @@ export class Replication {
     return { fenced: true, epoch };
   }
 
+  private leaseWatcher: NodeJS.Timeout | undefined;
+
+  /**
+   * Automatic failover (replication.failover: auto) on the shared-tier lease: a replica reads
+   * the lease every ttl/3 on its own monotonic clock. A primary renews it every ttl/3, so a
+   * version unchanged for a whole ttl (plus one look, for the read's own latency) means the
+   * primary stopped. A replica within max_lag_seconds then promotes itself, after a delay
+   * that grows with how far behind it is (so the most advanced replica goes first) and a few
+   * milliseconds from its node id (so equals do not collide); the lease's compare-and-swap
+   * lets exactly one win. A holder of a newer epoch — whoever won — is followed. The promoted
+   * node writes one ttl after taking the lease (lease.ts), when the old primary's last write
+   * permission has run out, and a paused old primary that resumes finds its lease gone.
+   */
+  private watchLease(): void {
+    const lease = this.options.lease;
+    if (!lease || !this.options.autoFailover || this.leaseWatcher) return;
+    const ttl = lease.ttlMs;
+    let seen: { version: string; since: number } | undefined;
+    let busy = false;
+    const look = async () => {
+      if (this.stopped || this.role !== 'replica') return;
+      const current = await lease.peek().catch(() => undefined);
+      if (!current) return;
+      const holder = current.record;
+      if (holder && holder.epoch > this.epoch() && holder.url && holder.url !== this.primaryUrl && !this.isSelf(holder.url)) {
+        this.hooks.log('warn', 'a newer primary holds the lease: following it', { epoch: holder.epoch, primary: holder.url });
+        await this.follow(holder.url);
+        seen = undefined;
+        return;
+      }
+      const now = performance.now();
+      if (!seen || seen.version !== current.version) {
+        seen = { version: current.version, since: now };
+        return;
+      }
+      if (now - seen.since < ttl + ttl / 3) return;
+      const main = this.position.get('main');
+      const bound = this.options.maxLagSeconds ?? 30;
+      if (!main || main.lagSeconds > bound) {
+        this.hooks.log('warn', 'the primary lease lapsed, but this replica is too far behind to stand', { lag_seconds: main?.lagSeconds ?? null, max_lag_seconds: bound });
+        return;
+      }
+      const behind = Math.max(0, main.primaryLsn - main.applied);
+      const delay = Math.min(ttl, behind * 5) + (hashOf(this.options.nodeId) % 97);
+      await new Promise((r) => setTimeout(r, delay));
+      const again = await lease.peek().catch(() => undefined);
+      if (!again || again.version !== seen.version || this.role !== 'replica' || this.stopped) return;
+      this.hooks.log('warn', 'the primary lease lapsed: promoting this replica (replication.failover: auto)', { lapsed_for_ms: Math.round(performance.now() - seen.since), former_primary: this.primaryUrl });
+      try {
+        await this.promote();
+      } catch (err) {
+        // Another replica won the compare-and-swap: the next look follows it.
+        this.hooks.log('info', 'did not take the lease; another replica did', { error: (err as Error).message });
+      }
+      seen = undefined;
+    };
+    this.leaseWatcher = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      void look().finally(() => (busy = false));
+    }, ttl / 3);
+    this.leaseWatcher.unref();
+  }
+
+  /** Re-points this replica at another primary (the winner of an automatic failover). */
+  private async follow(primaryUrl: string): Promise<void> {
+    await this.client?.stop();
+    this.client = undefined;
+    this.primaryUrl = primaryUrl;
+    this.saveRole('replica', primaryUrl);
+    this.setReadOnly(primaryUrl);
+    this.start();
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.leaseWatcher);
     clearInterval(this.fencePusher);
     this.options.lease?.release();
     await this.client?.stop();
@@ -430,4 +509,11 @@ export class Replication {
   private setReadOnly(primary: string | undefined): void {
     for (const s of Object.values(this.stores)) s.writer.readOnlyFor = primary;
   }
+}
+
+/** A small stable number from a node id (a tie-breaker between equally advanced replicas). */
+function hashOf(text: string): number {
+  let h = 0;
+  for (let i = 0; i < text.length; i++) h = (h * 31 + text.charCodeAt(i)) >>> 0;
+  return h;
 }

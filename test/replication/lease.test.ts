@@ -210,6 +210,58 @@ describe('lease between daemons', () => {
     expect(r.output()).not.toMatch(/former primary acknowledged/);
   });
 
+  it('failover: auto — when the primary dies, one replica promotes itself within a few ttl, the other follows it, and nothing acknowledged is lost', async () => {
+    const tier = shared();
+    const first = await start(['node.id=primary-1', ...tier]);
+    const token = first.adminToken;
+    await first.stop();
+    running.splice(running.indexOf(first), 1);
+    const p = await start(['node.id=primary-1', `replication.token=${token}`, ...tier], first.dataDir);
+    const { writeFileSync } = await import('node:fs');
+    const replicaOf = async (id: string) => {
+      const dir = tempDir();
+      writeFileSync(`${dir}/admin.token`, token + '\n');
+      return start([`node.id=${id}`, 'replication.role=replica', `replication.primary_url=${p.url}`, `replication.token=${token}`, 'replication.failover=auto', ...tier], dir);
+    };
+    const [r1, r2] = [await replicaOf('replica-1'), await replicaOf('replica-2')];
+    await writable(p, 'before');
+    for (const r of [r1, r2]) await expect.poll(async () => (await api(r, 'GET', '/v1/users/before')).status, { timeout: 20_000 }).toBe(200);
+    // While the primary renews its lease, nobody stands: three ttl later both are still replicas.
+    await new Promise((r) => setTimeout(r, 3000));
+    expect([(await status(r1)).role, (await status(r2)).role]).toEqual(['replica', 'replica']);
+
+    const t0 = performance.now();
+    await p.kill9();
+    // Exactly one replica becomes the primary; writes reach it.
+    const winner = await (async () => {
+      for (;;) {
+        const roles = [(await status(r1)).role, (await status(r2)).role];
+        if (roles.includes('primary')) return roles[0] === 'primary' ? r1 : r2;
+        if (performance.now() - t0 > 20_000) throw new Error('no replica promoted itself');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    const loser = winner === r1 ? r2 : r1;
+    await writable(winner, 'after');
+    const seconds = (performance.now() - t0) / 1000;
+    expect(seconds).toBeLessThan(10); // ttl 1 s: lapse ~1.3 s, takeover waits 1 ttl, plus the looks
+    expect(winner.output()).toMatch(/the primary lease lapsed: promoting this replica/);
+    // The other follows the winner, and has everything: the write before and the one after.
+    await expect.poll(async () => (await status(loser)).primary, { timeout: 20_000, interval: 200 }).toBe(winner.url);
+    expect((await status(loser)).role).toBe('replica');
+    await expect.poll(async () => (await api(loser, 'GET', '/v1/users/after')).status, { timeout: 20_000, interval: 200 }).toBe(200);
+    expect((await api(winner, 'GET', '/v1/users/before')).status).toBe(200);
+    expect((await status(loser)).epoch).toBe((await status(winner)).epoch);
+  });
+
+  it('failover: auto is refused without a lease store', async () => {
+    const { runCli } = await import('../helpers/daemon.js');
+    const r = await runCli(['check-config', '--set', 'replication.failover=auto', '--set', `storage.data_dir=${tempDir()}`]);
+    expect(r.code).toBe(0); // the schema accepts it; the start refuses it
+    const d = startDaemon({ set: ['replication.failover=auto'] });
+    await expect(d).rejects.toThrow(/replication.failover: auto needs a store every node can reach/);
+  });
+
   it('a second primary started on the same tier refuses writes until the first is gone', async () => {
     const tier = shared();
     const a = await start(['node.id=primary-a', ...tier]);
