@@ -294,6 +294,10 @@ export const configSchema = z.strictObject({
         .strictObject({
           enabled: z.boolean().default(false),
           ttl_ms: z.int().min(500).max(300_000).default(10_000),
+          /** Where the lease lives: the hot object tier (shared by the nodes), or etcd v3. */
+          store: z.enum(['tier', 'etcd']).default('tier'),
+          /** store: etcd — client URLs of the etcd members, e.g. http://etcd-1:2379. */
+          etcd_endpoints: z.array(z.string().url()).max(16).default([]),
         })
         .prefault({}),
     })

@@ -30,6 +30,7 @@ import { EmbeddingCache } from '../engines/vectors/embedding-cache.js';
 import { KnowledgeGraph, graphMigrations } from '../engines/graph/knowledge-graph.js';
 import type { Cache } from '../engines/cache/cache.js';
 import { Lease } from '../replication/lease.js';
+import { EtcdLeaseStore } from '../replication/etcd-lease-store.js';
 import { RetentionJob, type RetentionReport } from '../engines/retention/retention-job.js';
 import { JobStore, jobMigrations, type Job } from '../engines/jobs/job-store.js';
 import { JobRunner } from '../engines/jobs/job-runner.js';
@@ -251,14 +252,18 @@ export class StrataNode {
     let lease: Lease | undefined;
     try {
       if (config.replication.failover === 'auto' && !config.replication.lease.enabled) {
-        throw new ConfigError(['replication.failover: auto needs a store every node can reach that offers compare-and-swap: turn replication.lease.enabled on (a shared object tier)']);
+        throw new ConfigError(['replication.failover: auto needs a store every node can reach that offers compare-and-swap: turn replication.lease.enabled on (a shared object tier, or store: etcd)']);
+      }
+      const leaseCfg = config.replication.lease;
+      if (leaseCfg.enabled && leaseCfg.store === 'etcd' && leaseCfg.etcd_endpoints.length === 0) {
+        throw new ConfigError(['replication.lease.etcd_endpoints: store etcd needs at least one endpoint (http://host:2379)']);
       }
       const rawHot = await openObjectTier('hot', config.objects.hot, dataDir, metrics);
       hot = sealed(ownedOnly('hot', rawHot));
       if (config.replication.lease.enabled) {
         // The lease holds no user data and must work before the keyring is open: unsealed.
         lease = new Lease(
-          rawHot,
+          leaseCfg.store === 'etcd' ? new EtcdLeaseStore(leaseCfg.etcd_endpoints) : rawHot,
           { nodeId: config.node.id, ttlMs: config.replication.lease.ttl_ms },
           { lost: (holder) => node.replication.leaseLost(holder), log: (level, msg, fields) => log[level](fields ?? {}, msg) },
         );

@@ -3,6 +3,9 @@ import { performance } from 'node:perf_hooks';
 import { Conflict, Unavailable } from '../engines/errors.js';
 import type { ObjectStore } from '../engines/objects/object-store.js';
 
+/** What the lease needs of a store: a shared object tier (fs, S3, MinIO) or etcd (etcd-lease-store.ts). */
+export type LeaseStore = Pick<ObjectStore, 'name' | 'putIf' | 'readVersioned' | 'delete'>;
+
 // The primary's lease on a shared object tier. Fence notices are pushed to a former primary,
 // but a partitioned or paused one can resume and write before the notice reaches it — and on
 // a shared tier one of those writes can be a garbage collection that deletes a blob the new
@@ -57,7 +60,7 @@ export class Lease {
   private lastError = '';
 
   constructor(
-    private readonly store: ObjectStore,
+    private readonly store: LeaseStore,
     private readonly options: LeaseOptions,
     private readonly events: LeaseEvents,
   ) {

@@ -7,6 +7,7 @@ import { S3ObjectStore } from '../../src/engines/objects/s3-object-store.js';
 import { LEASE_KEY, Lease, type LeaseRecord } from '../../src/replication/lease.js';
 import { api, startDaemon, tempDir, type Daemon } from '../helpers/daemon.js';
 import { startS3rver } from '../helpers/s3rver.js';
+import { HAS_ETCD, startEtcd } from '../helpers/etcd.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 const TTL = 600;
@@ -252,6 +253,33 @@ describe('lease between daemons', () => {
     await expect.poll(async () => (await api(loser, 'GET', '/v1/users/after')).status, { timeout: 20_000, interval: 200 }).toBe(200);
     expect((await api(winner, 'GET', '/v1/users/before')).status).toBe(200);
     expect((await status(loser)).epoch).toBe((await status(winner)).epoch);
+  });
+
+  it.skipIf(!HAS_ETCD && process.env.CI !== 'true')('failover: auto with the lease in etcd, between nodes that share no object tier', async () => {
+    const etcd = await startEtcd();
+    try {
+      const lease = ['replication.lease.enabled=true', 'replication.lease.ttl_ms=1000', 'replication.lease.store=etcd', `replication.lease.etcd_endpoints=[${etcd.url}]`];
+      // Each node keeps its own object tiers (the defaults, in its data dir).
+      const first = await start(['node.id=primary-1', ...lease]);
+      const token = first.adminToken;
+      await first.stop();
+      running.splice(running.indexOf(first), 1);
+      const p = await start(['node.id=primary-1', `replication.token=${token}`, ...lease], first.dataDir);
+      const { writeFileSync } = await import('node:fs');
+      const dir = tempDir();
+      writeFileSync(`${dir}/admin.token`, token + '\n');
+      const r = await start(['node.id=replica-1', 'replication.role=replica', `replication.primary_url=${p.url}`, `replication.token=${token}`, 'replication.failover=auto', ...lease], dir);
+      await writable(p, 'before');
+      await expect.poll(async () => (await api(r, 'GET', '/v1/users/before')).status, { timeout: 20_000 }).toBe(200);
+      const held = JSON.parse(Buffer.from(((await (await fetch(`${etcd.url}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: Buffer.from('/strata/_strata/primary-lease.json').toString('base64') }) })).json()) as { kvs: Array<{ value: string }> }).kvs[0]!.value, 'base64').toString());
+      expect(held).toMatchObject({ node_id: 'primary-1', url: p.url });
+      await p.kill9();
+      await expect.poll(async () => (await status(r)).role, { timeout: 20_000, interval: 100 }).toBe('primary');
+      await writable(r, 'after');
+      expect((await api(r, 'GET', '/v1/users/before')).status).toBe(200);
+    } finally {
+      await etcd.stop();
+    }
   });
 
   it('failover: auto is refused without a lease store', async () => {
