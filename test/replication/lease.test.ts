@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Conflict } from '../../src/engines/errors.js';
@@ -100,7 +101,7 @@ describe('lease', () => {
     const root = tempDir();
     const store = new FsObjectStore(root);
     const { createHash } = await import('node:crypto');
-    const { mkdirSync, writeFileSync } = await import('node:fs');
+    const { mkdirSync } = await import('node:fs');
     mkdirSync(`${root}/.tmp`, { recursive: true });
     writeFileSync(`${root}/.tmp/lock-${createHash('sha256').update(LEASE_KEY).digest('hex').slice(0, 32)}`, '');
     const a = lease(store, 'a');
@@ -169,22 +170,28 @@ describe('lease between daemons', () => {
   };
   const status = async (d: Daemon) => (await api(d, 'GET', '/v1/admin/status')).body;
   const writable = (d: Daemon, id: string) => expect.poll(async () => (await api(d, 'POST', '/v1/users', { id, email: `${id}@example.com`, tier: 'free' })).status, { timeout: 10_000 }).toBe(201);
-
-  it('a paused primary that never hears the fence notice refuses writes when it resumes, and follows the lease holder', async () => {
-    const tier = shared();
-    // The primary gets its own admin token as replication.token, so it can follow whoever replaces it.
-    const first = await start(['node.id=primary-1', ...tier]);
+  /** A primary that has its own admin token as replication.token, so it can follow whoever replaces it. */
+  const primaryWithToken = async (set: string[]) => {
+    const first = await start(['node.id=primary-1', ...set]);
     const token = first.adminToken;
     await first.stop();
     running.splice(running.indexOf(first), 1);
-    const p = await start(['node.id=primary-1', `replication.token=${token}`, ...tier], first.dataDir);
+    return { p: await start(['node.id=primary-1', `replication.token=${token}`, ...set], first.dataDir), token };
+  };
+  /** A replica of the primary at `primaryUrl`, reusing its admin token (tokens replicate). */
+  const replicaOf = async (primaryUrl: string, token: string, id: string, set: string[]) => {
+    const dir = tempDir();
+    writeFileSync(`${dir}/admin.token`, token + '\n');
+    return start([`node.id=${id}`, 'replication.role=replica', `replication.primary_url=${primaryUrl}`, `replication.token=${token}`, ...set], dir);
+  };
+
+  it('a paused primary that never hears the fence notice refuses writes when it resumes, and follows the lease holder', async () => {
+    const tier = shared();
+    const { p, token } = await primaryWithToken(tier);
     await writable(p, 'before');
     // The replica reaches the primary through a proxy; cutting it keeps the fence notice from arriving.
     proxy = await startTcpProxy(Number(new URL(p.url).port));
-    const rDir = tempDir();
-    const { writeFileSync } = await import('node:fs');
-    writeFileSync(`${rDir}/admin.token`, token + '\n');
-    const r = await start(['node.id=replica-1', 'replication.role=replica', `replication.primary_url=http://127.0.0.1:${proxy.port}`, `replication.token=${token}`, ...tier], rDir);
+    const r = await replicaOf(`http://127.0.0.1:${proxy.port}`, token, 'replica-1', tier);
     await expect.poll(async () => (await api(r, 'GET', '/v1/users/before')).status, { timeout: 20_000 }).toBe(200);
 
     p.proc.kill('SIGSTOP');
@@ -213,18 +220,9 @@ describe('lease between daemons', () => {
 
   it('failover: auto — when the primary dies, one replica promotes itself within a few ttl, the other follows it, and nothing acknowledged is lost', async () => {
     const tier = shared();
-    const first = await start(['node.id=primary-1', ...tier]);
-    const token = first.adminToken;
-    await first.stop();
-    running.splice(running.indexOf(first), 1);
-    const p = await start(['node.id=primary-1', `replication.token=${token}`, ...tier], first.dataDir);
-    const { writeFileSync } = await import('node:fs');
-    const replicaOf = async (id: string) => {
-      const dir = tempDir();
-      writeFileSync(`${dir}/admin.token`, token + '\n');
-      return start([`node.id=${id}`, 'replication.role=replica', `replication.primary_url=${p.url}`, `replication.token=${token}`, 'replication.failover=auto', ...tier], dir);
-    };
-    const [r1, r2] = [await replicaOf('replica-1'), await replicaOf('replica-2')];
+    const { p, token } = await primaryWithToken(tier);
+    const auto = ['replication.failover=auto', ...tier];
+    const [r1, r2] = [await replicaOf(p.url, token, 'replica-1', auto), await replicaOf(p.url, token, 'replica-2', auto)];
     await writable(p, 'before');
     for (const r of [r1, r2]) await expect.poll(async () => (await api(r, 'GET', '/v1/users/before')).status, { timeout: 20_000 }).toBe(200);
     // While the primary renews its lease, nobody stands: three ttl later both are still replicas.
@@ -260,15 +258,8 @@ describe('lease between daemons', () => {
     try {
       const lease = ['replication.lease.enabled=true', 'replication.lease.ttl_ms=1000', 'replication.lease.store=etcd', `replication.lease.etcd_endpoints=[${etcd.url}]`];
       // Each node keeps its own object tiers (the defaults, in its data dir).
-      const first = await start(['node.id=primary-1', ...lease]);
-      const token = first.adminToken;
-      await first.stop();
-      running.splice(running.indexOf(first), 1);
-      const p = await start(['node.id=primary-1', `replication.token=${token}`, ...lease], first.dataDir);
-      const { writeFileSync } = await import('node:fs');
-      const dir = tempDir();
-      writeFileSync(`${dir}/admin.token`, token + '\n');
-      const r = await start(['node.id=replica-1', 'replication.role=replica', `replication.primary_url=${p.url}`, `replication.token=${token}`, 'replication.failover=auto', ...lease], dir);
+      const { p, token } = await primaryWithToken(lease);
+      const r = await replicaOf(p.url, token, 'replica-1', ['replication.failover=auto', ...lease]);
       await writable(p, 'before');
       await expect.poll(async () => (await api(r, 'GET', '/v1/users/before')).status, { timeout: 20_000 }).toBe(200);
       const held = JSON.parse(Buffer.from(((await (await fetch(`${etcd.url}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: Buffer.from('/strata/_strata/primary-lease.json').toString('base64') }) })).json()) as { kvs: Array<{ value: string }> }).kvs[0]!.value, 'base64').toString());
