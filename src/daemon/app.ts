@@ -18,6 +18,7 @@ import { privacyRoutes } from './routes/privacy.js';
 import { datasetRoutes } from './routes/datasets.js';
 import { feedbackRoutes } from './routes/feedback.js';
 import { RateLimiter } from './rate-limiter.js';
+import { rawTarget } from './request-target.js';
 import type { StrataNode } from './strata-node.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -104,14 +105,8 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
  * matched against the pattern.
  */
 function hasDotSegment(c: Context<AppEnv>): boolean {
-  const raw = (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url ?? targetOf(c.req.raw.url);
+  const raw = rawTarget(c);
   const q = raw.indexOf('?');
   const path = q === -1 ? raw : raw.slice(0, q);
   return (path.includes('.') || path.includes('%')) && /(^|\/)(\.|%2e){1,2}(\/|$)/i.test(path);
-}
-
-/** The path and query of an absolute URL string, without parsing it (parsing resolves dot segments). */
-function targetOf(url: string): string {
-  const slash = url.indexOf('/', url.indexOf('//') + 2);
-  return slash === -1 ? '/' : url.slice(slash);
 }

@@ -7,7 +7,7 @@ import { openDatabase } from '../engines/sql/database.js';
 import { BillingLedger } from '../engines/billing/billing-ledger.js';
 import { FsObjectStore } from '../engines/objects/fs-object-store.js';
 import { restore, type StoreSpec } from '../replication/restore.js';
-import { bufferSource } from '../replication/backup-archive.js';
+import { bufferSource, type BackupArchive } from '../replication/backup-archive.js';
 import type { StrataConfig } from './config.js';
 import { openObjectTier } from './object-tiers.js';
 import { kekWrapper } from '../engines/crypto/keyring.js';
@@ -83,7 +83,7 @@ export async function restoreCommand(config: StrataConfig, to: string | undefine
  * files, row counts per table, and every referenced blob's bytes against its sha256. Shared by
  * `backup verify` and `drill` (which then serves the copy and reads it over HTTP).
  */
-async function restoreAndCheck(config: StrataConfig, scratch: string, label: string): Promise<{ target: string; report: Record<string, unknown>; problems: string[] }> {
+async function restoreAndCheck(config: StrataConfig, scratch: string, label: string): Promise<{ target: string; report: Record<string, unknown>; problems: string[]; archive: BackupArchive }> {
   const dataDir = resolve(config.storage.data_dir);
   const archive = await StrataNode.openBackupArchive(config, dataDir);
   const problems: string[] = [];
@@ -129,12 +129,11 @@ async function restoreAndCheck(config: StrataConfig, scratch: string, label: str
   } catch (err) {
     problems.push((err as Error).message);
   }
-  return { target, report, problems };
+  return { target, report, problems, archive };
 }
 
 /** Writes status/<name>.json to the backup target, where every node reads it for its metrics. */
-async function writeStatus(config: StrataConfig, name: string, status: Record<string, unknown>): Promise<void> {
-  const archive = await StrataNode.openBackupArchive(config, resolve(config.storage.data_dir));
+async function writeStatus(archive: BackupArchive, name: string, status: Record<string, unknown>): Promise<void> {
   await archive.objects.put(`status/${name}.json`, bufferSource(Buffer.from(JSON.stringify(status))));
 }
 
@@ -146,12 +145,12 @@ export async function backupVerifyCommand(config: StrataConfig): Promise<number>
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
-  const { report, problems } = checked;
+  const { report, problems, archive } = checked;
   report.ok = problems.length === 0;
   report.problems = problems;
   process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   if (problems.length === 0) {
-    await writeStatus(config, 'verify', { at: Date.now(), ok: true });
+    await writeStatus(archive, 'verify', { at: Date.now(), ok: true });
     process.stderr.write('verify: ok\n');
     return 0;
   }
@@ -265,12 +264,13 @@ export async function drillCommand(config: StrataConfig): Promise<number> {
   const scratch = await mkdtemp(join(tmpdir(), 'strata-drill-'));
   const problems: string[] = [];
   let report: Record<string, unknown> = {};
+  let archive: BackupArchive | undefined;
   const probes: Record<string, unknown> = {};
   let node: StrataNode | undefined;
   let server: RunningServer | undefined;
   try {
     const checked = await restoreAndCheck(config, scratch, 'drill');
-    report = checked.report;
+    ({ report, archive } = checked);
     problems.push(...checked.problems);
     if (problems.length === 0) {
       process.stderr.write('drill: restored and checked; starting a node on the copy\n');
@@ -289,11 +289,11 @@ export async function drillCommand(config: StrataConfig): Promise<number> {
   const seconds = (Date.now() - started) / 1000;
   const out = { ok: problems.length === 0, duration_seconds: seconds, ...report, probes, problems };
   process.stdout.write(JSON.stringify(out, null, 2) + '\n');
-  if (problems.length > 0) {
+  if (problems.length > 0 || !archive) {
     process.stderr.write(`drill: FAILED (${problems.length} problem(s)) in ${seconds.toFixed(1)} s\n`);
     return 1;
   }
-  await writeStatus(config, 'drill', { at: Date.now(), ok: true, duration_seconds: seconds });
+  await writeStatus(archive, 'drill', { at: Date.now(), ok: true, duration_seconds: seconds });
   process.stderr.write(`drill: ok in ${seconds.toFixed(1)} s\n`);
   return 0;
 }
@@ -306,7 +306,8 @@ function drillConfig(config: StrataConfig, target: string, scratch: string): Str
   c.server.listen = '127.0.0.1:0';
   delete (c.server as { tls?: unknown }).tls;
   c.backup.enabled = false;
-  Object.assign(c.replication, { role: 'primary', confirm_epoch: false, redirect_writes: false });
+  // A lone primary: it confirms no epoch, takes no lease and so stands for no failover.
+  Object.assign(c.replication, { role: 'primary', confirm_epoch: false, redirect_writes: false, failover: 'manual' });
   delete (c.replication as { primary_url?: unknown }).primary_url;
   c.replication.lease.enabled = false;
   // Never the live node's files: the ledger and the indexes are the copy's, the cache the drill's.

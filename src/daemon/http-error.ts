@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { rawTarget } from './request-target.js';
 import { InsufficientStorage, isOutOfSpace, ReadOnlyReplica, StrataError, type ErrorCode } from '../engines/errors.js';
 
 // The one place where errors become HTTP responses. Engines throw typed StrataErrors; this
@@ -78,13 +79,10 @@ export function errorResponse(c: Context, err: unknown, options: ErrorOptions = 
 }
 
 /**
- * The same path and query on the primary, or undefined when the primary's URL is not known
- * (a replica that has not reached it yet names it in words). The raw target is used, so the
- * path is the one the client sent.
+ * The same path and query on the primary, as the client sent them, or undefined when the
+ * primary's URL is not known (a replica that has not reached it yet names it in words).
  */
 function toPrimary(c: Context, primary: unknown): string | undefined {
   if (typeof primary !== 'string' || !/^https?:\/\//.test(primary)) return undefined;
-  const url = c.req.url;
-  const slash = url.indexOf('/', url.indexOf('//') + 2);
-  return primary.replace(/\/+$/, '') + (slash === -1 ? '/' : url.slice(slash));
+  return primary.replace(/\/+$/, '') + rawTarget(c);
 }

@@ -37,6 +37,7 @@ export interface ReplicationOptions {
   rollbackDir?: string;
   /** replication.failover: auto — a replica promotes itself when the primary's lease lapses. */
   autoFailover?: boolean;
+  /** replication.max_lag_seconds: the lag a replica may have and still serve reads or stand (lag()). */
   maxLagSeconds?: number;
 }
 
@@ -255,14 +256,31 @@ export class Replication {
     this.options.lease?.release();
     this.unconfirmed = false;
     this.setEpoch(epoch);
+    this.hooks.log('warn', 'fenced by a newer primary; now following it', { epoch, primary: primaryUrl });
+    await this.repoint(primaryUrl, token, true);
+    return { fenced: true, epoch };
+  }
+
+  /**
+   * Makes this node a replica of `primaryUrl` (kept across restarts) and restarts the feed.
+   * A fenced primary bootstraps, discarding its divergent tail into a rollback file; a
+   * replica that only changes primaries (an automatic failover's other replicas) does not.
+   */
+  private async repoint(primaryUrl: string, token: string | undefined, bootstrap: boolean): Promise<void> {
     this.role = 'replica';
     this.primaryUrl = primaryUrl;
     this.saveRole('replica', primaryUrl);
     this.setReadOnly(primaryUrl);
-    this.hooks.log('warn', 'fenced by a newer primary; now following it', { epoch, primary: primaryUrl });
     await this.client?.stop();
-    this.start(token, true);
-    return { fenced: true, epoch };
+    this.client = undefined;
+    this.start(token, bootstrap);
+  }
+
+  /** A replica's lag on the main store against replication.max_lag_seconds (undefined: not replicating yet). */
+  lag(): { seconds: number | undefined; bound: number; within: boolean } {
+    const seconds = this.position.get('main')?.lagSeconds;
+    const bound = this.options.maxLagSeconds ?? 30;
+    return { seconds, bound, within: seconds !== undefined && seconds <= bound };
   }
 
   private leaseWatcher: NodeJS.Timeout | undefined;
@@ -283,6 +301,7 @@ export class Replication {
     if (!lease || !this.options.autoFailover || this.leaseWatcher) return;
     const ttl = lease.ttlMs;
     let seen: { version: string; since: number } | undefined;
+    let toldTooFarBehind = false;
     let busy = false;
     const look = async () => {
       if (this.stopped || this.role !== 'replica') return;
@@ -291,20 +310,23 @@ export class Replication {
       const holder = current.record;
       if (holder && holder.epoch > this.epoch() && holder.url && holder.url !== this.primaryUrl && !this.isSelf(holder.url)) {
         this.hooks.log('warn', 'a newer primary holds the lease: following it', { epoch: holder.epoch, primary: holder.url });
-        await this.follow(holder.url);
+        await this.repoint(holder.url, this.options.token, false);
         seen = undefined;
         return;
       }
       const now = performance.now();
       if (!seen || seen.version !== current.version) {
         seen = { version: current.version, since: now };
+        toldTooFarBehind = false;
         return;
       }
       if (now - seen.since < ttl + ttl / 3) return;
+      const lag = this.lag();
       const main = this.position.get('main');
-      const bound = this.options.maxLagSeconds ?? 30;
-      if (!main || main.lagSeconds > bound) {
-        this.hooks.log('warn', 'the primary lease lapsed, but this replica is too far behind to stand', { lag_seconds: main?.lagSeconds ?? null, max_lag_seconds: bound });
+      if (!lag.within || !main) {
+        // Said once per lapse, not at every look.
+        if (!toldTooFarBehind) this.hooks.log('warn', 'the primary lease lapsed, but this replica is too far behind to stand', { lag_seconds: lag.seconds ?? null, max_lag_seconds: lag.bound });
+        toldTooFarBehind = true;
         return;
       }
       const behind = Math.max(0, main.primaryLsn - main.applied);
@@ -327,16 +349,6 @@ export class Replication {
       void look().finally(() => (busy = false));
     }, ttl / 3);
     this.leaseWatcher.unref();
-  }
-
-  /** Re-points this replica at another primary (the winner of an automatic failover). */
-  private async follow(primaryUrl: string): Promise<void> {
-    await this.client?.stop();
-    this.client = undefined;
-    this.primaryUrl = primaryUrl;
-    this.saveRole('replica', primaryUrl);
-    this.setReadOnly(primaryUrl);
-    this.start();
   }
 
   async stop(): Promise<void> {

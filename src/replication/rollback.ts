@@ -108,7 +108,7 @@ export function readRollback(path: string): RollbackContents {
   return contents;
 }
 
-/** The rollback files in `dir`, oldest first (described by their names and sizes; not opened). */
+/** The rollback files in `dir`, oldest first (each read once, for its record count). */
 export function listRollbacks(dir: string): RollbackSummary[] {
   let names: string[];
   try {
@@ -120,10 +120,9 @@ export function listRollbacks(dir: string): RollbackSummary[] {
   for (const file of names) {
     const m = NAME.exec(file);
     if (!m) continue;
-    const st = statSync(join(dir, file));
-    const [first, last] = [Number(m[3]), Number(m[4])];
-    out.push({ file, store: m[1]!, epoch: Number(m[2]), first_lsn: first, last_lsn: last, records: -1, bytes: st.size, created_at: st.mtime.toISOString() });
+    const path = join(dir, file);
+    const st = statSync(path);
+    out.push({ file, store: m[1]!, epoch: Number(m[2]), first_lsn: Number(m[3]), last_lsn: Number(m[4]), records: readRollback(path).records.length, bytes: st.size, created_at: st.mtime.toISOString() });
   }
-  for (const s of out) s.records = readRollback(join(dir, s.file)).records.length;
   return out.sort((a, b) => a.created_at.localeCompare(b.created_at) || a.file.localeCompare(b.file));
 }

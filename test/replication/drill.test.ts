@@ -34,6 +34,10 @@ describe('strata drill', () => {
     for (const probe of ['readyz', 'audit_chain', 'users', 'conversations', 'vectors:docs', 'models', 'billing']) expect(report.probes[probe], probe).toEqual({ ok: true });
     expect(report.duration_seconds).toBeGreaterThan(0);
     expect(ok.err).toMatch(/drill: ok in/);
+    // A node configured for automatic failover drills too: the copy it serves is a lone primary
+    // (before, its start refused failover: auto with the lease turned off for the drill).
+    const auto = await runCli(['drill', '--set', `storage.data_dir=${d.dataDir}`, '--set', 'replication.failover=auto', '--set', 'replication.lease.enabled=true']);
+    expect(auto.code, auto.err).toBe(0);
     // The drill touched nothing of the live node's files, and the node exports the result.
     expect((await api(d, 'GET', '/v1/users/u1')).status).toBe(200);
     await d.stop();

@@ -31,10 +31,9 @@ export function opsRoutes(router: ApiRouter, node: StrataNode): void {
     (c) => {
       if (node.draining) return c.json(errorBody('unavailable', 'the node is shutting down'), 503);
       if (node.replication.role === 'replica') {
-        const main = node.replication.position.get('main');
-        const bound = node.config.replication.max_lag_seconds;
-        if (!main) return c.json(errorBody('unavailable', `not yet replicating from ${node.replication.primaryUrl}`), 503);
-        if (main.lagSeconds > bound) return c.json(errorBody('unavailable', `replication lag ${main.lagSeconds.toFixed(1)} s is over the ${bound} s bound`), 503);
+        const lag = node.replication.lag();
+        if (lag.seconds === undefined) return c.json(errorBody('unavailable', `not yet replicating from ${node.replication.primaryUrl}`), 503);
+        if (!lag.within) return c.json(errorBody('unavailable', `replication lag ${lag.seconds.toFixed(1)} s is over the ${lag.bound} s bound`), 503);
       }
       // A lost Redis is not a reason to take the node out of rotation: every read falls back
       // to SQLite. It is reported so that operators (and the metric) see it.
@@ -73,9 +72,9 @@ export function opsRoutes(router: ApiRouter, node: StrataNode): void {
     },
     (c) => {
       const s = node.replication.state();
-      const lag = node.replication.position.get('main')?.lagSeconds;
-      const fit = !node.draining && s.role === 'replica' && lag !== undefined && lag <= node.config.replication.max_lag_seconds;
-      return c.json({ ...s, lag_seconds: lag ?? null, status: fit ? 'ok' : 'unavailable' }, fit ? 200 : 503);
+      const lag = node.replication.lag();
+      const fit = !node.draining && s.role === 'replica' && lag.within;
+      return c.json({ ...s, lag_seconds: lag.seconds ?? null, status: fit ? 'ok' : 'unavailable' }, fit ? 200 : 503);
     },
   );
 
