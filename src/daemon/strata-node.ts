@@ -264,8 +264,17 @@ export class StrataNode {
         // The lease holds no user data and must work before the keyring is open: unsealed.
         lease = new Lease(
           leaseCfg.store === 'etcd' ? new EtcdLeaseStore(leaseCfg.etcd_endpoints) : rawHot,
-          { nodeId: config.node.id, ttlMs: config.replication.lease.ttl_ms },
-          { lost: (holder) => node.replication.leaseLost(holder), log: (level, msg, fields) => log[level](fields ?? {}, msg) },
+          {
+            nodeId: config.node.id,
+            ttlMs: config.replication.lease.ttl_ms,
+            // Every replica this primary has served: each may confirm its synchronous writes.
+            standbys: () => node.replication.knownReplicas().map(({ node_id, url }) => ({ node_id, url })),
+          },
+          {
+            lost: (holder) => node.replication.leaseLost(holder),
+            wrote: () => node.replication.tracker.recheck(),
+            log: (level, msg, fields) => log[level](fields ?? {}, msg),
+          },
         );
         await lease.checkStore().catch((err: unknown) => {
           throw new ConfigError([`replication.lease: ${(err as Error).message}`]);

@@ -20,7 +20,10 @@ export type LeaseStore = Pick<ObjectStore, 'name' | 'putIf' | 'readVersioned' | 
 //   its next renewal then fails the compare-and-swap, it reads who took over and follows them.
 // - A node of a higher epoch (a promoted replica) takes the lease at once by compare-and-swap
 //   but starts writing only a full ttl later: by then every write permission the old holder
-//   derived from its last renewal has run out.
+//   derived from its last renewal has run out. A replica that watched the record unchanged
+//   for longer than a ttl before standing (automatic failover) has already waited that out:
+//   the holder's last `sent` came before the write the replica first read, so the holder's
+//   permission ended before the replica's watch did (both monotonic clocks run at one rate).
 // - A node of the same epoch (two primaries configured on one tier) takes it only after
 //   watching it unchanged for a ttl, i.e. once its holder has stopped renewing.
 
@@ -32,17 +35,27 @@ export interface LeaseRecord {
   /** Bumped on every renewal, so each write has a new version even where versions are content hashes. */
   seq: number;
   renewed_at: string;
+  /**
+   * The replicas whose confirmations count for this primary's synchronous writes. A replica
+   * that stands in automatic failover must first hear every one of them and hold at least what
+   * each holds of the synchronous stores: an acknowledged synchronous write is on one of them.
+   */
+  standbys?: Array<{ node_id: string; url: string }>;
 }
 
 export interface LeaseOptions {
   nodeId: string;
   ttlMs: number;
   key?: string;
+  /** The replicas to publish in the record at each write (set by Replication). */
+  standbys?: () => Array<{ node_id: string; url: string }>;
 }
 
 export interface LeaseEvents {
   /** Another node holds the lease now (it took over, or holds a higher epoch): stop writing. */
   lost(holder: LeaseRecord): void;
+  /** This node wrote its record (taken or renewed): the standbys in it now count. */
+  wrote?(record: LeaseRecord): void;
   log(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void;
 }
 
@@ -103,7 +116,7 @@ export class Lease {
    * or with the record of a node that holds it at a higher epoch (this node must follow it).
    * `wait: false` refuses instead of waiting for a same-epoch holder to go stale (promotion).
    */
-  async acquire(epoch: number, url: string, wait = true): Promise<{ held: true } | { held: false; holder: LeaseRecord }> {
+  async acquire(epoch: number, url: string, wait = true, takeoverDelayMs = this.options.ttlMs): Promise<{ held: true } | { held: false; holder: LeaseRecord }> {
     this.stopped = false;
     const state: { watched?: { version: string; since: number } } = {};
     let lastError = '';
@@ -111,7 +124,7 @@ export class Lease {
       if (this.stopped) throw new Unavailable('the lease was released while being acquired');
       let step: Awaited<ReturnType<Lease['step']>>;
       try {
-        step = await this.step(epoch, url, wait, state);
+        step = await this.step(epoch, url, wait, state, takeoverDelayMs);
       } catch (err) {
         // A store that is down, or a lock a crashed node left behind: keep trying (a promotion
         // gives up instead, and says why).
@@ -137,10 +150,11 @@ export class Lease {
     url: string,
     wait: boolean,
     state: { watched?: { version: string; since: number } },
+    takeoverDelayMs: number,
   ): Promise<{ held: true } | { held: false; holder: LeaseRecord } | 'again' | 'wait'> {
     const sent = performance.now();
     const current = await this.read();
-    const mine = { epoch, node_id: this.options.nodeId, url, seq: (current?.record?.seq ?? 0) + 1, renewed_at: new Date().toISOString() };
+    const mine: LeaseRecord = { epoch, node_id: this.options.nodeId, url, seq: (current?.record?.seq ?? 0) + 1, renewed_at: new Date().toISOString(), ...this.standbys() };
     if (!current) return (await this.write(mine, { ifAbsent: true })) ? this.hold(sent) : 'again';
     const held = current.record;
     if (held && held.epoch > epoch) {
@@ -154,13 +168,13 @@ export class Lease {
     }
     if (held.epoch < epoch) {
       if (!(await this.write(mine, { ifVersion: current.version }))) return 'again';
-      this.events.log('warn', 'took the lease from a primary of an older epoch; writes start after one lease ttl', {
+      this.events.log('warn', 'took the lease from a primary of an older epoch; writes start once its last renewal has run out', {
         former_holder: held.node_id,
         former_epoch: held.epoch,
         epoch,
-        ttl_ms: this.options.ttlMs,
+        wait_ms: Math.round(takeoverDelayMs),
       });
-      return this.hold(sent, this.options.ttlMs);
+      return this.hold(sent, takeoverDelayMs);
     }
     // Same epoch, another node: two primaries were started on one tier.
     this.record = held;
@@ -180,6 +194,24 @@ export class Lease {
   /** The lease as it stands (for replicas watching it: automatic failover). */
   async peek(): Promise<{ version: string; record: LeaseRecord | undefined } | undefined> {
     return this.read();
+  }
+
+  /** Node ids of the standbys in the record this node last wrote (empty when it holds none). */
+  publishedStandbys(): Set<string> {
+    return new Set(this.record?.node_id === this.options.nodeId ? (this.record.standbys ?? []).map((s) => s.node_id) : []);
+  }
+
+  /** Renews now instead of at the next ttl/3 (a new standby waits for its name in the record). */
+  renewSoon(): void {
+    if (this.stopped || !this.renewer || this.renewing) return;
+    clearTimeout(this.renewer);
+    this.renewer = setTimeout(() => void this.renew(), 0);
+    this.renewer.unref();
+  }
+
+  private standbys(): Pick<LeaseRecord, 'standbys'> {
+    const list = this.options.standbys?.();
+    return list && list.length > 0 ? { standbys: list } : {};
   }
 
   get ttlMs(): number {
@@ -207,11 +239,14 @@ export class Lease {
     this.renewer.unref();
   }
 
+  private renewing = false;
+
   private async renew(): Promise<void> {
     const mine = this.record!;
     const sent = performance.now();
+    this.renewing = true;
     try {
-      const next = { ...mine, seq: mine.seq + 1, renewed_at: new Date().toISOString() };
+      const next = { ...mine, seq: mine.seq + 1, renewed_at: new Date().toISOString(), ...this.standbys() };
       if (await this.write(next, { ifVersion: this.version! })) {
         this.validUntil = sent + this.options.ttlMs;
         this.lastError = '';
@@ -237,6 +272,8 @@ export class Lease {
       const message = (err as Error).message;
       if (message !== this.lastError) this.events.log('warn', 'lease renewal failed', { error: message });
       this.lastError = message;
+    } finally {
+      this.renewing = false;
     }
     this.scheduleRenewal();
   }
@@ -259,6 +296,7 @@ export class Lease {
     if (version === undefined) return false;
     this.version = version;
     this.record = record;
+    this.events.wrote?.(record);
     return true;
   }
 }

@@ -8,6 +8,7 @@ import { unpack } from 'msgpackr';
 import type { ChangeRecord } from '../engines/sql/change-log.js';
 import type { SqlStore } from '../engines/sql/sql-store.js';
 import { applyChanges } from './change-feed.js';
+import { adoptHistory, type EpochHistory } from './epoch-history.js';
 import { installSnapshot } from './snapshot.js';
 
 // The replica side of log shipping. For each SQL store (main, billing) one loop long-polls the
@@ -43,6 +44,8 @@ interface FeedFrame {
   epoch: number;
   primary_lsn: number;
   records: ChangeRecord[];
+  /** The primary's epoch history (epoch-history.ts); absent from primaries before 0.10. */
+  history?: EpochHistory;
 }
 
 export class ReplicaClient {
@@ -86,7 +89,8 @@ export class ReplicaClient {
           mustBootstrap = false;
         }
         const after = store.changes.lastLsn();
-        const res = await get(`/v1/replication/changes?store=${name}&after=${after}&wait_ms=${this.options.waitMs ?? 5000}&${this.whoAsks()}`);
+        // The epoch of this store's data lets the primary see a tail it never had (epoch-history.ts).
+        const res = await get(`/v1/replication/changes?store=${name}&after=${after}&epoch=${store.epoch()}&wait_ms=${this.options.waitMs ?? 5000}&${this.whoAsks()}`);
         if (res.status === 410 || res.status === 409) {
           this.events.log('warn', res.status === 410 ? 'the primary pruned its log past this replica; bootstrapping' : 'this node is ahead of the primary (a divergent tail); bootstrapping', { store: name, after });
           await res.arrayBuffer();
@@ -100,6 +104,7 @@ export class ReplicaClient {
         // apply writes the cluster has moved past. A newer one is adopted.
         if (frame.epoch < store.epoch()) throw new Error(`the primary is at epoch ${frame.epoch}, older than the ${store.epoch()} this replica follows: it was replaced; not applying its changes`);
         if (frame.epoch > store.epoch()) store.db.prepare("UPDATE meta SET value = ? WHERE key = 'epoch'").run(String(frame.epoch));
+        adoptHistory(store, frame.history);
         if (frame.records.length > 0) {
           // Blobs before references, on the replica too.
           await this.events.beforeApply?.(name, frame.records, get);

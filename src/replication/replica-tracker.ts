@@ -12,14 +12,36 @@ export interface ReplicaPosition {
   seen_at: number;
 }
 
+/**
+ * Which replicas may confirm a synchronous write. With a lease, only those named as standbys in
+ * the lease record this primary last wrote: a replica taking over after a failover checks every
+ * one of them, so a confirmation from any other could be lost with it.
+ */
+export interface Confirmers {
+  counts(nodeId: string): boolean;
+  /** A replica that does not count yet reported: get it named (the lease renews early). */
+  uncounted(nodeId: string): void;
+}
+
 export class ReplicaTracker {
   private readonly positions = new Map<string, ReplicaPosition>();
   private readonly waiters: Array<{ store: string; lsn: number; resolve: (ok: boolean) => void }> = [];
+  confirmers: Confirmers | undefined;
 
   constructor(private readonly stores: Record<string, SqlStore>) {}
 
   report(nodeId: string, store: string, lsn: number): void {
     this.positions.set(`${nodeId}\u0000${store}`, { node_id: nodeId, store, lsn, seen_at: Date.now() });
+    if (this.confirmers && !this.confirmers.counts(nodeId)) return this.confirmers.uncounted(nodeId);
+    this.release(store, lsn);
+  }
+
+  /** Answers the waiters the counted replicas' positions satisfy (after the set of standbys changed). */
+  recheck(): void {
+    for (const p of this.positions.values()) if (this.confirmers?.counts(p.node_id) ?? true) this.release(p.store, p.lsn);
+  }
+
+  private release(store: string, lsn: number): void {
     for (let i = this.waiters.length - 1; i >= 0; i--) {
       const w = this.waiters[i]!;
       if (w.store === store && lsn >= w.lsn) {
@@ -29,9 +51,9 @@ export class ReplicaTracker {
     }
   }
 
-  /** Resolves true once a replica has applied `lsn` of `store`, false after timeoutMs. */
+  /** Resolves true once a counted replica has applied `lsn` of `store`, false after timeoutMs. */
   waitApplied(store: string, lsn: number, timeoutMs: number): Promise<boolean> {
-    for (const p of this.positions.values()) if (p.store === store && p.lsn >= lsn) return Promise.resolve(true);
+    for (const p of this.positions.values()) if (p.store === store && p.lsn >= lsn && (this.confirmers?.counts(p.node_id) ?? true)) return Promise.resolve(true);
     return new Promise((resolve) => {
       const waiter = { store, lsn, resolve };
       this.waiters.push(waiter);

@@ -1,7 +1,8 @@
 import type { ChangeRecord } from '../engines/sql/change-log.js';
 import type { SqlStore } from '../engines/sql/sql-store.js';
 import { Conflict, Unavailable } from '../engines/errors.js';
-import type { Lease } from './lease.js';
+import { appendHistory } from './epoch-history.js';
+import type { Lease, LeaseRecord } from './lease.js';
 import { ReplicaClient, type ReplicaEvents } from './replica-client.js';
 import { ReplicaTracker } from './replica-tracker.js';
 
@@ -49,6 +50,10 @@ export interface NodeState {
   /** The primary a replica follows (or this node's own URL on a primary). */
   primary_url: string | null;
   writable: boolean;
+  /** Each store's last applied LSN (compared by replicas deciding who stands; since 0.10). */
+  lsn?: Record<string, number>;
+  /** A replica within replication.max_lag_seconds (may stand in automatic failover). */
+  within_lag?: boolean;
 }
 
 /** A replica the primary has served, kept in meta `known_replicas` so a restart can ask it. */
@@ -86,6 +91,8 @@ export class Replication {
     this.role = options.role;
     this.primaryUrl = options.primaryUrl;
     this.tracker = new ReplicaTracker(stores);
+    const lease = options.lease;
+    if (lease) this.tracker.confirmers = { counts: (id) => lease.publishedStandbys().has(id), uncounted: () => lease.renewSoon() };
     this.resumeRole();
     if (this.role === 'replica') this.setReadOnly(this.primaryUrl ?? 'the configured primary');
   }
@@ -95,16 +102,25 @@ export class Replication {
    * its old command line came back as a replica, found itself "ahead" of its former primary and
    * bootstrapped its own writes away; and a fenced primary restarted as a primary again. The
    * last change of role is kept in meta with the epoch it happened at, and wins over
-   * replication.role while that epoch is the node's own.
+   * replication.role: a promotion while that epoch is the node's own, a demotion for good (a
+   * replica adopts each newer epoch from its primary's feed without a change of role, and only
+   * a promotion makes it a primary again; the partition test found a configured primary that
+   * had followed a failover restart as a second primary of the new epoch).
    */
   private resumeRole(): void {
     const main = this.stores.main!;
     const saved = main.meta('role');
-    if (!saved || Number(main.meta('role_epoch')) !== this.epoch()) return;
+    const at = Number(main.meta('role_epoch'));
+    if (!saved || (saved === 'primary' ? at !== this.epoch() : at > this.epoch())) return;
     if (saved === 'primary' && this.role === 'replica') {
       this.role = 'primary';
       this.primaryUrl = undefined;
       this.hooks.log('warn', 'this node was promoted at its current epoch: it starts as primary although replication.role says replica (set role: primary in the config)', { epoch: this.epoch() });
+    } else if (saved === 'replica' && this.role === 'replica') {
+      // Followed a new primary (automatic failover): keep following it, not the configured
+      // primary_url, which may name a node that has since become a replica.
+      const following = main.meta('following');
+      if (following) this.primaryUrl = following;
     } else if (saved === 'replica' && this.role === 'primary') {
       const following = main.meta('following') ?? undefined;
       this.role = 'replica';
@@ -141,7 +157,15 @@ export class Replication {
   }
 
   state(): NodeState {
-    return { node_id: this.options.nodeId, role: this.role, epoch: this.epoch(), primary_url: (this.role === 'primary' ? this.selfUrl : this.primaryUrl) ?? null, writable: this.writable() };
+    return {
+      node_id: this.options.nodeId,
+      role: this.role,
+      epoch: this.epoch(),
+      primary_url: (this.role === 'primary' ? this.selfUrl : this.primaryUrl) ?? null,
+      writable: this.writable(),
+      lsn: Object.fromEntries(Object.entries(this.stores).map(([name, s]) => [name, s.changes.lastLsn()])),
+      within_lag: this.role === 'replica' && this.lag().within,
+    };
   }
 
   /** The replicas this node has served as a primary (durable across restarts). */
@@ -221,14 +245,15 @@ export class Replication {
   }
 
   /** Replica → primary of epoch + 1; tells the old primary, until it hears, that it is fenced. */
-  async promote(): Promise<{ epoch: number }> {
+  async promote(lapsedForMs = 0): Promise<{ epoch: number }> {
     if (this.role !== 'replica') throw new Conflict('this node is already a primary');
     const epoch = this.epoch() + 1;
     const lease = this.options.lease;
     if (lease) {
       // The lease first: if another node already holds this or a newer epoch, nothing changes
       // here. While its ttl runs out, this replica keeps applying the old primary's last writes.
-      const got = await lease.acquire(epoch, this.selfUrl ?? '', false);
+      // A lapse watched for longer than a ttl (automatic failover) leaves nothing to wait for.
+      const got = await lease.acquire(epoch, this.selfUrl ?? '', false, Math.max(0, lease.ttlMs - lapsedForMs));
       if (!got.held) {
         throw new Conflict(`node ${got.holder.node_id} is the primary at epoch ${got.holder.epoch} (${got.holder.url}); this node cannot be promoted past it`, {
           holder: got.holder.node_id,
@@ -239,6 +264,9 @@ export class Replication {
     await this.client?.stop();
     this.client = undefined;
     this.setEpoch(epoch);
+    // Where this epoch's log leaves the last one: a replica holding more of the old epoch has a
+    // tail this node never had, and is told to bootstrap (epoch-history.ts).
+    for (const s of Object.values(this.stores)) appendHistory(s, epoch, s.changes.lastLsn());
     const old = this.primaryUrl;
     this.role = 'primary';
     this.primaryUrl = undefined;
@@ -302,13 +330,16 @@ export class Replication {
     const ttl = lease.ttlMs;
     let seen: { version: string; since: number } | undefined;
     let toldTooFarBehind = false;
+    let toldWhy = '';
     let busy = false;
     const look = async () => {
       if (this.stopped || this.role !== 'replica') return;
       const current = await lease.peek().catch(() => undefined);
       if (!current) return;
       const holder = current.record;
-      if (holder && holder.epoch > this.epoch() && holder.url && holder.url !== this.primaryUrl && !this.isSelf(holder.url)) {
+      // >=: a replica restarted with its configured primary_url (a node since demoted) is at the
+      // holder's epoch already, and would otherwise keep asking a replica for the feed.
+      if (holder && holder.epoch >= this.epoch() && holder.url && holder.url !== this.primaryUrl && !this.isSelf(holder.url)) {
         this.hooks.log('warn', 'a newer primary holds the lease: following it', { epoch: holder.epoch, primary: holder.url });
         await this.repoint(holder.url, this.options.token, false);
         seen = undefined;
@@ -322,21 +353,27 @@ export class Replication {
       }
       if (now - seen.since < ttl + ttl / 3) return;
       const lag = this.lag();
-      const main = this.position.get('main');
-      if (!lag.within || !main) {
+      if (!lag.within || !this.position.get('main')) {
         // Said once per lapse, not at every look.
         if (!toldTooFarBehind) this.hooks.log('warn', 'the primary lease lapsed, but this replica is too far behind to stand', { lag_seconds: lag.seconds ?? null, max_lag_seconds: lag.bound });
         toldTooFarBehind = true;
         return;
       }
-      const behind = Math.max(0, main.primaryLsn - main.applied);
-      const delay = Math.min(ttl, behind * 5) + (hashOf(this.options.nodeId) % 97);
-      await new Promise((r) => setTimeout(r, delay));
+      const verdict = await this.mayStand(holder);
+      if (verdict !== true) {
+        if (verdict !== toldWhy) this.hooks.log('warn', `the primary lease lapsed, but this replica does not stand: ${verdict}`);
+        toldWhy = verdict;
+        return;
+      }
+      toldWhy = '';
+      // Equals were ordered by node id above; this only spreads out two nodes that saw
+      // different answers (one standby answered one of them only).
+      await new Promise((r) => setTimeout(r, hashOf(this.options.nodeId) % 97));
       const again = await lease.peek().catch(() => undefined);
       if (!again || again.version !== seen.version || this.role !== 'replica' || this.stopped) return;
       this.hooks.log('warn', 'the primary lease lapsed: promoting this replica (replication.failover: auto)', { lapsed_for_ms: Math.round(performance.now() - seen.since), former_primary: this.primaryUrl });
       try {
-        await this.promote();
+        await this.promote(performance.now() - seen.since);
       } catch (err) {
         // Another replica won the compare-and-swap: the next look follows it.
         this.hooks.log('info', 'did not take the lease; another replica did', { error: (err as Error).message });
@@ -349,6 +386,44 @@ export class Replication {
       void look().finally(() => (busy = false));
     }, ttl / 3);
     this.leaseWatcher.unref();
+  }
+
+  /**
+   * Whether this replica may take over from the primary whose lapsed lease is `lapsed`: it asks
+   * every standby named there (the replicas whose confirmations the old primary counted) for
+   * its position. An acknowledged synchronous write is on at least one of them, so with
+   * synchronous stores in use every one must answer — one that is down or cut off blocks the
+   * failover (safety before availability, as in Patroni's synchronous mode) until it is back or
+   * forgotten — and this node must hold at least what each holds of them. Among eligible
+   * replicas the most advanced stands (synchronous stores first, then main; ties by node id),
+   * so the others' extra asynchronous records are few and a fork check rolls them back.
+   * Returns true, or why not.
+   */
+  private async mayStand(lapsed: LeaseRecord | undefined): Promise<true | string> {
+    const syncOn = this.options.syncMinReplicas > 0 && this.options.synchronous.length > 0;
+    const order = [...this.options.synchronous.filter((s) => s in this.stores), ...Object.keys(this.stores).filter((s) => !this.options.synchronous.includes(s))];
+    const mine = order.map((s) => this.stores[s]!.changes.lastLsn());
+    for (const standby of (lapsed?.standbys ?? []).filter((s) => s.node_id !== this.options.nodeId)) {
+      let state: NodeState;
+      try {
+        const res = await fetch(new URL('/replication/state', standby.url), { signal: AbortSignal.timeout(2000) });
+        if (!res.ok) throw new Error(`answered ${res.status}`);
+        state = (await res.json()) as NodeState;
+      } catch (err) {
+        if (syncOn) return `standby ${standby.node_id} (${standby.url}) does not answer (${(err as Error).message}), and it may hold acknowledged synchronous writes; it must answer, or be forgotten with POST /v1/admin/replicas/${standby.node_id}/forget`;
+        continue;
+      }
+      if (state.epoch > this.epoch()) return `${state.node_id} is at a newer epoch ${state.epoch}`;
+      const theirs = order.map((s) => state.lsn?.[s] ?? 0);
+      const cmp = compareLsns(theirs, mine);
+      const eligible = state.role === 'replica' && state.within_lag === true;
+      if (cmp > 0 || (cmp === 0 && eligible && state.node_id < this.options.nodeId)) {
+        if (eligible) return `${state.node_id} is ${cmp > 0 ? 'further ahead' : 'as far and first by node id'}; it stands`;
+        const ahead = syncOn && this.options.synchronous.some((s) => (state.lsn?.[s] ?? 0) > this.stores[s]!.changes.lastLsn());
+        if (ahead) return `${state.node_id} holds synchronous writes this node lacks but cannot stand (${state.role}, ${state.within_lag ? 'within' : 'beyond'} max_lag_seconds)`;
+      }
+    }
+    return true;
   }
 
   async stop(): Promise<void> {
@@ -521,6 +596,12 @@ export class Replication {
   private setReadOnly(primary: string | undefined): void {
     for (const s of Object.values(this.stores)) s.writer.readOnlyFor = primary;
   }
+}
+
+/** Lexicographic order of two position vectors (same store order). */
+function compareLsns(a: number[], b: number[]): number {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i]! > b[i]! ? 1 : -1;
+  return 0;
 }
 
 /** A small stable number from a node id (a tie-breaker between equally advanced replicas). */

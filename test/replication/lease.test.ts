@@ -253,6 +253,32 @@ describe('lease between daemons', () => {
     expect((await status(loser)).epoch).toBe((await status(winner)).epoch);
   });
 
+  it('failover: auto with synchronous billing — no replica stands while a standby the primary named is silent, since it may hold acknowledged writes', async () => {
+    const tier = shared();
+    const sync = ['replication.sync_min_replicas=1', 'replication.sync_timeout_ms=3000'];
+    const { p, token } = await primaryWithToken([...tier, ...sync]);
+    const auto = ['replication.failover=auto', ...tier, ...sync];
+    const [r1, r2] = [await replicaOf(p.url, token, 'replica-1', auto), await replicaOf(p.url, token, 'replica-2', auto)];
+    await writable(p, 'before');
+    const entry = (ref: string, d: Daemon) => api(d, 'POST', '/v1/billing/entries', { user_id: 'before', kind: 'charge', amount_micros: 5, currency: 'USD', ref });
+    expect((await entry('b-1', p)).status).toBe(201);
+    // The lease names both replicas as the primary's standbys.
+    await expect.poll(async () => ((await record(new FsObjectStore(tier[3]!.split('=')[1]!))).standbys ?? []).map((s) => s.node_id).sort(), { timeout: 10_000 }).toEqual(['replica-1', 'replica-2']);
+
+    r2.proc.kill('SIGSTOP');
+    await p.kill9();
+    // r1 sees the lapse but cannot know what r2 confirmed: it waits, and says why.
+    await expect.poll(() => r1.output(), { timeout: 15_000, interval: 200 }).toMatch(/does not stand: standby replica-2 \(.*\) does not answer/);
+    await new Promise((r) => setTimeout(r, 2000));
+    expect((await status(r1)).role).toBe('replica');
+    // Back: the two compare positions, exactly one stands, and the entry is there.
+    r2.proc.kill('SIGCONT');
+    await expect.poll(async () => [(await status(r1)).role, (await status(r2)).role].sort(), { timeout: 20_000, interval: 200 }).toEqual(['primary', 'replica']);
+    const winner = (await status(r1)).role === 'primary' ? r1 : r2;
+    await expect.poll(async () => (await entry('b-2', winner)).status, { timeout: 15_000, interval: 200 }).toBe(201);
+    expect((await api(winner, 'GET', '/v1/billing/entries?user_id=before')).body.items.map((e: { ref: string }) => e.ref)).toEqual(['b-1', 'b-2']);
+  });
+
   it.skipIf(!HAS_ETCD && process.env.CI !== 'true')('failover: auto with the lease in etcd, between nodes that share no object tier', async () => {
     const etcd = await startEtcd();
     try {

@@ -210,6 +210,35 @@ describe('replication', () => {
     expect([await check(p, '/primary'), await check(p, '/replica')]).toEqual([503, 200]);
   });
 
+  it('a new primary refuses the feed to a replica holding a tail of the old epoch it never had, even once it has written past it; a replica serves no feed', async () => {
+    const p = await primary();
+    await seed(p, 'a');
+    const r = await replica(p);
+    await caughtUp(r, p);
+    const fork = (await status(r)).lsn as number;
+    p.proc.kill('SIGSTOP');
+    expect((await api(r, 'POST', '/v1/admin/promote')).status).toBe(200);
+    for (let i = 0; i < 5; i++) expect((await api(r, 'POST', '/v1/users', { email: `new${i}@example.com`, tier: 'free' })).status).toBe(201);
+    const feed = (after: number, epoch: number, d: Daemon = r) => api(d, 'GET', `/v1/replication/changes?store=main&after=${after}&epoch=${epoch}`);
+    // The old primary's replica that got two records more than r before the fail: behind r's
+    // newest LSN, yet its tail is not r's. 0.9.0 served it from `after` on (silent divergence).
+    const divergent = await feed(fork + 2, 1);
+    expect(divergent.status).toBe(409);
+    expect(divergent.body.error.message).toMatch(new RegExp(`left that epoch at LSN ${fork}`));
+    // Up to the fork, the log is shared: served.
+    expect((await feed(fork, 1)).status).toBe(200);
+    expect((await feed(fork + 2, 2)).status).toBe(200);
+    // A caller of a newer epoch than this node's is not served either (this node was replaced).
+    expect((await feed(fork, 3)).status).toBe(503);
+    // The paused old primary, once fenced, is a replica: it serves neither feed nor snapshot.
+    p.proc.kill('SIGCONT');
+    await expect.poll(async () => (await status(p)).role, { timeout: 20_000, interval: 100 }).toBe('replica');
+    const refused = await feed(0, 2, p);
+    expect(refused.status).toBe(503);
+    expect(refused.body.error.message).toContain('this node is a replica');
+    expect((await api(p, 'GET', '/v1/replication/snapshot?store=main')).status).toBe(503);
+  });
+
   it('clients find the primary: GET /v1/replication/primary on either node, and 307 from a replica with redirect_writes', async () => {
     const p = await primary();
     const r = await replica(p, ['replication.redirect_writes=true']);

@@ -4,8 +4,9 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
-import { Conflict, LogPruned, NotFound } from '../../engines/errors.js';
+import { Conflict, LogPruned, NotFound, Unavailable } from '../../engines/errors.js';
 import type { SqlStore } from '../../engines/sql/sql-store.js';
+import { readHistory, sharedUpTo } from '../../replication/epoch-history.js';
 import { listRollbacks } from '../../replication/rollback.js';
 import { takeSnapshot } from '../../replication/snapshot.js';
 import type { ApiRouter } from '../api-router.js';
@@ -24,6 +25,16 @@ const replicaFields = {
   url: z.string().url().max(2048).optional(),
 };
 
+/**
+ * Only a primary serves its log. A fenced node keeps its epoch-e tail until it bootstraps, and
+ * a replica chained behind it would have taken that tail, labelled with the new epoch, where
+ * no fork check could see it (epoch-history.ts).
+ */
+function servingPrimary(node: StrataNode): void {
+  const state = node.replication.state();
+  if (state.role !== 'primary') throw new Unavailable(`this node is a replica${state.primary_url ? ` of ${state.primary_url}` : ''}; follow the primary`);
+}
+
 export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
   const stores: Record<'main' | 'billing', SqlStore> = { main: node.sql, billing: node.billingSql };
 
@@ -37,6 +48,8 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       query: z.object({
         store: store.default('main'),
         after: z.coerce.number().int().min(0),
+        /** The epoch of the caller's data (replicas since 0.10 send it): finds a divergent tail below `after`. */
+        epoch: z.coerce.number().int().min(1).optional(),
         limit: z.coerce.number().int().min(1).max(5000).default(1000),
         wait_ms: z.coerce.number().int().min(0).max(30_000).default(0),
         ...replicaFields,
@@ -45,11 +58,18 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
     },
     async (c, { query }) => {
       const s = stores[query.store];
-      if (query.node_id) {
-        node.replication.tracker.report(query.node_id, query.store, query.after);
-        node.replication.rememberReplica(query.node_id, query.url);
-      }
+      if (query.node_id) node.replication.rememberReplica(query.node_id, query.url);
+      servingPrimary(node);
+      const epoch = node.replication.epoch();
+      if (query.epoch !== undefined && query.epoch > epoch) throw new Unavailable(`this node is at epoch ${epoch}, older than the caller's ${query.epoch}: it was replaced`);
       if (query.after > s.writer.lastLsn) throw new Conflict(`the caller is at LSN ${query.after}, past this node's ${s.writer.lastLsn}: a divergent tail; bootstrap`);
+      const shared = query.epoch !== undefined && query.epoch < epoch ? sharedUpTo(readHistory(s), query.epoch) : undefined;
+      if (shared !== undefined && query.after > shared) {
+        throw new Conflict(`the caller's log of epoch ${query.epoch} runs to LSN ${query.after}, but this node's history left that epoch at LSN ${shared}: a divergent tail; bootstrap`);
+      }
+      // Counted toward synchronous writes only now: a divergent replica's LSN says nothing about
+      // what it holds of this node's log.
+      if (query.node_id) node.replication.tracker.report(query.node_id, query.store, query.after);
       const oldest = s.changes.oldestLsn();
       if (query.after < s.writer.lastLsn && oldest > query.after + 1) throw new LogPruned(query.after, oldest);
       let records = s.changes.readAfter(query.after, query.limit);
@@ -68,9 +88,10 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
           const tick = setInterval(() => (node.draining || Date.now() >= deadline) && finish(), 100);
           s.writer.onCommittedOnce(finish);
         });
+        servingPrimary(node); // fenced while it waited?
         records = s.changes.readAfter(query.after, query.limit);
       }
-      return c.body(new Uint8Array(packr.pack({ epoch: node.replication.epoch(), primary_lsn: s.writer.lastLsn, records })), 200, { 'Content-Type': 'application/msgpack' });
+      return c.body(new Uint8Array(packr.pack({ epoch: node.replication.epoch(), primary_lsn: s.writer.lastLsn, records, history: readHistory(s) })), 200, { 'Content-Type': 'application/msgpack' });
     },
   );
 
@@ -90,6 +111,7 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       // used to restart without asking it for its epoch (and accepted writes a promoted
       // replica had already superseded). Found as a flaky test under CI load.
       if (query.node_id) node.replication.rememberReplica(query.node_id, query.url);
+      servingPrimary(node);
       const dir = await mkdtemp(join(node.dataDir, '.snapshot-'));
       const snap = takeSnapshot(stores[query.store], join(dir, 'snapshot.db'));
       const stream = createReadStream(snap.path);
