@@ -47,6 +47,14 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
     const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
     if (outgoing) outgoing.setHeader('X-Request-Id', requestId);
     else c.header('X-Request-Id', requestId);
+    // Which epoch answered a write (as the request began): a client, or the partition test's
+    // checker, can tell writes acknowledged by two primaries apart.
+    const method = c.req.method;
+    if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS') {
+      const epoch = String(node.replication.epoch());
+      if (outgoing) outgoing.setHeader('Strata-Epoch', epoch);
+      else c.header('Strata-Epoch', epoch);
+    }
     metrics.inflight++;
     try {
       if (hasDotSegment(c)) c.res = c.json(errorBody('invalid_input', 'the request path contains "." or ".." segments'), 400);
@@ -66,9 +74,9 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
     const route = c.get('route');
     const status = c.res.status;
     // Deno hands over any method token; as a label each would be a new series (review).
-    const method = METHODS.has(c.req.method) ? c.req.method : 'other';
-    metrics.observeRequest(method, route, status, seconds);
-    requestLog.write({ reqId: requestId, method, route, status, ms: Math.round(seconds * 1e4) / 10, tokenId: c.get('caller')?.tokenId });
+    const label = METHODS.has(method) ? method : 'other';
+    metrics.observeRequest(label, route, status, seconds);
+    requestLog.write({ reqId: requestId, method: label, route, status, ms: Math.round(seconds * 1e4) / 10, tokenId: c.get('caller')?.tokenId });
   });
 
   const limit = node.config.security.rate_limit;
