@@ -113,6 +113,7 @@ const INSTALL: Record<string, string> = {
   'redis-server': 'apt-get install redis-server',
   wrk: 'apt-get install wrk',
   hey: 'apt-get install hey',
+  etcd: 'apt-get install etcd-server',
 };
 
 /** Fails at once, saying what to install, when a program a benchmark needs is missing. */
@@ -155,7 +156,8 @@ export function spawnUntil(cmd: string, args: string[], ready: RegExp, env: Node
 }
 
 export async function stop(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null) return;
+  // A process killed by a signal has no exit code, only a signalCode.
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise((r) => proc.once('exit', r));
   proc.kill('SIGTERM');
   await exited;

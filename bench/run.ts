@@ -11,6 +11,7 @@ import { runtimes } from './runtimes.js';
 import { vectors } from './vectors.js';
 import { replication } from './replication.js';
 import { etl } from './etl.js';
+import { failover } from './failover.js';
 
 // `npm run bench` runs every benchmark; `npm run bench -- --quick` a short version of each.
 // Results go to bench/results/latest.json and a table on stdout.
@@ -25,6 +26,7 @@ const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [
   ['vectors', vectors],
   ['replication', replication],
   ['etl', etl],
+  ['failover', failover],
 ];
 
 async function main(): Promise<void> {
@@ -34,6 +36,7 @@ async function main(): Promise<void> {
   // Checked before anything runs: a missing program must not cost a half-finished run.
   requireTools('wrk', 'hey');
   if (!only || only === 'conversations') requireTools('redis-server');
+  if (!only || only === 'failover') requireTools('etcd');
   for (const [name, run] of benchmarks) {
     if (only && only !== name) continue;
     process.stderr.write(`bench: ${name}${quick ? ' (quick)' : ''}…\n`);
