@@ -89,7 +89,9 @@ describe('PII detection cost is linear in the text', () => {
       const large = make(1024 * KiB);
       cost(small, 4); // warm up the JIT on this shape
       const ratio = cost(large, 1) / cost(small, 8);
-      expect(ratio, `1 MiB / 64 KiB cost ratio for ${name}`).toBeLessThan(48);
+      // Linear is 16, quadratic 256. 4× slack: a busy CI machine measured 49.7 once for a
+      // shape that costs 12–20 when idle (under Node 20 and 24 alike).
+      expect(ratio, `1 MiB / 64 KiB cost ratio for ${name}`).toBeLessThan(64);
     });
   }
 });
