@@ -116,7 +116,7 @@ export class Lease {
    * or with the record of a node that holds it at a higher epoch (this node must follow it).
    * `wait: false` refuses instead of waiting for a same-epoch holder to go stale (promotion).
    */
-  async acquire(epoch: number, url: string, wait = true, takeoverDelayMs = this.options.ttlMs): Promise<{ held: true } | { held: false; holder: LeaseRecord }> {
+  async acquire(epoch: number, url: string, wait = true, watched?: { version: string; forMs: number }): Promise<{ held: true } | { held: false; holder: LeaseRecord }> {
     this.stopped = false;
     const state: { watched?: { version: string; since: number } } = {};
     let lastError = '';
@@ -124,7 +124,7 @@ export class Lease {
       if (this.stopped) throw new Unavailable('the lease was released while being acquired');
       let step: Awaited<ReturnType<Lease['step']>>;
       try {
-        step = await this.step(epoch, url, wait, state, takeoverDelayMs);
+        step = await this.step(epoch, url, wait, state, watched);
       } catch (err) {
         // A store that is down, or a lock a crashed node left behind: keep trying (a promotion
         // gives up instead, and says why).
@@ -150,7 +150,7 @@ export class Lease {
     url: string,
     wait: boolean,
     state: { watched?: { version: string; since: number } },
-    takeoverDelayMs: number,
+    watched: { version: string; forMs: number } | undefined,
   ): Promise<{ held: true } | { held: false; holder: LeaseRecord } | 'again' | 'wait'> {
     const sent = performance.now();
     const current = await this.read();
@@ -167,6 +167,10 @@ export class Lease {
       return (await this.write(mine, { ifVersion: current.version })) ? this.hold(sent) : 'again';
     }
     if (held.epoch < epoch) {
+      // The wait is shortened only when the record swapped is the very one watched lapsing: an
+      // old primary that resumed and renewed since then holds a fresh ttl (review: both were
+      // writable for ttl/3 when the swap took whatever version was there).
+      const takeoverDelayMs = watched && watched.version === current.version ? Math.max(0, this.options.ttlMs - watched.forMs) : this.options.ttlMs;
       if (!(await this.write(mine, { ifVersion: current.version }))) return 'again';
       this.events.log('warn', 'took the lease from a primary of an older epoch; writes start once its last renewal has run out', {
         former_holder: held.node_id,

@@ -74,7 +74,9 @@ export class ReplicaClient {
 
   private async loop(name: string, store: SqlStore): Promise<void> {
     let backoff = 250;
-    let mustBootstrap = this.forceBootstrap;
+    // Also after a restart: a fenced node marks its stores before taking the new epoch, and
+    // the mark goes only with the snapshot install (Replication.fence).
+    let mustBootstrap = this.forceBootstrap || store.meta('must_bootstrap') === '1';
     while (!this.stopped) {
       // One controller per iteration, aborted by stop(): it covers the request, the body being
       // read and a snapshot being downloaded, so nothing from the old primary lands after a stop

@@ -50,10 +50,16 @@ export interface NodeState {
   /** The primary a replica follows (or this node's own URL on a primary). */
   primary_url: string | null;
   writable: boolean;
-  /** Each store's last applied LSN (compared by replicas deciding who stands; since 0.10). */
-  lsn?: Record<string, number>;
-  /** A replica within replication.max_lag_seconds (may stand in automatic failover). */
-  within_lag?: boolean;
+}
+
+/** A node's state with its positions: asked, with a token, by replicas deciding who stands. */
+export interface NodePosition extends NodeState {
+  /** Each store's last applied LSN. */
+  lsn: Record<string, number>;
+  /** A replica within replication.max_lag_seconds. */
+  within_lag: boolean;
+  /** Whether this node would stand by itself (replication.failover). */
+  failover: 'auto' | 'manual';
 }
 
 /** A replica the primary has served, kept in meta `known_replicas` so a restart can ask it. */
@@ -92,7 +98,9 @@ export class Replication {
     this.primaryUrl = options.primaryUrl;
     this.tracker = new ReplicaTracker(stores);
     const lease = options.lease;
-    if (lease) this.tracker.confirmers = { counts: (id) => lease.publishedStandbys().has(id), uncounted: () => lease.renewSoon() };
+    // A replica not named yet gets named by an early renewal — only one this primary knows
+    // (with a URL), or a feed reader that can never be named would renew the lease per request.
+    if (lease) this.tracker.confirmers = { counts: (id) => lease.publishedStandbys().has(id), uncounted: (id) => this.knownReplicas().some((k) => k.node_id === id) && lease.renewSoon() };
     this.resumeRole();
     if (this.role === 'replica') this.setReadOnly(this.primaryUrl ?? 'the configured primary');
   }
@@ -116,11 +124,6 @@ export class Replication {
       this.role = 'primary';
       this.primaryUrl = undefined;
       this.hooks.log('warn', 'this node was promoted at its current epoch: it starts as primary although replication.role says replica (set role: primary in the config)', { epoch: this.epoch() });
-    } else if (saved === 'replica' && this.role === 'replica') {
-      // Followed a new primary (automatic failover): keep following it, not the configured
-      // primary_url, which may name a node that has since become a replica.
-      const following = main.meta('following');
-      if (following) this.primaryUrl = following;
     } else if (saved === 'replica' && this.role === 'primary') {
       const following = main.meta('following') ?? undefined;
       this.role = 'replica';
@@ -157,14 +160,16 @@ export class Replication {
   }
 
   state(): NodeState {
+    return { node_id: this.options.nodeId, role: this.role, epoch: this.epoch(), primary_url: (this.role === 'primary' ? this.selfUrl : this.primaryUrl) ?? null, writable: this.writable() };
+  }
+
+  /** What replicas deciding who stands compare (GET /v1/replication/position, service token). */
+  positionReport(): NodePosition {
     return {
-      node_id: this.options.nodeId,
-      role: this.role,
-      epoch: this.epoch(),
-      primary_url: (this.role === 'primary' ? this.selfUrl : this.primaryUrl) ?? null,
-      writable: this.writable(),
+      ...this.state(),
       lsn: Object.fromEntries(Object.entries(this.stores).map(([name, s]) => [name, s.changes.lastLsn()])),
       within_lag: this.role === 'replica' && this.lag().within,
+      failover: this.options.autoFailover ? 'auto' : 'manual',
     };
   }
 
@@ -177,12 +182,29 @@ export class Replication {
     }
   }
 
-  /** Drops a retired replica from the list a restarted primary asks (see confirmEpoch). */
+  /**
+   * Retires a node. On a primary: dropped from the replicas a restart asks (confirmEpoch) and,
+   * at the next renewal, from the standbys named in the lease. On a replica: ignored as a
+   * standby of the lapsed lease at this epoch when deciding whether to stand (mayStand) — the
+   * dead primary's record cannot be rewritten, so this is the way out when a standby is gone
+   * for good. A node that comes back and is named again at a later epoch counts again.
+   */
   forgetReplica(nodeId: string): boolean {
+    const main = this.stores.main!;
     const known = this.knownReplicas();
-    if (!known.some((k) => k.node_id === nodeId)) return false;
-    this.stores.main!.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('known_replicas', ?)").run(JSON.stringify(known.filter((k) => k.node_id !== nodeId)));
+    const wasKnown = known.some((k) => k.node_id === nodeId);
+    if (wasKnown) main.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('known_replicas', ?)").run(JSON.stringify(known.filter((k) => k.node_id !== nodeId)));
+    if (this.role !== 'replica') return wasKnown;
+    main.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('forgotten_standbys', ?)").run(JSON.stringify({ ...this.forgottenStandbys(), [nodeId]: this.epoch() }));
     return true;
+  }
+
+  private forgottenStandbys(): Record<string, number> {
+    try {
+      return JSON.parse(this.stores.main!.meta('forgotten_standbys') ?? '{}') as Record<string, number>;
+    } catch {
+      return {};
+    }
   }
 
   /** Records where a replica that pulls from this primary can be reached (written only when new or moved). */
@@ -245,7 +267,7 @@ export class Replication {
   }
 
   /** Replica → primary of epoch + 1; tells the old primary, until it hears, that it is fenced. */
-  async promote(lapsedForMs = 0): Promise<{ epoch: number }> {
+  async promote(lapsed?: { version: string; forMs: number }): Promise<{ epoch: number }> {
     if (this.role !== 'replica') throw new Conflict('this node is already a primary');
     const epoch = this.epoch() + 1;
     const lease = this.options.lease;
@@ -253,7 +275,7 @@ export class Replication {
       // The lease first: if another node already holds this or a newer epoch, nothing changes
       // here. While its ttl runs out, this replica keeps applying the old primary's last writes.
       // A lapse watched for longer than a ttl (automatic failover) leaves nothing to wait for.
-      const got = await lease.acquire(epoch, this.selfUrl ?? '', false, Math.max(0, lease.ttlMs - lapsedForMs));
+      const got = await lease.acquire(epoch, this.selfUrl ?? '', false, lapsed);
       if (!got.held) {
         throw new Conflict(`node ${got.holder.node_id} is the primary at epoch ${got.holder.epoch} (${got.holder.url}); this node cannot be promoted past it`, {
           holder: got.holder.node_id,
@@ -264,6 +286,7 @@ export class Replication {
     await this.client?.stop();
     this.client = undefined;
     this.setEpoch(epoch);
+    this.markMustBootstrap(false);
     // Where this epoch's log leaves the last one: a replica holding more of the old epoch has a
     // tail this node never had, and is told to bootstrap (epoch-history.ts).
     for (const s of Object.values(this.stores)) appendHistory(s, epoch, s.changes.lastLsn());
@@ -283,6 +306,10 @@ export class Replication {
     if (this.isSelf(primaryUrl)) throw new Conflict(`a fence names this node (${primaryUrl}) as the newer primary; refusing to follow itself`);
     this.options.lease?.release();
     this.unconfirmed = false;
+    // Durable before the epoch moves: a node killed between the new epoch and the end of its
+    // bootstrap would restart as a replica of that epoch with its old tail, where no fork check
+    // can see it (review). The snapshot install drops the mark (it is not node meta).
+    this.markMustBootstrap(true);
     this.setEpoch(epoch);
     this.hooks.log('warn', 'fenced by a newer primary; now following it', { epoch, primary: primaryUrl });
     await this.repoint(primaryUrl, token, true);
@@ -314,15 +341,13 @@ export class Replication {
   private leaseWatcher: NodeJS.Timeout | undefined;
 
   /**
-   * Automatic failover (replication.failover: auto) on the shared-tier lease: a replica reads
-   * the lease every ttl/3 on its own monotonic clock. A primary renews it every ttl/3, so a
-   * version unchanged for a whole ttl (plus one look, for the read's own latency) means the
-   * primary stopped. A replica within max_lag_seconds then promotes itself, after a delay
-   * that grows with how far behind it is (so the most advanced replica goes first) and a few
-   * milliseconds from its node id (so equals do not collide); the lease's compare-and-swap
-   * lets exactly one win. A holder of a newer epoch — whoever won — is followed. The promoted
-   * node writes one ttl after taking the lease (lease.ts), when the old primary's last write
-   * permission has run out, and a paused old primary that resumes finds its lease gone.
+   * Automatic failover (replication.failover: auto): a replica reads the lease every ttl/3 on
+   * its own monotonic clock. A primary renews it every ttl/3, so a version unchanged for a ttl
+   * (plus one look, for the read's own latency) means the primary stopped. A replica within
+   * max_lag_seconds then asks the standbys named in the lapsed record (mayStand) and, if it is
+   * the one to stand, takes the lease by compare-and-swap — exactly one wins — and writes at
+   * once when the record it replaced is the one it watched lapse (lease.ts). A holder of a newer
+   * epoch, or of this epoch under another URL, is followed.
    */
   private watchLease(): void {
     const lease = this.options.lease;
@@ -331,6 +356,8 @@ export class Replication {
     let seen: { version: string; since: number } | undefined;
     let toldTooFarBehind = false;
     let toldWhy = '';
+    /** Per lapse: since when this replica has deferred to each more advanced one. */
+    const deferrals = new Map<string, number>();
     let busy = false;
     const look = async () => {
       if (this.stopped || this.role !== 'replica') return;
@@ -349,6 +376,7 @@ export class Replication {
       if (!seen || seen.version !== current.version) {
         seen = { version: current.version, since: now };
         toldTooFarBehind = false;
+        deferrals.clear();
         return;
       }
       if (now - seen.since < ttl + ttl / 3) return;
@@ -359,7 +387,7 @@ export class Replication {
         toldTooFarBehind = true;
         return;
       }
-      const verdict = await this.mayStand(holder);
+      const verdict = await this.mayStand(holder, deferrals, ttl);
       if (verdict !== true) {
         if (verdict !== toldWhy) this.hooks.log('warn', `the primary lease lapsed, but this replica does not stand: ${verdict}`);
         toldWhy = verdict;
@@ -373,7 +401,7 @@ export class Replication {
       if (!again || again.version !== seen.version || this.role !== 'replica' || this.stopped) return;
       this.hooks.log('warn', 'the primary lease lapsed: promoting this replica (replication.failover: auto)', { lapsed_for_ms: Math.round(performance.now() - seen.since), former_primary: this.primaryUrl });
       try {
-        await this.promote(performance.now() - seen.since);
+        await this.promote({ version: seen.version, forMs: performance.now() - seen.since });
       } catch (err) {
         // Another replica won the compare-and-swap: the next look follows it.
         this.hooks.log('info', 'did not take the lease; another replica did', { error: (err as Error).message });
@@ -391,37 +419,41 @@ export class Replication {
   /**
    * Whether this replica may take over from the primary whose lapsed lease is `lapsed`: it asks
    * every standby named there (the replicas whose confirmations the old primary counted) for
-   * its position. An acknowledged synchronous write is on at least one of them, so with
-   * synchronous stores in use every one must answer — one that is down or cut off blocks the
-   * failover (safety before availability, as in Patroni's synchronous mode) until it is back or
-   * forgotten — and this node must hold at least what each holds of them. Among eligible
-   * replicas the most advanced stands (synchronous stores first, then main; ties by node id),
-   * so the others' extra asynchronous records are few and a fork check rolls them back.
-   * Returns true, or why not.
+   * its position, with the replication token. An acknowledged synchronous write is on at least
+   * one of them, so with synchronous stores in use every one must answer — one that is down or
+   * cut off blocks the failover (safety before availability, as in Patroni's synchronous mode)
+   * until it is back or forgotten here — and this node must hold at least what each holds of
+   * them. Among replicas that would stand themselves (failover: auto, within lag) the most
+   * advanced stands (synchronous stores first, then main; ties by node id), so the others'
+   * extra asynchronous records are few and the fork check rolls them back. Deferring to one
+   * that does not take the lease within two ttl (it cannot reach the lease store, say) ends:
+   * its asynchronous lead is then not worth the outage. Returns true, or why not.
    */
-  private async mayStand(lapsed: LeaseRecord | undefined): Promise<true | string> {
+  private async mayStand(lapsed: LeaseRecord | undefined, deferrals: Map<string, number>, ttl: number): Promise<true | string> {
     const syncOn = this.options.syncMinReplicas > 0 && this.options.synchronous.length > 0;
     const order = [...this.options.synchronous.filter((s) => s in this.stores), ...Object.keys(this.stores).filter((s) => !this.options.synchronous.includes(s))];
     const mine = order.map((s) => this.stores[s]!.changes.lastLsn());
-    for (const standby of (lapsed?.standbys ?? []).filter((s) => s.node_id !== this.options.nodeId)) {
-      let state: NodeState;
+    const forgotten = this.forgottenStandbys();
+    const standbys = (lapsed?.standbys ?? []).filter((s) => s.node_id !== this.options.nodeId && forgotten[s.node_id] !== this.epoch());
+    for (const standby of standbys) {
+      let theirs: NodePosition;
       try {
-        const res = await fetch(new URL('/replication/state', standby.url), { signal: AbortSignal.timeout(2000) });
+        const res = await fetch(new URL('/v1/replication/position', standby.url), { headers: { authorization: `Bearer ${this.options.token ?? ''}` }, signal: AbortSignal.timeout(2000) });
         if (!res.ok) throw new Error(`answered ${res.status}`);
-        state = (await res.json()) as NodeState;
+        theirs = (await res.json()) as NodePosition;
       } catch (err) {
-        if (syncOn) return `standby ${standby.node_id} (${standby.url}) does not answer (${(err as Error).message}), and it may hold acknowledged synchronous writes; it must answer, or be forgotten with POST /v1/admin/replicas/${standby.node_id}/forget`;
+        if (syncOn) return `standby ${standby.node_id} (${standby.url}) does not answer (${(err as Error).message}), and it may hold acknowledged synchronous writes; it must answer, or be retired with POST /v1/admin/replicas/${standby.node_id}/forget on this node`;
         continue;
       }
-      if (state.epoch > this.epoch()) return `${state.node_id} is at a newer epoch ${state.epoch}`;
-      const theirs = order.map((s) => state.lsn?.[s] ?? 0);
-      const cmp = compareLsns(theirs, mine);
-      const eligible = state.role === 'replica' && state.within_lag === true;
-      if (cmp > 0 || (cmp === 0 && eligible && state.node_id < this.options.nodeId)) {
-        if (eligible) return `${state.node_id} is ${cmp > 0 ? 'further ahead' : 'as far and first by node id'}; it stands`;
-        const ahead = syncOn && this.options.synchronous.some((s) => (state.lsn?.[s] ?? 0) > this.stores[s]!.changes.lastLsn());
-        if (ahead) return `${state.node_id} holds synchronous writes this node lacks but cannot stand (${state.role}, ${state.within_lag ? 'within' : 'beyond'} max_lag_seconds)`;
-      }
+      if (theirs.epoch > this.epoch()) return `${theirs.node_id} is at a newer epoch ${theirs.epoch}`;
+      const cmp = compareLsns(order.map((s) => theirs.lsn?.[s] ?? 0), mine);
+      if (cmp < 0 || (cmp === 0 && theirs.node_id > this.options.nodeId)) continue;
+      const ahead = syncOn && this.options.synchronous.some((s) => (theirs.lsn?.[s] ?? 0) > this.stores[s]!.changes.lastLsn());
+      const wouldStand = theirs.role === 'replica' && theirs.within_lag && theirs.failover === 'auto';
+      const since = deferrals.get(theirs.node_id) ?? performance.now();
+      deferrals.set(theirs.node_id, since);
+      if (wouldStand && performance.now() - since < 2 * ttl) return `${theirs.node_id} is ${cmp > 0 ? 'further ahead' : 'as far and first by node id'}; it stands`;
+      if (ahead) return `${theirs.node_id} holds synchronous writes this node lacks${wouldStand ? ' but has not taken the lease' : ` but cannot stand (${theirs.role}, failover ${theirs.failover}, ${theirs.within_lag ? 'within' : 'beyond'} max_lag_seconds)`}`;
     }
     return true;
   }
@@ -586,6 +618,14 @@ export class Replication {
     this.fencePusher = setInterval(() => void attempt(), 500);
     this.fencePusher.unref();
     void attempt();
+  }
+
+  /** meta `must_bootstrap` per store: read by ReplicaClient, which bootstraps the store first. */
+  private markMustBootstrap(on: boolean): void {
+    for (const s of Object.values(this.stores)) {
+      if (on) s.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('must_bootstrap', '1')").run();
+      else s.db.prepare("DELETE FROM meta WHERE key = 'must_bootstrap'").run();
+    }
   }
 
   private setEpoch(epoch: number): void {

@@ -106,7 +106,7 @@ export async function startCluster(options: { ttlMs: number }): Promise<Cluster>
       for (const node of nodes) {
         if (!node.daemon || node.paused || node.daemon.proc.exitCode !== null || node.daemon.proc.signalCode !== null) continue;
         try {
-          const res = await fetch(`http://127.0.0.1:${node.port}/replication/state`, { signal: AbortSignal.timeout(2000) });
+          const res = await fetch(`http://127.0.0.1:${node.port}/v1/replication/position`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(2000) });
           out.push({ node, state: await res.json() });
         } catch {
           // not answering

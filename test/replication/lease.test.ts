@@ -61,6 +61,35 @@ describe('lease', () => {
     expect(a.valid()).toBe(false);
   });
 
+  it('a takeover after a watched lapse writes at once only if the record it swaps is the one watched; an old holder that renewed meanwhile costs a full ttl', async () => {
+    const store = new FsObjectStore(tempDir());
+    const a = lease(store, 'a');
+    leases.push(a);
+    await a.acquire(1, 'http://a');
+    const watched = (await a.peek())!.version;
+    // Unchanged since the watch began: no wait.
+    a.release();
+    const b = lease(store, 'b');
+    leases.push(b);
+    let t0 = performance.now();
+    expect(await b.acquire(2, 'http://b', false, { version: watched, forMs: TTL * 2 })).toEqual({ held: true });
+    expect(performance.now() - t0).toBeLessThan(TTL / 2);
+    expect(b.valid()).toBe(true);
+    // A resumed holder renewed after the watch began: its fresh ttl is waited out.
+    const store2 = new FsObjectStore(tempDir());
+    const c = lease(store2, 'c');
+    leases.push(c);
+    await c.acquire(1, 'http://c');
+    const stale = (await c.peek())!.version;
+    await expect.poll(async () => (await c.peek())!.version, { interval: 20 }).not.toBe(stale);
+    c.release();
+    const d = lease(store2, 'd');
+    leases.push(d);
+    t0 = performance.now();
+    expect(await d.acquire(2, 'http://d', false, { version: stale, forMs: TTL * 2 })).toEqual({ held: true });
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(TTL - 5);
+  });
+
   it('a node of a lower or equal epoch cannot take it from a live holder', async () => {
     const store = new FsObjectStore(tempDir());
     const b = lease(store, 'b');
@@ -277,6 +306,23 @@ describe('lease between daemons', () => {
     const winner = (await status(r1)).role === 'primary' ? r1 : r2;
     await expect.poll(async () => (await entry('b-2', winner)).status, { timeout: 15_000, interval: 200 }).toBe(201);
     expect((await api(winner, 'GET', '/v1/billing/entries?user_id=before')).body.items.map((e: { ref: string }) => e.ref)).toEqual(['b-1', 'b-2']);
+  });
+
+  it('failover: auto with synchronous billing — a standby gone for good is retired on the replica that should stand, which then does', async () => {
+    const tier = shared();
+    const sync = ['replication.sync_min_replicas=1', 'replication.sync_timeout_ms=3000'];
+    const { p, token } = await primaryWithToken([...tier, ...sync]);
+    const auto = ['replication.failover=auto', ...tier, ...sync];
+    const [r1, r2] = [await replicaOf(p.url, token, 'replica-1', auto), await replicaOf(p.url, token, 'replica-2', auto)];
+    await writable(p, 'before');
+    await expect.poll(async () => ((await record(new FsObjectStore(tier[3]!.split('=')[1]!))).standbys ?? []).length, { timeout: 10_000 }).toBe(2);
+    await r2.kill9();
+    await p.kill9();
+    await expect.poll(() => r1.output(), { timeout: 15_000, interval: 200 }).toMatch(/does not stand: standby replica-2 .* or be retired with POST \/v1\/admin\/replicas\/replica-2\/forget on this node/);
+    // On the replica (not a primary), forget names the standby to ignore; it is not a 404.
+    expect((await api(r1, 'POST', '/v1/admin/replicas/replica-2/forget')).status).toBe(200);
+    await expect.poll(async () => (await status(r1)).role, { timeout: 15_000, interval: 200 }).toBe('primary');
+    await writable(r1, 'after');
   });
 
   it.skipIf(!HAS_ETCD && process.env.CI !== 'true')('failover: auto with the lease in etcd, between nodes that share no object tier', async () => {

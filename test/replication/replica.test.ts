@@ -239,6 +239,44 @@ describe('replication', () => {
     expect((await api(p, 'GET', '/v1/replication/snapshot?store=main')).status).toBe(503);
   });
 
+  it('a fenced primary killed before its bootstrap finished still bootstraps after a restart, keeping its tail in a rollback file', async () => {
+    const { startTcpProxy } = await import('../helpers/tcp-proxy.js');
+    const p = await primary();
+    await seed(p, 'a');
+    // The replica is reached (by the fenced primary's bootstrap) only through a proxy that can be cut.
+    const port = await (await import('../helpers/redis.js')).freePort();
+    const proxy = await startTcpProxy(port);
+    try {
+      const r = await replica(p, [`server.listen=127.0.0.1:${port}`, `replication.advertise_url=http://127.0.0.1:${proxy.port}`]);
+      await caughtUp(r, p);
+      r.proc.kill('SIGSTOP');
+      // The first may still reach r (its long-poll was waiting at p); the later ones cannot.
+      for (const id of ['ponly1', 'ponly2', 'ponly3']) expect((await api(p, 'POST', '/v1/users', { id, email: `${id}@example.com`, tier: 'free' })).status).toBe(201);
+      p.proc.kill('SIGSTOP');
+      r.proc.kill('SIGCONT');
+      expect((await api(r, 'POST', '/v1/admin/promote')).status).toBe(200);
+      // r writes past p's LSN, so p is not "ahead" after its restart: only the mark makes it bootstrap.
+      for (const id of ['r1', 'r2', 'r3', 'r4', 'r5']) expect((await api(r, 'POST', '/v1/users', { id, email: `${id}@example.com`, tier: 'free' })).status).toBe(201);
+      proxy.cut();
+      p.proc.kill('SIGCONT');
+      // The fence notice reaches p (sent to its own URL); its bootstrap from r cannot.
+      await expect.poll(() => p.output(), { timeout: 15_000, interval: 100 }).toMatch(/fenced by a newer primary/);
+      await p.kill9();
+      proxy.heal();
+      const again = await startDaemon({ dataDir: p.dataDir, set: ['node.id=primary-1', `replication.token=${p.adminToken}`] });
+      running.push(again);
+      await expect.poll(async () => (await api(again, 'GET', '/v1/users/r5')).status, { timeout: 20_000, interval: 200 }).toBe(200);
+      // It holds what r holds, and nothing r lacks; what it lost is in a rollback file.
+      for (const id of ['ponly1', 'ponly2', 'ponly3', 'r1']) expect((await api(again, 'GET', `/v1/users/${id}`)).status, id).toBe((await api(r, 'GET', `/v1/users/${id}`)).status);
+      expect((await api(again, 'GET', '/v1/users/ponly3')).status).toBe(404);
+      const rollbacks = (await api(again, 'GET', '/v1/admin/rollbacks')).body.files as Array<{ store: string; records: number }>;
+      expect(rollbacks.filter((f) => f.store === 'main').reduce((n, f) => n + f.records, 0)).toBeGreaterThanOrEqual(2);
+      expect(again.output()).toMatch(/discarded records only this node had/);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('clients find the primary: GET /v1/replication/primary on either node, and 307 from a replica with redirect_writes', async () => {
     const p = await primary();
     const r = await replica(p, ['replication.redirect_writes=true']);

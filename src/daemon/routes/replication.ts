@@ -58,7 +58,6 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
     },
     async (c, { query }) => {
       const s = stores[query.store];
-      if (query.node_id) node.replication.rememberReplica(query.node_id, query.url);
       servingPrimary(node);
       const epoch = node.replication.epoch();
       if (query.epoch !== undefined && query.epoch > epoch) throw new Unavailable(`this node is at epoch ${epoch}, older than the caller's ${query.epoch}: it was replaced`);
@@ -67,9 +66,12 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       if (shared !== undefined && query.after > shared) {
         throw new Conflict(`the caller's log of epoch ${query.epoch} runs to LSN ${query.after}, but this node's history left that epoch at LSN ${shared}: a divergent tail; bootstrap`);
       }
-      // Counted toward synchronous writes only now: a divergent replica's LSN says nothing about
-      // what it holds of this node's log.
-      if (query.node_id) node.replication.tracker.report(query.node_id, query.store, query.after);
+      // Remembered and counted toward synchronous writes only now: a refused caller is no
+      // replica of this node, and a divergent one's LSN says nothing about what it holds.
+      if (query.node_id) {
+        node.replication.rememberReplica(query.node_id, query.url);
+        node.replication.tracker.report(query.node_id, query.store, query.after);
+      }
       const oldest = s.changes.oldestLsn();
       if (query.after < s.writer.lastLsn && oldest > query.after + 1) throw new LogPruned(query.after, oldest);
       let records = s.changes.readAfter(query.after, query.limit);
@@ -110,8 +112,8 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       // soon as its snapshot is installed, and a primary killed before that first request
       // used to restart without asking it for its epoch (and accepted writes a promoted
       // replica had already superseded). Found as a flaky test under CI load.
-      if (query.node_id) node.replication.rememberReplica(query.node_id, query.url);
       servingPrimary(node);
+      if (query.node_id) node.replication.rememberReplica(query.node_id, query.url);
       const dir = await mkdtemp(join(node.dataDir, '.snapshot-'));
       const snap = takeSnapshot(stores[query.store], join(dir, 'snapshot.db'));
       const stream = createReadStream(snap.path);
@@ -223,19 +225,31 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
 
   router.route(
     {
+      method: 'get',
+      path: '/v1/replication/position',
+      summary: "This node's state with each store's LSN, whether it is within max_lag_seconds, and its failover mode: compared by replicas deciding who stands",
+      tag: 'replication',
+      access: 'service',
+      responses: { 200: { description: '{node_id, role, epoch, primary_url, writable, lsn: {main, billing}, within_lag, failover}' } },
+    },
+    (c) => c.json(node.replication.positionReport()),
+  );
+
+  router.route(
+    {
       method: 'post',
       path: '/v1/admin/replicas/:node_id/forget',
-      summary: 'Drop a retired replica from the list a restarted primary must hear from before it writes',
+      summary: 'Retire a node: on a primary, no longer asked after a restart nor named as a standby; on a replica, ignored as a standby of the lapsed lease at this epoch (automatic failover)',
       tag: 'admin',
       access: 'admin',
       params: z.object({ node_id: z.string().min(1).max(128) }),
-      responses: { 200: { description: '{forgotten: true}' }, 404: { description: 'not a known replica' } },
+      responses: { 200: { description: '{forgotten: true}' }, 404: { description: 'not a known replica (on a primary)' } },
     },
     async (c, { params, caller }) => {
       if (!node.replication.forgetReplica(params.node_id)) throw new NotFound(`${params.node_id} is not a known replica of this node`);
       // Audited when the node may write; a primary still confirming its epoch cannot, and that is when this is needed.
       if (node.replication.writable()) await node.sql.writer.write(actorOf(caller), (tx) => tx.audit('replication.forget_replica', `node:${params.node_id}`));
-      node.log.warn({ node_id: params.node_id }, 'forgot a known replica');
+      node.log.warn({ node_id: params.node_id, role: node.replication.role }, 'forgot a replica');
       return c.json({ forgotten: true, node_id: params.node_id });
     },
   );
