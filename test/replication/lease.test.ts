@@ -325,6 +325,20 @@ describe('lease between daemons', () => {
     await writable(r1, 'after');
   });
 
+  it('failover: auto — a replica that would not stand itself (failover: manual) is not waited for, even when first by node id', async () => {
+    const tier = shared();
+    const { p, token } = await primaryWithToken(tier);
+    const r1 = await replicaOf(p.url, token, 'replica-1', ['replication.failover=auto', ...tier]);
+    const dr = await replicaOf(p.url, token, 'dr-1', tier);
+    await writable(p, 'before');
+    for (const r of [r1, dr]) await expect.poll(async () => (await api(r, 'GET', '/v1/users/before')).status, { timeout: 20_000 }).toBe(200);
+    await expect.poll(async () => ((await record(new FsObjectStore(tier[3]!.split('=')[1]!))).standbys ?? []).length, { timeout: 10_000 }).toBe(2);
+    await p.kill9();
+    await expect.poll(async () => (await status(r1)).role, { timeout: 15_000, interval: 200 }).toBe('primary');
+    expect((await status(dr)).role).toBe('replica');
+    expect(r1.output()).not.toMatch(/dr-1 is as far and first by node id/);
+  });
+
   it.skipIf(!HAS_ETCD && process.env.CI !== 'true')('failover: auto with the lease in etcd, between nodes that share no object tier', async () => {
     const etcd = await startEtcd();
     try {
