@@ -97,7 +97,8 @@ export class JobRunner {
       const result = await handler(job, ctx);
       flush();
       await writing;
-      await this.store.update(this.actor, job.id, { state: 'done', progress: 1, result });
+      // Done is done: if its record cannot be written now, the store holds it and retries.
+      await this.store.finish(this.actor, job.id, { state: 'done', progress: 1, result }).catch((err: unknown) => this.log('error', 'job done, but its state could not be written yet; retrying', { job_id: job.id, error: (err as Error).message }));
       this.log('info', 'job done', { job_id: job.id, kind: job.kind, ...result });
     } catch (err) {
       flush();
@@ -106,7 +107,7 @@ export class JobRunner {
       const cancelled = ac.signal.aborted && ac.signal.reason === 'cancelled';
       this.log(cancelled ? 'info' : 'error', cancelled ? 'job cancelled' : 'job failed', { job_id: job.id, kind: job.kind, error: (err as Error).message });
       await this.store
-        .update(this.actor, job.id, { state: cancelled ? 'cancelled' : 'failed', progress: this.store.get(job.id).progress, ...(cancelled ? {} : { error: (err as Error).message }) })
+        .finish(this.actor, job.id, { state: cancelled ? 'cancelled' : 'failed', progress: this.store.get(job.id).progress, ...(cancelled ? {} : { error: (err as Error).message }) })
         .catch(() => undefined);
     } finally {
       this.running.delete(job.id);

@@ -106,10 +106,44 @@ export class JobStore {
     );
   }
 
+  /**
+   * A job's end (done, failed, cancelled) that could not be written — typically because the
+   * disk the job filled is the database's too — is held here and retried every second until
+   * it is. Until then get() answers it from memory: a job that failed on a full disk must not
+   * be reported `running` for as long as the disk stays full (the CI run under Node 24 that
+   * found it saw the final update refused by a WAL that had to grow). Lost on a restart, where
+   * unfinished() resumes or fails the job anyway.
+   */
+  private readonly held = new Map<string, { patch: Parameters<JobStore['update']>[2]; at: string }>();
+  private retrying: NodeJS.Timeout | undefined;
+
+  async finish(actor: Actor, id: string, patch: Parameters<JobStore['update']>[2]): Promise<void> {
+    try {
+      await this.update(actor, id, patch);
+      this.held.delete(id);
+    } catch (err) {
+      this.held.set(id, { patch, at: new Date().toISOString() });
+      this.retrying ??= setInterval(() => {
+        for (const [jobId, { patch: p }] of this.held) {
+          this.update(actor, jobId, p).then(
+            () => this.held.delete(jobId),
+            () => undefined,
+          );
+        }
+        if (this.held.size === 0) {
+          clearInterval(this.retrying);
+          this.retrying = undefined;
+        }
+      }, 1000);
+      this.retrying.unref();
+      throw err;
+    }
+  }
+
   get(id: string): Job {
     const row = this.db.prepare<JobRow>('SELECT * FROM jobs WHERE id = ?').get(id);
     if (!row) throw new NotFound(`job ${id} does not exist`);
-    return {
+    const job: Job = {
       id: row.id,
       kind: row.kind,
       state: row.status,
@@ -121,6 +155,10 @@ export class JobStore {
       created_at: row.created_at,
       updated_at: row.updated_at,
     };
+    const held = this.held.get(id);
+    if (!held) return job;
+    const { patch, at } = held;
+    return { ...job, state: patch.state, progress: patch.progress, ...(patch.stats ? { stats: patch.stats } : {}), result: patch.result ?? null, error: patch.error ?? null, updated_at: at };
   }
 
   /** Jobs a previous process left unfinished. */
