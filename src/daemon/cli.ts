@@ -17,7 +17,7 @@ const HELP = `strata ${VERSION} — a self-hosted storage node for AI platforms
 Usage:
   strata serve         [--config FILE] [--set key.path=value ...]
   strata check-config  [--config FILE] [--set key.path=value ...]
-  strata token create  [--config FILE] [--set ...] --role ROLE [--user-id ID] [--name NAME]
+  strata token create  [--config FILE] [--set ...] --role ROLE [--user-id ID] [--name NAME] [--s3]
   strata restore       [--config FILE] [--set ...] --to TIME|latest --target-dir DIR [--replace]
   strata backup verify [--config FILE] [--set ...]
   strata drill         [--config FILE] [--set ...]   (DR drill: restore, serve the copy, probe)
@@ -34,6 +34,7 @@ Options:
   --role ROLE            ${ROLES.join(' | ')}
   --user-id ID           the user a "user" token is bound to
   --name NAME            a label for the token (default: "cli")
+  --s3                   token create: also print an S3 access key id and secret (lines 2, 3)
   --replace              restore: the copy replaces the backed-up node (keeps its cluster
                          identity, so it owns the object tiers); without it the copy is a
                          fork that never deletes from tiers it shares with the source
@@ -59,6 +60,7 @@ async function main(argv: string[]): Promise<number> {
         'new-key-file': { type: 'string' },
         'dry-run': { type: 'boolean' },
         replace: { type: 'boolean' },
+        s3: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -96,8 +98,10 @@ async function main(argv: string[]): Promise<number> {
       const cfg = config();
       const node = await StrataNode.open(cfg, createLogger('silent'));
       try {
-        const t = await node.tokens.create({ tokenId: 'cli' }, { name: values.name ?? 'cli', role, user_id: values['user-id'] });
+        const t = await node.tokens.create({ tokenId: 'cli' }, { name: values.name ?? 'cli', role, user_id: values['user-id'], s3: values.s3 });
         process.stdout.write(`${t.token}\n`);
+        // Two more lines, in the order the AWS tools ask for them.
+        if (t.s3) process.stdout.write(`${t.s3.access_key_id}\n${t.s3.secret_access_key}\n`);
         process.stderr.write(`created token ${t.id} (role ${t.role}${t.user_id ? `, user ${t.user_id}` : ''}); it is shown only once\n`);
       } finally {
         await node.close();

@@ -85,7 +85,7 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   sql.writer.setAuditor(audit.append);
   const keyring = new Keyring(sql.db, sql.changes, deps.masterKey);
   const cipher = new FieldCipher(keyring);
-  const tokens = new TokenStore(sql.db, sql.changes, sql.writer);
+  const tokens = new TokenStore(sql.db, sql.changes, sql.writer, keyring);
   const users = new UserStore(sql.db, sql.changes, sql.writer, () => Object.keys(config.tiers), cache, cipher);
   // A referenced object the tier no longer holds is data loss: counted, and logged by key.
   const objectMissing = (tier: string, key: string) => {

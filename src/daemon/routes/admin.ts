@@ -13,6 +13,8 @@ export const tokenCreateBody = z.strictObject({
   name: z.string().min(1).max(200),
   role: z.enum(ROLES),
   user_id: userId.optional(),
+  /** Also make an S3 access key id and secret for the S3 endpoint (same role and user). */
+  s3: z.boolean().optional(),
 });
 
 const tokenCreated = z.object({
@@ -22,6 +24,7 @@ const tokenCreated = z.object({
   role: z.enum(ROLES),
   user_id: z.string().nullable(),
   created_at: z.string(),
+  s3: z.object({ access_key_id: z.string(), secret_access_key: z.string().describe('shown only in this response') }).optional(),
 });
 
 export function adminRoutes(router: ApiRouter, node: StrataNode): void {
