@@ -303,6 +303,19 @@ export const configSchema = z.strictObject({
     })
     .refine((r) => r.role !== 'replica' || (r.primary_url !== undefined && r.token !== undefined), 'a replica needs primary_url and token')
     .prefault({}),
+  s3: z
+    .strictObject({
+      /**
+       * host:port of the S3-compatible endpoint (a listener of its own, like MinIO's), e.g.
+       * 127.0.0.1:9000. Off when absent: it is another way in, opened only on purpose.
+       */
+      listen: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'host:port').optional(),
+      /** Virtual-host style requests: <bucket>.<domain> (path style always works). */
+      domain: z.string().min(1).optional(),
+      /** The region GetBucketLocation reports; clients may sign for any region. */
+      region: z.string().min(1).default('us-east-1'),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

@@ -7,6 +7,7 @@ import type { ApiRouter } from '../api-router.js';
 import { actorOf } from '../auth.js';
 import { parseRange } from '../byte-range.js';
 import { errorBody } from '../http-error.js';
+import { NativeResponse } from '../native-response.js';
 import { withUploadBody } from '../upload-body.js';
 import { decodeCursor, page, pageQuery } from '../pagination.js';
 import { id } from '../schemas.js';
@@ -238,13 +239,7 @@ function backgroundPrefetch(node: StrataNode, model: string, version: string): v
 
 type RouteContext = Parameters<Parameters<ApiRouter['route']>[1]>[0];
 
-/**
- * The platform's Response, taken before @hono/node-server replaces the global with its
- * lightweight one (which it does when the server starts). Only a platform Response carrying
- * `x-hono-already-sent` is left alone by the adapter; its lightweight one with a null body
- * takes a fast path that writes the head again ("headers already sent").
- */
-const NativeResponse = globalThis.Response;
+
 
 /** GET/HEAD of a stored file (model or checkpoint): one Range, ETag, length, straight to the socket. */
 export async function serveFile(c: RouteContext, node: StrataNode, f: { key: string; sha256: string; size: number; tier: string }, head: boolean): Promise<Response> {

@@ -130,6 +130,16 @@ modelMigrations.push({
   `,
 });
 
+modelMigrations.push({
+  engine: 'models',
+  version: 5,
+  name: 'S3 entity tags',
+  // The ETag an S3 client saw when it wrote the file: the body's MD5, or md5-of-md5s-N for a
+  // multipart upload (it depends on the part boundaries, so it is the file's, not the blob's).
+  // NULL for files written through the native API, which computes no MD5.
+  sql: `ALTER TABLE model_files ADD COLUMN etag TEXT;`,
+});
+
 export interface FileEntry {
   path: string;
   size: number;
@@ -163,7 +173,7 @@ export function checkFilePath(path: string): void {
 export class ModelRegistry {
   private readonly modelPut: ChangeType<{ name: string; description: string; tags: string; now: string }>;
   private readonly versionPut: ChangeType<VersionRow>;
-  private readonly filePut: ChangeType<FileEntry & { model: string; version: string; key: string; now: string }>;
+  private readonly filePut: ChangeType<FileEntry & { model: string; version: string; key: string; now: string; etag?: string | null }>;
   private readonly aliasSet: ChangeType<{ model: string; alias: string; version: string; previous: string | null; token_id: string; now: string }>;
   private readonly blobDeleted: ChangeType<{ sha256: string }>;
   private readonly blobMoved: ChangeType<{ sha256: string; tier: string; key: string }>;
@@ -197,9 +207,9 @@ export class ModelRegistry {
     this.filePut = changes.define('models', 'put_file', (db, f) => {
       db.prepare('INSERT OR IGNORE INTO blobs (sha256, size, tier, key, created_at) VALUES (?, ?, ?, ?, ?)').run(f.sha256, f.size, 'hot', f.key, f.now);
       db.prepare(
-        `INSERT INTO model_files (model, version, path, size, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (model, version, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, created_at = excluded.created_at`,
-      ).run(f.model, f.version, f.path, f.size, f.sha256, f.now);
+        `INSERT INTO model_files (model, version, path, size, sha256, created_at, etag) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (model, version, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, created_at = excluded.created_at, etag = excluded.etag`,
+      ).run(f.model, f.version, f.path, f.size, f.sha256, f.now, f.etag ?? null);
     });
     this.aliasSet = changes.define('models', 'set_alias', (db, a) => {
       db.prepare(
@@ -333,11 +343,27 @@ export class ModelRegistry {
    * Streams a file into the object tier, then records it. The version must be open before the
    * bytes are sent and still be open when the row is written.
    */
-  async putFile(actor: Actor, model: string, versionOrAlias: string, path: string, body: AsyncIterable<Uint8Array>, expectedSha256?: string): Promise<FileEntry> {
+  async putFile(
+    actor: Actor,
+    model: string,
+    versionOrAlias: string,
+    path: string,
+    body: AsyncIterable<Uint8Array>,
+    expectedSha256?: string,
+    /** Read once the body is consumed (the S3 endpoint hashes MD5 as the body streams). */
+    etag?: () => string | undefined,
+  ): Promise<FileEntry> {
     checkFilePath(path);
     checkSha(expectedSha256);
     const v = this.openVersion(model, versionOrAlias);
-    return this.storeFile(actor, model, v.version, path, body, expectedSha256);
+    return this.storeFile(actor, model, v.version, path, body, expectedSha256, undefined, etag);
+  }
+
+  /** A version's files with what S3 listings need (sorted by path). */
+  listFiles(model: string, version: string): Array<FileEntry & { etag: string | null; created_at: string }> {
+    return this.db
+      .prepare<FileEntry & { etag: string | null; created_at: string }>('SELECT path, size, sha256, etag, created_at FROM model_files WHERE model = ? AND version = ? ORDER BY path')
+      .all(model, version);
   }
 
   private openVersion(model: string, versionOrAlias: string): VersionRow {
@@ -346,11 +372,21 @@ export class ModelRegistry {
     return v;
   }
 
-  private storeFile(actor: Actor, model: string, version: string, path: string, body: AsyncIterable<Uint8Array>, expectedSha256: string | undefined, extra?: (tx: Tx) => void): Promise<FileEntry> {
+  private storeFile(
+    actor: Actor,
+    model: string,
+    version: string,
+    path: string,
+    body: AsyncIterable<Uint8Array>,
+    expectedSha256: string | undefined,
+    extra?: (tx: Tx) => void,
+    etag?: () => string | undefined,
+  ): Promise<FileEntry> {
     return this.storeBlob(actor, body, expectedSha256, (tx, blob) => {
       const now = this.findVersion(model, version);
       if (now?.state !== 'open') throw new Conflict(`version ${version} of ${model} was finalized during the upload`);
-      tx.apply(this.filePut, { model, version, path, size: blob.size, sha256: blob.sha256, key: blob.key, now: new Date().toISOString() });
+      const tag = etag?.();
+      tx.apply(this.filePut, { model, version, path, size: blob.size, sha256: blob.sha256, key: blob.key, now: new Date().toISOString(), ...(tag ? { etag: tag } : {}) });
       extra?.(tx);
       tx.audit('models.put_file', `model:${model}@${version}/${path}`, { size: blob.size, sha256: blob.sha256 });
     }).then((blob) => ({ path, size: blob.size, sha256: blob.sha256 }));
@@ -489,12 +525,12 @@ export class ModelRegistry {
   }
 
   /** The file's entry and where its bytes live. */
-  locateFile(model: string, versionOrAlias: string, path: string): FileEntry & { key: string; tier: string } {
+  locateFile(model: string, versionOrAlias: string, path: string): FileEntry & { key: string; tier: string; etag?: string | null; created_at?: string } {
     checkFilePath(path);
     const v = this.resolveVersion(model, versionOrAlias);
     const f = this.db
-      .prepare<FileEntry & { key: string; tier: string }>(
-        'SELECT f.path, f.size, f.sha256, b.key, b.tier FROM model_files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.model = ? AND f.version = ? AND f.path = ?',
+      .prepare<FileEntry & { key: string; tier: string; etag: string | null; created_at: string }>(
+        'SELECT f.path, f.size, f.sha256, f.etag, f.created_at, b.key, b.tier FROM model_files f JOIN blobs b ON b.sha256 = f.sha256 WHERE f.model = ? AND f.version = ? AND f.path = ?',
       )
       .get(model, v.version, path);
     if (!f) throw new NotFound(`${model}@${v.version} has no file ${path}`);

@@ -1,0 +1,120 @@
+import { Conflict, InvalidInput, NotFound } from '../../../engines/errors.js';
+import type { ModelRegistry } from '../../../engines/models/model-registry.js';
+import type { Actor } from '../../../engines/sql/writer.js';
+import { S3Error } from './s3-error.js';
+import type { ObjectLocation, S3Bucket, S3Object } from './s3-bucket.js';
+
+// The `models` bucket: keys are {model}/{version or alias}/{path}. Reads and listings resolve an
+// alias to its version's files under the alias's own prefix, so `s3://models/llama/prod/` is
+// what vLLM's streamer is pointed at. A listing shows aliases only where it is asked about
+// them: a listing with delimiter "/" at the model level names each alias as a CommonPrefix
+// next to the versions, and a prefix inside an alias lists its files; a recursive listing of
+// the whole model lists versions only (`aws s3 sync` would otherwise copy every aliased file
+// twice). A PUT writes into an open version, creating the model and the version on first use;
+// a final version answers AccessDenied, naming it: finalizing stays on the native API.
+
+const ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+
+export class ModelBucket implements S3Bucket {
+  readonly name = 'models';
+
+  constructor(
+    private readonly models: ModelRegistry,
+    readonly createdAt: string,
+  ) {}
+
+  list(prefix: string, delimiter: string | undefined): S3Object[] {
+    const slash = prefix.indexOf('/');
+    const names = slash === -1 ? this.modelNames().filter((n) => n.startsWith(prefix)) : [prefix.slice(0, slash)].filter((n) => ID.test(n) && this.exists(n));
+    const out: S3Object[] = [];
+    for (const model of names) {
+      const m = this.models.getModel(model);
+      for (const v of m.versions) this.addFiles(out, model, v.version, v.version, prefix);
+      const rest = slash === -1 ? '' : prefix.slice(slash + 1);
+      for (const [alias, version] of Object.entries(m.aliases)) {
+        const inside = rest.startsWith(`${alias}/`);
+        const grouped = delimiter === '/' && !rest.includes('/') && alias.startsWith(rest);
+        if (inside) this.addFiles(out, model, version, alias, prefix);
+        else if (grouped) {
+          // One key stands for the alias: the listing folds it into the CommonPrefix model/alias/.
+          const first = this.models.listFiles(model, version)[0];
+          if (first) out.push(this.object(`${model}/${alias}/${first.path}`, first));
+        }
+      }
+    }
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  locate(key: string): ObjectLocation {
+    const { model, version, path } = split(key);
+    try {
+      const f = this.models.locateFile(model, version, path);
+      return { ...this.object(key, { size: f.size, sha256: f.sha256, etag: f.etag ?? null, created_at: f.created_at ?? new Date(0).toISOString() }), file: { key: f.key, sha256: f.sha256, size: f.size, tier: f.tier } };
+    } catch (err) {
+      if (err instanceof NotFound || err instanceof InvalidInput) throw new S3Error('NoSuchKey', 'The specified key does not exist.');
+      throw err;
+    }
+  }
+
+  async put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>, etag: () => string | undefined, expectedSha256: string | undefined): Promise<S3Object> {
+    const { model, version, path } = split(key);
+    if (!this.exists(model)) await this.models.putModel(actor, model, {});
+    try {
+      this.models.resolveVersion(model, version);
+    } catch (err) {
+      if (!(err instanceof NotFound)) throw err;
+      await this.models.createVersion(actor, model, { version }).catch((e: unknown) => {
+        if (!(e instanceof Conflict)) throw e; // created meanwhile by another upload
+      });
+    }
+    try {
+      const f = await this.models.putFile(actor, model, version, path, body, expectedSha256, etag);
+      return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
+    } catch (err) {
+      if (err instanceof Conflict) throw new S3Error('AccessDenied', `${err.message}. Finalized versions are read-only; write to an open version`);
+      if (err instanceof InvalidInput && /sha256/i.test(err.message)) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided x-amz-content-sha256 header does not match what was computed.');
+      if (err instanceof InvalidInput) throw new S3Error('InvalidArgument', err.message);
+      throw err;
+    }
+  }
+
+  private addFiles(out: S3Object[], model: string, version: string, as: string, prefix: string): void {
+    const base = `${model}/${as}/`;
+    if (!base.startsWith(prefix) && !prefix.startsWith(base)) return;
+    for (const f of this.models.listFiles(model, version)) {
+      const key = base + f.path;
+      if (key.startsWith(prefix)) out.push(this.object(key, f));
+    }
+  }
+
+  private object(key: string, f: { size: number; sha256: string; etag: string | null; created_at: string }): S3Object {
+    return { key, size: f.size, etag: f.etag ?? f.sha256, lastModified: f.created_at };
+  }
+
+  private modelNames(): string[] {
+    const names: string[] = [];
+    for (let page = this.models.listModels(1000); page.length > 0; page = this.models.listModels(1000, page.at(-1)!.name)) names.push(...page.map((m) => m.name));
+    return names;
+  }
+
+  private exists(model: string): boolean {
+    try {
+      this.models.getModel(model);
+      return true;
+    } catch (err) {
+      if (err instanceof NotFound) return false;
+      throw err;
+    }
+  }
+}
+
+/** model/version/path, each part valid, or NoSuchKey (reads) — a PUT reports it the same way. */
+function split(key: string): { model: string; version: string; path: string } {
+  const a = key.indexOf('/');
+  const b = a === -1 ? -1 : key.indexOf('/', a + 1);
+  if (a === -1 || b === -1 || b === key.length - 1) throw new S3Error('NoSuchKey', 'keys in the models bucket are {model}/{version or alias}/{path}');
+  const model = key.slice(0, a);
+  const version = key.slice(a + 1, b);
+  if (!ID.test(model) || !ID.test(version)) throw new S3Error('NoSuchKey', 'model and version names are 1-128 letters, digits and . _ : @ -');
+  return { model, version, path: key.slice(b + 1) };
+}

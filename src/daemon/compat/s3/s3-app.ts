@@ -1,0 +1,303 @@
+import { randomUUID } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Hono, type Context } from 'hono';
+import { StrataError } from '../../../engines/errors.js';
+import { authorize, type Access } from '../../auth.js';
+import type { Caller } from '../../app-env.js';
+import { parseRange } from '../../byte-range.js';
+import { NativeResponse } from '../../native-response.js';
+import { rawTarget } from '../../request-target.js';
+import { withUploadBody } from '../../upload-body.js';
+import type { StrataNode } from '../../strata-node.js';
+import { decodeAwsChunked } from './aws-chunked.js';
+import { checkBody } from './checksums.js';
+import { ModelBucket } from './model-bucket.js';
+import type { S3Bucket, S3Object } from './s3-bucket.js';
+import { S3Error } from './s3-error.js';
+import { doc, el, errorXml, httpDate, isoDate } from './s3-xml.js';
+import { verify } from './sigv4.js';
+
+// The S3-compatible endpoint (issue 17), on its own listener (s3.listen), like MinIO's: one
+// handler that authenticates with SigV4 against the credentials tokens carry, finds the bucket
+// (path style, or virtual-host style under s3.domain) and runs the operation. Buckets map keys
+// to Strata's stores (s3-bucket.ts); everything S3-specific — listings, ranges, conditionals,
+// aws-chunked bodies, checksums, XML errors — lives here and beside it. Reads go through the
+// same registry calls as native downloads, so through the NVMe cache, streamed.
+
+export interface S3Options {
+  /** Virtual-host style: <bucket>.<domain>. */
+  domain?: string | undefined;
+  /** What GetBucketLocation answers; signatures are accepted for any region. */
+  region: string;
+}
+
+const MAX_KEYS = 1000;
+
+export function createS3App(node: StrataNode, options: S3Options): Hono {
+  const app = new Hono();
+  const started = new Date().toISOString();
+  const buckets = new Map<string, S3Bucket>([['models', new ModelBucket(node.models, started)]]);
+
+  app.all('*', async (c) => {
+    const requestId = randomUUID().replace(/-/g, '').slice(0, 16).toUpperCase();
+    const target = rawTarget(c);
+    const q = target.indexOf('?');
+    const rawPath = q === -1 ? target : target.slice(0, q);
+    const query = new URLSearchParams(q === -1 ? '' : target.slice(q + 1));
+    const headers: Record<string, string | undefined> = {};
+    c.req.raw.headers.forEach((v, k) => (headers[k] = v));
+    let resource = rawPath;
+    try {
+      const { bucket, key } = locate(rawPath, headers.host, options.domain);
+      resource = bucket ? `/${bucket}${key ? `/${key}` : ''}` : '/';
+      const verified = verify({ method: c.req.method, target, headers }, (id) => node.tokens.s3Credential(id)?.secret);
+      const info = node.tokens.s3Credential(verified.accessKeyId)!.info;
+      const caller: Caller = { tokenId: info.id, role: info.role, userId: info.user_id };
+      const allow = (access: Exclude<Access, 'public'>) => {
+        try {
+          authorize(caller, access);
+        } catch (err) {
+          throw new S3Error('AccessDenied', (err as Error).message);
+        }
+      };
+      const method = c.req.method;
+      if (!bucket) {
+        if (method !== 'GET') throw new S3Error('MethodNotAllowed', 'only GET (ListBuckets) is allowed on the service');
+        allow('read');
+        return xml(c, requestId, doc('ListAllMyBucketsResult', `<Owner>${el('ID', 'strata')}${el('DisplayName', 'strata')}</Owner><Buckets>${[...buckets.values()].map((b) => `<Bucket>${el('Name', b.name)}${el('CreationDate', isoDate(b.createdAt))}</Bucket>`).join('')}</Buckets>`));
+      }
+      const b = buckets.get(bucket);
+      if (!key) {
+        if (method === 'PUT') {
+          allow('service');
+          // The buckets are Strata's stores: creating one that exists is a no-op, others are refused.
+          if (!b) throw new S3Error('InvalidBucketName', `buckets here are Strata's stores (${[...buckets.keys()].join(', ')}); "${bucket}" cannot be created`);
+          return new Response(null, { status: 200, headers: { 'x-amz-request-id': requestId, Location: `/${bucket}` } });
+        }
+        if (!b) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist');
+        allow('read');
+        if (method === 'HEAD') return new Response(null, { status: 200, headers: { 'x-amz-request-id': requestId, 'x-amz-bucket-region': options.region } });
+        if (method !== 'GET') throw new S3Error('NotImplemented', `${method} on a bucket is not implemented`);
+        if (query.has('location')) return xml(c, requestId, doc('LocationConstraint', '').replace('></LocationConstraint>', `>${options.region === 'us-east-1' ? '' : options.region}</LocationConstraint>`));
+        if (query.has('versioning')) return xml(c, requestId, doc('VersioningConfiguration', ''));
+        if (query.has('uploads')) return xml(c, requestId, doc('ListMultipartUploadsResult', el('Bucket', bucket) + el('IsTruncated', false)));
+        return xml(c, requestId, listObjects(b, bucket, query));
+      }
+      if (!b) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist');
+      if (method === 'GET' || method === 'HEAD') {
+        allow('read');
+        return await getObject(c, node, b, key, headers, method === 'HEAD', requestId);
+      }
+      if (method === 'PUT') {
+        allow('service');
+        if (query.has('uploadId') || query.has('partNumber')) throw new S3Error('NotImplemented', 'multipart uploads are not implemented yet; the AWS tools fall back to single PUTs below their multipart threshold');
+        if (headers['x-amz-copy-source'] !== undefined) throw new S3Error('NotImplemented', 'CopyObject is not implemented yet');
+        return await withUploadBody(c, async (source) => {
+          const stored = await putObject(node, b, key, source, headers, verified, caller);
+          return new Response(null, { status: 200, headers: { 'x-amz-request-id': requestId, ETag: `"${stored.object.etag}"`, ...stored.echo } });
+        });
+      }
+      throw new S3Error('NotImplemented', `${method} ${query.toString() ? `with ?${[...query.keys()].join('&')} ` : ''}is not implemented`);
+    } catch (err) {
+      const e = toS3Error(err);
+      if (e.status >= 500) node.log.error({ err: String(err), resource }, 'S3 request failed');
+      // A HEAD error has no body (the SDKs read the status alone).
+      const body = c.req.method === 'HEAD' ? null : errorXml(e, resource, requestId);
+      const contentRange = (e as { contentRange?: string }).contentRange;
+      return new Response(body, { status: e.status, headers: { 'Content-Type': 'application/xml', 'x-amz-request-id': requestId, ...(contentRange ? { 'Content-Range': contentRange } : {}) } });
+    }
+  });
+  return app;
+}
+
+function xml(_c: Context, requestId: string, body: string): Response {
+  return new Response(body, { status: 200, headers: { 'Content-Type': 'application/xml', 'x-amz-request-id': requestId } });
+}
+
+/** Path style /bucket/key, or virtual-host style bucket.<domain>/key. */
+function locate(rawPath: string, host: string | undefined, domain: string | undefined): { bucket: string | undefined; key: string | undefined } {
+  let path: string;
+  try {
+    path = decodeURIComponent(rawPath);
+  } catch {
+    throw new S3Error('InvalidArgument', 'the request path has a malformed percent-encoding');
+  }
+  const hostname = (host ?? '').replace(/:\d+$/, '').toLowerCase();
+  if (domain && hostname.endsWith(`.${domain.toLowerCase()}`)) {
+    const key = path.slice(1);
+    return { bucket: hostname.slice(0, -domain.length - 1), key: key || undefined };
+  }
+  const slash = path.indexOf('/', 1);
+  if (path === '/' || path === '') return { bucket: undefined, key: undefined };
+  if (slash === -1) return { bucket: path.slice(1), key: undefined };
+  const key = path.slice(slash + 1);
+  return { bucket: path.slice(1, slash), key: key || undefined };
+}
+
+/**
+ * ListObjectsV2 (list-type=2) and V1: keys after the start point, folded into CommonPrefixes
+ * by the delimiter; a CommonPrefix counts toward max-keys like a key. The continuation token
+ * is the last entry given (a key, or a CommonPrefix whose keys are then all skipped).
+ */
+function listObjects(b: S3Bucket, bucket: string, query: URLSearchParams): string {
+  const v2 = query.get('list-type') === '2';
+  const prefix = query.get('prefix') ?? '';
+  const delimiter = query.get('delimiter') || undefined;
+  const maxKeysText = query.get('max-keys');
+  const maxKeys = maxKeysText === null ? MAX_KEYS : Number(maxKeysText);
+  if (!Number.isInteger(maxKeys) || maxKeys < 0) throw new S3Error('InvalidArgument', 'max-keys must be a non-negative integer');
+  const limit = Math.min(maxKeys, MAX_KEYS);
+  const urlEncode = query.get('encoding-type') === 'url';
+  if (query.has('encoding-type') && !urlEncode) throw new S3Error('InvalidArgument', 'encoding-type must be url');
+  let after = '';
+  const token = query.get('continuation-token');
+  if (v2 && token) {
+    try {
+      after = Buffer.from(token, 'base64url').toString('utf8');
+    } catch {
+      throw new S3Error('InvalidArgument', 'The continuation token provided is incorrect');
+    }
+  } else if (v2) after = query.get('start-after') ?? '';
+  else after = query.get('marker') ?? '';
+  const skipUnder = delimiter && after.endsWith(delimiter) ? after : undefined;
+
+  const contents: S3Object[] = [];
+  const prefixes: string[] = [];
+  let last = '';
+  let truncated = false;
+  for (const o of b.list(prefix, delimiter)) {
+    if (o.key <= after || (skipUnder && o.key.startsWith(skipUnder))) continue;
+    let entry: string = o.key;
+    let common: string | undefined;
+    if (delimiter) {
+      const at = o.key.indexOf(delimiter, prefix.length);
+      if (at !== -1) common = o.key.slice(0, at + delimiter.length);
+    }
+    if (common !== undefined) {
+      if (prefixes.at(-1) === common) continue;
+      entry = common;
+    }
+    if (contents.length + prefixes.length >= limit) {
+      truncated = true;
+      break;
+    }
+    if (common !== undefined) prefixes.push(common);
+    else contents.push(o);
+    last = entry;
+  }
+  const enc = (s: string) => (urlEncode ? encodeURIComponent(s).replace(/%2F/g, '/') : s);
+  const items =
+    contents.map((o) => `<Contents>${el('Key', enc(o.key))}${el('LastModified', isoDate(o.lastModified))}${el('ETag', `"${o.etag}"`)}${el('Size', o.size)}${el('StorageClass', 'STANDARD')}</Contents>`).join('') +
+    prefixes.map((p) => `<CommonPrefixes>${el('Prefix', enc(p))}</CommonPrefixes>`).join('');
+  const common = el('Name', bucket) + el('Prefix', enc(prefix)) + (delimiter ? el('Delimiter', enc(delimiter)) : '') + el('MaxKeys', maxKeys) + (urlEncode ? el('EncodingType', 'url') : '') + el('IsTruncated', truncated);
+  if (v2) {
+    return doc(
+      'ListBucketResult',
+      common +
+        el('KeyCount', contents.length + prefixes.length) +
+        (token ? el('ContinuationToken', token) : '') +
+        (query.has('start-after') ? el('StartAfter', enc(query.get('start-after')!)) : '') +
+        (truncated ? el('NextContinuationToken', Buffer.from(last, 'utf8').toString('base64url')) : '') +
+        items,
+    );
+  }
+  return doc('ListBucketResult', common + el('Marker', enc(query.get('marker') ?? '')) + (truncated ? el('NextMarker', enc(last)) : '') + items);
+}
+
+async function getObject(c: Context, node: StrataNode, b: S3Bucket, key: string, headers: Record<string, string | undefined>, head: boolean, requestId: string): Promise<Response> {
+  const o = b.locate(key);
+  const etag = `"${o.etag}"`;
+  const modified = Math.floor(new Date(o.lastModified).getTime() / 1000) * 1000;
+  const base: Record<string, string> = { 'x-amz-request-id': requestId, ETag: etag, 'Last-Modified': httpDate(o.lastModified), 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream' };
+  // Conditionals in RFC 9110's order (S3's too): If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since.
+  const ifMatch = headers['if-match'];
+  if (ifMatch !== undefined && !matches(ifMatch, etag)) throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
+  const ifUnmodified = dateOf(headers['if-unmodified-since']);
+  if (ifMatch === undefined && ifUnmodified !== undefined && modified > ifUnmodified) throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
+  const ifNoneMatch = headers['if-none-match'];
+  const ifModified = dateOf(headers['if-modified-since']);
+  if ((ifNoneMatch !== undefined && matches(ifNoneMatch, etag)) || (ifNoneMatch === undefined && ifModified !== undefined && modified <= ifModified)) {
+    return new Response(null, { status: 304, headers: { 'x-amz-request-id': requestId, ETag: etag, 'Last-Modified': base['Last-Modified']! } });
+  }
+  const range = parseRange(headers.range, o.size);
+  if (range === 'unsatisfiable') throw Object.assign(new S3Error('InvalidRange', 'The requested range is not satisfiable'), { contentRange: `bytes */${o.size}` });
+  const status = range ? 206 : 200;
+  // No checksum header on any answer: none is stored, and a full-object one on a 206 makes
+  // `aws s3 cp` fail the download (FIELD-NOTES).
+  const out: Record<string, string> = { ...base, 'Content-Length': String(range ? range.end - range.start + 1 : o.size) };
+  if (range) out['Content-Range'] = `bytes ${range.start}-${range.end}/${o.size}`;
+  if (head) {
+    await node.models.checkFile(o.file);
+    return new Response(null, { status, headers: out });
+  }
+  const stream = await node.models.openFile(o.file, range);
+  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+  if (!outgoing) return new Response(Readable.toWeb(stream) as ReadableStream, { status, headers: out });
+  // As native downloads: straight into the socket under node:http (see routes/models.ts).
+  outgoing.writeHead(status, out);
+  pipeline(stream, outgoing).catch(() => stream.destroy());
+  return new NativeResponse(null, { status, headers: { 'x-hono-already-sent': 'true' } });
+}
+
+async function putObject(
+  node: StrataNode,
+  b: S3Bucket,
+  key: string,
+  source: AsyncIterable<Uint8Array>,
+  headers: Record<string, string | undefined>,
+  verified: ReturnType<typeof verify>,
+  caller: Caller,
+): Promise<{ object: S3Object; echo: Record<string, string> }> {
+  const mode = verified.payloadHash;
+  let trailers: Record<string, string> = {};
+  let body: AsyncIterable<Uint8Array> = source;
+  let expectedSha256: string | undefined;
+  if (mode.startsWith('STREAMING-')) {
+    const signed = mode === 'STREAMING-AWS4-HMAC-SHA256-PAYLOAD' || mode === 'STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER';
+    if (!signed && mode !== 'STREAMING-UNSIGNED-PAYLOAD-TRAILER') throw new S3Error('InvalidRequest', `unsupported x-amz-content-sha256 mode ${mode}`);
+    const decodedText = headers['x-amz-decoded-content-length'];
+    const decodedLength = decodedText === undefined ? undefined : Number(decodedText);
+    if (decodedLength !== undefined && (!Number.isSafeInteger(decodedLength) || decodedLength < 0)) throw new S3Error('InvalidArgument', 'x-amz-decoded-content-length must be a non-negative integer');
+    body = decodeAwsChunked(source, { ...(signed ? { signing: verified } : {}), ...(decodedLength !== undefined ? { decodedLength } : {}), trailers: (t) => (trailers = t) });
+  } else if (/^[0-9a-f]{64}$/.test(mode)) expectedSha256 = mode;
+  else if (mode !== 'UNSIGNED-PAYLOAD') throw new S3Error('InvalidRequest', `x-amz-content-sha256 must be a SHA-256, UNSIGNED-PAYLOAD or a STREAMING- mode`);
+  const checked = checkBody(body, headers, () => trailers);
+  const object = await b.put({ tokenId: caller.tokenId }, key, checked.body, checked.md5, expectedSha256);
+  return { object, echo: checked.echo() };
+}
+
+function matches(header: string, etag: string): boolean {
+  return header.split(',').some((t) => {
+    const tag = t.trim();
+    return tag === '*' || tag === etag || tag === etag.slice(1, -1) || tag === `W/${etag}`;
+  });
+}
+
+function dateOf(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const t = Date.parse(value);
+  return Number.isNaN(t) ? undefined : t;
+}
+
+/** Strata's own errors as the S3 codes a client expects. */
+function toS3Error(err: unknown): S3Error {
+  if (err instanceof S3Error) return err;
+  if (err instanceof StrataError) {
+    // A full disk is 507 with MinIO's kind of code: retrying will not help, unlike a 503.
+    const byCode: Record<string, [string, number]> = {
+      insufficient_storage: ['XStrataStorageFull', 507],
+      unavailable: ['ServiceUnavailable', 503],
+      read_only_replica: ['AccessDenied', 403],
+      not_found: ['NoSuchKey', 404],
+      forbidden: ['AccessDenied', 403],
+      invalid_input: ['InvalidArgument', 400],
+      payload_too_large: ['EntityTooLarge', 400],
+      conflict: ['OperationAborted', 409],
+    };
+    const [code, status] = byCode[err.code] ?? ['InternalError', 500];
+    return new S3Error(code, err.message, status);
+  }
+  return new S3Error('InternalError', 'We encountered an internal error. Please try again.');
+}

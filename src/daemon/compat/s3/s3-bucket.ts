@@ -1,0 +1,31 @@
+import type { Actor } from '../../../engines/sql/writer.js';
+
+// One S3 bucket over one of Strata's stores (model-bucket.ts for models). The S3 app does the
+// protocol — auth, listing with prefixes, delimiters and pages, ranges, checksums, XML — and a
+// bucket only maps keys to its store, so each store's rules (open versus final versions,
+// aliases) stay in the store.
+
+export interface S3Object {
+  key: string;
+  size: number;
+  /** Unquoted. */
+  etag: string;
+  /** ISO 8601. */
+  lastModified: string;
+}
+
+/** Where an object's bytes are (what ModelRegistry.openFile reads). */
+export interface ObjectLocation extends S3Object {
+  file: { key: string; sha256: string; size: number; tier: string };
+}
+
+export interface S3Bucket {
+  readonly name: string;
+  readonly createdAt: string;
+  /** Every key starting with `prefix`, sorted by key (UTF-16 order matches S3's for the ids allowed here). */
+  list(prefix: string, delimiter: string | undefined): S3Object[];
+  /** NoSuchKey when absent. */
+  locate(key: string): ObjectLocation;
+  /** Stores a body (already checked by the caller's wrappers); refused where the store is read-only. */
+  put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>, etag: () => string | undefined, expectedSha256: string | undefined): Promise<S3Object>;
+}

@@ -1,0 +1,164 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { GetObjectCommand, HeadObjectCommand, ListBucketsCommand, ListObjectsV2Command, PutObjectCommand, S3Client, HeadBucketCommand, CreateBucketCommand, ListObjectsCommand } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import * as Minio from 'minio';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { api, startDaemon, type Daemon } from '../../../helpers/daemon.js';
+import { freePort } from '../../../helpers/redis.js';
+
+// The S3 endpoint driven by clients nobody here wrote — @aws-sdk/client-s3 (with its own
+// signing, aws-chunked streaming and checksums) and the minio client — configured only with
+// their documented endpoint and credential settings.
+
+let d: Daemon;
+let endpoint: string;
+let writer: { accessKeyId: string; secretAccessKey: string };
+let reader: { accessKeyId: string; secretAccessKey: string };
+
+const client = (credentials = writer) => new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
+const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
+const code = async (p: Promise<unknown>) => {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    return `${(err as { name: string }).name} ${(err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode ?? ''}`.trim();
+  }
+};
+
+beforeAll(async () => {
+  const port = await freePort();
+  d = await startDaemon({ set: [`s3.listen=127.0.0.1:${port}`] });
+  endpoint = `http://127.0.0.1:${port}`;
+  const creds = async (role: string) => {
+    const t = (await api(d, 'POST', '/v1/admin/tokens', { name: `s3-${role}`, role, s3: true })).body;
+    return { accessKeyId: t.s3.access_key_id as string, secretAccessKey: t.s3.secret_access_key as string };
+  };
+  writer = await creds('service');
+  reader = await creds('reader');
+});
+afterAll(() => d?.stop());
+
+describe('S3 endpoint with @aws-sdk/client-s3', () => {
+  it('lists the buckets, answers HeadBucket, and CreateBucket only for the existing names', async () => {
+    const s3 = client();
+    expect((await s3.send(new ListBucketsCommand({}))).Buckets?.map((b) => b.Name)).toEqual(['models']);
+    expect(await code(s3.send(new HeadBucketCommand({ Bucket: 'models' })))).toBe('ok');
+    expect(await code(s3.send(new HeadBucketCommand({ Bucket: 'nope' })))).toBe('NotFound 404');
+    expect(await code(s3.send(new CreateBucketCommand({ Bucket: 'models' })))).toBe('ok');
+    expect(await code(s3.send(new CreateBucketCommand({ Bucket: 'other' })))).toBe('InvalidBucketName 400');
+  });
+
+  it('puts (plain and streamed with a trailing checksum), heads and gets a file; the ETag is the MD5; the version and model are made on first PUT', async () => {
+    const s3 = client();
+    const config = Buffer.from('{"architectures":["LlamaForCausalLM"]}');
+    const put = await s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'llama/v1/config.json', Body: config }));
+    expect(put.ETag).toBe(`"${md5(config)}"`);
+    const weights = randomBytes(3 * 1024 * 1024 + 17);
+    // A stream body: the SDK sends aws-chunked with x-amz-checksum-crc32 in a trailer.
+    await s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'llama/v1/weights/model-00001.safetensors', Body: Readable.from([weights.subarray(0, 1_000_000), weights.subarray(1_000_000)]), ContentLength: weights.length }));
+    const head = await s3.send(new HeadObjectCommand({ Bucket: 'models', Key: 'llama/v1/weights/model-00001.safetensors' }));
+    expect(head.ContentLength).toBe(weights.length);
+    expect(head.ETag).toBe(`"${md5(weights)}"`);
+    expect(head.LastModified).toBeInstanceOf(Date);
+    const got = await s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'llama/v1/weights/model-00001.safetensors' }));
+    expect(Buffer.from(await got.Body!.transformToByteArray()).equals(weights)).toBe(true);
+    // The native API sees the same file.
+    const v = (await api(d, 'GET', '/v1/models/llama/versions/v1')).body;
+    expect(v.files.map((f: { path: string }) => f.path).sort()).toEqual(['config.json', 'weights/model-00001.safetensors']);
+  });
+
+  it('serves one Range as 206 without a full-object checksum, and honours If-Match / If-None-Match', async () => {
+    const s3 = client();
+    const data = Buffer.from('0123456789abcdef');
+    const { ETag } = await s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin', Body: data }));
+    const res = await fetch(await getSignedUrl(s3, new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin' })), { headers: { range: 'bytes=2-5' } });
+    expect(res.status).toBe(206);
+    expect(res.headers.get('content-range')).toBe('bytes 2-5/16');
+    expect([...res.headers.keys()].filter((k) => k.startsWith('x-amz-checksum'))).toEqual([]);
+    expect(await res.text()).toBe('2345');
+    const r = await s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin', Range: 'bytes=10-', IfMatch: ETag }));
+    expect(await r.Body!.transformToString()).toBe('abcdef');
+    expect(await code(s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin', IfMatch: '"0000"' })))).toBe('PreconditionFailed 412');
+    expect(await code(s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin', IfNoneMatch: ETag })))).toMatch(/ 304$/);
+    expect(await code(s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin', Range: 'bytes=100-200' })))).toBe('InvalidRange 416');
+  });
+
+  it('lists with prefix, delimiter (versions and aliases as CommonPrefixes), pages by continuation, V1 too, and url encoding', async () => {
+    const s3 = client();
+    for (const k of ['a.txt', 'b/c.txt', 'b/d e.txt']) await s3.send(new PutObjectCommand({ Bucket: 'models', Key: `lister/v1/${k}`, Body: k }));
+    expect((await api(d, 'PUT', '/v1/models/lister/aliases/prod', { version: 'v1' })).status).toBeLessThan(300);
+    const top = await s3.send(new ListObjectsV2Command({ Bucket: 'models', Prefix: 'lister/', Delimiter: '/' }));
+    expect(top.CommonPrefixes?.map((p) => p.Prefix)).toEqual(['lister/prod/', 'lister/v1/']);
+    const alias = await s3.send(new ListObjectsV2Command({ Bucket: 'models', Prefix: 'lister/prod/' }));
+    expect(alias.Contents?.map((o) => o.Key)).toEqual(['lister/prod/a.txt', 'lister/prod/b/c.txt', 'lister/prod/b/d e.txt']);
+    const all = await s3.send(new ListObjectsV2Command({ Bucket: 'models', Prefix: 'lister/' }));
+    expect(all.Contents?.map((o) => o.Key)).toEqual(['lister/v1/a.txt', 'lister/v1/b/c.txt', 'lister/v1/b/d e.txt']);
+    const keys: string[] = [];
+    let token: string | undefined;
+    do {
+      const page = await s3.send(new ListObjectsV2Command({ Bucket: 'models', Prefix: 'lister/v1/', MaxKeys: 1, Delimiter: '/', ContinuationToken: token }));
+      keys.push(...(page.Contents ?? []).map((o) => o.Key!), ...(page.CommonPrefixes ?? []).map((p) => p.Prefix!));
+      token = page.NextContinuationToken;
+    } while (token);
+    expect(keys).toEqual(['lister/v1/a.txt', 'lister/v1/b/']);
+    const v1 = await s3.send(new ListObjectsCommand({ Bucket: 'models', Prefix: 'lister/v1/b/', EncodingType: 'url' }));
+    // V1 with EncodingType url: the keys come back encoded (the SDK leaves them so).
+    expect(v1.Contents?.map((o) => o.Key)).toEqual(['lister/v1/b/c.txt', 'lister/v1/b/d%20e.txt']);
+    const raw = await (await fetch(await getSignedUrl(s3, new ListObjectsV2Command({ Bucket: 'models', Prefix: 'lister/v1/b/', EncodingType: 'url' })))).text();
+    expect(raw).toContain('<Key>lister/v1/b/d%20e.txt</Key>');
+  });
+
+  it('refuses: a wrong secret, an unknown key, a reader writing, a finalized version, an expired presigned URL, a checksum mismatch (nothing stored)', async () => {
+    expect(await code(client({ ...writer, secretAccessKey: 'x'.repeat(40) }).send(new ListBucketsCommand({})))).toBe('SignatureDoesNotMatch 403');
+    expect(await code(client({ accessKeyId: 'STRATANOSUCHKEY00000', secretAccessKey: 'x'.repeat(40) }).send(new ListBucketsCommand({})))).toBe('InvalidAccessKeyId 403');
+    expect(await code(client(reader).send(new PutObjectCommand({ Bucket: 'models', Key: 'r/v1/x', Body: 'x' })))).toBe('AccessDenied 403');
+    expect(await code(client(reader).send(new ListObjectsV2Command({ Bucket: 'models' })))).toBe('ok');
+    const s3 = client();
+    await s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'frozen/v1/a', Body: 'a' }));
+    expect((await api(d, 'POST', '/v1/models/frozen/versions/v1/finalize')).status).toBe(200);
+    const refused = await code(s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'frozen/v1/b', Body: 'b' })));
+    expect(refused).toBe('AccessDenied 403');
+    const raw = await fetch(`${endpoint}/models/frozen/v1/b`, { method: 'PUT', body: 'b' });
+    expect(raw.status).toBe(403);
+    const expired = new URL(await getSignedUrl(s3, new GetObjectCommand({ Bucket: 'models', Key: 'frozen/v1/a' }), { expiresIn: 1 }));
+    await new Promise((r) => setTimeout(r, 2100));
+    const late = await fetch(expired);
+    expect(late.status).toBe(403);
+    expect(await late.text()).toContain('Request has expired');
+    expect(await code(s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'sums/v1/a', Body: 'hello', ChecksumCRC32: 'AAAAAA==' })))).toBe('BadDigest 400');
+    expect(await code(s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'sums/v1/b', Body: 'hello', ContentMD5: createHash('md5').update('other').digest('base64') })))).toBe('BadDigest 400');
+    expect(await code(s3.send(new HeadObjectCommand({ Bucket: 'models', Key: 'sums/v1/a' })))).toBe('NotFound 404');
+    expect(await code(s3.send(new HeadObjectCommand({ Bucket: 'models', Key: 'sums/v1/b' })))).toBe('NotFound 404');
+    // The checksums the SDK computes itself pass.
+    expect(await code(s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'sums/v1/c', Body: 'hello', ChecksumAlgorithm: 'CRC32C' })))).toBe('ok');
+    expect(await code(s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'sums/v1/d', Body: 'hello', ChecksumAlgorithm: 'CRC64NVME' })))).toBe('ok');
+    expect(await code(s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'sums/v1/e', Body: 'hello', ChecksumAlgorithm: 'SHA256' })))).toBe('ok');
+    // S3 errors are XML with the code and a request id.
+    const anonymous = await fetch(`${endpoint}/models/sums/v1/c`);
+    expect(anonymous.status).toBe(403);
+    expect(await anonymous.text()).toMatch(/<Error><Code>AccessDenied<\/Code><Message>.+<\/Message><Resource>\/models\/sums\/v1\/c<\/Resource><RequestId>[0-9A-F]+<\/RequestId><\/Error>/);
+  });
+});
+
+describe('S3 endpoint with the minio client', () => {
+  it('puts (a signed payload), lists, reads a range and the whole file', async () => {
+    const mc = new Minio.Client({ endPoint: '127.0.0.1', port: Number(new URL(endpoint).port), useSSL: false, accessKey: writer.accessKeyId, secretKey: writer.secretAccessKey, region: 'us-east-1', pathStyle: true });
+    const data = randomBytes(256 * 1024);
+    await mc.putObject('models', 'mc/v1/blob.bin', data, data.length);
+    const stat = await mc.statObject('models', 'mc/v1/blob.bin');
+    expect(stat.size).toBe(data.length);
+    expect(stat.etag).toBe(md5(data));
+    const listed: string[] = [];
+    for await (const o of mc.listObjectsV2('models', 'mc/', true)) listed.push((o as { name: string }).name);
+    expect(listed).toEqual(['mc/v1/blob.bin']);
+    const part = await mc.getPartialObject('models', 'mc/v1/blob.bin', 1000, 100);
+    const chunks: Buffer[] = [];
+    for await (const c of part) chunks.push(c as Buffer);
+    expect(Buffer.concat(chunks).equals(data.subarray(1000, 1100))).toBe(true);
+    const whole: Buffer[] = [];
+    for await (const c of await mc.getObject('models', 'mc/v1/blob.bin')) whole.push(c as Buffer);
+    expect(Buffer.concat(whole).equals(data)).toBe(true);
+  });
+});
