@@ -507,21 +507,58 @@ export class ModelRegistry {
     return { upload_id: uploadId, parts };
   }
 
-  async completeUpload(actor: Actor, model: string, path: string, uploadId: string, expectedSha256?: string): Promise<FileEntry> {
+  async completeUpload(
+    actor: Actor,
+    model: string,
+    path: string,
+    uploadId: string,
+    expectedSha256?: string,
+    /**
+     * For S3's CompleteMultipartUpload: the parts to join (ascending; others are dropped), a
+     * wrapper that sees each part's bytes as they are joined (the part MD5s), and the ETag to
+     * record, read once the body is consumed. Without them: every part, numbered 1..N.
+     */
+    s3?: { parts: number[]; eachPart: (part: number, body: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>; etag: () => string | undefined },
+  ): Promise<FileEntry> {
     checkSha(expectedSha256);
     const u = this.session(uploadId, model, path);
-    const { parts } = await this.listParts(model, path, uploadId);
-    if (parts.length === 0) throw new InvalidInput(`upload ${uploadId} has no parts`);
-    parts.forEach((p, i) => {
-      if (p.part !== i + 1) throw new InvalidInput(`upload ${uploadId} is missing part ${i + 1}`);
-    });
-    const store = this.store;
-    async function* concatenated() {
-      for (const p of parts) yield* (await store.get(`uploads/${uploadId}/${String(p.part).padStart(5, '0')}`)) as AsyncIterable<Uint8Array>;
+    const { parts: stored } = await this.listParts(model, path, uploadId);
+    let parts = stored;
+    if (s3) {
+      const have = new Map(stored.map((p) => [p.part, p]));
+      parts = s3.parts.map((n) => {
+        const p = have.get(n);
+        if (!p) throw new InvalidInput(`upload ${uploadId} has no part ${n}`);
+        return p;
+      });
+    } else {
+      parts.forEach((p, i) => {
+        if (p.part !== i + 1) throw new InvalidInput(`upload ${uploadId} is missing part ${i + 1}`);
+      });
     }
-    const entry = await this.storeFile(actor, model, u.version, path, concatenated(), expectedSha256, (tx) => tx.apply(this.uploadEnded, { id: uploadId }));
-    for (const p of parts) await this.store.delete(`uploads/${uploadId}/${String(p.part).padStart(5, '0')}`).catch(() => undefined);
+    if (parts.length === 0) throw new InvalidInput(`upload ${uploadId} has no parts`);
+    const store = this.store;
+    const partKey = (n: number) => `uploads/${uploadId}/${String(n).padStart(5, '0')}`;
+    async function* concatenated() {
+      for (const p of parts) {
+        const body = (await store.get(partKey(p.part))) as AsyncIterable<Uint8Array>;
+        yield* s3 ? s3.eachPart(p.part, body) : body;
+      }
+    }
+    const entry = await this.storeFile(actor, model, u.version, path, concatenated(), expectedSha256, (tx) => tx.apply(this.uploadEnded, { id: uploadId }), s3?.etag);
+    for (const p of stored) await this.store.delete(partKey(p.part)).catch(() => undefined);
     return entry;
+  }
+
+  /** Ends a resumable upload without a file: its parts are deleted (S3's AbortMultipartUpload). */
+  async abortUpload(actor: Actor, model: string, path: string, uploadId: string): Promise<void> {
+    this.session(uploadId, model, path);
+    const { parts } = await this.listParts(model, path, uploadId);
+    await this.writer.write(actor, (tx) => {
+      tx.apply(this.uploadEnded, { id: uploadId });
+      tx.audit('models.abort_upload', `model:${model}/${path}`, { upload_id: uploadId });
+    });
+    for (const p of parts) await this.store.delete(`uploads/${uploadId}/${String(p.part).padStart(5, '0')}`).catch(() => undefined);
   }
 
   /** The file's entry and where its bytes live. */

@@ -58,23 +58,55 @@ export class ModelBucket implements S3Bucket {
 
   async put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>, etag: () => string | undefined, expectedSha256: string | undefined): Promise<S3Object> {
     const { model, version, path } = split(key);
+    await this.ensureVersion(actor, model, version);
+    const f = await storeErrors(() => this.models.putFile(actor, model, version, path, body, expectedSha256, etag));
+    return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
+  }
+
+  async startMultipart(actor: Actor, key: string): Promise<string> {
+    const { model, version, path } = split(key);
+    await this.ensureVersion(actor, model, version);
+    return (await storeErrors(() => this.models.startUpload(actor, model, version, path))).upload_id;
+  }
+
+  async putPart(key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>): Promise<{ size: number }> {
+    const { model, path } = split(key);
+    return storeErrors(() => this.models.putPart(model, path, uploadId, part, body));
+  }
+
+  async listParts(key: string, uploadId: string): Promise<Array<{ part: number; size: number }>> {
+    const { model, path } = split(key);
+    return (await storeErrors(() => this.models.listParts(model, path, uploadId))).parts;
+  }
+
+  async completeMultipart(
+    actor: Actor,
+    key: string,
+    uploadId: string,
+    parts: number[],
+    eachPart: (part: number, body: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>,
+    etag: () => string | undefined,
+  ): Promise<S3Object> {
+    const { model, path } = split(key);
+    const f = await storeErrors(() => this.models.completeUpload(actor, model, path, uploadId, undefined, { parts, eachPart, etag }));
+    return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
+  }
+
+  async abortMultipart(actor: Actor, key: string, uploadId: string): Promise<void> {
+    const { model, path } = split(key);
+    await storeErrors(() => this.models.abortUpload(actor, model, path, uploadId));
+  }
+
+  /** The model and the version exist after this (made on first use); an alias is taken as is. */
+  private async ensureVersion(actor: Actor, model: string, version: string): Promise<void> {
     if (!this.exists(model)) await this.models.putModel(actor, model, {});
     try {
       this.models.resolveVersion(model, version);
     } catch (err) {
       if (!(err instanceof NotFound)) throw err;
       await this.models.createVersion(actor, model, { version }).catch((e: unknown) => {
-        if (!(e instanceof Conflict)) throw e; // created meanwhile by another upload
+        if (!(e instanceof Conflict)) throw e; // made meanwhile by a concurrent upload
       });
-    }
-    try {
-      const f = await this.models.putFile(actor, model, version, path, body, expectedSha256, etag);
-      return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
-    } catch (err) {
-      if (err instanceof Conflict) throw new S3Error('AccessDenied', `${err.message}. Finalized versions are read-only; write to an open version`);
-      if (err instanceof InvalidInput && /sha256/i.test(err.message)) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided x-amz-content-sha256 header does not match what was computed.');
-      if (err instanceof InvalidInput) throw new S3Error('InvalidArgument', err.message);
-      throw err;
     }
   }
 
@@ -105,6 +137,20 @@ export class ModelBucket implements S3Bucket {
       if (err instanceof NotFound) return false;
       throw err;
     }
+  }
+}
+
+/** The registry's refusals as S3 errors: a final version, a wrong sha256, an unknown upload. */
+async function storeErrors<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (err instanceof Conflict) throw new S3Error('AccessDenied', `${err.message}. Finalized versions are read-only; write to an open version`);
+    if (err instanceof NotFound && /upload/.test(err.message)) throw new S3Error('NoSuchUpload', 'The specified multipart upload does not exist. The upload ID might be invalid, or the multipart upload might have been aborted or completed.');
+    if (err instanceof InvalidInput && /sha256/i.test(err.message)) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided x-amz-content-sha256 header does not match what was computed.');
+    if (err instanceof InvalidInput && /has no part/.test(err.message)) throw new S3Error('InvalidPart', err.message);
+    if (err instanceof InvalidInput) throw new S3Error('InvalidArgument', err.message);
+    throw err;
   }
 }
 

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -16,7 +16,7 @@ import { checkBody } from './checksums.js';
 import { ModelBucket } from './model-bucket.js';
 import type { S3Bucket, S3Object } from './s3-bucket.js';
 import { S3Error } from './s3-error.js';
-import { doc, el, errorXml, httpDate, isoDate } from './s3-xml.js';
+import { doc, el, elements, errorXml, httpDate, isoDate } from './s3-xml.js';
 import { verify } from './sigv4.js';
 
 // The S3-compatible endpoint (issue 17), on its own listener (s3.listen), like MinIO's: one
@@ -86,18 +86,51 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
         return xml(c, requestId, listObjects(b, bucket, query));
       }
       if (!b) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist');
+      if (method === 'GET' && query.has('uploadId')) {
+        allow('service');
+        const parts = await b.listParts(key, query.get('uploadId')!);
+        return xml(
+          c,
+          requestId,
+          doc('ListPartsResult', el('Bucket', bucket) + el('Key', key) + el('UploadId', query.get('uploadId')) + el('IsTruncated', false) + parts.map((p) => `<Part>${el('PartNumber', p.part)}${el('Size', p.size)}</Part>`).join('')),
+        );
+      }
       if (method === 'GET' || method === 'HEAD') {
         allow('read');
         return await getObject(c, node, b, key, headers, method === 'HEAD', requestId);
       }
+      const uploadId = query.get('uploadId') ?? undefined;
       if (method === 'PUT') {
         allow('service');
-        if (query.has('uploadId') || query.has('partNumber')) throw new S3Error('NotImplemented', 'multipart uploads are not implemented yet; the AWS tools fall back to single PUTs below their multipart threshold');
-        if (headers['x-amz-copy-source'] !== undefined) throw new S3Error('NotImplemented', 'CopyObject is not implemented yet');
+        if (headers['x-amz-copy-source'] !== undefined) throw new S3Error('NotImplemented', 'CopyObject and UploadPartCopy are not implemented yet');
+        if (uploadId !== undefined || query.has('partNumber')) {
+          const part = Number(query.get('partNumber'));
+          if (uploadId === undefined || !Number.isInteger(part) || part < 1 || part > 10_000) throw new S3Error('InvalidArgument', 'UploadPart needs uploadId and a partNumber from 1 to 10000');
+          return await withUploadBody(c, async (source) => {
+            const checked = checkBody(...framed(source, headers, verified), verified.payloadHash.length === 64 ? verified.payloadHash : undefined);
+            await b.putPart(key, uploadId, part, checked.body);
+            return new Response(null, { status: 200, headers: { 'x-amz-request-id': requestId, ETag: `"${checked.md5()}"`, ...checked.echo() } });
+          });
+        }
         return await withUploadBody(c, async (source) => {
-          const stored = await putObject(node, b, key, source, headers, verified, caller);
+          const stored = await putObject(b, key, source, headers, verified, caller);
           return new Response(null, { status: 200, headers: { 'x-amz-request-id': requestId, ETag: `"${stored.object.etag}"`, ...stored.echo } });
         });
+      }
+      if (method === 'POST' && query.has('uploads')) {
+        allow('service');
+        const id = await b.startMultipart({ tokenId: caller.tokenId }, key);
+        return xml(c, requestId, doc('InitiateMultipartUploadResult', el('Bucket', bucket) + el('Key', key) + el('UploadId', id)));
+      }
+      if (method === 'POST' && uploadId !== undefined) {
+        allow('service');
+        const object = await completeMultipart(c, b, key, uploadId, caller);
+        return xml(c, requestId, doc('CompleteMultipartUploadResult', el('Location', `/${bucket}/${key}`) + el('Bucket', bucket) + el('Key', key) + el('ETag', `"${object.etag}"`)));
+      }
+      if (method === 'DELETE' && uploadId !== undefined) {
+        allow('service');
+        await b.abortMultipart({ tokenId: caller.tokenId }, key, uploadId);
+        return new Response(null, { status: 204, headers: { 'x-amz-request-id': requestId } });
       }
       throw new S3Error('NotImplemented', `${method} ${query.toString() ? `with ?${[...query.keys()].join('&')} ` : ''}is not implemented`);
     } catch (err) {
@@ -241,8 +274,24 @@ async function getObject(c: Context, node: StrataNode, b: S3Bucket, key: string,
   return new NativeResponse(null, { status, headers: { 'x-hono-already-sent': 'true' } });
 }
 
+/** The body as stored: aws-chunked decoded when the payload mode says so, with its trailers. */
+function framed(source: AsyncIterable<Uint8Array>, headers: Record<string, string | undefined>, verified: ReturnType<typeof verify>): [AsyncIterable<Uint8Array>, Record<string, string | undefined>, () => Record<string, string>] {
+  const mode = verified.payloadHash;
+  if (!mode.startsWith('STREAMING-')) {
+    if (mode !== 'UNSIGNED-PAYLOAD' && !/^[0-9a-f]{64}$/.test(mode)) throw new S3Error('InvalidRequest', 'x-amz-content-sha256 must be a SHA-256, UNSIGNED-PAYLOAD or a STREAMING- mode');
+    return [source, headers, () => ({})];
+  }
+  const signed = mode === 'STREAMING-AWS4-HMAC-SHA256-PAYLOAD' || mode === 'STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER';
+  if (!signed && mode !== 'STREAMING-UNSIGNED-PAYLOAD-TRAILER') throw new S3Error('InvalidRequest', `unsupported x-amz-content-sha256 mode ${mode}`);
+  const decodedText = headers['x-amz-decoded-content-length'];
+  const decodedLength = decodedText === undefined ? undefined : Number(decodedText);
+  if (decodedLength !== undefined && (!Number.isSafeInteger(decodedLength) || decodedLength < 0)) throw new S3Error('InvalidArgument', 'x-amz-decoded-content-length must be a non-negative integer');
+  let trailers: Record<string, string> = {};
+  const body = decodeAwsChunked(source, { ...(signed ? { signing: verified } : {}), ...(decodedLength !== undefined ? { decodedLength } : {}), trailers: (t) => (trailers = t) });
+  return [body, headers, () => trailers];
+}
+
 async function putObject(
-  node: StrataNode,
   b: S3Bucket,
   key: string,
   source: AsyncIterable<Uint8Array>,
@@ -250,22 +299,60 @@ async function putObject(
   verified: ReturnType<typeof verify>,
   caller: Caller,
 ): Promise<{ object: S3Object; echo: Record<string, string> }> {
-  const mode = verified.payloadHash;
-  let trailers: Record<string, string> = {};
-  let body: AsyncIterable<Uint8Array> = source;
-  let expectedSha256: string | undefined;
-  if (mode.startsWith('STREAMING-')) {
-    const signed = mode === 'STREAMING-AWS4-HMAC-SHA256-PAYLOAD' || mode === 'STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER';
-    if (!signed && mode !== 'STREAMING-UNSIGNED-PAYLOAD-TRAILER') throw new S3Error('InvalidRequest', `unsupported x-amz-content-sha256 mode ${mode}`);
-    const decodedText = headers['x-amz-decoded-content-length'];
-    const decodedLength = decodedText === undefined ? undefined : Number(decodedText);
-    if (decodedLength !== undefined && (!Number.isSafeInteger(decodedLength) || decodedLength < 0)) throw new S3Error('InvalidArgument', 'x-amz-decoded-content-length must be a non-negative integer');
-    body = decodeAwsChunked(source, { ...(signed ? { signing: verified } : {}), ...(decodedLength !== undefined ? { decodedLength } : {}), trailers: (t) => (trailers = t) });
-  } else if (/^[0-9a-f]{64}$/.test(mode)) expectedSha256 = mode;
-  else if (mode !== 'UNSIGNED-PAYLOAD') throw new S3Error('InvalidRequest', `x-amz-content-sha256 must be a SHA-256, UNSIGNED-PAYLOAD or a STREAMING- mode`);
-  const checked = checkBody(body, headers, () => trailers);
+  // A signed payload's SHA-256 is checked by the store itself (it hashes what it writes).
+  const expectedSha256 = /^[0-9a-f]{64}$/.test(verified.payloadHash) ? verified.payloadHash : undefined;
+  const checked = checkBody(...framed(source, headers, verified));
   const object = await b.put({ tokenId: caller.tokenId }, key, checked.body, checked.md5, expectedSha256);
   return { object, echo: checked.echo() };
+}
+
+/** The smallest part S3 accepts, but for the last. */
+const MIN_PART = 5 * 1024 * 1024;
+
+/**
+ * CompleteMultipartUpload: the listed parts, ascending, each but the last at least 5 MiB, each
+ * ETag the MD5 of what was stored (checked as the parts are joined: a mismatch stores nothing).
+ * The object's ETag is S3's: the MD5 of the parts' binary MD5s, "-" and their count.
+ */
+async function completeMultipart(c: Context, b: S3Bucket, key: string, uploadId: string, caller: Caller): Promise<S3Object> {
+  const text = await readSmallBody(c, 1024 * 1024);
+  const parts = elements(text, 'Part').map((p) => ({ number: Number(elements(p, 'PartNumber')[0]), etag: (elements(p, 'ETag')[0] ?? '').trim().replace(/^"|"$/g, '') }));
+  if (parts.length === 0 || parts.some((p) => !Number.isInteger(p.number) || p.number < 1 || p.number > 10_000)) throw new S3Error('MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema.');
+  for (let i = 1; i < parts.length; i++) if (parts[i]!.number <= parts[i - 1]!.number) throw new S3Error('InvalidPartOrder', 'The list of parts was not in ascending order. Parts must be ordered by part number.');
+  const sizes = new Map((await b.listParts(key, uploadId)).map((p) => [p.part, p.size]));
+  parts.forEach((p, i) => {
+    const size = sizes.get(p.number);
+    if (size === undefined) throw new S3Error('InvalidPart', `part ${p.number} was not uploaded`);
+    if (i < parts.length - 1 && size < MIN_PART) throw new S3Error('EntityTooSmall', `part ${p.number} is ${size} bytes; every part but the last must be at least 5 MiB`);
+  });
+  const digests: Buffer[] = [];
+  let etag: string | undefined;
+  const expected = new Map(parts.map((p) => [p.number, p.etag]));
+  const eachPart = async function* (n: number, body: AsyncIterable<Uint8Array>) {
+    const h = createHash('md5');
+    for await (const chunk of body) {
+      h.update(chunk);
+      yield chunk;
+    }
+    const d = h.digest();
+    if (d.toString('hex') !== expected.get(n)) throw new S3Error('InvalidPart', `the ETag given for part ${n} is not the MD5 of the part stored`);
+    digests.push(d);
+    if (digests.length === parts.length) etag = `${createHash('md5').update(Buffer.concat(digests)).digest('hex')}-${parts.length}`;
+  };
+  return b.completeMultipart({ tokenId: caller.tokenId }, key, uploadId, parts.map((p) => p.number), eachPart, () => etag);
+}
+
+async function readSmallBody(c: Context, max: number): Promise<string> {
+  const stream = c.req.raw.body;
+  if (!stream) return '';
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of stream as unknown as AsyncIterable<Uint8Array>) {
+    size += chunk.byteLength;
+    if (size > max) throw new S3Error('MalformedXML', `the request body is larger than ${max} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 function matches(header: string, etag: string): boolean {

@@ -28,4 +28,17 @@ export interface S3Bucket {
   locate(key: string): ObjectLocation;
   /** Stores a body (already checked by the caller's wrappers); refused where the store is read-only. */
   put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>, etag: () => string | undefined, expectedSha256: string | undefined): Promise<S3Object>;
+  /** Multipart: where the bytes wait until completed (the store's resumable uploads). */
+  startMultipart(actor: Actor, key: string): Promise<string>;
+  putPart(key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>): Promise<{ size: number }>;
+  listParts(key: string, uploadId: string): Promise<Array<{ part: number; size: number }>>;
+  completeMultipart(
+    actor: Actor,
+    key: string,
+    uploadId: string,
+    parts: number[],
+    eachPart: (part: number, body: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>,
+    etag: () => string | undefined,
+  ): Promise<S3Object>;
+  abortMultipart(actor: Actor, key: string, uploadId: string): Promise<void>;
 }

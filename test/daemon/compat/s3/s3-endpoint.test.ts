@@ -1,6 +1,22 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { GetObjectCommand, HeadObjectCommand, ListBucketsCommand, ListObjectsV2Command, PutObjectCommand, S3Client, HeadBucketCommand, CreateBucketCommand, ListObjectsCommand } from '@aws-sdk/client-s3';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateBucketCommand,
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListBucketsCommand,
+  ListObjectsCommand,
+  ListObjectsV2Command,
+  ListPartsCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import * as Minio from 'minio';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -139,6 +155,48 @@ describe('S3 endpoint with @aws-sdk/client-s3', () => {
     const anonymous = await fetch(`${endpoint}/models/sums/v1/c`);
     expect(anonymous.status).toBe(403);
     expect(await anonymous.text()).toMatch(/<Error><Code>AccessDenied<\/Code><Message>.+<\/Message><Resource>\/models\/sums\/v1\/c<\/Resource><RequestId>[0-9A-F]+<\/RequestId><\/Error>/);
+  });
+});
+
+describe('S3 multipart uploads', () => {
+  it('@aws-sdk/lib-storage uploads a 17 MiB stream in parallel parts; the ETag is md5-of-md5s-N; the native API sees one file', async () => {
+    const s3 = client();
+    const data = randomBytes(17 * 1024 * 1024);
+    const up = new Upload({ client: s3, params: { Bucket: 'models', Key: 'big/v1/model.safetensors', Body: Readable.from([data]) }, partSize: 5 * 1024 * 1024, queueSize: 4 });
+    const done = await up.done();
+    const partMd5s = [0, 1, 2, 3].map((i) => createHash('md5').update(data.subarray(i * 5 * 1024 * 1024, Math.min(data.length, (i + 1) * 5 * 1024 * 1024))).digest());
+    expect(done.ETag).toBe(`"${createHash('md5').update(Buffer.concat(partMd5s)).digest('hex')}-4"`);
+    const got = await s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'big/v1/model.safetensors' }));
+    expect(createHash('sha256').update(await got.Body!.transformToByteArray()).digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+    expect((await api(d, 'GET', '/v1/models/big/versions/v1')).body.files).toEqual([{ path: 'model.safetensors', size: data.length, sha256: createHash('sha256').update(data).digest('hex') }]);
+  });
+
+  it('takes parts out of order, lists them, joins only the listed ones, and refuses a wrong part ETag, a small middle part, a wrong order; abort removes the upload', async () => {
+    const s3 = client();
+    const Key = 'parts/v1/f.bin';
+    const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: 'models', Key }));
+    const p = [randomBytes(5 * 1024 * 1024), randomBytes(1024), randomBytes(5 * 1024 * 1024)];
+    const e3 = (await s3.send(new UploadPartCommand({ Bucket: 'models', Key, UploadId, PartNumber: 3, Body: p[2] }))).ETag!;
+    const e1 = (await s3.send(new UploadPartCommand({ Bucket: 'models', Key, UploadId, PartNumber: 1, Body: p[0] }))).ETag!;
+    const e2 = (await s3.send(new UploadPartCommand({ Bucket: 'models', Key, UploadId, PartNumber: 2, Body: p[1] }))).ETag!;
+    expect(e1).toBe(`"${md5(p[0]!)}"`);
+    expect((await s3.send(new ListPartsCommand({ Bucket: 'models', Key, UploadId }))).Parts?.map((x) => [x.PartNumber, x.Size])).toEqual([[1, p[0]!.length], [2, 1024], [3, p[2]!.length]]);
+    const complete = (parts: Array<{ PartNumber: number; ETag: string }>) => s3.send(new CompleteMultipartUploadCommand({ Bucket: 'models', Key, UploadId, MultipartUpload: { Parts: parts } }));
+    expect(await code(complete([{ PartNumber: 1, ETag: e1 }, { PartNumber: 2, ETag: e2 }, { PartNumber: 3, ETag: e3 }]))).toBe('EntityTooSmall 400');
+    expect(await code(complete([{ PartNumber: 3, ETag: e3 }, { PartNumber: 1, ETag: e1 }]))).toBe('InvalidPartOrder 400');
+    expect(await code(complete([{ PartNumber: 1, ETag: e1 }, { PartNumber: 3, ETag: `"${'0'.repeat(32)}"` }]))).toBe('InvalidPart 400');
+    expect(await code(s3.send(new HeadObjectCommand({ Bucket: 'models', Key })))).toBe('NotFound 404');
+    // Parts 1 and 3 only: part 2 is dropped.
+    const done = await complete([{ PartNumber: 1, ETag: e1 }, { PartNumber: 3, ETag: e3 }]);
+    expect(done.ETag).toBe(`"${createHash('md5').update(Buffer.concat([Buffer.from(md5(p[0]!), 'hex'), Buffer.from(md5(p[2]!), 'hex')])).digest('hex')}-2"`);
+    const got = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: 'models', Key }))).Body!.transformToByteArray());
+    expect(got.equals(Buffer.concat([p[0]!, p[2]!]))).toBe(true);
+    expect(await code(s3.send(new ListPartsCommand({ Bucket: 'models', Key, UploadId })))).toBe('NoSuchUpload 404');
+    // Abort.
+    const second = await s3.send(new CreateMultipartUploadCommand({ Bucket: 'models', Key: 'parts/v1/g.bin' }));
+    await s3.send(new UploadPartCommand({ Bucket: 'models', Key: 'parts/v1/g.bin', UploadId: second.UploadId, PartNumber: 1, Body: 'x' }));
+    await s3.send(new AbortMultipartUploadCommand({ Bucket: 'models', Key: 'parts/v1/g.bin', UploadId: second.UploadId }));
+    expect(await code(s3.send(new UploadPartCommand({ Bucket: 'models', Key: 'parts/v1/g.bin', UploadId: second.UploadId, PartNumber: 2, Body: 'y' })))).toBe('NoSuchUpload 404');
   });
 });
 
