@@ -181,6 +181,7 @@ export class ModelRegistry {
   private readonly uploadEnded: ChangeType<{ id: string }>;
   private readonly rolloutSet: ChangeType<{ model: string; variants: string; now: string }>;
   private readonly versionDeleted: ChangeType<{ model: string; version: string }>;
+  private readonly fileDeleted: ChangeType<{ model: string; version: string; path: string }>;
 
   constructor(
     private readonly db: SqlDatabase,
@@ -245,6 +246,11 @@ export class ModelRegistry {
       db.prepare('DELETE FROM model_uploads WHERE model = ? AND version = ?').run(v.model, v.version);
       db.prepare('DELETE FROM model_files WHERE model = ? AND version = ?').run(v.model, v.version);
       db.prepare('DELETE FROM model_versions WHERE model = ? AND version = ?').run(v.model, v.version);
+    });
+    // A file leaves an open version (S3 DeleteObject); its blob goes with the next garbage
+    // collection once nothing references it.
+    this.fileDeleted = changes.define<{ model: string; version: string; path: string }>('models', 'delete_file', (db, f) => {
+      db.prepare('DELETE FROM model_files WHERE model = ? AND version = ? AND path = ?').run(f.model, f.version, f.path);
     });
     this.rolloutSet = changes.define('models', 'set_rollout', (db, r) => {
       db.prepare(
@@ -357,6 +363,36 @@ export class ModelRegistry {
     checkSha(expectedSha256);
     const v = this.openVersion(model, versionOrAlias);
     return this.storeFile(actor, model, v.version, path, body, expectedSha256, undefined, etag);
+  }
+
+  /** Removes a file from an open version; false when there was none (S3 answers 204 either way). */
+  async deleteFile(actor: Actor, model: string, versionOrAlias: string, path: string): Promise<boolean> {
+    checkFilePath(path);
+    const v = this.openVersion(model, versionOrAlias);
+    return this.writer.write(actor, (tx) => {
+      if (this.findVersion(model, v.version)?.state !== 'open') throw new Conflict(`version ${v.version} of ${model} is finalized; its files cannot change`);
+      if (!this.db.prepare('SELECT 1 FROM model_files WHERE model = ? AND version = ? AND path = ?').get(model, v.version, path)) return false;
+      tx.apply(this.fileDeleted, { model, version: v.version, path });
+      tx.audit('models.delete_file', `model:${model}@${v.version}/${path}`);
+      return true;
+    });
+  }
+
+  /**
+   * Copies a file into an open version by reference: the new row names the same blob, no byte
+   * is copied (S3 CopyObject). The source may be any version, final or open.
+   */
+  async copyFile(actor: Actor, from: { model: string; version: string; path: string }, to: { model: string; version: string; path: string }): Promise<FileEntry & { etag: string | null }> {
+    checkFilePath(to.path);
+    const src = this.locateFile(from.model, from.version, from.path);
+    const dst = this.openVersion(to.model, to.version);
+    return this.writer.write(actor, (tx) => {
+      if (this.findVersion(to.model, dst.version)?.state !== 'open') throw new Conflict(`version ${dst.version} of ${to.model} is finalized; its files cannot change`);
+      if (!this.db.prepare('SELECT 1 FROM blobs WHERE sha256 = ?').get(src.sha256)) throw new NotFound(`the source file's blob is gone`);
+      tx.apply(this.filePut, { model: to.model, version: dst.version, path: to.path, size: src.size, sha256: src.sha256, key: src.key, now: new Date().toISOString(), ...(src.etag ? { etag: src.etag } : {}) });
+      tx.audit('models.copy_file', `model:${to.model}@${dst.version}/${to.path}`, { from: `${from.model}@${from.version}/${from.path}`, sha256: src.sha256 });
+      return { path: to.path, size: src.size, sha256: src.sha256, etag: src.etag ?? null };
+    });
   }
 
   /** A version's files with what S3 listings need (sorted by path). */

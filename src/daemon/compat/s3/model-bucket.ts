@@ -97,6 +97,39 @@ export class ModelBucket implements S3Bucket {
     await storeErrors(() => this.models.abortUpload(actor, model, path, uploadId));
   }
 
+  async delete(actor: Actor, key: string): Promise<void> {
+    let parts: { model: string; version: string; path: string };
+    try {
+      parts = split(key);
+    } catch {
+      return; // no such key can exist
+    }
+    const { model, version, path } = parts;
+    if (!this.exists(model)) return;
+    await storeErrors(async () => {
+      try {
+        await this.models.deleteFile(actor, model, version, path);
+      } catch (err) {
+        if (err instanceof NotFound) return; // no such version: nothing to delete
+        throw err;
+      }
+    });
+  }
+
+  async copy(actor: Actor, from: string, to: string): Promise<S3Object> {
+    const src = split(from);
+    const dst = split(to);
+    try {
+      this.models.locateFile(src.model, src.version, src.path);
+    } catch (err) {
+      if (err instanceof NotFound || err instanceof InvalidInput) throw new S3Error('NoSuchKey', 'The specified key does not exist.');
+      throw err;
+    }
+    await this.ensureVersion(actor, dst.model, dst.version);
+    const f = await storeErrors(() => this.models.copyFile(actor, src, dst));
+    return { key: to, size: f.size, etag: f.etag ?? f.sha256, lastModified: new Date().toISOString() };
+  }
+
   /** The model and the version exist after this (made on first use); an alias is taken as is. */
   private async ensureVersion(actor: Actor, model: string, version: string): Promise<void> {
     if (!this.exists(model)) await this.models.putModel(actor, model, {});

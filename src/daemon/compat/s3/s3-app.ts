@@ -77,6 +77,10 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
           return new Response(null, { status: 200, headers: { 'x-amz-request-id': requestId, Location: `/${bucket}` } });
         }
         if (!b) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist');
+        if (method === 'POST' && query.has('delete')) {
+          allow('service');
+          return xml(c, requestId, await deleteObjects(c, b, headers, caller));
+        }
         allow('read');
         if (method === 'HEAD') return new Response(null, { status: 200, headers: { 'x-amz-request-id': requestId, 'x-amz-bucket-region': options.region } });
         if (method !== 'GET') throw new S3Error('NotImplemented', `${method} on a bucket is not implemented`);
@@ -102,7 +106,13 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
       const uploadId = query.get('uploadId') ?? undefined;
       if (method === 'PUT') {
         allow('service');
-        if (headers['x-amz-copy-source'] !== undefined) throw new S3Error('NotImplemented', 'CopyObject and UploadPartCopy are not implemented yet');
+        const copySource = headers['x-amz-copy-source'];
+        if (copySource !== undefined) {
+          if (uploadId !== undefined) throw new S3Error('NotImplemented', 'UploadPartCopy is not implemented');
+          const from = copySourceKey(copySource, bucket);
+          const object = await b.copy({ tokenId: caller.tokenId }, from, key);
+          return xml(c, requestId, doc('CopyObjectResult', el('LastModified', isoDate(object.lastModified)) + el('ETag', `"${object.etag}"`)));
+        }
         if (uploadId !== undefined || query.has('partNumber')) {
           const part = Number(query.get('partNumber'));
           if (uploadId === undefined || !Number.isInteger(part) || part < 1 || part > 10_000) throw new S3Error('InvalidArgument', 'UploadPart needs uploadId and a partNumber from 1 to 10000');
@@ -127,9 +137,10 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
         const object = await completeMultipart(c, b, key, uploadId, caller);
         return xml(c, requestId, doc('CompleteMultipartUploadResult', el('Location', `/${bucket}/${key}`) + el('Bucket', bucket) + el('Key', key) + el('ETag', `"${object.etag}"`)));
       }
-      if (method === 'DELETE' && uploadId !== undefined) {
+      if (method === 'DELETE') {
         allow('service');
-        await b.abortMultipart({ tokenId: caller.tokenId }, key, uploadId);
+        if (uploadId !== undefined) await b.abortMultipart({ tokenId: caller.tokenId }, key, uploadId);
+        else await b.delete({ tokenId: caller.tokenId }, key);
         return new Response(null, { status: 204, headers: { 'x-amz-request-id': requestId } });
       }
       throw new S3Error('NotImplemented', `${method} ${query.toString() ? `with ?${[...query.keys()].join('&')} ` : ''}is not implemented`);
@@ -342,12 +353,47 @@ async function completeMultipart(c: Context, b: S3Bucket, key: string, uploadId:
   return b.completeMultipart({ tokenId: caller.tokenId }, key, uploadId, parts.map((p) => p.number), eachPart, () => etag);
 }
 
-async function readSmallBody(c: Context, max: number): Promise<string> {
+/** x-amz-copy-source: "/bucket/key" or "bucket/key", URL-encoded, optionally ?versionId=… (ignored). */
+function copySourceKey(header: string, bucket: string): string {
+  let source: string;
+  try {
+    source = decodeURIComponent(header.split('?')[0]!.replace(/^\//, ''));
+  } catch {
+    throw new S3Error('InvalidArgument', 'x-amz-copy-source has a malformed percent-encoding');
+  }
+  const slash = source.indexOf('/');
+  if (slash === -1) throw new S3Error('InvalidArgument', 'x-amz-copy-source must be bucket/key');
+  if (source.slice(0, slash) !== bucket) throw new S3Error('NotImplemented', 'copies between buckets are not implemented (the buckets are different stores)');
+  return source.slice(slash + 1);
+}
+
+/** DeleteObjects: each key deleted where allowed; errors per key, not for the request. */
+async function deleteObjects(c: Context, b: S3Bucket, headers: Record<string, string | undefined>, caller: Caller): Promise<string> {
+  const text = await readSmallBody(c, 2 * 1024 * 1024, headers);
+  const quiet = (elements(text, 'Quiet')[0] ?? '').trim() === 'true';
+  const keys = elements(text, 'Object').map((o) => elements(o, 'Key')[0]);
+  if (keys.length === 0 || keys.length > 1000 || keys.some((k) => k === undefined)) throw new S3Error('MalformedXML', 'Delete needs 1 to 1000 <Object><Key>…</Key></Object> elements');
+  let out = '';
+  for (const key of keys as string[]) {
+    try {
+      await b.delete({ tokenId: caller.tokenId }, key);
+      if (!quiet) out += `<Deleted>${el('Key', key)}</Deleted>`;
+    } catch (err) {
+      const e = toS3Error(err);
+      out += `<Error>${el('Key', key)}${el('Code', e.code)}${el('Message', e.message)}</Error>`;
+    }
+  }
+  return doc('DeleteResult', out);
+}
+
+async function readSmallBody(c: Context, max: number, headers?: Record<string, string | undefined>): Promise<string> {
   const stream = c.req.raw.body;
   if (!stream) return '';
+  // Content-MD5 or a flexible checksum on these small XML bodies is checked like a PUT's.
+  const body = headers ? checkBody(stream as unknown as AsyncIterable<Uint8Array>, headers).body : (stream as unknown as AsyncIterable<Uint8Array>);
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for await (const chunk of stream as unknown as AsyncIterable<Uint8Array>) {
+  for await (const chunk of body) {
     size += chunk.byteLength;
     if (size > max) throw new S3Error('MalformedXML', `the request body is larger than ${max} bytes`);
     chunks.push(chunk);

@@ -41,4 +41,8 @@ export interface S3Bucket {
     etag: () => string | undefined,
   ): Promise<S3Object>;
   abortMultipart(actor: Actor, key: string, uploadId: string): Promise<void>;
+  /** Removes an object where the store allows it; absent is not an error (S3 answers 204). */
+  delete(actor: Actor, key: string): Promise<void>;
+  /** Copies within the bucket (by reference where the store can). */
+  copy(actor: Actor, from: string, to: string): Promise<S3Object>;
 }

@@ -5,6 +5,9 @@ import {
   CompleteMultipartUploadCommand,
   CreateBucketCommand,
   CreateMultipartUploadCommand,
+  CopyObjectCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
@@ -155,6 +158,71 @@ describe('S3 endpoint with @aws-sdk/client-s3', () => {
     const anonymous = await fetch(`${endpoint}/models/sums/v1/c`);
     expect(anonymous.status).toBe(403);
     expect(await anonymous.text()).toMatch(/<Error><Code>AccessDenied<\/Code><Message>.+<\/Message><Resource>\/models\/sums\/v1\/c<\/Resource><RequestId>[0-9A-F]+<\/RequestId><\/Error>/);
+  });
+});
+
+describe('S3 copies, deletes, virtual hosts and 100-continue', () => {
+  it('copies by reference into an open version (from a final one too), deletes from open versions only, and DeleteObjects reports per key', async () => {
+    const s3 = client();
+    await s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'cp/v1/a.bin', Body: 'payload-a' }));
+    expect((await api(d, 'POST', '/v1/models/cp/versions/v1/finalize')).status).toBe(200);
+    const copied = await s3.send(new CopyObjectCommand({ Bucket: 'models', Key: 'cp/v2/a.bin', CopySource: 'models/cp/v1/a.bin' }));
+    expect(copied.CopyObjectResult?.ETag).toBe(`"${md5(Buffer.from('payload-a'))}"`);
+    expect(await (await s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'cp/v2/a.bin' }))).Body!.transformToString()).toBe('payload-a');
+    expect(await code(s3.send(new CopyObjectCommand({ Bucket: 'models', Key: 'cp/v1/b.bin', CopySource: 'models/cp/v2/a.bin' })))).toBe('AccessDenied 403');
+    expect(await code(s3.send(new CopyObjectCommand({ Bucket: 'models', Key: 'cp/v2/x', CopySource: 'models/cp/v2/none' })))).toBe('NoSuchKey 404');
+    // Deleting: open versions only; an absent key is still 204.
+    expect(await code(s3.send(new DeleteObjectCommand({ Bucket: 'models', Key: 'cp/v1/a.bin' })))).toBe('AccessDenied 403');
+    await s3.send(new DeleteObjectCommand({ Bucket: 'models', Key: 'cp/v2/a.bin' }));
+    await s3.send(new DeleteObjectCommand({ Bucket: 'models', Key: 'cp/v2/never-was' }));
+    expect(await code(s3.send(new HeadObjectCommand({ Bucket: 'models', Key: 'cp/v2/a.bin' })))).toBe('NotFound 404');
+    expect(await (await s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'cp/v1/a.bin' }))).Body!.transformToString()).toBe('payload-a');
+    for (const k of ['x', 'y']) await s3.send(new PutObjectCommand({ Bucket: 'models', Key: `cp/v3/${k}`, Body: k }));
+    const res = await s3.send(new DeleteObjectsCommand({ Bucket: 'models', Delete: { Objects: [{ Key: 'cp/v3/x' }, { Key: 'cp/v3/y' }, { Key: 'cp/v1/a.bin' }] } }));
+    expect(res.Deleted?.map((x) => x.Key)).toEqual(['cp/v3/x', 'cp/v3/y']);
+    expect(res.Errors?.map((x) => [x.Key, x.Code])).toEqual([['cp/v1/a.bin', 'AccessDenied']]);
+    expect((await s3.send(new ListObjectsV2Command({ Bucket: 'models', Prefix: 'cp/v3/' }))).KeyCount).toBe(0);
+  });
+
+  it('answers virtual-host style requests under s3.domain, and a PUT that waits for 100-continue', async () => {
+    const port = await freePort();
+    const vd = await startDaemon({ set: [`s3.listen=127.0.0.1:${port}`, 's3.domain=s3.strata.test'] });
+    try {
+      const t = (await api(vd, 'POST', '/v1/admin/tokens', { name: 'vh', role: 'service', s3: true })).body;
+      const credentials = { accessKeyId: t.s3.access_key_id, secretAccessKey: t.s3.secret_access_key };
+      // The SDK signs for models.s3.strata.test (bucket in the host name); the request goes to
+      // 127.0.0.1 with that Host header, as a DNS wildcard would send it.
+      const { request } = await import('node:http');
+      const vh = new S3Client({ endpoint: `http://s3.strata.test:${port}`, region: 'us-east-1', credentials });
+      const send = (url: string, method: string, body?: string) =>
+        new Promise<{ status: number; text: string }>((resolve, reject) => {
+          const u = new URL(url);
+          expect(u.host).toBe(`models.s3.strata.test:${port}`);
+          const req = request({ host: '127.0.0.1', port, method, path: u.pathname + u.search, headers: { host: u.host, ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}) } }, (res) => {
+            let text = '';
+            res.on('data', (c: Buffer) => (text += c.toString()));
+            res.on('end', () => resolve({ status: res.statusCode!, text }));
+          });
+          req.on('error', reject);
+          req.end(body);
+        });
+      expect((await send(await getSignedUrl(vh, new PutObjectCommand({ Bucket: 'models', Key: 'vh/v1/a.txt' })), 'PUT', 'virtual')).status).toBe(200);
+      expect(await send(await getSignedUrl(vh, new GetObjectCommand({ Bucket: 'models', Key: 'vh/v1/a.txt' })), 'GET')).toEqual({ status: 200, text: 'virtual' });
+      // Expect: 100-continue, as botocore sends for larger uploads: the body goes after the interim answer.
+      const path = await getSignedUrl(new S3Client({ endpoint: `http://127.0.0.1:${port}`, region: 'us-east-1', forcePathStyle: true, credentials }), new PutObjectCommand({ Bucket: 'models', Key: 'vh/v1/continue.txt' }));
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = request(path, { method: 'PUT', headers: { expect: '100-continue', 'content-length': '8' } }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        });
+        req.on('continue', () => req.end('continued'.slice(0, 8)));
+        req.on('error', reject);
+      });
+      expect(status).toBe(200);
+      expect((await send(await getSignedUrl(vh, new GetObjectCommand({ Bucket: 'models', Key: 'vh/v1/continue.txt' })), 'GET')).text).toBe('continue');
+    } finally {
+      await vd.stop();
+    }
   });
 });
 
