@@ -17,6 +17,7 @@ import { replicationRoutes } from './routes/replication.js';
 import { privacyRoutes } from './routes/privacy.js';
 import { datasetRoutes } from './routes/datasets.js';
 import { feedbackRoutes } from './routes/feedback.js';
+import { hfMirror } from './compat/hf/hf-mirror.js';
 import { RateLimiter } from './rate-limiter.js';
 import { rawTarget } from './request-target.js';
 import type { StrataNode } from './strata-node.js';
@@ -97,6 +98,8 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
   privacyRoutes(router, node);
   datasetRoutes(router, node);
   feedbackRoutes(router, node);
+  // HF_ENDPOINT=http://host:port/hf (compat/hf/hf-mirror.ts).
+  app.route('/hf', hfMirror(node));
 
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${METHODS.has(c.req.method) ? c.req.method : 'this method'} ${c.req.path}`), 404));
   const errorOptions = { redirectWrites: node.config.replication.redirect_writes };

@@ -242,8 +242,9 @@ type RouteContext = Parameters<Parameters<ApiRouter['route']>[1]>[0];
 
 
 /** GET/HEAD of a stored file (model or checkpoint): one Range, ETag, length, straight to the socket. */
-export async function serveFile(c: RouteContext, node: StrataNode, f: { key: string; sha256: string; size: number; tier: string }, head: boolean): Promise<Response> {
+export async function serveFile(c: RouteContext, node: StrataNode, f: { key: string; sha256: string; size: number; tier: string }, head: boolean, extra: Record<string, string> = {}): Promise<Response> {
   const headers: Record<string, string> = {
+    ...extra,
     ETag: `"${f.sha256}"`,
     'Accept-Ranges': 'bytes',
     'Content-Type': 'application/octet-stream',
