@@ -12,7 +12,7 @@ import { vectors } from './vectors.js';
 import { replication } from './replication.js';
 import { etl } from './etl.js';
 import { failover } from './failover.js';
-import { s3 } from './s3.js';
+import { compat } from './compat.js';
 
 // `npm run bench` runs every benchmark; `npm run bench -- --quick` a short version of each.
 // Results go to bench/results/latest.json and a table on stdout.
@@ -28,7 +28,7 @@ const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [
   ['replication', replication],
   ['etl', etl],
   ['failover', failover],
-  ['s3', s3],
+  ['compat', compat],
 ];
 
 async function main(): Promise<void> {

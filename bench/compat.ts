@@ -4,12 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { daemonFlags, freePort, row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.js';
 
-// s3_get and s3_put (issue 17): the S3 endpoint driven by @aws-sdk/client-s3 against the native
-// API on the same daemon, same file, same run. s3_get: a cache hit read whole through
+// s3_get, s3_put and hf_resolve (issue 17): the S3 endpoint driven by @aws-sdk/client-s3, and
+// the Hugging Face mirror's resolve, against the native API on the same daemon, same file,
+// same run. hf_resolve: GET …/hf/{repo}/resolve/{rev}/{path} vs the native download, both by fetch. s3_get: a cache hit read whole through
 // GetObject vs the native download read by fetch (both Node clients, both streams consumed).
 // s3_put: a multipart upload through @aws-sdk/lib-storage (16 MiB parts, 4 at a time) vs one
 // streamed native PUT of the same bytes.
@@ -38,7 +39,7 @@ async function consume(stream: AsyncIterable<Uint8Array>): Promise<number> {
   return bytes;
 }
 
-export async function s3(opts: BenchOptions): Promise<ResultRow[]> {
+export async function compat(opts: BenchOptions): Promise<ResultRow[]> {
   const size = (opts.quick ? 256 : 1024) * MiB;
   const runs = 3;
   const dir = mkdtempSync(join(tmpdir(), 'strata-bench-s3-'));
@@ -50,6 +51,7 @@ export async function s3(opts: BenchOptions): Promise<ResultRow[]> {
     const auth = { authorization: `Bearer ${token}` };
     const created = (await (await fetch(`${base}/v1/admin/tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'bench', role: 'service', s3: true }) })).json()) as { s3: { access_key_id: string; secret_access_key: string } };
     const client = new S3Client({ endpoint: `http://127.0.0.1:${s3Port}`, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: created.s3.access_key_id, secretAccessKey: created.s3.secret_access_key } });
+    await fetch(`${base}/v1/models/bench--hf`, { method: 'PUT', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' });
     await fetch(`${base}/v1/models/bench`, { method: 'PUT', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' });
 
     // Uploads, alternating so that noise hits both: native PUT, then S3 multipart, per run.
@@ -81,10 +83,25 @@ export async function s3(opts: BenchOptions): Promise<ResultRow[]> {
       if (m !== size) throw new Error(`S3 read ${m} bytes`);
       readS3.push(size / MiB / ((performance.now() - t0) / 1000));
     }
+    // The mirror serves the model bench--hf as acme-style repo bench/hf; same bytes as n0.
+    await fetch(`${base}/v1/models/bench--hf/versions`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ version: 'v1' }) });
+    await client.send(new CopyObjectCommand({ Bucket: 'models', Key: 'bench--hf/v1/w.bin', CopySource: 'models/bench/n0/w.bin' }));
+    const readHf: number[] = [];
+    const readNative2: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      let t0 = performance.now();
+      await consume((await fetch(`${base}/v1/models/bench/versions/n0/files/w.bin`, { headers: auth })).body as unknown as AsyncIterable<Uint8Array>);
+      readNative2.push(size / MiB / ((performance.now() - t0) / 1000));
+      t0 = performance.now();
+      const n = await consume((await fetch(`${base}/hf/bench/hf/resolve/v1/w.bin`, { headers: auth })).body as unknown as AsyncIterable<Uint8Array>);
+      if (n !== size) throw new Error(`hf read ${n} bytes`);
+      readHf.push(size / MiB / ((performance.now() - t0) / 1000));
+    }
     const best = (xs: number[]) => Math.round(Math.max(...xs));
     const notes = `${size / MiB} MiB, best of ${runs} alternating runs; one daemon, both listeners`;
     return [
       row({ name: 's3_get', metric: 'cache-hit read, @aws-sdk/client-s3 GetObject', unit: 'MiB/s', value: best(readS3), peer: 'native download of the same file (fetch)', peer_value: best(readNative), better: 'higher', notes }),
+      row({ name: 'hf_resolve', metric: 'cache-hit read through the Hugging Face mirror (fetch)', unit: 'MiB/s', value: best(readHf), peer: 'native download of the same file (fetch)', peer_value: best(readNative2), better: 'higher', notes }),
       row({ name: 's3_put', metric: 'multipart upload, @aws-sdk/lib-storage (16 MiB parts, 4 in flight)', unit: 'MiB/s', value: best(viaS3), peer: 'native streamed PUT of the same bytes (fetch)', peer_value: best(native), better: 'higher', notes }),
     ];
   } finally {
