@@ -16,7 +16,7 @@ export interface CheckpointRetention {
 }
 
 export class CheckpointStore {
-  private readonly filePut: ChangeType<FileEntry & { run: string; step: number; key: string; now: string }>;
+  private readonly filePut: ChangeType<FileEntry & { run: string; step: number; key: string; now: string; etag?: string | null }>;
   private readonly archivedSet: ChangeType<{ run: string; step: number }>;
   private readonly deleted: ChangeType<{ run: string; step: number }>;
 
@@ -30,9 +30,9 @@ export class CheckpointStore {
       db.prepare('INSERT OR IGNORE INTO blobs (sha256, size, tier, key, created_at) VALUES (?, ?, ?, ?, ?)').run(f.sha256, f.size, 'hot', f.key, f.now);
       db.prepare('INSERT OR IGNORE INTO checkpoints (run, step, created_at) VALUES (?, ?, ?)').run(f.run, f.step, f.now);
       db.prepare(
-        `INSERT INTO checkpoint_files (run, step, path, size, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (run, step, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, created_at = excluded.created_at`,
-      ).run(f.run, f.step, f.path, f.size, f.sha256, f.now);
+        `INSERT INTO checkpoint_files (run, step, path, size, sha256, created_at, etag) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (run, step, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, created_at = excluded.created_at, etag = excluded.etag`,
+      ).run(f.run, f.step, f.path, f.size, f.sha256, f.now, f.etag ?? null);
     });
     this.archivedSet = changes.define('checkpoints', 'archive', (db, c) => {
       db.prepare('UPDATE checkpoints SET archived = 1 WHERE run = ? AND step = ?').run(c.run, c.step);
@@ -42,20 +42,21 @@ export class CheckpointStore {
     });
   }
 
-  async putFile(actor: Actor, run: string, step: number, path: string, body: AsyncIterable<Uint8Array>, expectedSha256?: string): Promise<FileEntry> {
+  async putFile(actor: Actor, run: string, step: number, path: string, body: AsyncIterable<Uint8Array>, expectedSha256?: string, etag?: () => string | undefined): Promise<FileEntry> {
     checkFilePath(path);
     const blob = await this.registry.storeBlob(actor, body, expectedSha256, (tx, b) => {
-      tx.apply(this.filePut, { run, step, path, size: b.size, sha256: b.sha256, key: b.key, now: new Date().toISOString() });
+      const tag = etag?.();
+      tx.apply(this.filePut, { run, step, path, size: b.size, sha256: b.sha256, key: b.key, now: new Date().toISOString(), ...(tag ? { etag: tag } : {}) });
       tx.audit('checkpoints.put_file', `run:${run}/${step}/${path}`, { size: b.size, sha256: b.sha256 });
     });
     return { path, size: blob.size, sha256: blob.sha256 };
   }
 
-  locateFile(run: string, step: number, path: string): FileEntry & { key: string; tier: string } {
+  locateFile(run: string, step: number, path: string): FileEntry & { key: string; tier: string; etag?: string | null; created_at?: string } {
     checkFilePath(path);
     const f = this.db
-      .prepare<FileEntry & { key: string; tier: string }>(
-        'SELECT c.path, c.size, c.sha256, b.key, b.tier FROM checkpoint_files c JOIN blobs b ON b.sha256 = c.sha256 WHERE c.run = ? AND c.step = ? AND c.path = ?',
+      .prepare<FileEntry & { key: string; tier: string; etag: string | null; created_at: string }>(
+        'SELECT c.path, c.size, c.sha256, c.etag, c.created_at, b.key, b.tier FROM checkpoint_files c JOIN blobs b ON b.sha256 = c.sha256 WHERE c.run = ? AND c.step = ? AND c.path = ?',
       )
       .get(run, step, path);
     if (!f) throw new NotFound(`run ${run} has no checkpoint file ${step}/${path}`);
@@ -72,6 +73,15 @@ export class CheckpointStore {
       .all(run);
     if (rows.length === 0) throw new NotFound(`run ${run} has no checkpoints`);
     return { items: rows.map((r) => ({ step: r.step, files: r.files, bytes: r.bytes ?? 0, tier: r.archived ? 'archive' : 'hot', created_at: r.created_at })) };
+  }
+
+  /** Every file of the runs whose name starts with `runPrefix`, for S3 listings (sorted by run, step, path). */
+  listFiles(runPrefix: string): Array<{ run: string; step: number; path: string; size: number; sha256: string; etag: string | null; created_at: string }> {
+    return this.db
+      .prepare<{ run: string; step: number; path: string; size: number; sha256: string; etag: string | null; created_at: string }>(
+        "SELECT run, step, path, size, sha256, etag, created_at FROM checkpoint_files WHERE substr(run, 1, length(?)) = ? ORDER BY run, step, path",
+      )
+      .all(runPrefix, runPrefix);
   }
 
   /** Applies the retention policy to every run; returns what it did. */

@@ -140,6 +140,13 @@ modelMigrations.push({
   sql: `ALTER TABLE model_files ADD COLUMN etag TEXT;`,
 });
 
+modelMigrations.push({
+  engine: 'models',
+  version: 6,
+  name: 'S3 entity tags of checkpoint files',
+  sql: `ALTER TABLE checkpoint_files ADD COLUMN etag TEXT;`,
+});
+
 export interface FileEntry {
   path: string;
   size: number;

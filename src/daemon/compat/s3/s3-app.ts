@@ -13,6 +13,7 @@ import { withUploadBody } from '../../upload-body.js';
 import type { StrataNode } from '../../strata-node.js';
 import { decodeAwsChunked } from './aws-chunked.js';
 import { checkBody } from './checksums.js';
+import { CheckpointBucket } from './checkpoint-bucket.js';
 import { ModelBucket } from './model-bucket.js';
 import type { S3Bucket, S3Object } from './s3-bucket.js';
 import { S3Error } from './s3-error.js';
@@ -38,7 +39,10 @@ const MAX_KEYS = 1000;
 export function createS3App(node: StrataNode, options: S3Options): Hono {
   const app = new Hono();
   const started = new Date().toISOString();
-  const buckets = new Map<string, S3Bucket>([['models', new ModelBucket(node.models, started)]]);
+  const buckets = new Map<string, S3Bucket>([
+    ['checkpoints', new CheckpointBucket(node.checkpoints, started)],
+    ['models', new ModelBucket(node.models, started)],
+  ]);
 
   app.all('*', async (c) => {
     const requestId = randomUUID().replace(/-/g, '').slice(0, 16).toUpperCase();

@@ -62,7 +62,7 @@ afterAll(() => d?.stop());
 describe('S3 endpoint with @aws-sdk/client-s3', () => {
   it('lists the buckets, answers HeadBucket, and CreateBucket only for the existing names', async () => {
     const s3 = client();
-    expect((await s3.send(new ListBucketsCommand({}))).Buckets?.map((b) => b.Name)).toEqual(['models']);
+    expect((await s3.send(new ListBucketsCommand({}))).Buckets?.map((b) => b.Name)).toEqual(['checkpoints', 'models']);
     expect(await code(s3.send(new HeadBucketCommand({ Bucket: 'models' })))).toBe('ok');
     expect(await code(s3.send(new HeadBucketCommand({ Bucket: 'nope' })))).toBe('NotFound 404');
     expect(await code(s3.send(new CreateBucketCommand({ Bucket: 'models' })))).toBe('ok');
@@ -223,6 +223,24 @@ describe('S3 copies, deletes, virtual hosts and 100-continue', () => {
     } finally {
       await vd.stop();
     }
+  });
+});
+
+describe('S3 checkpoints bucket', () => {
+  it('puts {run}/{step}/{path}, lists and reads it back; the native API sees the step; multipart is refused with a way out', async () => {
+    const s3 = client();
+    const state = randomBytes(300_000);
+    const put = await s3.send(new PutObjectCommand({ Bucket: 'checkpoints', Key: 'run-7/1200/optimizer.pt', Body: state }));
+    expect(put.ETag).toBe(`"${md5(state)}"`);
+    await s3.send(new PutObjectCommand({ Bucket: 'checkpoints', Key: 'run-7/1300/optimizer.pt', Body: 'later' }));
+    const listed = await s3.send(new ListObjectsV2Command({ Bucket: 'checkpoints', Prefix: 'run-7/', Delimiter: '/' }));
+    expect(listed.CommonPrefixes?.map((p) => p.Prefix)).toEqual(['run-7/1200/', 'run-7/1300/']);
+    const part = await s3.send(new GetObjectCommand({ Bucket: 'checkpoints', Key: 'run-7/1200/optimizer.pt', Range: 'bytes=100-199' }));
+    expect(Buffer.from(await part.Body!.transformToByteArray()).equals(state.subarray(100, 200))).toBe(true);
+    expect((await s3.send(new HeadObjectCommand({ Bucket: 'checkpoints', Key: 'run-7/1200/optimizer.pt' }))).ETag).toBe(`"${md5(state)}"`);
+    expect((await api(d, 'GET', '/v1/runs/run-7/checkpoints')).body.items.map((i: { step: number }) => i.step)).toEqual([1300, 1200]);
+    expect(await code(s3.send(new HeadObjectCommand({ Bucket: 'checkpoints', Key: 'run-7/x/optimizer.pt' })))).toBe('NotFound 404');
+    expect(await code(s3.send(new CreateMultipartUploadCommand({ Bucket: 'checkpoints', Key: 'run-7/1400/big.pt' })))).toBe('NotImplemented 501');
   });
 });
 

@@ -1,0 +1,91 @@
+import { InvalidInput, NotFound } from '../../../engines/errors.js';
+import type { CheckpointStore } from '../../../engines/models/checkpoint-store.js';
+import type { Actor } from '../../../engines/sql/writer.js';
+import { S3Error } from './s3-error.js';
+import type { ObjectLocation, S3Bucket, S3Object } from './s3-bucket.js';
+
+// The `checkpoints` bucket: keys are {run}/{step}/{path}, step a non-negative integer written in
+// decimal. Checkpoints have no open or final state: a PUT writes (or replaces) a file of a step,
+// as the native API does. Multipart uploads, copies and deletes are not offered here yet (the
+// resumable upload sessions belong to the model registry; retention deletes checkpoints).
+
+const ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+
+export class CheckpointBucket implements S3Bucket {
+  readonly name = 'checkpoints';
+
+  constructor(
+    private readonly checkpoints: CheckpointStore,
+    readonly createdAt: string,
+  ) {}
+
+  list(prefix: string): S3Object[] {
+    const slash = prefix.indexOf('/');
+    const runPrefix = slash === -1 ? prefix : prefix.slice(0, slash);
+    return this.checkpoints
+      .listFiles(runPrefix)
+      .map((f) => ({ key: `${f.run}/${f.step}/${f.path}`, size: f.size, etag: f.etag ?? f.sha256, lastModified: f.created_at }))
+      .filter((o) => o.key.startsWith(prefix))
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  locate(key: string): ObjectLocation {
+    const { run, step, path } = split(key);
+    try {
+      const f = this.checkpoints.locateFile(run, step, path);
+      return { key, size: f.size, etag: f.etag ?? f.sha256, lastModified: f.created_at ?? new Date(0).toISOString(), file: { key: f.key, sha256: f.sha256, size: f.size, tier: f.tier } };
+    } catch (err) {
+      if (err instanceof NotFound || err instanceof InvalidInput) throw new S3Error('NoSuchKey', 'The specified key does not exist.');
+      throw err;
+    }
+  }
+
+  async put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>, etag: () => string | undefined, expectedSha256: string | undefined): Promise<S3Object> {
+    const { run, step, path } = split(key);
+    try {
+      const f = await this.checkpoints.putFile(actor, run, step, path, body, expectedSha256, etag);
+      return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
+    } catch (err) {
+      if (err instanceof InvalidInput && /sha256/i.test(err.message)) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided x-amz-content-sha256 header does not match what was computed.');
+      if (err instanceof InvalidInput) throw new S3Error('InvalidArgument', err.message);
+      throw err;
+    }
+  }
+
+  startMultipart(): Promise<string> {
+    return Promise.reject(notHere('multipart uploads'));
+  }
+  putPart(): Promise<{ size: number }> {
+    return Promise.reject(notHere('multipart uploads'));
+  }
+  listParts(): Promise<Array<{ part: number; size: number }>> {
+    return Promise.reject(notHere('multipart uploads'));
+  }
+  completeMultipart(): Promise<S3Object> {
+    return Promise.reject(notHere('multipart uploads'));
+  }
+  abortMultipart(): Promise<void> {
+    return Promise.reject(notHere('multipart uploads'));
+  }
+  delete(): Promise<void> {
+    return Promise.reject(notHere('deletes (the checkpoint retention policy removes old steps)'));
+  }
+  copy(): Promise<S3Object> {
+    return Promise.reject(notHere('copies'));
+  }
+}
+
+function notHere(what: string): S3Error {
+  return new S3Error('NotImplemented', `the checkpoints bucket does not take ${what}; upload with a single PUT (aws s3 cp: raise multipart_threshold) or the native API`);
+}
+
+function split(key: string): { run: string; step: number; path: string } {
+  const a = key.indexOf('/');
+  const b = a === -1 ? -1 : key.indexOf('/', a + 1);
+  if (a === -1 || b === -1 || b === key.length - 1) throw new S3Error('NoSuchKey', 'keys in the checkpoints bucket are {run}/{step}/{path}');
+  const run = key.slice(0, a);
+  const stepText = key.slice(a + 1, b);
+  const step = Number(stepText);
+  if (!ID.test(run) || !/^(0|[1-9][0-9]{0,15})$/.test(stepText) || !Number.isSafeInteger(step)) throw new S3Error('NoSuchKey', 'a checkpoint key is {run}/{step}/{path}, the step a non-negative integer');
+  return { run, step, path: key.slice(b + 1) };
+}
