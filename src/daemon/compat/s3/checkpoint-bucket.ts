@@ -1,5 +1,6 @@
 import { InvalidInput, NotFound } from '../../../engines/errors.js';
 import type { CheckpointStore } from '../../../engines/models/checkpoint-store.js';
+import type { ModelRegistry } from '../../../engines/models/model-registry.js';
 import type { Actor } from '../../../engines/sql/writer.js';
 import { S3Error } from './s3-error.js';
 import type { ObjectLocation, S3Bucket, S3Object } from './s3-bucket.js';
@@ -13,9 +14,11 @@ const ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
 
 export class CheckpointBucket implements S3Bucket {
   readonly name = 'checkpoints';
+  readonly readAccess = 'read' as const;
 
   constructor(
     private readonly checkpoints: CheckpointStore,
+    private readonly models: ModelRegistry,
     readonly createdAt: string,
   ) {}
 
@@ -33,7 +36,9 @@ export class CheckpointBucket implements S3Bucket {
     const { run, step, path } = split(key);
     try {
       const f = this.checkpoints.locateFile(run, step, path);
-      return { key, size: f.size, etag: f.etag ?? f.sha256, lastModified: f.created_at ?? new Date(0).toISOString(), file: { key: f.key, sha256: f.sha256, size: f.size, tier: f.tier } };
+      // Checkpoint files are blobs of the registry's, read (and cached) as model files are.
+      const file = { key: f.key, sha256: f.sha256, size: f.size, tier: f.tier };
+      return { key, size: f.size, etag: f.etag ?? f.sha256, lastModified: f.created_at ?? new Date(0).toISOString(), open: (range) => this.models.openFile(file, range), check: () => this.models.checkFile(file) };
     } catch (err) {
       if (err instanceof NotFound || err instanceof InvalidInput) throw new S3Error('NoSuchKey', 'The specified key does not exist.');
       throw err;

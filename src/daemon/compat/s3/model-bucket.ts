@@ -17,6 +17,7 @@ const ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
 
 export class ModelBucket implements S3Bucket {
   readonly name = 'models';
+  readonly readAccess = 'read' as const;
 
   constructor(
     private readonly models: ModelRegistry,
@@ -49,7 +50,12 @@ export class ModelBucket implements S3Bucket {
     const { model, version, path } = split(key);
     try {
       const f = this.models.locateFile(model, version, path);
-      return { ...this.object(key, { size: f.size, sha256: f.sha256, etag: f.etag ?? null, created_at: f.created_at ?? new Date(0).toISOString() }), file: { key: f.key, sha256: f.sha256, size: f.size, tier: f.tier } };
+      const file = { key: f.key, sha256: f.sha256, size: f.size, tier: f.tier };
+      return {
+        ...this.object(key, { size: f.size, sha256: f.sha256, etag: f.etag ?? null, created_at: f.created_at ?? new Date(0).toISOString() }),
+        open: (range) => this.models.openFile(file, range),
+        check: () => this.models.checkFile(file),
+      };
     } catch (err) {
       if (err instanceof NotFound || err instanceof InvalidInput) throw new S3Error('NoSuchKey', 'The specified key does not exist.');
       throw err;

@@ -14,6 +14,7 @@ import type { StrataNode } from '../../strata-node.js';
 import { decodeAwsChunked } from './aws-chunked.js';
 import { checkBody } from './checksums.js';
 import { CheckpointBucket } from './checkpoint-bucket.js';
+import { DatasetBucket } from './dataset-bucket.js';
 import { ModelBucket } from './model-bucket.js';
 import type { S3Bucket, S3Object } from './s3-bucket.js';
 import { S3Error } from './s3-error.js';
@@ -40,7 +41,8 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
   const app = new Hono();
   const started = new Date().toISOString();
   const buckets = new Map<string, S3Bucket>([
-    ['checkpoints', new CheckpointBucket(node.checkpoints, started)],
+    ['checkpoints', new CheckpointBucket(node.checkpoints, node.models, started)],
+    ['datasets', new DatasetBucket(node.datasets, (key) => node.objectMissing('hot', key), started)],
     ['models', new ModelBucket(node.models, started)],
   ]);
 
@@ -85,7 +87,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
           allow('service');
           return xml(c, requestId, await deleteObjects(c, b, headers, caller));
         }
-        allow('read');
+        allow(b.readAccess);
         if (method === 'HEAD') return new Response(null, { status: 200, headers: { 'x-amz-request-id': requestId, 'x-amz-bucket-region': options.region } });
         if (method !== 'GET') throw new S3Error('NotImplemented', `${method} on a bucket is not implemented`);
         if (query.has('location')) return xml(c, requestId, doc('LocationConstraint', '').replace('></LocationConstraint>', `>${options.region === 'us-east-1' ? '' : options.region}</LocationConstraint>`));
@@ -104,8 +106,8 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
         );
       }
       if (method === 'GET' || method === 'HEAD') {
-        allow('read');
-        return await getObject(c, node, b, key, headers, method === 'HEAD', requestId);
+        allow(b.readAccess);
+        return await getObject(c, b, key, headers, method === 'HEAD', requestId);
       }
       const uploadId = query.get('uploadId') ?? undefined;
       if (method === 'PUT') {
@@ -254,7 +256,7 @@ function listObjects(b: S3Bucket, bucket: string, query: URLSearchParams): strin
   return doc('ListBucketResult', common + el('Marker', enc(query.get('marker') ?? '')) + (truncated ? el('NextMarker', enc(last)) : '') + items);
 }
 
-async function getObject(c: Context, node: StrataNode, b: S3Bucket, key: string, headers: Record<string, string | undefined>, head: boolean, requestId: string): Promise<Response> {
+async function getObject(c: Context, b: S3Bucket, key: string, headers: Record<string, string | undefined>, head: boolean, requestId: string): Promise<Response> {
   const o = b.locate(key);
   const etag = `"${o.etag}"`;
   const modified = Math.floor(new Date(o.lastModified).getTime() / 1000) * 1000;
@@ -277,10 +279,10 @@ async function getObject(c: Context, node: StrataNode, b: S3Bucket, key: string,
   const out: Record<string, string> = { ...base, 'Content-Length': String(range ? range.end - range.start + 1 : o.size) };
   if (range) out['Content-Range'] = `bytes ${range.start}-${range.end}/${o.size}`;
   if (head) {
-    await node.models.checkFile(o.file);
+    await o.check();
     return new Response(null, { status, headers: out });
   }
-  const stream = await node.models.openFile(o.file, range);
+  const stream = await o.open(range);
   const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
   if (!outgoing) return new Response(Readable.toWeb(stream) as ReadableStream, { status, headers: out });
   // As native downloads: straight into the socket under node:http (see routes/models.ts).

@@ -14,13 +14,17 @@ export interface S3Object {
   lastModified: string;
 }
 
-/** Where an object's bytes are (what ModelRegistry.openFile reads). */
+/** An object found, with the store's own way to read it (models and checkpoints through the model cache). */
 export interface ObjectLocation extends S3Object {
-  file: { key: string; sha256: string; size: number; tier: string };
+  open(range?: { start: number; end: number }): Promise<import('node:stream').Readable>;
+  /** For HEAD: that the bytes are there, without reading them. */
+  check(): Promise<void>;
 }
 
 export interface S3Bucket {
   readonly name: string;
+  /** Who may read (auth.ts): `read` for stores any token reads, `shared` where user tokens may not. */
+  readonly readAccess: 'read' | 'shared';
   readonly createdAt: string;
   /** Every key starting with `prefix`, sorted by key (UTF-16 order matches S3's for the ids allowed here). */
   list(prefix: string, delimiter: string | undefined): S3Object[];

@@ -62,7 +62,7 @@ afterAll(() => d?.stop());
 describe('S3 endpoint with @aws-sdk/client-s3', () => {
   it('lists the buckets, answers HeadBucket, and CreateBucket only for the existing names', async () => {
     const s3 = client();
-    expect((await s3.send(new ListBucketsCommand({}))).Buckets?.map((b) => b.Name)).toEqual(['checkpoints', 'models']);
+    expect((await s3.send(new ListBucketsCommand({}))).Buckets?.map((b) => b.Name)).toEqual(['checkpoints', 'datasets', 'models']);
     expect(await code(s3.send(new HeadBucketCommand({ Bucket: 'models' })))).toBe('ok');
     expect(await code(s3.send(new HeadBucketCommand({ Bucket: 'nope' })))).toBe('NotFound 404');
     expect(await code(s3.send(new CreateBucketCommand({ Bucket: 'models' })))).toBe('ok');
@@ -241,6 +241,36 @@ describe('S3 checkpoints bucket', () => {
     expect((await api(d, 'GET', '/v1/runs/run-7/checkpoints')).body.items.map((i: { step: number }) => i.step)).toEqual([1300, 1200]);
     expect(await code(s3.send(new HeadObjectCommand({ Bucket: 'checkpoints', Key: 'run-7/x/optimizer.pt' })))).toBe('NotFound 404');
     expect(await code(s3.send(new CreateMultipartUploadCommand({ Bucket: 'checkpoints', Key: 'run-7/1400/big.pt' })))).toBe('NotImplemented 501');
+  });
+});
+
+describe('S3 datasets bucket and tenants', () => {
+  it('adds immutable raw files, lists and reads them and a version\'s shards; user tokens cannot read datasets but can read models', async () => {
+    const s3 = client();
+    expect((await api(d, 'POST', '/v1/datasets', { name: 'corpus' })).status).toBe(201);
+    const rows = Array.from({ length: 50 }, (_, i) => JSON.stringify({ text: `row ${i} of the corpus` })).join('\n');
+    await s3.send(new PutObjectCommand({ Bucket: 'datasets', Key: 'corpus/raw/part-1.jsonl', Body: rows }));
+    expect(await code(s3.send(new PutObjectCommand({ Bucket: 'datasets', Key: 'corpus/raw/part-1.jsonl', Body: 'again' })))).toBe('AccessDenied 403');
+    expect(await code(s3.send(new PutObjectCommand({ Bucket: 'datasets', Key: 'corpus/v1/shard-00000.parquet', Body: 'x' })))).toBe('AccessDenied 403');
+    expect(await code(s3.send(new PutObjectCommand({ Bucket: 'datasets', Key: 'nodataset/raw/a.jsonl', Body: 'x' })))).toBe('NoSuchKey 404');
+    const job = (await api(d, 'POST', '/v1/datasets/corpus/jobs', { steps: ['normalize'] })).body.job_id;
+    await expect.poll(async () => (await api(d, 'GET', `/v1/jobs/${job}`)).body.state, { timeout: 20_000, interval: 100 }).toBe('done');
+    const listed = await s3.send(new ListObjectsV2Command({ Bucket: 'datasets', Prefix: 'corpus/' }));
+    expect(listed.Contents?.map((o) => o.Key)).toEqual(['corpus/raw/part-1.jsonl', 'corpus/v1/shard-00000.parquet']);
+    expect(await (await s3.send(new GetObjectCommand({ Bucket: 'datasets', Key: 'corpus/raw/part-1.jsonl' }))).Body!.transformToString()).toBe(rows);
+    const shard = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: 'datasets', Key: 'corpus/v1/shard-00000.parquet' }))).Body!.transformToByteArray());
+    expect(shard.subarray(0, 4).toString()).toBe('PAR1');
+    // A user token's S3 key: models yes (as on the native API), datasets no (they mix tenants).
+    await api(d, 'POST', '/v1/users', { id: 'alice', email: 'alice@example.com', tier: 'free' });
+    const t = (await api(d, 'POST', '/v1/admin/tokens', { name: 'alice-s3', role: 'user', user_id: 'alice', s3: true })).body;
+    const alice = client({ accessKeyId: t.s3.access_key_id, secretAccessKey: t.s3.secret_access_key });
+    expect(await code(alice.send(new ListObjectsV2Command({ Bucket: 'datasets' })))).toBe('AccessDenied 403');
+    expect(await code(alice.send(new GetObjectCommand({ Bucket: 'datasets', Key: 'corpus/raw/part-1.jsonl' })))).toBe('AccessDenied 403');
+    expect(await code(alice.send(new ListObjectsV2Command({ Bucket: 'models', Prefix: 'llama/' })))).toBe('ok');
+    expect(await code(alice.send(new PutObjectCommand({ Bucket: 'models', Key: 'alice/v1/x', Body: 'x' })))).toBe('AccessDenied 403');
+    // Revoking the token revokes its S3 key.
+    expect((await api(d, 'DELETE', `/v1/admin/tokens/${t.id}`)).status).toBeLessThan(300);
+    expect(await code(alice.send(new ListObjectsV2Command({ Bucket: 'models' })))).toBe('InvalidAccessKeyId 403');
   });
 });
 
