@@ -536,10 +536,12 @@ export class ModelRegistry {
     return u;
   }
 
-  async putPart(model: string, path: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>): Promise<{ part: number; size: number; sha256: string }> {
+  async putPart(model: string, path: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, expectedSha256?: string): Promise<{ part: number; size: number; sha256: string }> {
     if (!Number.isInteger(part) || part < 1 || part > 10_000) throw new InvalidInput('part must be an integer from 1 to 10000');
+    checkSha(expectedSha256);
     this.session(uploadId, model, path);
-    const put = await this.store.put(`uploads/${uploadId}/${String(part).padStart(5, '0')}`, body);
+    // The store hashes what it writes anyway: a declared SHA-256 is checked there, not twice.
+    const put = await this.store.put(`uploads/${uploadId}/${String(part).padStart(5, '0')}`, body, expectedSha256 ? { expectedSha256 } : {});
     return { part, size: put.size, sha256: put.sha256 };
   }
 

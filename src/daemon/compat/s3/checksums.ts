@@ -53,11 +53,8 @@ export function checkBody(
   body: AsyncIterable<Uint8Array>,
   headers: Record<string, string | undefined>,
   trailers: () => Record<string, string> = () => ({}),
-  /** A signed payload's x-amz-content-sha256 (hex), where nothing downstream checks it. */
-  payloadSha256?: string,
 ): CheckedBody {
   const md5 = createHash('md5');
-  const payload = payloadSha256 ? createHash('sha256') : undefined;
   let md5Hex: string | undefined;
   const declaredInTrailer = (headers['x-amz-trailer'] ?? '').toLowerCase().split(',').map((t) => t.trim()).filter(Boolean);
   const wanted = new Set<Algorithm>();
@@ -70,11 +67,9 @@ export function checkBody(
   const checked = (async function* () {
     for await (const chunk of body) {
       md5.update(chunk);
-      payload?.update(chunk);
       for (const d of digests.values()) d.update(chunk);
       yield chunk;
     }
-    if (payload && payload.digest('hex') !== payloadSha256) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided x-amz-content-sha256 header does not match what was computed.');
     const got = md5.digest();
     if (contentMd5 !== undefined && got.toString('base64') !== contentMd5) throw new S3Error('BadDigest', 'The Content-MD5 you specified did not match what we received.');
     const late = trailers();

@@ -75,9 +75,9 @@ export class ModelBucket implements S3Bucket {
     return (await storeErrors(() => this.models.startUpload(actor, model, version, path))).upload_id;
   }
 
-  async putPart(key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>): Promise<{ size: number }> {
+  async putPart(key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, expectedSha256: string | undefined): Promise<{ size: number }> {
     const { model, path } = split(key);
-    return storeErrors(() => this.models.putPart(model, path, uploadId, part, body));
+    return storeErrors(() => this.models.putPart(model, path, uploadId, part, body, expectedSha256));
   }
 
   async listParts(key: string, uploadId: string): Promise<Array<{ part: number; size: number }>> {

@@ -123,8 +123,8 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
           const part = Number(query.get('partNumber'));
           if (uploadId === undefined || !Number.isInteger(part) || part < 1 || part > 10_000) throw new S3Error('InvalidArgument', 'UploadPart needs uploadId and a partNumber from 1 to 10000');
           return await withUploadBody(c, async (source) => {
-            const checked = checkBody(...framed(source, headers, verified), verified.payloadHash.length === 64 ? verified.payloadHash : undefined);
-            await b.putPart(key, uploadId, part, checked.body);
+            const checked = checkBody(...framed(source, headers, verified));
+            await b.putPart(key, uploadId, part, checked.body, /^[0-9a-f]{64}$/.test(verified.payloadHash) ? verified.payloadHash : undefined);
             return new Response(null, { status: 200, headers: { 'x-amz-request-id': requestId, ETag: `"${checked.md5()}"`, ...checked.echo() } });
           });
         }

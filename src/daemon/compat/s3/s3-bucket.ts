@@ -34,7 +34,7 @@ export interface S3Bucket {
   put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>, etag: () => string | undefined, expectedSha256: string | undefined): Promise<S3Object>;
   /** Multipart: where the bytes wait until completed (the store's resumable uploads). */
   startMultipart(actor: Actor, key: string): Promise<string>;
-  putPart(key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>): Promise<{ size: number }>;
+  putPart(key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, expectedSha256: string | undefined): Promise<{ size: number }>;
   listParts(key: string, uploadId: string): Promise<Array<{ part: number; size: number }>>;
   completeMultipart(
     actor: Actor,

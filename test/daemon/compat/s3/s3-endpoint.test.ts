@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -37,6 +37,19 @@ let reader: { accessKeyId: string; secretAccessKey: string };
 
 const client = (credentials = writer) => new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
 const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
+/** The SDK signer's hash interface over node:crypto (for requests signed by hand). */
+class Sha256 {
+  private readonly h;
+  constructor(secret?: string | Uint8Array) {
+    this.h = secret ? createHmac('sha256', secret) : createHash('sha256');
+  }
+  update(data: string | Uint8Array) {
+    this.h.update(data);
+  }
+  async digest() {
+    return new Uint8Array(this.h.digest());
+  }
+}
 const code = async (p: Promise<unknown>) => {
   try {
     await p;
@@ -308,6 +321,16 @@ describe('S3 multipart uploads', () => {
     const got = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: 'models', Key }))).Body!.transformToByteArray());
     expect(got.equals(Buffer.concat([p[0]!, p[2]!]))).toBe(true);
     expect(await code(s3.send(new ListPartsCommand({ Bucket: 'models', Key, UploadId })))).toBe('NoSuchUpload 404');
+    // A signed payload whose SHA-256 is not the body's: refused, and no part is kept.
+    const { SignatureV4 } = await import('@smithy/signature-v4');
+    const third = await s3.send(new CreateMultipartUploadCommand({ Bucket: 'models', Key: 'parts/v1/h.bin' }));
+    const signer = new SignatureV4({ credentials: writer, region: 'us-east-1', service: 's3', sha256: Sha256 as never, uriEscapePath: false });
+    const port = Number(new URL(endpoint).port);
+    const signed = await signer.sign({ method: 'PUT', protocol: 'http:', hostname: '127.0.0.1', port, path: '/models/parts/v1/h.bin', query: { partNumber: '1', uploadId: third.UploadId! }, headers: { host: `127.0.0.1:${port}`, 'x-amz-content-sha256': createHash('sha256').update('other bytes').digest('hex') } });
+    const bad = await fetch(`${endpoint}/models/parts/v1/h.bin?partNumber=1&uploadId=${third.UploadId}`, { method: 'PUT', headers: signed.headers as Record<string, string>, body: 'actual bytes' });
+    expect(bad.status).toBe(400);
+    expect(await bad.text()).toContain('<Code>XAmzContentSHA256Mismatch</Code>');
+    expect((await s3.send(new ListPartsCommand({ Bucket: 'models', Key: 'parts/v1/h.bin', UploadId: third.UploadId }))).Parts ?? []).toEqual([]);
     // Abort.
     const second = await s3.send(new CreateMultipartUploadCommand({ Bucket: 'models', Key: 'parts/v1/g.bin' }));
     await s3.send(new UploadPartCommand({ Bucket: 'models', Key: 'parts/v1/g.bin', UploadId: second.UploadId, PartNumber: 1, Body: 'x' }));
