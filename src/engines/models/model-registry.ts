@@ -158,6 +158,9 @@ export interface RolloutVariant {
   weight: number;
 }
 
+/** Model and version names (the native API's id schema). */
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+
 type VersionRow = { model: string; version: string; state: 'open' | 'final'; metadata: string; created_at: string; finalized_at: string | null; archived?: number };
 
 /** File paths inside a version: relative, slash-separated, no `..`, no NUL, no backslash. */
@@ -365,11 +368,35 @@ export class ModelRegistry {
     expectedSha256?: string,
     /** Read once the body is consumed (the S3 endpoint hashes MD5 as the body streams). */
     etag?: () => string | undefined,
+    /**
+     * Make the model and the version (open) when they do not exist, in the transaction that
+     * records the file — so a body that fails its checks leaves no empty model behind (S3 PUT).
+     */
+    create = false,
   ): Promise<FileEntry> {
     checkFilePath(path);
     checkSha(expectedSha256);
+    if (create && !this.versionExists(model, versionOrAlias)) {
+      if (!ID_PATTERN.test(model) || !ID_PATTERN.test(versionOrAlias)) throw new InvalidInput('model and version names are 1-128 letters, digits and . _ : @ -');
+      return this.storeFile(actor, model, versionOrAlias, path, body, expectedSha256, undefined, etag, true);
+    }
     const v = this.openVersion(model, versionOrAlias);
     return this.storeFile(actor, model, v.version, path, body, expectedSha256, undefined, etag);
+  }
+
+  private versionExists(model: string, versionOrAlias: string): boolean {
+    try {
+      this.resolveVersion(model, versionOrAlias);
+      return true;
+    } catch (err) {
+      if (err instanceof NotFound) return false;
+      throw err;
+    }
+  }
+
+  /** A resumable upload's session, or undefined (S3 checks the key's version against it). */
+  uploadSession(id: string): { model: string; version: string; path: string } | undefined {
+    return this.db.prepare<{ model: string; version: string; path: string }>('SELECT model, version, path FROM model_uploads WHERE id = ?').get(id);
   }
 
   /** Removes a file from an open version; false when there was none (S3 answers 204 either way). */
@@ -402,6 +429,42 @@ export class ModelRegistry {
     });
   }
 
+  /**
+   * For S3 listings that fold keys into prefixes: one file per model whose name starts with
+   * `prefix` (any one stands for its model), or one per version of a model — so listing the
+   * bucket's root, or a model's versions, does not read every file (review: 22,000 files a page).
+   */
+  firstFilePerModel(prefix: string): Array<{ model: string; version: string; path: string; size: number; sha256: string; etag: string | null; created_at: string }> {
+    return this.db
+      .prepare<{ model: string; version: string; path: string; size: number; sha256: string; etag: string | null; created_at: string }>(
+        `SELECT f.model, f.version, f.path, f.size, f.sha256, f.etag, f.created_at FROM model_files f
+         JOIN (SELECT model, min(version || '/' || path) AS k FROM model_files WHERE substr(model, 1, length(?)) = ? GROUP BY model) m
+           ON m.model = f.model AND f.version || '/' || f.path = m.k`,
+      )
+      .all(prefix, prefix);
+  }
+
+  firstFilePerVersion(model: string): Array<{ version: string; path: string; size: number; sha256: string; etag: string | null; created_at: string }> {
+    return this.db
+      .prepare<{ version: string; path: string; size: number; sha256: string; etag: string | null; created_at: string }>(
+        'SELECT version, min(path) AS path, size, sha256, etag, created_at FROM model_files WHERE model = ? GROUP BY version',
+      )
+      .all(model);
+  }
+
+  /**
+   * A model's files in S3 key order after `after` (the key past "model/"), at most `limit`:
+   * SQLite's BINARY collation compares UTF-8 bytes, which is S3's order. A recursive listing of
+   * a large model is then one indexed range per page, not the whole model.
+   */
+  filesAfter(model: string, after: string, atLeast: string, limit: number): Array<{ version: string; path: string; size: number; sha256: string; etag: string | null; created_at: string }> {
+    return this.db
+      .prepare<{ version: string; path: string; size: number; sha256: string; etag: string | null; created_at: string }>(
+        "SELECT version, path, size, sha256, etag, created_at FROM model_files WHERE model = ? AND version || '/' || path > ? AND version || '/' || path >= ? ORDER BY version || '/' || path LIMIT ?",
+      )
+      .all(model, after, atLeast, limit);
+  }
+
   /** A version's files with what S3 listings need (sorted by path). */
   listFiles(model: string, version: string): Array<FileEntry & { etag: string | null; created_at: string }> {
     return this.db
@@ -424,9 +487,18 @@ export class ModelRegistry {
     expectedSha256: string | undefined,
     extra?: (tx: Tx) => void,
     etag?: () => string | undefined,
+    create = false,
   ): Promise<FileEntry> {
     return this.storeBlob(actor, body, expectedSha256, (tx, blob) => {
-      const now = this.findVersion(model, version);
+      let now = this.findVersion(model, version);
+      if (!now && create) {
+        const at = new Date().toISOString();
+        if (!this.db.prepare('SELECT 1 FROM models WHERE name = ?').get(model)) tx.apply(this.modelPut, { name: model, description: '', tags: '[]', now: at });
+        if (this.db.prepare('SELECT 1 FROM model_aliases WHERE model = ? AND alias = ?').get(model, version)) throw new Conflict(`"${version}" is an alias of ${model}; versions and aliases share one namespace`);
+        now = { model, version, state: 'open', metadata: '{}', created_at: at, finalized_at: null };
+        tx.apply(this.versionPut, now);
+        tx.audit('models.create_version', `model:${model}@${version}`);
+      }
       if (now?.state !== 'open') throw new Conflict(`version ${version} of ${model} was finalized during the upload`);
       const tag = etag?.();
       tx.apply(this.filePut, { model, version, path, size: blob.size, sha256: blob.sha256, key: blob.key, now: new Date().toISOString(), ...(tag ? { etag: tag } : {}) });
@@ -590,7 +662,21 @@ export class ModelRegistry {
         yield* s3 ? s3.eachPart(p.part, body) : body;
       }
     }
-    const entry = await this.storeFile(actor, model, u.version, path, concatenated(), expectedSha256, (tx) => tx.apply(this.uploadEnded, { id: uploadId }), s3?.etag);
+    const entry = await this.storeFile(
+      actor,
+      model,
+      u.version,
+      path,
+      concatenated(),
+      expectedSha256,
+      (tx) => {
+        // Still open when the file is recorded: an abort, or another complete of the same upload,
+        // that committed meanwhile wins, and this one stores nothing (review: both had succeeded).
+        if (!this.db.prepare('SELECT 1 FROM model_uploads WHERE id = ?').get(uploadId)) throw new NotFound(`upload ${uploadId} does not exist for ${model}/${path}: aborted or completed meanwhile`);
+        tx.apply(this.uploadEnded, { id: uploadId });
+      },
+      s3?.etag,
+    );
     for (const p of stored) await this.store.delete(partKey(p.part)).catch(() => undefined);
     return entry;
   }

@@ -3,7 +3,7 @@ import type { CheckpointStore } from '../../../engines/models/checkpoint-store.j
 import type { ModelRegistry } from '../../../engines/models/model-registry.js';
 import type { Actor } from '../../../engines/sql/writer.js';
 import { S3Error } from './s3-error.js';
-import type { ObjectLocation, S3Bucket, S3Object } from './s3-bucket.js';
+import { compareKeys, type ObjectLocation, type S3Bucket, type S3Object } from './s3-bucket.js';
 
 // The `checkpoints` bucket: keys are {run}/{step}/{path}, step a non-negative integer written in
 // decimal. Checkpoints have no open or final state: a PUT writes (or replaces) a file of a step,
@@ -29,7 +29,7 @@ export class CheckpointBucket implements S3Bucket {
       .listFiles(runPrefix)
       .map((f) => ({ key: `${f.run}/${f.step}/${f.path}`, size: f.size, etag: f.etag ?? f.sha256, lastModified: f.created_at }))
       .filter((o) => o.key.startsWith(prefix))
-      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      .sort((a, b) => compareKeys(a.key, b.key));
   }
 
   locate(key: string): ObjectLocation {

@@ -4,7 +4,7 @@ import type { DatasetCatalog } from '../../../engines/datasets/dataset-catalog.j
 import { getReferenced } from '../../../engines/objects/object-store.js';
 import type { Actor } from '../../../engines/sql/writer.js';
 import { S3Error } from './s3-error.js';
-import type { ObjectLocation, S3Bucket, S3Object } from './s3-bucket.js';
+import { compareKeys, type ObjectLocation, type S3Bucket, type S3Object } from './s3-bucket.js';
 
 // The `datasets` bucket: {dataset}/raw/{file} for the raw files (a PUT adds one; raw files are
 // immutable, so a second PUT of a name is refused) and {dataset}/v{N}/{shard} for the Parquet
@@ -33,7 +33,7 @@ export class DatasetBucket implements S3Bucket {
         for (const s of this.datasets.version(name, v.version).shards) out.push({ key: `${name}/v${v.version}/${s.name}`, size: s.bytes, etag: shardTag(s.path, s.bytes), lastModified: v.created_at });
       }
     }
-    return out.filter((o) => o.key.startsWith(prefix)).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return out.filter((o) => o.key.startsWith(prefix)).sort((a, b) => compareKeys(a.key, b.key));
   }
 
   locate(key: string): ObjectLocation {

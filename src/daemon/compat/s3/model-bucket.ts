@@ -2,7 +2,7 @@ import { Conflict, InvalidInput, NotFound } from '../../../engines/errors.js';
 import type { ModelRegistry } from '../../../engines/models/model-registry.js';
 import type { Actor } from '../../../engines/sql/writer.js';
 import { S3Error } from './s3-error.js';
-import type { ObjectLocation, S3Bucket, S3Object } from './s3-bucket.js';
+import { compareKeys, type ObjectLocation, type S3Bucket, type S3Object } from './s3-bucket.js';
 
 // The `models` bucket: keys are {model}/{version or alias}/{path}. Reads and listings resolve an
 // alias to its version's files under the alias's own prefix, so `s3://models/llama/prod/` is
@@ -24,8 +24,46 @@ export class ModelBucket implements S3Bucket {
     readonly createdAt: string,
   ) {}
 
-  list(prefix: string, delimiter: string | undefined): S3Object[] {
+  list(prefix: string, delimiter: string | undefined, after = '', limit = Infinity): S3Object[] {
     const slash = prefix.indexOf('/');
+    const byKey = (a: S3Object, b: S3Object) => compareKeys(a.key, b.key);
+    // The root folded by "/": one key per model is enough (`aws s3 ls s3://models/`).
+    if (delimiter === '/' && slash === -1) {
+      return this.models.firstFilePerModel(prefix).map((f) => this.object(`${f.model}/${f.version}/${f.path}`, f)).sort(byKey);
+    }
+    const model = slash === -1 ? undefined : prefix.slice(0, slash);
+    const rest = slash === -1 ? '' : prefix.slice(slash + 1);
+    if (model !== undefined && ID.test(model) && this.exists(model)) {
+      const aliases = Object.entries(this.models.getModel(model).aliases);
+      const intoAlias = aliases.some(([alias]) => rest.startsWith(`${alias}/`));
+      // A model's versions folded by "/": one key per version, and one per alias.
+      if (delimiter === '/' && !rest.includes('/')) {
+        const out = this.models.firstFilePerVersion(model).map((f) => this.object(`${model}/${f.version}/${f.path}`, f));
+        for (const [alias, version] of aliases) {
+          const first = this.models.firstFilePerVersion(model).find((f) => f.version === version);
+          if (first && alias.startsWith(rest)) out.push(this.object(`${model}/${alias}/${first.path}`, first));
+        }
+        return out.filter((o) => o.key.startsWith(prefix)).sort(byKey);
+      }
+      // A recursive listing inside the versions: one indexed range per page.
+      if (delimiter === undefined && !intoAlias && Number.isFinite(limit)) {
+        const base = `${model}/`;
+        let cursor = after.startsWith(base) ? after.slice(base.length) : compareKeys(after, base) < 0 ? '' : '\u{10ffff}';
+        const out: S3Object[] = [];
+        while (out.length <= limit) {
+          const page = this.models.filesAfter(model, cursor, rest, 1000);
+          if (page.length === 0) break;
+          for (const f of page) {
+            const key = `${base}${f.version}/${f.path}`;
+            if (!key.startsWith(prefix)) return out; // past the prefix: sorted, so done
+            out.push(this.object(key, f));
+          }
+          const last = page.at(-1)!;
+          cursor = `${last.version}/${last.path}`;
+        }
+        return out;
+      }
+    }
     const names = slash === -1 ? this.modelNames().filter((n) => n.startsWith(prefix)) : [prefix.slice(0, slash)].filter((n) => ID.test(n) && this.exists(n));
     const out: S3Object[] = [];
     for (const model of names) {
@@ -43,7 +81,7 @@ export class ModelBucket implements S3Bucket {
         }
       }
     }
-    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return out.sort((a, b) => compareKeys(a.key, b.key));
   }
 
   locate(key: string): ObjectLocation {
@@ -64,8 +102,8 @@ export class ModelBucket implements S3Bucket {
 
   async put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>, etag: () => string | undefined, expectedSha256: string | undefined): Promise<S3Object> {
     const { model, version, path } = split(key);
-    await this.ensureVersion(actor, model, version);
-    const f = await storeErrors(() => this.models.putFile(actor, model, version, path, body, expectedSha256, etag));
+    // The model and version are made with the file's row, so a refused body leaves neither.
+    const f = await storeErrors(() => this.models.putFile(actor, model, version, path, body, expectedSha256, etag, true));
     return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
   }
 
@@ -76,12 +114,12 @@ export class ModelBucket implements S3Bucket {
   }
 
   async putPart(key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, expectedSha256: string | undefined): Promise<{ size: number }> {
-    const { model, path } = split(key);
+    const { model, path } = this.upload(key, uploadId);
     return storeErrors(() => this.models.putPart(model, path, uploadId, part, body, expectedSha256));
   }
 
   async listParts(key: string, uploadId: string): Promise<Array<{ part: number; size: number }>> {
-    const { model, path } = split(key);
+    const { model, path } = this.upload(key, uploadId);
     return (await storeErrors(() => this.models.listParts(model, path, uploadId))).parts;
   }
 
@@ -93,13 +131,13 @@ export class ModelBucket implements S3Bucket {
     eachPart: (part: number, body: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>,
     etag: () => string | undefined,
   ): Promise<S3Object> {
-    const { model, path } = split(key);
+    const { model, path } = this.upload(key, uploadId);
     const f = await storeErrors(() => this.models.completeUpload(actor, model, path, uploadId, undefined, { parts, eachPart, etag }));
     return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
   }
 
   async abortMultipart(actor: Actor, key: string, uploadId: string): Promise<void> {
-    const { model, path } = split(key);
+    const { model, path } = this.upload(key, uploadId);
     await storeErrors(() => this.models.abortUpload(actor, model, path, uploadId));
   }
 
@@ -134,6 +172,26 @@ export class ModelBucket implements S3Bucket {
     await this.ensureVersion(actor, dst.model, dst.version);
     const f = await storeErrors(() => this.models.copyFile(actor, src, dst));
     return { key: to, size: f.size, etag: f.etag ?? f.sha256, lastModified: new Date().toISOString() };
+  }
+
+  /**
+   * The key's parts, checked against the upload's session: the same model, path and version (an
+   * alias in the key counts when it names the session's version). The registry's own check
+   * knew only model and path, so an upload begun for v1 could be completed "as" v9 (review).
+   */
+  private upload(key: string, uploadId: string): { model: string; version: string; path: string } {
+    const k = split(key);
+    const session = this.models.uploadSession(uploadId);
+    const noSuch = () => new S3Error('NoSuchUpload', 'The specified multipart upload does not exist. The upload ID might be invalid, or the multipart upload might have been aborted or completed.');
+    if (!session || session.model !== k.model || session.path !== k.path) throw noSuch();
+    let version: string;
+    try {
+      version = this.models.resolveVersion(k.model, k.version).version;
+    } catch {
+      throw noSuch();
+    }
+    if (version !== session.version) throw noSuch();
+    return k;
   }
 
   /** The model and the version exist after this (made on first use); an alias is taken as is. */

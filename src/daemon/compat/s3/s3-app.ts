@@ -3,7 +3,8 @@ import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Hono, type Context } from 'hono';
-import { StrataError } from '../../../engines/errors.js';
+import { RateLimited, StrataError } from '../../../engines/errors.js';
+import { RateLimiter } from '../../rate-limiter.js';
 import { authorize, type Access } from '../../auth.js';
 import type { Caller } from '../../app-env.js';
 import { parseRange } from '../../byte-range.js';
@@ -16,7 +17,7 @@ import { checkBody } from './checksums.js';
 import { CheckpointBucket } from './checkpoint-bucket.js';
 import { DatasetBucket } from './dataset-bucket.js';
 import { ModelBucket } from './model-bucket.js';
-import type { S3Bucket, S3Object } from './s3-bucket.js';
+import { compareKeys, type S3Bucket, type S3Object } from './s3-bucket.js';
 import { S3Error } from './s3-error.js';
 import { doc, el, elements, errorXml, httpDate, isoDate } from './s3-xml.js';
 import { verify } from './sigv4.js';
@@ -46,7 +47,25 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
     ['models', new ModelBucket(node.models, started)],
   ]);
 
+  // The native app's cross-cutting controls, applied here too (review: the S3 port had none):
+  // the per-token rate limit, failed-authentication counting, the request log and metrics.
+  const limit = node.config.security.rate_limit;
+  const limiter = new RateLimiter(limit.requests_per_second, limit.burst, () => node.metrics.rateLimited.inc());
+
   app.all('*', async (c) => {
+    const started = performance.now();
+    let route = 's3';
+    let tokenId: string | undefined;
+    const response = await handle(c, (op) => (route = `s3:${op}`), (id) => (tokenId = id));
+    const seconds = (performance.now() - started) / 1000;
+    const method = ['GET', 'HEAD', 'PUT', 'POST', 'DELETE'].includes(c.req.method) ? c.req.method : 'other';
+    node.metrics.observeRequest(method, route, response.status, seconds);
+    node.requestLog.write({ reqId: response.headers.get('x-amz-request-id') ?? '', method, route, status: response.status, ms: Math.round(seconds * 1e4) / 10, tokenId });
+    if (node.draining && !response.headers.has('x-hono-already-sent')) response.headers.set('Connection', 'close');
+    return response;
+  });
+
+  const handle = async (c: Context, op: (name: string) => void, caller_: (tokenId: string) => void): Promise<Response> => {
     const requestId = randomUUID().replace(/-/g, '').slice(0, 16).toUpperCase();
     const target = rawTarget(c);
     const q = target.indexOf('?');
@@ -58,9 +77,25 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
     try {
       const { bucket, key } = locate(rawPath, headers.host, options.domain);
       resource = bucket ? `/${bucket}${key ? `/${key}` : ''}` : '/';
-      const verified = verify({ method: c.req.method, target, headers }, (id) => node.tokens.s3Credential(id)?.secret);
+      let verified: ReturnType<typeof verify>;
+      try {
+        verified = verify({ method: c.req.method, target, headers }, (id) => node.tokens.s3Credential(id)?.secret);
+      } catch (err) {
+        if (err instanceof S3Error && err.status === 403) node.authFailed(headers.authorization || query.has('X-Amz-Signature') ? 'invalid' : 'missing');
+        throw err;
+      }
       const info = node.tokens.s3Credential(verified.accessKeyId)!.info;
       const caller: Caller = { tokenId: info.id, role: info.role, userId: info.user_id };
+      caller_(caller.tokenId);
+      try {
+        limiter.take(caller.tokenId);
+      } catch (err) {
+        if (err instanceof RateLimited) throw Object.assign(new S3Error('SlowDown', 'Please reduce your request rate.', 503), { retryAfter: String((err.details as { retry_after_seconds?: number } | undefined)?.retry_after_seconds ?? 1) });
+        throw err;
+      }
+      // Keys with control characters are refused: XML cannot carry most of them, and a listing
+      // would not give back the key stored (review: a CR LF came back as LF).
+      if (key !== undefined && /[\u0000-\u001f\u007f]/.test(key)) throw new S3Error('InvalidArgument', 'object keys cannot contain control characters');
       const allow = (access: Exclude<Access, 'public'>) => {
         try {
           authorize(caller, access);
@@ -71,6 +106,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
       const method = c.req.method;
       if (!bucket) {
         if (method !== 'GET') throw new S3Error('MethodNotAllowed', 'only GET (ListBuckets) is allowed on the service');
+        op('ListBuckets');
         allow('read');
         return xml(c, requestId, doc('ListAllMyBucketsResult', `<Owner>${el('ID', 'strata')}${el('DisplayName', 'strata')}</Owner><Buckets>${[...buckets.values()].map((b) => `<Bucket>${el('Name', b.name)}${el('CreationDate', isoDate(b.createdAt))}</Bucket>`).join('')}</Buckets>`));
       }
@@ -84,10 +120,12 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
         }
         if (!b) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist');
         if (method === 'POST' && query.has('delete')) {
+          op('DeleteObjects');
           allow('service');
           return xml(c, requestId, await deleteObjects(c, b, headers, caller));
         }
         allow(b.readAccess);
+        op(method === 'HEAD' ? 'HeadBucket' : 'ListObjects');
         if (method === 'HEAD') return new Response(null, { status: 200, headers: { 'x-amz-request-id': requestId, 'x-amz-bucket-region': options.region } });
         if (method !== 'GET') throw new S3Error('NotImplemented', `${method} on a bucket is not implemented`);
         if (query.has('location')) return xml(c, requestId, doc('LocationConstraint', '').replace('></LocationConstraint>', `>${options.region === 'us-east-1' ? '' : options.region}</LocationConstraint>`));
@@ -106,10 +144,12 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
         );
       }
       if (method === 'GET' || method === 'HEAD') {
+        op(method === 'HEAD' ? 'HeadObject' : 'GetObject');
         allow(b.readAccess);
         return await getObject(c, b, key, headers, method === 'HEAD', requestId);
       }
       const uploadId = query.get('uploadId') ?? undefined;
+      op(`${method}Object`);
       if (method === 'PUT') {
         allow('service');
         const copySource = headers['x-amz-copy-source'];
@@ -120,7 +160,8 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
           return xml(c, requestId, doc('CopyObjectResult', el('LastModified', isoDate(object.lastModified)) + el('ETag', `"${object.etag}"`)));
         }
         if (uploadId !== undefined || query.has('partNumber')) {
-          const part = Number(query.get('partNumber'));
+          const partText = query.get('partNumber') ?? '';
+          const part = /^[1-9][0-9]{0,4}$/.test(partText) ? Number(partText) : NaN;
           if (uploadId === undefined || !Number.isInteger(part) || part < 1 || part > 10_000) throw new S3Error('InvalidArgument', 'UploadPart needs uploadId and a partNumber from 1 to 10000');
           return await withUploadBody(c, async (source) => {
             const checked = checkBody(...framed(source, headers, verified));
@@ -151,14 +192,20 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
       }
       throw new S3Error('NotImplemented', `${method} ${query.toString() ? `with ?${[...query.keys()].join('&')} ` : ''}is not implemented`);
     } catch (err) {
+      // The client went away mid-body: nobody reads the answer (499, as native requests log it).
+      if (c.req.raw.signal?.aborted || (err as Error)?.message === 'aborted' || (err as NodeJS.ErrnoException)?.code === 'ECONNRESET') {
+        node.log.info({ resource }, 'S3 client closed the connection before the answer');
+        return new Response(null, { status: 499, headers: { 'x-amz-request-id': requestId } });
+      }
       const e = toS3Error(err);
-      if (e.status >= 500) node.log.error({ err: String(err), resource }, 'S3 request failed');
+      if (e.status >= 500 && e.status !== 501 && e.status !== 503 && e.status !== 507) node.log.error({ err: String(err), resource }, 'S3 request failed');
       // A HEAD error has no body (the SDKs read the status alone).
       const body = c.req.method === 'HEAD' ? null : errorXml(e, resource, requestId);
       const contentRange = (e as { contentRange?: string }).contentRange;
-      return new Response(body, { status: e.status, headers: { 'Content-Type': 'application/xml', 'x-amz-request-id': requestId, ...(contentRange ? { 'Content-Range': contentRange } : {}) } });
+      const retryAfter = (e as { retryAfter?: string }).retryAfter;
+      return new Response(body, { status: e.status, headers: { 'Content-Type': 'application/xml', 'x-amz-request-id': requestId, ...(contentRange ? { 'Content-Range': contentRange } : {}), ...(retryAfter ? { 'Retry-After': retryAfter } : {}) } });
     }
-  });
+  };
   return app;
 }
 
@@ -203,12 +250,10 @@ function listObjects(b: S3Bucket, bucket: string, query: URLSearchParams): strin
   if (query.has('encoding-type') && !urlEncode) throw new S3Error('InvalidArgument', 'encoding-type must be url');
   let after = '';
   const token = query.get('continuation-token');
-  if (v2 && token) {
-    try {
-      after = Buffer.from(token, 'base64url').toString('utf8');
-    } catch {
-      throw new S3Error('InvalidArgument', 'The continuation token provided is incorrect');
-    }
+  if (v2 && token !== null) {
+    after = Buffer.from(token, 'base64url').toString('utf8');
+    // Only a token this endpoint gave: it round-trips (review: garbage restarted anywhere).
+    if (token === '' || Buffer.from(after, 'utf8').toString('base64url') !== token) throw new S3Error('InvalidArgument', 'The continuation token provided is incorrect');
   } else if (v2) after = query.get('start-after') ?? '';
   else after = query.get('marker') ?? '';
   const skipUnder = delimiter && after.endsWith(delimiter) ? after : undefined;
@@ -217,8 +262,8 @@ function listObjects(b: S3Bucket, bucket: string, query: URLSearchParams): strin
   const prefixes: string[] = [];
   let last = '';
   let truncated = false;
-  for (const o of b.list(prefix, delimiter)) {
-    if (o.key <= after || (skipUnder && o.key.startsWith(skipUnder))) continue;
+  for (const o of b.list(prefix, delimiter, after, limit + 1)) {
+    if (compareKeys(o.key, after) <= 0 || (skipUnder && o.key.startsWith(skipUnder))) continue;
     let entry: string = o.key;
     let common: string | undefined;
     if (delimiter) {

@@ -26,8 +26,12 @@ export interface S3Bucket {
   /** Who may read (auth.ts): `read` for stores any token reads, `shared` where user tokens may not. */
   readonly readAccess: 'read' | 'shared';
   readonly createdAt: string;
-  /** Every key starting with `prefix`, sorted by key (UTF-16 order matches S3's for the ids allowed here). */
-  list(prefix: string, delimiter: string | undefined): S3Object[];
+  /**
+   * Keys starting with `prefix`, sorted by key. Every key after `after` must be there up to
+   * `limit` of them when there is no delimiter (a bucket may return more); with a delimiter a
+   * bucket may return one key for each prefix the listing folds into.
+   */
+  list(prefix: string, delimiter: string | undefined, after?: string, limit?: number): S3Object[];
   /** NoSuchKey when absent. */
   locate(key: string): ObjectLocation;
   /** Stores a body (already checked by the caller's wrappers); refused where the store is read-only. */
@@ -49,4 +53,24 @@ export interface S3Bucket {
   delete(actor: Actor, key: string): Promise<void>;
   /** Copies within the bucket (by reference where the store can). */
   copy(actor: Actor, from: string, to: string): Promise<S3Object>;
+}
+
+/**
+ * S3's key order: UTF-8 bytes, which is code point order. JavaScript's < compares UTF-16 code
+ * units, which puts U+10000 and above (surrogates) before U+E000–U+FFFF (review); SQLite's
+ * BINARY collation compares UTF-8 bytes, like this.
+ */
+export function compareKeys(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    // Only when a surrogate meets a non-surrogate at or above U+E000 does code-unit order differ.
+    const xs = x >= 0xd800 && x <= 0xdfff;
+    const ys = y >= 0xd800 && y <= 0xdfff;
+    if (xs !== ys && (xs ? y : x) >= 0xe000) return xs ? 1 : -1;
+    return x < y ? -1 : 1;
+  }
+  return a.length - b.length;
 }

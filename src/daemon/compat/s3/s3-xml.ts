@@ -6,7 +6,12 @@ import { S3Error } from './s3-error.js';
 const NS = 'http://s3.amazonaws.com/doc/2006-03-01/';
 
 export function escapeXml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]!);
+  // CR, LF and TAB as character references (a parser would fold a raw CR LF into LF, and the
+  // key in a listing would no longer be the key stored); other control characters cannot be
+  // written in XML 1.0 at all and are replaced (keys cannot hold them: s3-app.ts refuses them).
+  return text.replace(/[&<>"'\u0000-\u001f]/g, (c) =>
+    ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;', '\r': '&#13;', '\n': '&#10;', '\t': '&#9;' })[c] ?? '\ufffd',
+  );
 }
 
 /** <name>text</name>, the text escaped; undefined values are left out. */
@@ -25,13 +30,31 @@ export function errorXml(err: S3Error, resource: string, requestId: string): str
 /**
  * The text of the few elements a request body may carry (CompleteMultipartUpload, Delete):
  * every <name>…</name> in document order, entities decoded. Enough for those shapes, which
- * hold no nested element of the same name; anything malformed is MalformedXML.
+ * hold no nested element of the same name. A linear scan with indexOf: the regex it replaced
+ * was quadratic on an unclosed tag (review: a 480 KB body of "<Part>" held the event loop 27 s).
+ * An open tag without its close is MalformedXML.
  */
 export function elements(xml: string, name: string): string[] {
   const out: string[] = [];
-  const re = new RegExp(`<${name}(?:\\s[^>]*)?>([\\s\\S]*?)</${name}>`, 'g');
-  for (let m = re.exec(xml); m; m = re.exec(xml)) out.push(decodeEntities(m[1]!));
-  return out;
+  const open = `<${name}`;
+  const close = `</${name}>`;
+  let at = 0;
+  for (;;) {
+    const start = xml.indexOf(open, at);
+    if (start === -1) return out;
+    const after = xml[start + open.length];
+    // <PartNumber> is not <Part>: the name must end at ">" or whitespace.
+    if (after !== '>' && after !== ' ' && after !== '\t' && after !== '\n' && after !== '\r') {
+      at = start + open.length;
+      continue;
+    }
+    const gt = xml.indexOf('>', start);
+    if (gt === -1) throw new S3Error('MalformedXML', `an unterminated <${name}> tag`);
+    const end = xml.indexOf(close, gt + 1);
+    if (end === -1) throw new S3Error('MalformedXML', `<${name}> is not closed`);
+    out.push(decodeEntities(xml.slice(gt + 1, end)));
+    at = end + close.length;
+  }
 }
 
 function decodeEntities(text: string): string {

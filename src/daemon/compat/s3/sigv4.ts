@@ -45,7 +45,12 @@ export function verify(req: SignedRequest, secretOf: SecretLookup, nowMs = Date.
   const rawPath = q === -1 ? req.target : req.target.slice(0, q);
   const params = parseQuery(q === -1 ? '' : req.target.slice(q + 1));
   const presigned = params.some(([k]) => k === 'X-Amz-Algorithm');
+  if (presigned && req.headers.authorization !== undefined) throw new S3Error('InvalidArgument', 'Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter or the Authorization header should be specified');
+  if (presigned && params.filter(([k]) => k.startsWith('X-Amz-')).length !== new Set(params.filter(([k]) => k.startsWith('X-Amz-')).map(([k]) => k)).size) throw new S3Error('AuthorizationQueryParametersError', 'a presigned URL names each X-Amz- parameter once');
   const auth = presigned ? fromQuery(params, nowMs) : fromHeader(req.headers, nowMs);
+  // Exactly 64 lower-case hex digits: Buffer.from(…, 'hex') stops at the first bad one, so
+  // trailing junk after a valid signature was accepted (review).
+  if (!/^[0-9a-f]{64}$/.test(auth.signature)) throw new S3Error('SignatureDoesNotMatch', 'The request signature we calculated does not match the signature you provided. Check your key and signing method.');
   const secret = secretOf(auth.accessKeyId);
   if (secret === undefined) throw new S3Error('InvalidAccessKeyId', 'The AWS Access Key Id you provided does not exist in our records.');
   const signed = auth.signedHeaders.split(';');
