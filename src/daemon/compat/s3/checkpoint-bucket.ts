@@ -56,32 +56,6 @@ export class CheckpointBucket implements S3Bucket {
       throw err;
     }
   }
-
-  startMultipart(): Promise<string> {
-    return Promise.reject(notHere('multipart uploads'));
-  }
-  putPart(): Promise<{ size: number }> {
-    return Promise.reject(notHere('multipart uploads'));
-  }
-  listParts(): Promise<Array<{ part: number; size: number }>> {
-    return Promise.reject(notHere('multipart uploads'));
-  }
-  completeMultipart(): Promise<S3Object> {
-    return Promise.reject(notHere('multipart uploads'));
-  }
-  abortMultipart(): Promise<void> {
-    return Promise.reject(notHere('multipart uploads'));
-  }
-  delete(): Promise<void> {
-    return Promise.reject(notHere('deletes (the checkpoint retention policy removes old steps)'));
-  }
-  copy(): Promise<S3Object> {
-    return Promise.reject(notHere('copies'));
-  }
-}
-
-function notHere(what: string): S3Error {
-  return new S3Error('NotImplemented', `the checkpoints bucket does not take ${what}; upload with a single PUT (aws s3 cp: raise multipart_threshold) or the native API`);
 }
 
 function split(key: string): { run: string; step: number; path: string } {

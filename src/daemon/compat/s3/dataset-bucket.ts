@@ -66,26 +66,8 @@ export class DatasetBucket implements S3Bucket {
     }
   }
 
-  startMultipart(): Promise<string> {
-    return Promise.reject(notHere('multipart uploads'));
-  }
-  putPart(): Promise<{ size: number }> {
-    return Promise.reject(notHere('multipart uploads'));
-  }
-  listParts(): Promise<Array<{ part: number; size: number }>> {
-    return Promise.reject(notHere('multipart uploads'));
-  }
-  completeMultipart(): Promise<S3Object> {
-    return Promise.reject(notHere('multipart uploads'));
-  }
-  abortMultipart(): Promise<void> {
-    return Promise.reject(notHere('multipart uploads'));
-  }
   delete(): Promise<void> {
     return Promise.reject(new S3Error('AccessDenied', 'dataset raw files and versions are immutable'));
-  }
-  copy(): Promise<S3Object> {
-    return Promise.reject(notHere('copies'));
   }
 
   private find(key: string): { object: S3Object; objectKey: string } {
@@ -113,6 +95,3 @@ function shardTag(path: string, bytes: number): string {
   return createHash('sha256').update(`${path}\0${bytes}`).digest('hex');
 }
 
-function notHere(what: string): S3Error {
-  return new S3Error('NotImplemented', `the datasets bucket does not take ${what}; upload raw files with a single PUT or the native API`);
-}

@@ -136,7 +136,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
       if (!b) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist');
       if (method === 'GET' && query.has('uploadId')) {
         allow('service');
-        const parts = await b.listParts(key, query.get('uploadId')!);
+        const parts = await needs(b, 'listParts', 'multipart uploads')(key, query.get('uploadId')!);
         return xml(
           c,
           requestId,
@@ -156,7 +156,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
         if (copySource !== undefined) {
           if (uploadId !== undefined) throw new S3Error('NotImplemented', 'UploadPartCopy is not implemented');
           const from = copySourceKey(copySource, bucket);
-          const object = await b.copy({ tokenId: caller.tokenId }, from, key);
+          const object = await needs(b, 'copy', 'copies')({ tokenId: caller.tokenId }, from, key);
           return xml(c, requestId, doc('CopyObjectResult', el('LastModified', isoDate(object.lastModified)) + el('ETag', `"${object.etag}"`)));
         }
         if (uploadId !== undefined || query.has('partNumber')) {
@@ -165,7 +165,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
           if (uploadId === undefined || !Number.isInteger(part) || part < 1 || part > 10_000) throw new S3Error('InvalidArgument', 'UploadPart needs uploadId and a partNumber from 1 to 10000');
           return await withUploadBody(c, async (source) => {
             const checked = checkBody(...framed(source, headers, verified));
-            await b.putPart(key, uploadId, part, checked.body, /^[0-9a-f]{64}$/.test(verified.payloadHash) ? verified.payloadHash : undefined);
+            await needs(b, 'putPart', 'multipart uploads')(key, uploadId, part, checked.body, /^[0-9a-f]{64}$/.test(verified.payloadHash) ? verified.payloadHash : undefined);
             return new Response(null, { status: 200, headers: { 'x-amz-request-id': requestId, ETag: `"${checked.md5()}"`, ...checked.echo() } });
           });
         }
@@ -176,7 +176,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
       }
       if (method === 'POST' && query.has('uploads')) {
         allow('service');
-        const id = await b.startMultipart({ tokenId: caller.tokenId }, key);
+        const id = await needs(b, 'startMultipart', 'multipart uploads')({ tokenId: caller.tokenId }, key);
         return xml(c, requestId, doc('InitiateMultipartUploadResult', el('Bucket', bucket) + el('Key', key) + el('UploadId', id)));
       }
       if (method === 'POST' && uploadId !== undefined) {
@@ -186,8 +186,8 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
       }
       if (method === 'DELETE') {
         allow('service');
-        if (uploadId !== undefined) await b.abortMultipart({ tokenId: caller.tokenId }, key, uploadId);
-        else await b.delete({ tokenId: caller.tokenId }, key);
+        if (uploadId !== undefined) await needs(b, 'abortMultipart', 'multipart uploads')({ tokenId: caller.tokenId }, key, uploadId);
+        else await needs(b, 'delete', 'deletes')({ tokenId: caller.tokenId }, key);
         return new Response(null, { status: 204, headers: { 'x-amz-request-id': requestId } });
       }
       throw new S3Error('NotImplemented', `${method} ${query.toString() ? `with ?${[...query.keys()].join('&')} ` : ''}is not implemented`);
@@ -207,6 +207,13 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
     }
   };
   return app;
+}
+
+/** The bucket's optional operation, or NotImplemented naming what to do instead. */
+function needs<K extends 'startMultipart' | 'putPart' | 'listParts' | 'completeMultipart' | 'abortMultipart' | 'delete' | 'copy'>(b: S3Bucket, op: K, what: string): NonNullable<S3Bucket[K]> {
+  const fn = b[op];
+  if (!fn) throw new S3Error('NotImplemented', `the ${b.name} bucket does not take ${what}; use single PUTs (aws s3 cp: raise multipart_threshold) or the native API`);
+  return fn.bind(b) as NonNullable<S3Bucket[K]>;
 }
 
 function xml(_c: Context, requestId: string, body: string): Response {
@@ -381,7 +388,7 @@ async function completeMultipart(c: Context, b: S3Bucket, key: string, uploadId:
   const parts = elements(text, 'Part').map((p) => ({ number: Number(elements(p, 'PartNumber')[0]), etag: (elements(p, 'ETag')[0] ?? '').trim().replace(/^"|"$/g, '') }));
   if (parts.length === 0 || parts.some((p) => !Number.isInteger(p.number) || p.number < 1 || p.number > 10_000)) throw new S3Error('MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema.');
   for (let i = 1; i < parts.length; i++) if (parts[i]!.number <= parts[i - 1]!.number) throw new S3Error('InvalidPartOrder', 'The list of parts was not in ascending order. Parts must be ordered by part number.');
-  const sizes = new Map((await b.listParts(key, uploadId)).map((p) => [p.part, p.size]));
+  const sizes = new Map((await needs(b, 'listParts', 'multipart uploads')(key, uploadId)).map((p) => [p.part, p.size]));
   parts.forEach((p, i) => {
     const size = sizes.get(p.number);
     if (size === undefined) throw new S3Error('InvalidPart', `part ${p.number} was not uploaded`);
@@ -401,7 +408,7 @@ async function completeMultipart(c: Context, b: S3Bucket, key: string, uploadId:
     digests.push(d);
     if (digests.length === parts.length) etag = `${createHash('md5').update(Buffer.concat(digests)).digest('hex')}-${parts.length}`;
   };
-  return b.completeMultipart({ tokenId: caller.tokenId }, key, uploadId, parts.map((p) => p.number), eachPart, () => etag);
+  return needs(b, 'completeMultipart', 'multipart uploads')({ tokenId: caller.tokenId }, key, uploadId, parts.map((p) => p.number), eachPart, () => etag);
 }
 
 /** x-amz-copy-source: "/bucket/key" or "bucket/key", URL-encoded, optionally ?versionId=… (ignored). */
@@ -427,7 +434,7 @@ async function deleteObjects(c: Context, b: S3Bucket, headers: Record<string, st
   let out = '';
   for (const key of keys as string[]) {
     try {
-      await b.delete({ tokenId: caller.tokenId }, key);
+      await needs(b, 'delete', 'deletes')({ tokenId: caller.tokenId }, key);
       if (!quiet) out += `<Deleted>${el('Key', key)}</Deleted>`;
     } catch (err) {
       const e = toS3Error(err);

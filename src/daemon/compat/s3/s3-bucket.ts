@@ -36,11 +36,12 @@ export interface S3Bucket {
   locate(key: string): ObjectLocation;
   /** Stores a body (already checked by the caller's wrappers); refused where the store is read-only. */
   put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>, etag: () => string | undefined, expectedSha256: string | undefined): Promise<S3Object>;
+  // The rest is optional: a bucket without one answers NotImplemented saying so (s3-app.ts).
   /** Multipart: where the bytes wait until completed (the store's resumable uploads). */
-  startMultipart(actor: Actor, key: string): Promise<string>;
-  putPart(key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, expectedSha256: string | undefined): Promise<{ size: number }>;
-  listParts(key: string, uploadId: string): Promise<Array<{ part: number; size: number }>>;
-  completeMultipart(
+  startMultipart?(actor: Actor, key: string): Promise<string>;
+  putPart?(key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, expectedSha256: string | undefined): Promise<{ size: number }>;
+  listParts?(key: string, uploadId: string): Promise<Array<{ part: number; size: number }>>;
+  completeMultipart?(
     actor: Actor,
     key: string,
     uploadId: string,
@@ -48,11 +49,11 @@ export interface S3Bucket {
     eachPart: (part: number, body: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>,
     etag: () => string | undefined,
   ): Promise<S3Object>;
-  abortMultipart(actor: Actor, key: string, uploadId: string): Promise<void>;
+  abortMultipart?(actor: Actor, key: string, uploadId: string): Promise<void>;
   /** Removes an object where the store allows it; absent is not an error (S3 answers 204). */
-  delete(actor: Actor, key: string): Promise<void>;
+  delete?(actor: Actor, key: string): Promise<void>;
   /** Copies within the bucket (by reference where the store can). */
-  copy(actor: Actor, from: string, to: string): Promise<S3Object>;
+  copy?(actor: Actor, from: string, to: string): Promise<S3Object>;
 }
 
 /**

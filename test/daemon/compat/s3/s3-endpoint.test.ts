@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -23,6 +23,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import * as Minio from 'minio';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Sha256 } from '../../../helpers/aws-hash.js';
 import { api, startDaemon, type Daemon } from '../../../helpers/daemon.js';
 import { freePort } from '../../../helpers/redis.js';
 
@@ -37,19 +38,6 @@ let reader: { accessKeyId: string; secretAccessKey: string };
 
 const client = (credentials = writer) => new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
 const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
-/** The SDK signer's hash interface over node:crypto (for requests signed by hand). */
-class Sha256 {
-  private readonly h;
-  constructor(secret?: string | Uint8Array) {
-    this.h = secret ? createHmac('sha256', secret) : createHash('sha256');
-  }
-  update(data: string | Uint8Array) {
-    this.h.update(data);
-  }
-  async digest() {
-    return new Uint8Array(this.h.digest());
-  }
-}
 const code = async (p: Promise<unknown>) => {
   try {
     await p;

@@ -1,24 +1,12 @@
-import { createHash, createHmac } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { describe, expect, it } from 'vitest';
+import { Sha256 } from '../../../helpers/aws-hash.js';
 import { verify, type SignedRequest } from '../../../../src/daemon/compat/s3/sigv4.js';
 
 // Requests signed by the AWS SDK's own signer (@smithy/signature-v4, what @aws-sdk/client-s3
 // uses), checked by ours: header auth, presigned URLs, and each way a request can be wrong.
 
-/** The SDK's hash interface over node:crypto. */
-class Sha256 {
-  private readonly h;
-  constructor(secret?: string | Uint8Array) {
-    this.h = secret ? createHmac('sha256', secret) : createHash('sha256');
-  }
-  update(data: string | Uint8Array) {
-    this.h.update(data);
-  }
-  async digest() {
-    return new Uint8Array(this.h.digest());
-  }
-}
 
 const KEY = { accessKeyId: 'STRATAEXAMPLEKEY0001', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' };
 const signer = new SignatureV4({ credentials: KEY, region: 'us-east-1', service: 's3', sha256: Sha256 as never, uriEscapePath: false, applyChecksum: false });
