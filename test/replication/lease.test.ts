@@ -282,17 +282,24 @@ describe('lease between daemons', () => {
     expect((await status(loser)).epoch).toBe((await status(winner)).epoch);
   });
 
-  it('failover: auto with synchronous billing — no replica stands while a standby the primary named is silent, since it may hold acknowledged writes', async () => {
+  /** A primary with synchronous billing and two auto-failover replicas on a shared tier; `standbys()` reads the lease's list. */
+  const syncTrio = async () => {
     const tier = shared();
     const sync = ['replication.sync_min_replicas=1', 'replication.sync_timeout_ms=3000'];
     const { p, token } = await primaryWithToken([...tier, ...sync]);
     const auto = ['replication.failover=auto', ...tier, ...sync];
     const [r1, r2] = [await replicaOf(p.url, token, 'replica-1', auto), await replicaOf(p.url, token, 'replica-2', auto)];
     await writable(p, 'before');
+    const standbys = async () => ((await record(new FsObjectStore(tier[3]!.split('=')[1]!))).standbys ?? []).map((s) => s.node_id).sort();
+    return { p, r1, r2, standbys };
+  };
+
+  it('failover: auto with synchronous billing — no replica stands while a standby the primary named is silent, since it may hold acknowledged writes', async () => {
+    const { p, r1, r2, standbys } = await syncTrio();
     const entry = (ref: string, d: Daemon) => api(d, 'POST', '/v1/billing/entries', { user_id: 'before', kind: 'charge', amount_micros: 5, currency: 'USD', ref });
     expect((await entry('b-1', p)).status).toBe(201);
     // The lease names both replicas as the primary's standbys.
-    await expect.poll(async () => ((await record(new FsObjectStore(tier[3]!.split('=')[1]!))).standbys ?? []).map((s) => s.node_id).sort(), { timeout: 10_000 }).toEqual(['replica-1', 'replica-2']);
+    await expect.poll(standbys, { timeout: 10_000 }).toEqual(['replica-1', 'replica-2']);
 
     r2.proc.kill('SIGSTOP');
     await p.kill9();
@@ -309,13 +316,8 @@ describe('lease between daemons', () => {
   });
 
   it('failover: auto with synchronous billing — a standby gone for good is retired on the replica that should stand, which then does', async () => {
-    const tier = shared();
-    const sync = ['replication.sync_min_replicas=1', 'replication.sync_timeout_ms=3000'];
-    const { p, token } = await primaryWithToken([...tier, ...sync]);
-    const auto = ['replication.failover=auto', ...tier, ...sync];
-    const [r1, r2] = [await replicaOf(p.url, token, 'replica-1', auto), await replicaOf(p.url, token, 'replica-2', auto)];
-    await writable(p, 'before');
-    await expect.poll(async () => ((await record(new FsObjectStore(tier[3]!.split('=')[1]!))).standbys ?? []).length, { timeout: 10_000 }).toBe(2);
+    const { p, r1, r2, standbys } = await syncTrio();
+    await expect.poll(standbys, { timeout: 10_000 }).toEqual(['replica-1', 'replica-2']);
     await r2.kill9();
     await p.kill9();
     await expect.poll(() => r1.output(), { timeout: 15_000, interval: 200 }).toMatch(/does not stand: standby replica-2 .* or be retired with POST \/v1\/admin\/replicas\/replica-2\/forget on this node/);
