@@ -33,7 +33,10 @@ describe('tokenizer', () => {
       const small = unit.repeat((64 * 1024) / unit.length);
       const large = unit.repeat((1024 * 1024) / unit.length);
       cost(small, 2);
-      expect(cost(large, 1) / cost(small, 4)).toBeLessThan(48);
+      // Linear is 16, the quadratic BPE of 0.7.0 256 and more. 6× slack: the large encode makes
+      // arrays whose garbage collection is noisy — idle runs measure 12–36 for letters, a loaded
+      // CI run under Node 24 measured 61.
+      expect(cost(large, 1) / cost(small, 4)).toBeLessThan(96);
     });
   }
 });
