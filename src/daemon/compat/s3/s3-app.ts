@@ -20,6 +20,7 @@ import { ModelBucket } from './model-bucket.js';
 import { compareKeys, type S3Bucket, type S3Object } from './s3-bucket.js';
 import { S3Error } from './s3-error.js';
 import { doc, el, elements, errorXml, httpDate, isoDate } from './s3-xml.js';
+import { isSigV2Query, verifyV2Query } from './sigv2-query.js';
 import { verify } from './sigv4.js';
 
 // The S3-compatible endpoint (issue 17), on its own listener (s3.listen), like MinIO's: one
@@ -75,13 +76,16 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
     c.req.raw.headers.forEach((v, k) => (headers[k] = v));
     let resource = rawPath;
     try {
-      const { bucket, key } = locate(rawPath, headers.host, options.domain);
+      const { bucket, key, virtual } = locate(rawPath, headers.host, options.domain);
       resource = bucket ? `/${bucket}${key ? `/${key}` : ''}` : '/';
       let verified: ReturnType<typeof verify>;
       try {
-        verified = verify({ method: c.req.method, target, headers }, (id) => node.tokens.s3Credential(id)?.secret);
+        const secretOf = (id: string) => node.tokens.s3Credential(id)?.secret;
+        verified = isSigV2Query(query)
+          ? verifyV2Query({ method: c.req.method, target, headers, virtualBucket: virtual ? bucket : undefined }, secretOf)
+          : verify({ method: c.req.method, target, headers }, secretOf);
       } catch (err) {
-        if (err instanceof S3Error && err.status === 403) node.authFailed(headers.authorization || query.has('X-Amz-Signature') ? 'invalid' : 'missing');
+        if (err instanceof S3Error && err.status === 403) node.authFailed(headers.authorization || query.has('X-Amz-Signature') || query.has('Signature') ? 'invalid' : 'missing');
         throw err;
       }
       const info = node.tokens.s3Credential(verified.accessKeyId)!.info;
@@ -221,7 +225,7 @@ function xml(_c: Context, requestId: string, body: string): Response {
 }
 
 /** Path style /bucket/key, or virtual-host style bucket.<domain>/key. */
-function locate(rawPath: string, host: string | undefined, domain: string | undefined): { bucket: string | undefined; key: string | undefined } {
+function locate(rawPath: string, host: string | undefined, domain: string | undefined): { bucket: string | undefined; key: string | undefined; virtual?: true } {
   let path: string;
   try {
     path = decodeURIComponent(rawPath);
@@ -231,7 +235,7 @@ function locate(rawPath: string, host: string | undefined, domain: string | unde
   const hostname = (host ?? '').replace(/:\d+$/, '').toLowerCase();
   if (domain && hostname.endsWith(`.${domain.toLowerCase()}`)) {
     const key = path.slice(1);
-    return { bucket: hostname.slice(0, -domain.length - 1), key: key || undefined };
+    return { bucket: hostname.slice(0, -domain.length - 1), key: key || undefined, virtual: true };
   }
   const slash = path.indexOf('/', 1);
   if (path === '/' || path === '') return { bucket: undefined, key: undefined };
