@@ -46,6 +46,22 @@ function metered(store: ObjectStore, tier: string, metrics: Metrics): ObjectStor
     readVersioned: (key) => store.readVersioned(key),
     putIf: (key, body, condition) => store.putIf(key, body, condition),
     ...(store.sweepIncomplete ? { sweepIncomplete: (ms: number) => store.sweepIncomplete!(ms) } : {}),
+    ...(store.slots
+      ? {
+          slots: {
+            writeAt(key, offset, max, body, options) {
+              async function* counted() {
+                for await (const chunk of body) {
+                  incoming.inc(chunk.byteLength);
+                  yield chunk;
+                }
+              }
+              return store.slots!.writeAt(key, offset, max, counted(), options);
+            },
+            seal: (from, size, key, options) => store.slots!.seal(from, size, key, options),
+          },
+        }
+      : {}),
   };
 }
 

@@ -720,7 +720,7 @@ export class StrataNode {
     await this.checkTierOwnership();
     const foreign = Object.values(this.tierOwners).find((o) => !o.owned());
     if (foreign) throw foreign.refusal();
-    return this.models.collectGarbage(actor, graceMs, uploadTtlMs);
+    return this.models.gc.collect(actor, graceMs, uploadTtlMs);
   }
 
   /** Takes an object tier over for this node's cluster (audited): its former owner's blobs become this node's garbage. */

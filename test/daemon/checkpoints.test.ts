@@ -62,7 +62,7 @@ describe('checkpoint deletion after N days', () => {
       const later = Date.now() + 40 * 86_400_000;
       expect(await t.node.checkpoints.applyRetention(actor, { keep_last: 1, archive_older: true, delete_after_days: 30 }, later)).toEqual({ archived: 0, deleted: 2 });
       expect(t.node.checkpoints.list('r').items.map((c) => c.step)).toEqual([3]);
-      const gc = await t.node.models.collectGarbage(actor, 0);
+      const gc = await t.node.models.gc.collect(actor, 0);
       expect(gc.unreferenced_blobs).toBe(2);
     } finally {
       await t.close();

@@ -348,7 +348,7 @@ describe('resumable uploads', () => {
         s.on('error', () => undefined);
       });
       const listed = (await api(d, 'GET', `/v1/models/r/uploads/${upload_id}/shard-1.bin`)).body;
-      expect(listed.parts).toEqual([{ part: 1, size: 700_000 }]);
+      expect(listed.parts).toEqual([{ part: 1, size: 700_000, sha256: sha(parts[0]!) }]);
       // Resume: send part 2 again, then part 3, then complete.
       expect((await fetch(`${d.url}${file}?upload_id=${upload_id}&part=2`, { method: 'PUT', headers: h, body: parts[1] })).status).toBe(200);
       expect((await fetch(`${d.url}${file}?upload_id=${upload_id}&part=3`, { method: 'PUT', headers: h, body: parts[2] })).status).toBe(200);

@@ -94,7 +94,9 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
       withUploadBody(c, async (source) => {
         if (query.upload_id !== undefined || query.part !== undefined) {
           if (query.upload_id === undefined || query.part === undefined) throw new InvalidInput('a part upload needs both upload_id and part');
-          return c.json(await models.putPart(params.model, params.path, query.upload_id, query.part, source));
+          // A declared length lets the part go straight into its place in the assembly file.
+          const length = c.req.header('content-length');
+          return c.json(await models.uploads.putPart(actorOf(caller), params.model, params.path, query.upload_id, query.part, source, length !== undefined && /^\d+$/.test(length) ? { length: Number(length) } : {}));
         }
         const entry = await models.putFile(actorOf(caller), params.model, params.version, params.path, source, c.req.header('x-content-sha256'));
         return c.json(entry, 201);
@@ -114,9 +116,9 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
     },
     async (c, { params, query, caller }) => {
       if (query.upload_id !== undefined) {
-        return c.json(await models.completeUpload(actorOf(caller), params.model, params.path, query.upload_id, c.req.header('x-content-sha256')), 201);
+        return c.json(await models.uploads.complete(actorOf(caller), params.model, params.path, query.upload_id, c.req.header('x-content-sha256')), 201);
       }
-      if (query.uploads !== undefined) return c.json(await models.startUpload(actorOf(caller), params.model, params.version, params.path), 201);
+      if (query.uploads !== undefined) return c.json(await models.uploads.start(actorOf(caller), params.model, params.version, params.path), 201);
       throw new InvalidInput('POST on a file needs ?uploads (start a resumable upload) or ?upload_id=… (complete it)');
     },
   );
@@ -129,9 +131,12 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
       tag: 'models',
       access: 'service',
       params: z.object({ model: id, upload_id: z.uuid(), path: z.string().min(1) }),
-      responses: { 200: { description: '{upload_id, parts:[{part,size}]}' } },
+      responses: { 200: { description: '{upload_id, parts:[{part,size,sha256}]}' } },
     },
-    async (c, { params }) => c.json(await models.listParts(params.model, params.path, params.upload_id)),
+    async (c, { params }) => {
+      const { upload_id, parts } = await models.uploads.listParts(params.model, params.path, params.upload_id);
+      return c.json({ upload_id, parts: parts.map(({ part, size, sha256 }) => ({ part, size, sha256 })) });
+    },
   );
 
   const download = (c: RouteContext, params: z.infer<typeof fileParams>, head: boolean) =>
@@ -192,7 +197,7 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
       params: versionParams,
       responses: { 200: { description: '{version, moved, bytes}' } },
     },
-    async (c, { params, caller }) => c.json(await models.archiveVersion(actorOf(caller), params.model, params.version)),
+    async (c, { params, caller }) => c.json(await models.archive.archiveVersion(actorOf(caller), params.model, params.version)),
   );
 
   router.route(
@@ -211,7 +216,7 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
       body: z.strictObject({ variants: z.array(z.strictObject({ version: id, weight: z.int().min(0).max(100) })).min(1).max(20) }),
       responses: { 200: { description: 'set' } },
     },
-    async (c, { params, body, caller }) => c.json(await models.setRollout(actorOf(caller), params.model, body.variants)),
+    async (c, { params, body, caller }) => c.json(await models.rollouts.set(actorOf(caller), params.model, body.variants)),
   );
 
   router.route(
@@ -225,7 +230,7 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
       query: z.object({ key: z.string().min(1).max(512) }),
       responses: { 200: { description: '{version}' } },
     },
-    (c, { params, query }) => c.json(models.resolveRollout(params.model, query.key)),
+    (c, { params, query }) => c.json(models.rollouts.resolve(params.model, query.key)),
   );
 }
 

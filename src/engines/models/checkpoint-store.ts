@@ -44,7 +44,7 @@ export class CheckpointStore {
 
   async putFile(actor: Actor, run: string, step: number, path: string, body: AsyncIterable<Uint8Array>, expectedSha256?: string, etag?: () => string | undefined): Promise<FileEntry> {
     checkFilePath(path);
-    const blob = await this.registry.storeBlob(actor, body, expectedSha256, (tx, b) => {
+    const blob = await this.registry.blobs.put(actor, body, expectedSha256, (tx, b) => {
       const tag = etag?.();
       tx.apply(this.filePut, { run, step, path, size: b.size, sha256: b.sha256, key: b.key, now: new Date().toISOString(), ...(tag ? { etag: tag } : {}) });
       tx.audit('checkpoints.put_file', `run:${run}/${step}/${path}`, { size: b.size, sha256: b.sha256 });
@@ -107,7 +107,7 @@ export class CheckpointStore {
             .prepare<{ sha256: string }>('SELECT DISTINCT sha256 FROM checkpoint_files WHERE run = ? AND step = ?')
             .all(run, c.step)
             .map((r) => r.sha256);
-          await this.registry.archiveUnlessInUse(actor, shas);
+          await this.registry.archive.archiveUnlessInUse(actor, shas);
           archived++;
         }
       }

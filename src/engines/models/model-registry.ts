@@ -1,197 +1,34 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { Conflict, InvalidInput, NotFound, ObjectMissing, Unavailable } from '../errors.js';
-import type { ObjectStore, PutResult } from '../objects/object-store.js';
-import type { ModelCache } from './model-cache.js';
-import type { ChangeLog, ChangeType } from '../sql/change-log.js';
+import { Conflict, InvalidInput, NotFound, ObjectMissing } from '../errors.js';
+import type { ObjectStore } from '../objects/object-store.js';
+import type { ChangeLog } from '../sql/change-log.js';
 import type { SqlDatabase } from '../sql/database.js';
-import type { Migration } from '../sql/migrations.js';
 import type { Actor, Tx, Writer } from '../sql/writer.js';
+import { BlobWriter, type StoredBlob } from './blob-writer.js';
+import { ModelArchive } from './model-archive.js';
+import type { ModelCache } from './model-cache.js';
+import { ModelChanges } from './model-changes.js';
+import { ModelGarbage } from './model-gc.js';
+import { ModelRollouts } from './model-rollouts.js';
+import { checkFilePath, checkSha, ID_PATTERN, type FileEntry, type VersionRow } from './model-schema.js';
+import { ModelUploads } from './model-uploads.js';
 
-// Models, their versions and files, aliases with their history, and weighted rollouts.
-//
-// Blobs before references: a file's bytes are written to the object tier under a fresh key
-// (`blobs/<uuid>`) and verified before the transaction that references them commits. If a
-// blob with the same sha256 already exists, the new row points at the existing blob and the
-// fresh copy is deleted after the commit — identical content is stored once, without the
-// rename-after-hash that S3 cannot do. A crash between the put and the commit leaves an
-// unreferenced object, which garbage collection removes; never a row without its bytes.
+export { checkFilePath, modelMigrations, type FileEntry, type RolloutVariant } from './model-schema.js';
 
-export const modelMigrations: Migration[] = [
-  {
-    engine: 'models',
-    version: 1,
-    name: 'model registry',
-    sql: `
-      CREATE TABLE blobs (
-        sha256 TEXT PRIMARY KEY,
-        size INTEGER NOT NULL,
-        tier TEXT NOT NULL DEFAULT 'hot',
-        key TEXT NOT NULL,
-        created_at TEXT NOT NULL
-      ) STRICT;
-      CREATE TABLE models (
-        name TEXT PRIMARY KEY,
-        description TEXT NOT NULL DEFAULT '',
-        tags TEXT NOT NULL DEFAULT '[]',
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-      ) STRICT;
-      CREATE TABLE model_versions (
-        model TEXT NOT NULL REFERENCES models (name),
-        version TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('open', 'final')),
-        metadata TEXT NOT NULL DEFAULT '{}',
-        created_at TEXT NOT NULL,
-        finalized_at TEXT,
-        PRIMARY KEY (model, version)
-      ) STRICT;
-      CREATE TABLE model_files (
-        model TEXT NOT NULL,
-        version TEXT NOT NULL,
-        path TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL REFERENCES blobs (sha256),
-        created_at TEXT NOT NULL,
-        PRIMARY KEY (model, version, path),
-        FOREIGN KEY (model, version) REFERENCES model_versions (model, version)
-      ) STRICT;
-      CREATE INDEX model_files_sha ON model_files (sha256);
-      CREATE TABLE model_aliases (
-        model TEXT NOT NULL,
-        alias TEXT NOT NULL,
-        version TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        PRIMARY KEY (model, alias)
-      ) STRICT;
-      CREATE TABLE model_alias_history (
-        seq INTEGER PRIMARY KEY,
-        model TEXT NOT NULL,
-        alias TEXT NOT NULL,
-        version TEXT NOT NULL,
-        previous TEXT,
-        token_id TEXT NOT NULL,
-        time TEXT NOT NULL
-      ) STRICT;
-      CREATE TABLE model_rollouts (
-        model TEXT PRIMARY KEY,
-        variants TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-      ) STRICT;
-    `,
-  },
-];
-
-modelMigrations.push({
-  engine: 'models',
-  version: 2,
-  name: 'resumable upload sessions',
-  sql: `
-    CREATE TABLE model_uploads (
-      id TEXT PRIMARY KEY,
-      model TEXT NOT NULL,
-      version TEXT NOT NULL,
-      path TEXT NOT NULL,
-      created_at TEXT NOT NULL
-    ) STRICT;
-  `,
-});
-
-modelMigrations.push({
-  engine: 'models',
-  version: 3,
-  name: 'archived versions',
-  sql: `ALTER TABLE model_versions ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;`,
-});
-
-modelMigrations.push({
-  engine: 'models',
-  version: 4,
-  name: 'training checkpoints',
-  sql: `
-    CREATE TABLE checkpoints (
-      run TEXT NOT NULL,
-      step INTEGER NOT NULL,
-      archived INTEGER NOT NULL DEFAULT 0,
-      created_at TEXT NOT NULL,
-      PRIMARY KEY (run, step)
-    ) STRICT;
-    CREATE TABLE checkpoint_files (
-      run TEXT NOT NULL,
-      step INTEGER NOT NULL,
-      path TEXT NOT NULL,
-      size INTEGER NOT NULL,
-      sha256 TEXT NOT NULL REFERENCES blobs (sha256),
-      created_at TEXT NOT NULL,
-      PRIMARY KEY (run, step, path),
-      FOREIGN KEY (run, step) REFERENCES checkpoints (run, step) ON DELETE CASCADE
-    ) STRICT;
-    CREATE INDEX checkpoint_files_sha ON checkpoint_files (sha256);
-  `,
-});
-
-modelMigrations.push({
-  engine: 'models',
-  version: 5,
-  name: 'S3 entity tags',
-  // The ETag an S3 client saw when it wrote the file: the body's MD5, or md5-of-md5s-N for a
-  // multipart upload (it depends on the part boundaries, so it is the file's, not the blob's).
-  // NULL for files written through the native API, which computes no MD5.
-  sql: `ALTER TABLE model_files ADD COLUMN etag TEXT;`,
-});
-
-modelMigrations.push({
-  engine: 'models',
-  version: 6,
-  name: 'S3 entity tags of checkpoint files',
-  sql: `ALTER TABLE checkpoint_files ADD COLUMN etag TEXT;`,
-});
-
-export interface FileEntry {
-  path: string;
-  size: number;
-  sha256: string;
-}
-
-export interface RolloutVariant {
-  version: string;
-  weight: number;
-}
-
-/** Model and version names (the native API's id schema). */
-const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
-
-type VersionRow = { model: string; version: string; state: 'open' | 'final'; metadata: string; created_at: string; finalized_at: string | null; archived?: number };
-
-/** File paths inside a version: relative, slash-separated, no `..`, no NUL, no backslash. */
-function checkSha(sha: string | undefined): void {
-  if (sha !== undefined && !/^[0-9a-fA-F]{64}$/.test(sha)) throw new InvalidInput('X-Content-Sha256 must be 64 hex characters');
-}
-
-export function checkFilePath(path: string): void {
-  if (
-    path.length === 0 ||
-    path.length > 1024 ||
-    path.startsWith('/') ||
-    /[\0\\]/.test(path) ||
-    path.split('/').some((s) => s === '' || s === '.' || s === '..')
-  ) {
-    throw new InvalidInput(`invalid file path ${JSON.stringify(path)}: use a relative path without "..", "//", NUL or backslashes`);
-  }
-}
+// Models, their versions and files, and aliases with their history; the reads that find a
+// file's bytes (through the model cache). The rest of the model store is one module each, here
+// as members: `blobs` (bytes before references, dedup by sha256), `uploads` (resumable and S3
+// multipart uploads), `archive` (the archive tier), `rollouts`, `gc`. The S3 and Hugging Face
+// adapters and the native routes call those pieces by name.
 
 export class ModelRegistry {
-  private readonly modelPut: ChangeType<{ name: string; description: string; tags: string; now: string }>;
-  private readonly versionPut: ChangeType<VersionRow>;
-  private readonly filePut: ChangeType<FileEntry & { model: string; version: string; key: string; now: string; etag?: string | null }>;
-  private readonly aliasSet: ChangeType<{ model: string; alias: string; version: string; previous: string | null; token_id: string; now: string }>;
-  private readonly blobDeleted: ChangeType<{ sha256: string }>;
-  private readonly blobMoved: ChangeType<{ sha256: string; tier: string; key: string }>;
-  private readonly uploadStarted: ChangeType<{ id: string; model: string; version: string; path: string; created_at: string }>;
-  private readonly uploadEnded: ChangeType<{ id: string }>;
-  private readonly rolloutSet: ChangeType<{ model: string; variants: string; now: string }>;
-  private readonly versionDeleted: ChangeType<{ model: string; version: string }>;
-  private readonly fileDeleted: ChangeType<{ model: string; version: string; path: string }>;
+  readonly blobs: BlobWriter;
+  readonly uploads: ModelUploads;
+  readonly archive: ModelArchive;
+  readonly rollouts: ModelRollouts;
+  readonly gc: ModelGarbage;
+  private readonly changes: ModelChanges;
 
   constructor(
     private readonly db: SqlDatabase,
@@ -200,80 +37,24 @@ export class ModelRegistry {
     private readonly store: ObjectStore,
     private readonly cache?: ModelCache,
     private readonly pinnedAliases: readonly string[] = [],
-    private readonly archive?: ObjectStore,
+    archiveTier?: ObjectStore,
     private readonly events: { objectMissing?(tier: string, key: string): void } = {},
   ) {
-    this.modelPut = changes.define('models', 'put', (db, m) => {
-      db.prepare(
-        `INSERT INTO models (name, description, tags, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (name) DO UPDATE SET description = excluded.description, tags = excluded.tags, updated_at = excluded.updated_at`,
-      ).run(m.name, m.description, m.tags, m.now, m.now);
+    this.changes = new ModelChanges(changes);
+    this.blobs = new BlobWriter(db, writer, store);
+    this.archive = new ModelArchive(db, writer, this.changes, store, archiveTier, cache, (m, v) => this.resolveVersion(m, v));
+    this.uploads = new ModelUploads(db, writer, this.changes, store, this.blobs, {
+      openVersion: (m, v) => this.openVersion(m, v),
+      record: (tx, m, v, p, blob, etag) => this.recordFile(tx, m, v, p, blob, etag),
     });
-    this.versionPut = changes.define<VersionRow>('models', 'put_version', (db, v) => {
-      db.prepare(
-        `INSERT INTO model_versions (model, version, state, metadata, created_at, finalized_at, archived) VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (model, version) DO UPDATE SET state = excluded.state, finalized_at = excluded.finalized_at, archived = excluded.archived`,
-      ).run(v.model, v.version, v.state, v.metadata, v.created_at, v.finalized_at, v.archived ?? 0);
-    });
-    this.filePut = changes.define('models', 'put_file', (db, f) => {
-      db.prepare('INSERT OR IGNORE INTO blobs (sha256, size, tier, key, created_at) VALUES (?, ?, ?, ?, ?)').run(f.sha256, f.size, 'hot', f.key, f.now);
-      db.prepare(
-        `INSERT INTO model_files (model, version, path, size, sha256, created_at, etag) VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (model, version, path) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, created_at = excluded.created_at, etag = excluded.etag`,
-      ).run(f.model, f.version, f.path, f.size, f.sha256, f.now, f.etag ?? null);
-    });
-    this.aliasSet = changes.define('models', 'set_alias', (db, a) => {
-      db.prepare(
-        `INSERT INTO model_aliases (model, alias, version, updated_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at`,
-      ).run(a.model, a.alias, a.version, a.now);
-      db.prepare('INSERT INTO model_alias_history (model, alias, version, previous, token_id, time) VALUES (?, ?, ?, ?, ?, ?)').run(
-        a.model,
-        a.alias,
-        a.version,
-        a.previous,
-        a.token_id,
-        a.now,
-      );
-    });
-    this.blobDeleted = changes.define<{ sha256: string }>('models', 'delete_blob', (db, b) => {
-      db.prepare(
-        'DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM model_files WHERE sha256 = ?) AND NOT EXISTS (SELECT 1 FROM checkpoint_files WHERE sha256 = ?)',
-      ).run(b.sha256, b.sha256, b.sha256);
-    });
-    this.blobMoved = changes.define<{ sha256: string; tier: string; key: string }>('models', 'move_blob', (db, b) => {
-      db.prepare('UPDATE blobs SET tier = ?, key = ? WHERE sha256 = ?').run(b.tier, b.key, b.sha256);
-    });
-    this.uploadStarted = changes.define('models', 'start_upload', (db, u) => {
-      db.prepare('INSERT INTO model_uploads (id, model, version, path, created_at) VALUES (?, ?, ?, ?, ?)').run(u.id, u.model, u.version, u.path, u.created_at);
-    });
-    this.uploadEnded = changes.define<{ id: string }>('models', 'end_upload', (db, u) => {
-      db.prepare('DELETE FROM model_uploads WHERE id = ?').run(u.id);
-    });
-    // Retention: the version's rows go; its blobs, once nothing references them, go with the
-    // next garbage collection (after its grace period), like any unreferenced blob.
-    this.versionDeleted = changes.define<{ model: string; version: string }>('models', 'delete_version', (db, v) => {
-      db.prepare('DELETE FROM model_uploads WHERE model = ? AND version = ?').run(v.model, v.version);
-      db.prepare('DELETE FROM model_files WHERE model = ? AND version = ?').run(v.model, v.version);
-      db.prepare('DELETE FROM model_versions WHERE model = ? AND version = ?').run(v.model, v.version);
-    });
-    // A file leaves an open version (S3 DeleteObject); its blob goes with the next garbage
-    // collection once nothing references it.
-    this.fileDeleted = changes.define<{ model: string; version: string; path: string }>('models', 'delete_file', (db, f) => {
-      db.prepare('DELETE FROM model_files WHERE model = ? AND version = ? AND path = ?').run(f.model, f.version, f.path);
-    });
-    this.rolloutSet = changes.define('models', 'set_rollout', (db, r) => {
-      db.prepare(
-        `INSERT INTO model_rollouts (model, variants, updated_at) VALUES (?, ?, ?)
-         ON CONFLICT (model) DO UPDATE SET variants = excluded.variants, updated_at = excluded.updated_at`,
-      ).run(r.model, r.variants, r.now);
-    });
+    this.rollouts = new ModelRollouts(db, writer, this.changes, (m) => void this.getModel(m));
+    this.gc = new ModelGarbage(db, writer, this.changes, store, this.archive, cache, this.blobs, this.uploads);
   }
 
   putModel(actor: Actor, name: string, input: { description?: string | undefined; tags?: string[] | undefined }): Promise<{ created: boolean }> {
     return this.writer.write(actor, (tx) => {
       const existing = this.db.prepare<{ description: string; tags: string }>('SELECT description, tags FROM models WHERE name = ?').get(name);
-      tx.apply(this.modelPut, {
+      tx.apply(this.changes.modelPut, {
         name,
         description: input.description ?? existing?.description ?? '',
         tags: input.tags ? JSON.stringify(input.tags) : (existing?.tags ?? '[]'),
@@ -306,8 +87,7 @@ export class ModelRegistry {
     const alias_history = this.db
       .prepare('SELECT alias, version, previous, token_id, time FROM model_alias_history WHERE model = ? ORDER BY seq DESC LIMIT 100')
       .all(name);
-    const rollout = this.db.prepare<{ variants: string }>('SELECT variants FROM model_rollouts WHERE model = ?').get(name);
-    return { ...m, tags: JSON.parse(m.tags) as string[], versions, aliases, alias_history, rollout: rollout ? (JSON.parse(rollout.variants) as RolloutVariant[]) : null };
+    return { ...m, tags: JSON.parse(m.tags) as string[], versions, aliases, alias_history, rollout: this.rollouts.get(name) };
   }
 
   createVersion(actor: Actor, model: string, input: { version?: string | undefined; metadata?: Record<string, unknown> | undefined }) {
@@ -319,7 +99,7 @@ export class ModelRegistry {
         throw new Conflict(`"${version}" is an alias of ${model}; versions and aliases share one namespace`);
       }
       const row: VersionRow = { model, version, state: 'open', metadata: JSON.stringify(input.metadata ?? {}), created_at: new Date().toISOString(), finalized_at: null };
-      tx.apply(this.versionPut, row);
+      tx.apply(this.changes.versionPut, row);
       tx.audit('models.create_version', `model:${model}@${version}`);
       return { version, state: 'open' as const, metadata: input.metadata ?? {}, created_at: row.created_at };
     });
@@ -378,10 +158,10 @@ export class ModelRegistry {
     checkSha(expectedSha256);
     if (create && !this.versionExists(model, versionOrAlias)) {
       if (!ID_PATTERN.test(model) || !ID_PATTERN.test(versionOrAlias)) throw new InvalidInput('model and version names are 1-128 letters, digits and . _ : @ -');
-      return this.storeFile(actor, model, versionOrAlias, path, body, expectedSha256, undefined, etag, true);
+      return this.storeFile(actor, model, versionOrAlias, path, body, expectedSha256, etag, true);
     }
     const v = this.openVersion(model, versionOrAlias);
-    return this.storeFile(actor, model, v.version, path, body, expectedSha256, undefined, etag);
+    return this.storeFile(actor, model, v.version, path, body, expectedSha256, etag);
   }
 
   private versionExists(model: string, versionOrAlias: string): boolean {
@@ -394,11 +174,6 @@ export class ModelRegistry {
     }
   }
 
-  /** A resumable upload's session, or undefined (S3 checks the key's version against it). */
-  uploadSession(id: string): { model: string; version: string; path: string } | undefined {
-    return this.db.prepare<{ model: string; version: string; path: string }>('SELECT model, version, path FROM model_uploads WHERE id = ?').get(id);
-  }
-
   /** Removes a file from an open version; false when there was none (S3 answers 204 either way). */
   async deleteFile(actor: Actor, model: string, versionOrAlias: string, path: string): Promise<boolean> {
     checkFilePath(path);
@@ -406,7 +181,7 @@ export class ModelRegistry {
     return this.writer.write(actor, (tx) => {
       if (this.findVersion(model, v.version)?.state !== 'open') throw new Conflict(`version ${v.version} of ${model} is finalized; its files cannot change`);
       if (!this.db.prepare('SELECT 1 FROM model_files WHERE model = ? AND version = ? AND path = ?').get(model, v.version, path)) return false;
-      tx.apply(this.fileDeleted, { model, version: v.version, path });
+      tx.apply(this.changes.fileDeleted, { model, version: v.version, path });
       tx.audit('models.delete_file', `model:${model}@${v.version}/${path}`);
       return true;
     });
@@ -423,7 +198,7 @@ export class ModelRegistry {
     return this.writer.write(actor, (tx) => {
       if (this.findVersion(to.model, dst.version)?.state !== 'open') throw new Conflict(`version ${dst.version} of ${to.model} is finalized; its files cannot change`);
       if (!this.db.prepare('SELECT 1 FROM blobs WHERE sha256 = ?').get(src.sha256)) throw new NotFound(`the source file's blob is gone`);
-      tx.apply(this.filePut, { model: to.model, version: dst.version, path: to.path, size: src.size, sha256: src.sha256, key: src.key, now: new Date().toISOString(), ...(src.etag ? { etag: src.etag } : {}) });
+      tx.apply(this.changes.filePut, { model: to.model, version: dst.version, path: to.path, size: src.size, sha256: src.sha256, key: src.key, now: new Date().toISOString(), ...(src.etag ? { etag: src.etag } : {}) });
       tx.audit('models.copy_file', `model:${to.model}@${dst.version}/${to.path}`, { from: `${from.model}@${from.version}/${from.path}`, sha256: src.sha256 });
       return { path: to.path, size: src.size, sha256: src.sha256, etag: src.etag ?? null };
     });
@@ -478,218 +253,28 @@ export class ModelRegistry {
     return v;
   }
 
-  private storeFile(
-    actor: Actor,
-    model: string,
-    version: string,
-    path: string,
-    body: AsyncIterable<Uint8Array>,
-    expectedSha256: string | undefined,
-    extra?: (tx: Tx) => void,
-    etag?: () => string | undefined,
-    create = false,
-  ): Promise<FileEntry> {
-    return this.storeBlob(actor, body, expectedSha256, (tx, blob) => {
-      let now = this.findVersion(model, version);
-      if (!now && create) {
-        const at = new Date().toISOString();
-        if (!this.db.prepare('SELECT 1 FROM models WHERE name = ?').get(model)) tx.apply(this.modelPut, { name: model, description: '', tags: '[]', now: at });
-        if (this.db.prepare('SELECT 1 FROM model_aliases WHERE model = ? AND alias = ?').get(model, version)) throw new Conflict(`"${version}" is an alias of ${model}; versions and aliases share one namespace`);
-        now = { model, version, state: 'open', metadata: '{}', created_at: at, finalized_at: null };
-        tx.apply(this.versionPut, now);
-        tx.audit('models.create_version', `model:${model}@${version}`);
-      }
-      if (now?.state !== 'open') throw new Conflict(`version ${version} of ${model} was finalized during the upload`);
-      const tag = etag?.();
-      tx.apply(this.filePut, { model, version, path, size: blob.size, sha256: blob.sha256, key: blob.key, now: new Date().toISOString(), ...(tag ? { etag: tag } : {}) });
-      extra?.(tx);
-      tx.audit('models.put_file', `model:${model}@${version}/${path}`, { size: blob.size, sha256: blob.sha256 });
-    }).then((blob) => ({ path, size: blob.size, sha256: blob.sha256 }));
+  private storeFile(actor: Actor, model: string, version: string, path: string, body: AsyncIterable<Uint8Array>, expectedSha256: string | undefined, etag?: () => string | undefined, create = false): Promise<FileEntry> {
+    return this.blobs.put(actor, body, expectedSha256, (tx, blob) => this.recordFile(tx, model, version, path, blob, etag?.(), create)).then((blob) => ({ path, size: blob.size, sha256: blob.sha256 }));
   }
 
   /**
-   * Writes a body to the hot tier, then runs `record` in a write transaction with the blob's
-   * sha256, size and the key its bytes live under (an existing blob's key when the content is
-   * already stored: the fresh copy is then deleted). `record` inserts the blob row (INSERT OR
-   * IGNORE) and whatever references it.
+   * Records a stored blob as a file of an open version, in the caller's transaction. With
+   * `create`, makes the model and the version (open) when they do not exist — so a body that
+   * fails its checks leaves no empty model behind (S3 PUT).
    */
-  async storeBlob(
-    actor: Actor,
-    body: AsyncIterable<Uint8Array>,
-    expectedSha256: string | undefined,
-    record: (tx: Tx, blob: { sha256: string; size: number; key: string }) => void,
-  ): Promise<{ sha256: string; size: number }> {
-    checkSha(expectedSha256);
-    const key = `blobs/${randomUUID()}`;
-    // Until its row commits, the object looks like an orphan to garbage collection.
-    this.writing.add(key);
-    let put: PutResult;
-    try {
-      put = await this.store.put(key, body, expectedSha256 ? { expectedSha256 } : {});
-    } catch (err) {
-      this.writing.delete(key);
-      throw err;
+  private recordFile(tx: Tx, model: string, version: string, path: string, blob: StoredBlob, etag?: string, create = false): void {
+    let now = this.findVersion(model, version);
+    if (!now && create) {
+      const at = new Date().toISOString();
+      if (!this.db.prepare('SELECT 1 FROM models WHERE name = ?').get(model)) tx.apply(this.changes.modelPut, { name: model, description: '', tags: '[]', now: at });
+      if (this.db.prepare('SELECT 1 FROM model_aliases WHERE model = ? AND alias = ?').get(model, version)) throw new Conflict(`"${version}" is an alias of ${model}; versions and aliases share one namespace`);
+      now = { model, version, state: 'open', metadata: '{}', created_at: at, finalized_at: null };
+      tx.apply(this.changes.versionPut, now);
+      tx.audit('models.create_version', `model:${model}@${version}`);
     }
-    let duplicate = false;
-    try {
-      await this.writer.write(actor, (tx) => {
-        const existing = this.db.prepare<{ key: string }>('SELECT key FROM blobs WHERE sha256 = ?').get(put.sha256);
-        duplicate = existing !== undefined;
-        record(tx, { sha256: put.sha256, size: put.size, key: existing?.key ?? key });
-      });
-    } catch (err) {
-      await this.store.delete(key).catch(() => undefined);
-      throw err;
-    } finally {
-      this.writing.delete(key);
-    }
-    if (duplicate) await this.store.delete(key).catch(() => undefined);
-    return { sha256: put.sha256, size: put.size };
-  }
-
-  /** Keys of blobs being written by this node whose rows have not committed yet. */
-  private readonly writing = new Set<string>();
-
-  /**
-   * Archives those of `shas` that are still hot and that no version or checkpoint outside the
-   * archive uses any more. The one place that rule lives: model versions and checkpoints both
-   * archive through here.
-   */
-  async archiveUnlessInUse(actor: Actor, shas: readonly string[]): Promise<{ moved: number; bytes: number }> {
-    const inUse = this.db.prepare<{ sha256: string; key: string; size: number }>(
-      `SELECT b.sha256, b.key, b.size FROM blobs b
-       WHERE b.sha256 = ? AND b.tier = 'hot'
-         AND NOT EXISTS (SELECT 1 FROM model_files f JOIN model_versions v ON v.model = f.model AND v.version = f.version
-                         WHERE f.sha256 = b.sha256 AND v.archived = 0)
-         AND NOT EXISTS (SELECT 1 FROM checkpoint_files c JOIN checkpoints k ON k.run = c.run AND k.step = c.step
-                         WHERE c.sha256 = b.sha256 AND k.archived = 0)`,
-    );
-    const movable = shas.flatMap((sha) => inUse.all(sha));
-    return { moved: movable.length, bytes: await this.moveToArchive(actor, movable) };
-  }
-
-  /**
-   * Moves hot blobs to the archive tier: verified copy, commit the new location, delete the
-   * hot copy, evict from the cache. A crash at any step leaves a readable blob (at worst an
-   * orphan copy for GC).
-   */
-  private async moveToArchive(actor: Actor, blobs: Array<{ sha256: string; key: string; size: number }>): Promise<number> {
-    const archive = this.archiveStore();
-    let bytes = 0;
-    for (const b of blobs) {
-      const key = `blobs/${randomUUID()}`;
-      await archive.put(key, (await this.store.get(b.key)) as AsyncIterable<Uint8Array>, { expectedSha256: b.sha256 });
-      await this.writer.write(actor, (tx) => tx.apply(this.blobMoved, { sha256: b.sha256, tier: 'archive', key }));
-      await this.store.delete(b.key);
-      await this.cache?.remove(b.sha256);
-      bytes += b.size;
-    }
-    return bytes;
-  }
-
-  // Resumable uploads, in the manner of S3 multipart: parts are stored as objects under
-  // uploads/<id>/, a dropped part is simply sent again, and completion streams the parts in
-  // order into one blob (hashed and checked like any upload) before the file row commits.
-
-  async startUpload(actor: Actor, model: string, versionOrAlias: string, path: string): Promise<{ upload_id: string; version: string; path: string }> {
-    checkFilePath(path);
-    const v = this.openVersion(model, versionOrAlias);
-    const id = randomUUID();
-    await this.writer.write(actor, (tx) => {
-      tx.apply(this.uploadStarted, { id, model, version: v.version, path, created_at: new Date().toISOString() });
-      tx.audit('models.start_upload', `model:${model}@${v.version}/${path}`, { upload_id: id });
-    });
-    return { upload_id: id, version: v.version, path };
-  }
-
-  private session(id: string, model: string, path: string) {
-    const u = this.db.prepare<{ id: string; model: string; version: string; path: string }>('SELECT * FROM model_uploads WHERE id = ?').get(id);
-    if (!u || u.model !== model || u.path !== path) throw new NotFound(`upload ${id} does not exist for ${model}/${path}`);
-    return u;
-  }
-
-  async putPart(model: string, path: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, expectedSha256?: string): Promise<{ part: number; size: number; sha256: string }> {
-    if (!Number.isInteger(part) || part < 1 || part > 10_000) throw new InvalidInput('part must be an integer from 1 to 10000');
-    checkSha(expectedSha256);
-    this.session(uploadId, model, path);
-    // The store hashes what it writes anyway: a declared SHA-256 is checked there, not twice.
-    const put = await this.store.put(`uploads/${uploadId}/${String(part).padStart(5, '0')}`, body, expectedSha256 ? { expectedSha256 } : {});
-    return { part, size: put.size, sha256: put.sha256 };
-  }
-
-  async listParts(model: string, path: string, uploadId: string) {
-    this.session(uploadId, model, path);
-    const parts: Array<{ part: number; size: number }> = [];
-    for await (const o of this.store.list(`uploads/${uploadId}/`)) parts.push({ part: Number(o.key.slice(o.key.lastIndexOf('/') + 1)), size: o.size });
-    return { upload_id: uploadId, parts };
-  }
-
-  async completeUpload(
-    actor: Actor,
-    model: string,
-    path: string,
-    uploadId: string,
-    expectedSha256?: string,
-    /**
-     * For S3's CompleteMultipartUpload: the parts to join (ascending; others are dropped), a
-     * wrapper that sees each part's bytes as they are joined (the part MD5s), and the ETag to
-     * record, read once the body is consumed. Without them: every part, numbered 1..N.
-     */
-    s3?: { parts: number[]; eachPart: (part: number, body: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>; etag: () => string | undefined },
-  ): Promise<FileEntry> {
-    checkSha(expectedSha256);
-    const u = this.session(uploadId, model, path);
-    const { parts: stored } = await this.listParts(model, path, uploadId);
-    let parts = stored;
-    if (s3) {
-      const have = new Map(stored.map((p) => [p.part, p]));
-      parts = s3.parts.map((n) => {
-        const p = have.get(n);
-        if (!p) throw new InvalidInput(`upload ${uploadId} has no part ${n}`);
-        return p;
-      });
-    } else {
-      parts.forEach((p, i) => {
-        if (p.part !== i + 1) throw new InvalidInput(`upload ${uploadId} is missing part ${i + 1}`);
-      });
-    }
-    if (parts.length === 0) throw new InvalidInput(`upload ${uploadId} has no parts`);
-    const store = this.store;
-    const partKey = (n: number) => `uploads/${uploadId}/${String(n).padStart(5, '0')}`;
-    async function* concatenated() {
-      for (const p of parts) {
-        const body = (await store.get(partKey(p.part))) as AsyncIterable<Uint8Array>;
-        yield* s3 ? s3.eachPart(p.part, body) : body;
-      }
-    }
-    const entry = await this.storeFile(
-      actor,
-      model,
-      u.version,
-      path,
-      concatenated(),
-      expectedSha256,
-      (tx) => {
-        // Still open when the file is recorded: an abort, or another complete of the same upload,
-        // that committed meanwhile wins, and this one stores nothing (review: both had succeeded).
-        if (!this.db.prepare('SELECT 1 FROM model_uploads WHERE id = ?').get(uploadId)) throw new NotFound(`upload ${uploadId} does not exist for ${model}/${path}: aborted or completed meanwhile`);
-        tx.apply(this.uploadEnded, { id: uploadId });
-      },
-      s3?.etag,
-    );
-    for (const p of stored) await this.store.delete(partKey(p.part)).catch(() => undefined);
-    return entry;
-  }
-
-  /** Ends a resumable upload without a file: its parts are deleted (S3's AbortMultipartUpload). */
-  async abortUpload(actor: Actor, model: string, path: string, uploadId: string): Promise<void> {
-    this.session(uploadId, model, path);
-    const { parts } = await this.listParts(model, path, uploadId);
-    await this.writer.write(actor, (tx) => {
-      tx.apply(this.uploadEnded, { id: uploadId });
-      tx.audit('models.abort_upload', `model:${model}/${path}`, { upload_id: uploadId });
-    });
-    for (const p of parts) await this.store.delete(`uploads/${uploadId}/${String(p.part).padStart(5, '0')}`).catch(() => undefined);
+    if (now?.state !== 'open') throw new Conflict(`version ${version} of ${model} was finalized during the upload`);
+    tx.apply(this.changes.filePut, { model, version, path, size: blob.size, sha256: blob.sha256, key: blob.key, now: new Date().toISOString(), ...(etag ? { etag } : {}) });
+    tx.audit('models.put_file', `model:${model}@${version}/${path}`, { size: blob.size, sha256: blob.sha256 });
   }
 
   /** The file's entry and where its bytes live. */
@@ -715,7 +300,7 @@ export class ModelRegistry {
     try {
       // Archived files are read straight from the archive tier (slower) and not cached: an
       // archived version is not expected to be loaded onto GPUs again soon.
-      if (tier === 'archive') return await this.archiveStore().get(f.key, range);
+      if (tier === 'archive') return await this.archive.store().get(f.key, range);
       if (!this.cache) return await this.store.get(f.key, range);
       return await this.cache.read(f.sha256, f.size, (r) => this.store.get(f.key, r), range);
     } catch (err) {
@@ -727,36 +312,12 @@ export class ModelRegistry {
   async checkFile(f: { key: string; sha256: string; tier?: string }): Promise<void> {
     const tier = f.tier === 'archive' ? 'archive' : 'hot';
     if (tier === 'hot' && this.cache?.has(f.sha256)) return;
-    if (!(await (tier === 'archive' ? this.archiveStore() : this.store).head(f.key))) throw this.missing(f.sha256, tier, f.key);
+    if (!(await (tier === 'archive' ? this.archive.store() : this.store).head(f.key))) throw this.missing(f.sha256, tier, f.key);
   }
 
   private missing(sha256: string, tier: string, key: string): ObjectMissing {
     this.events.objectMissing?.(tier, key);
     return new ObjectMissing(`this file (blob ${sha256})`, tier);
-  }
-
-  private archiveStore(): ObjectStore {
-    if (!this.archive) throw new Unavailable('no archive tier is configured (objects.archive)');
-    return this.archive;
-  }
-
-  /**
-   * Finalizes a version, marks it archived and moves the blobs only it still needs to the
-   * archive tier (see archiveUnlessInUse and moveToArchive for the rule and the crash order).
-   */
-  async archiveVersion(actor: Actor, model: string, versionOrAlias: string): Promise<{ version: string; moved: number; bytes: number }> {
-    this.archiveStore(); // fail before changing anything when no archive tier exists
-    const v = this.resolveVersion(model, versionOrAlias);
-    await this.writer.write(actor, (tx) => {
-      tx.apply(this.versionPut, { ...v, state: 'final', finalized_at: v.finalized_at ?? new Date().toISOString(), archived: 1 } as VersionRow);
-      tx.audit('models.archive', `model:${model}@${v.version}`);
-    });
-    const shas = this.db
-      .prepare<{ sha256: string }>('SELECT DISTINCT sha256 FROM model_files WHERE model = ? AND version = ?')
-      .all(model, v.version)
-      .map((r) => r.sha256);
-    const { moved, bytes } = await this.archiveUnlessInUse(actor, shas);
-    return { version: v.version, moved, bytes };
   }
 
   /** sha256 of every file of a version that a pinned alias points at: never evicted. */
@@ -802,77 +363,7 @@ export class ModelRegistry {
   }
 
   deleteVersion(tx: Tx, model: string, version: string): void {
-    tx.apply(this.versionDeleted, { model, version });
-  }
-
-  /**
-   * Removes blobs nothing references, once older than `graceMs`: objects under blobs/ with no
-   * row (the leftover of a crash between blob write and commit, or of a lost race), rows no
-   * file points at, and incomplete puts. The grace period protects uploads in flight, whose
-   * object exists before its row.
-   */
-  async collectGarbage(
-    actor: Actor,
-    graceMs: number,
-    uploadTtlMs = 7 * 86_400_000,
-  ): Promise<{ orphan_objects: number; unreferenced_blobs: number; incomplete: number; expired_uploads: number; bytes: number }> {
-    const cutoff = Date.now() - graceMs;
-    const known = new Set(this.db.prepare<{ key: string }>('SELECT key FROM blobs').all().map((r) => r.key));
-    let orphanObjects = 0;
-    let bytes = 0;
-    const referenced = this.db.prepare('SELECT 1 FROM blobs WHERE key = ?');
-    for await (const o of this.store.list('blobs/')) {
-      if (known.has(o.key) || (o.modified && o.modified.getTime() > cutoff)) continue;
-      // Asked again at the moment of deleting: an upload may have committed since the listing
-      // began, and one still in flight has no row yet whatever the grace period.
-      if (this.writing.has(o.key) || referenced.get(o.key)) continue;
-      await this.store.delete(o.key);
-      orphanObjects++;
-      bytes += o.size;
-    }
-    const cutoffIso = new Date(cutoff).toISOString();
-    const unreferenced = this.db
-      .prepare<{ sha256: string; key: string; size: number; tier: string }>(
-        `SELECT sha256, key, size, tier FROM blobs b WHERE created_at < ?
-           AND NOT EXISTS (SELECT 1 FROM model_files f WHERE f.sha256 = b.sha256)
-           AND NOT EXISTS (SELECT 1 FROM checkpoint_files c WHERE c.sha256 = b.sha256)`,
-      )
-      .all(cutoffIso);
-    const blobRow = this.db.prepare('SELECT 1 FROM blobs WHERE sha256 = ?');
-    let removedBlobs = 0;
-    for (const b of unreferenced) {
-      // Row first, then bytes: a crash in between leaves an orphan object, never a dangling row.
-      // The applier keeps a row that gained a reference since the listing (an upload of the
-      // same content reused its key): then the bytes stay too.
-      const gone = await this.writer.write(actor, (tx) => {
-        tx.apply(this.blobDeleted, { sha256: b.sha256 });
-        return blobRow.get(b.sha256) === undefined;
-      });
-      if (!gone) continue;
-      removedBlobs++;
-      await (b.tier === 'archive' ? this.archiveStore() : this.store).delete(b.key);
-      await this.cache?.remove(b.sha256);
-      bytes += b.size;
-    }
-    const incomplete = (await this.store.sweepIncomplete?.(graceMs)) ?? 0;
-    // Resumable uploads nobody completed: the session ends (row first), then its parts go. Parts
-    // whose session row is already gone (a crash in between) go once past the grace period.
-    const expiredBefore = new Date(Date.now() - uploadTtlMs).toISOString();
-    const expired = this.db.prepare<{ id: string; model: string; version: string; path: string }>('SELECT id, model, version, path FROM model_uploads WHERE created_at < ?').all(expiredBefore);
-    for (const u of expired) {
-      await this.writer.write(actor, (tx) => {
-        tx.apply(this.uploadEnded, { id: u.id });
-        tx.audit('models.upload_expired', `model:${u.model}/${u.version}/${u.path}`, { upload_id: u.id });
-      });
-    }
-    const live = new Set(this.db.prepare<{ id: string }>('SELECT id FROM model_uploads').all().map((r) => r.id));
-    for await (const o of this.store.list('uploads/')) {
-      const id = o.key.split('/')[1]!;
-      if (live.has(id) || (o.modified && o.modified.getTime() > cutoff && !expired.some((u) => u.id === id))) continue;
-      await this.store.delete(o.key);
-      bytes += o.size;
-    }
-    return { orphan_objects: orphanObjects, unreferenced_blobs: removedBlobs, incomplete, expired_uploads: expired.length, bytes };
+    tx.apply(this.changes.versionDeleted, { model, version });
   }
 
   bytesByTier(): Array<{ tier: string; bytes: number }> {
@@ -887,7 +378,7 @@ export class ModelRegistry {
     return this.writer.write(actor, (tx) => {
       const v = this.resolveVersion(model, versionOrAlias);
       if (v.state === 'final') return { version: v.version, state: 'final' as const };
-      tx.apply(this.versionPut, { ...v, state: 'final', finalized_at: new Date().toISOString() });
+      tx.apply(this.changes.versionPut, { ...v, state: 'final', finalized_at: new Date().toISOString() });
       tx.audit('models.finalize', `model:${model}@${v.version}`);
       return { version: v.version, state: 'final' as const };
     });
@@ -899,38 +390,9 @@ export class ModelRegistry {
       if (!this.findVersion(model, version)) throw new NotFound(`model ${model} has no version ${version}`);
       if (this.findVersion(model, alias)) throw new Conflict(`"${alias}" is a version of ${model}; versions and aliases share one namespace`);
       const previous = this.db.prepare<{ version: string }>('SELECT version FROM model_aliases WHERE model = ? AND alias = ?').get(model, alias)?.version ?? null;
-      tx.apply(this.aliasSet, { model, alias, version, previous, token_id: actor.tokenId, now: new Date().toISOString() });
+      tx.apply(this.changes.aliasSet, { model, alias, version, previous, token_id: actor.tokenId, now: new Date().toISOString() });
       tx.audit('models.set_alias', `model:${model}#${alias}`, { version, previous });
       return { model, alias, version, previous };
     });
-  }
-
-  setRollout(actor: Actor, model: string, variants: RolloutVariant[]) {
-    const total = variants.reduce((s, v) => s + v.weight, 0);
-    if (total !== 100) throw new InvalidInput(`rollout weights must sum to 100, not ${total}`);
-    return this.writer.write(actor, (tx) => {
-      this.getModel(model);
-      for (const v of variants) if (!this.findVersion(model, v.version)) throw new InvalidInput(`model ${model} has no version ${v.version}`);
-      tx.apply(this.rolloutSet, { model, variants: JSON.stringify(variants), now: new Date().toISOString() });
-      tx.audit('models.set_rollout', `model:${model}`, { variants });
-      return { model, variants };
-    });
-  }
-
-  /**
-   * Sticky resolution: the key's SHA-256 picks a point in 0..99 and the variants divide that
-   * range in their listed order, so a key keeps its version while the rollout is unchanged.
-   */
-  resolveRollout(model: string, key: string): { version: string } {
-    const row = this.db.prepare<{ variants: string }>('SELECT variants FROM model_rollouts WHERE model = ?').get(model);
-    if (!row) throw new NotFound(`model ${model} has no rollout`);
-    const variants = JSON.parse(row.variants) as RolloutVariant[];
-    const point = createHash('sha256').update(`${model}\0${key}`).digest().readUInt32BE(0) % 100;
-    let edge = 0;
-    for (const v of variants) {
-      edge += v.weight;
-      if (point < edge) return { version: v.version };
-    }
-    return { version: variants[variants.length - 1]!.version };
   }
 }

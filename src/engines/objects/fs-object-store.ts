@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { constants } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -11,6 +12,7 @@ import {
   type PutCondition,
   type PutOptions,
   type PutResult,
+  type SlotFile,
   type VersionedObject,
 } from './object-store.js';
 
@@ -35,6 +37,80 @@ export class FsObjectStore implements ObjectStore {
   private readonly active = new Set<string>();
 
   constructor(private readonly root: string) {}
+
+  // Slot files (multipart assembly). Not atomic like put(): the file is written in place, part
+  // by part, and only seal() makes it an object. The caller (model-uploads.ts) records which
+  // slots hold which verified part, so bytes a crash left half-written in a slot are never
+  // read; seal renames the file, so the object appears whole or not at all.
+  readonly slots: SlotFile = {
+    writeAt: async (key, offset, max, body, options = {}) => {
+      const target = this.path(key);
+      const hash = createHash('sha256');
+      let size = 0;
+      let fh: FileHandle | undefined;
+      try {
+        await mkdir(dirname(target), { recursive: true });
+        fh = await open(target, constants.O_RDWR | constants.O_CREAT, 0o600);
+        for await (const chunk of body) {
+          if (size + chunk.byteLength > max) throw new InvalidInput(`this part is larger than its slot (${max} bytes)`);
+          hash.update(chunk);
+          await writeFully(fh, chunk, offset + size);
+          size += chunk.byteLength;
+        }
+        const sha256 = hash.digest('hex');
+        if (options.expectedSha256 && options.expectedSha256.toLowerCase() !== sha256) {
+          throw new InvalidInput(`the content's sha256 is ${sha256}, not the ${options.expectedSha256} the client declared`);
+        }
+        await fh.datasync();
+        return { key, size, sha256 };
+      } catch (err) {
+        if (isOutOfSpace(err)) throw new InsufficientStorage(`the object store's disk (${this.root})`);
+        throw err;
+      } finally {
+        await fh?.close().catch(() => undefined);
+      }
+    },
+    seal: async (from, size, key, options = {}) => {
+      const source = this.path(from);
+      const target = this.path(key);
+      let fh: FileHandle;
+      try {
+        fh = await open(source, 'r+');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFound(`object ${from} does not exist`);
+        throw err;
+      }
+      try {
+        if ((await fh.stat()).size < size) throw new InvalidInput(`${from} holds fewer than ${size} bytes`);
+        const hash = createHash('sha256');
+        const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
+        for (let at = 0; at < size; ) {
+          const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - at), at);
+          if (bytesRead === 0) throw new InvalidInput(`${from} ended before ${size} bytes`);
+          hash.update(buf.subarray(0, bytesRead));
+          at += bytesRead;
+        }
+        const sha256 = hash.digest('hex');
+        if (options.expectedSha256 && options.expectedSha256.toLowerCase() !== sha256) {
+          throw new InvalidInput(`the content's sha256 is ${sha256}, not the ${options.expectedSha256} the client declared`);
+        }
+        // Renamed first, then cut to size: a crash in between leaves a too-long file under a key
+        // no row names yet (garbage collection's), never a short one.
+        await mkdir(dirname(target), { recursive: true });
+        await rename(source, target);
+        await fh.truncate(size);
+        await fh.sync();
+        await fsyncPath(dirname(target));
+        await fsyncPath(dirname(source)).catch(() => undefined);
+        return { key, size, sha256 };
+      } catch (err) {
+        if (isOutOfSpace(err)) throw new InsufficientStorage(`the object store's disk (${this.root})`);
+        throw err;
+      } finally {
+        await fh.close().catch(() => undefined);
+      }
+    },
+  };
 
   private path(key: string): string {
     checkKey(key);
@@ -218,10 +294,10 @@ async function acquireLock(lock: string): Promise<void> {
   }
 }
 
-/** Writes all of `chunk` (a write may take fewer bytes than it was given). */
-async function writeFully(fh: FileHandle, chunk: Uint8Array): Promise<void> {
+/** Writes all of `chunk` (a write may take fewer bytes than it was given), at `position` when given. */
+async function writeFully(fh: FileHandle, chunk: Uint8Array, position?: number): Promise<void> {
   for (let done = 0; done < chunk.byteLength; ) {
-    const { bytesWritten } = await fh.write(chunk, done, chunk.byteLength - done);
+    const { bytesWritten } = await fh.write(chunk, done, chunk.byteLength - done, position === undefined ? null : position + done);
     done += bytesWritten;
   }
 }

@@ -42,8 +42,28 @@ export interface VersionedObject {
 /** Create only when absent, or replace only the version read before (compare-and-swap). */
 export type PutCondition = { ifAbsent: true } | { ifVersion: string };
 
+/**
+ * Optional (the fs driver): one file written in slots, then made an object without copying.
+ * Multipart uploads whose parts share one size write each part straight into its place.
+ */
+export interface SlotFile {
+  /**
+   * Writes `body` into file `key` (created when absent) at `offset`, never past `offset + max`:
+   * a longer body fails (InvalidInput) before a byte lands outside its slot. Durable once it
+   * resolves; the sha256 is of the bytes written.
+   */
+  writeAt(key: string, offset: number, max: number, body: AsyncIterable<Uint8Array>, options?: PutOptions): Promise<PutResult>;
+  /**
+   * The first `size` bytes of file `from` become object `key`, atomically, and `from` is gone.
+   * They are hashed first: an expected sha256 that differs leaves `from` as it was.
+   */
+  seal(from: string, size: number, key: string, options?: PutOptions): Promise<PutResult>;
+}
+
 export interface ObjectStore {
   readonly name: string;
+  /** See SlotFile; absent where objects cannot be written in place (S3, sealed stores). */
+  readonly slots?: SlotFile;
   put(key: string, body: AsyncIterable<Uint8Array>, options?: PutOptions): Promise<PutResult>;
   /** NotFound when the key is absent. A range must lie inside the object. */
   get(key: string, range?: ByteRange): Promise<Readable>;

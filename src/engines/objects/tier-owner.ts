@@ -112,6 +112,7 @@ export function deletingOnlyWhenOwned(store: ObjectStore, owner: TierOwner, skip
       if (owner.owned()) return store.delete(key);
       skipped(key);
     },
+    ...(store.slots ? { slots: store.slots } : {}),
     ...(store.sweepIncomplete ? { sweepIncomplete: async (ms: number) => (owner.owned() ? store.sweepIncomplete!(ms) : 0) } : {}),
   };
 }

@@ -28,4 +28,25 @@ describe('fs object store', () => {
     expect(readdirSync(tmp)).toEqual([]);
     expect(await store.head('k')).toBeUndefined();
   });
+
+  it('slots: parts written in place in any order, a body past its slot refused, and seal making the object only when the hash agrees', async () => {
+    const store = new FsObjectStore(tempDir('strata-objects-'));
+    const once = (b: Buffer) => (async function* () { yield b; })();
+    const text = async (key: string) => {
+      const chunks: Buffer[] = [];
+      for await (const c of await store.get(key)) chunks.push(c as Buffer);
+      return Buffer.concat(chunks).toString();
+    };
+    await store.slots.writeAt('up/a', 4, 4, once(Buffer.from('efgh')));
+    await store.slots.writeAt('up/a', 0, 4, once(Buffer.from('abcd')));
+    await expect(store.slots.writeAt('up/a', 8, 4, once(Buffer.from('ijklm')))).rejects.toThrow(/larger than its slot/);
+    await store.slots.writeAt('up/a', 8, 4, once(Buffer.from('ij')));
+    await expect(store.slots.seal('up/a', 10, 'obj', { expectedSha256: '0'.repeat(64) })).rejects.toThrow(/sha256/);
+    expect(await store.head('obj')).toBeUndefined();
+    const sealed = await store.slots.seal('up/a', 10, 'obj');
+    expect(sealed.size).toBe(10);
+    expect(await text('obj')).toBe('abcdefghij');
+    expect(await store.head('up/a')).toBeUndefined();
+    await expect(store.slots.seal('up/a', 1, 'other')).rejects.toThrow(/does not exist/);
+  });
 });

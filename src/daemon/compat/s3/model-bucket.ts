@@ -2,7 +2,7 @@ import { Conflict, InvalidInput, NotFound } from '../../../engines/errors.js';
 import type { ModelRegistry } from '../../../engines/models/model-registry.js';
 import type { Actor } from '../../../engines/sql/writer.js';
 import { S3Error } from './s3-error.js';
-import { compareKeys, type ObjectLocation, type S3Bucket, type S3Object } from './s3-bucket.js';
+import { compareKeys, type ObjectLocation, type PartBody, type S3Bucket, type S3Object } from './s3-bucket.js';
 
 // The `models` bucket: keys are {model}/{version or alias}/{path}. Reads and listings resolve an
 // alias to its version's files under the alias's own prefix, so `s3://models/llama/prod/` is
@@ -110,35 +110,28 @@ export class ModelBucket implements S3Bucket {
   async startMultipart(actor: Actor, key: string): Promise<string> {
     const { model, version, path } = split(key);
     await this.ensureVersion(actor, model, version);
-    return (await storeErrors(() => this.models.startUpload(actor, model, version, path))).upload_id;
+    return (await storeErrors(() => this.models.uploads.start(actor, model, version, path))).upload_id;
   }
 
-  async putPart(key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, expectedSha256: string | undefined): Promise<{ size: number }> {
+  async putPart(actor: Actor, key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, p: PartBody): Promise<{ size: number }> {
     const { model, path } = this.upload(key, uploadId);
-    return storeErrors(() => this.models.putPart(model, path, uploadId, part, body, expectedSha256));
+    return storeErrors(() => this.models.uploads.putPart(actor, model, path, uploadId, part, body, p));
   }
 
-  async listParts(key: string, uploadId: string): Promise<Array<{ part: number; size: number }>> {
+  async listParts(key: string, uploadId: string): Promise<Array<{ part: number; size: number; md5: string | null }>> {
     const { model, path } = this.upload(key, uploadId);
-    return (await storeErrors(() => this.models.listParts(model, path, uploadId))).parts;
+    return (await storeErrors(() => this.models.uploads.listParts(model, path, uploadId))).parts;
   }
 
-  async completeMultipart(
-    actor: Actor,
-    key: string,
-    uploadId: string,
-    parts: number[],
-    eachPart: (part: number, body: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>,
-    etag: () => string | undefined,
-  ): Promise<S3Object> {
+  async completeMultipart(actor: Actor, key: string, uploadId: string, parts: number[], etag: string): Promise<S3Object> {
     const { model, path } = this.upload(key, uploadId);
-    const f = await storeErrors(() => this.models.completeUpload(actor, model, path, uploadId, undefined, { parts, eachPart, etag }));
-    return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
+    const f = await storeErrors(() => this.models.uploads.complete(actor, model, path, uploadId, undefined, { parts, etag }));
+    return { key, size: f.size, etag, lastModified: new Date().toISOString() };
   }
 
   async abortMultipart(actor: Actor, key: string, uploadId: string): Promise<void> {
     const { model, path } = this.upload(key, uploadId);
-    await storeErrors(() => this.models.abortUpload(actor, model, path, uploadId));
+    await storeErrors(() => this.models.uploads.abort(actor, model, path, uploadId));
   }
 
   async delete(actor: Actor, key: string): Promise<void> {
@@ -181,7 +174,7 @@ export class ModelBucket implements S3Bucket {
    */
   private upload(key: string, uploadId: string): { model: string; version: string; path: string } {
     const k = split(key);
-    const session = this.models.uploadSession(uploadId);
+    const session = this.models.uploads.find(uploadId);
     const noSuch = () => new S3Error('NoSuchUpload', 'The specified multipart upload does not exist. The upload ID might be invalid, or the multipart upload might have been aborted or completed.');
     if (!session || session.model !== k.model || session.path !== k.path) throw noSuch();
     let version: string;

@@ -144,7 +144,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
         return xml(
           c,
           requestId,
-          doc('ListPartsResult', el('Bucket', bucket) + el('Key', key) + el('UploadId', query.get('uploadId')) + el('IsTruncated', false) + parts.map((p) => `<Part>${el('PartNumber', p.part)}${el('Size', p.size)}</Part>`).join('')),
+          doc('ListPartsResult', el('Bucket', bucket) + el('Key', key) + el('UploadId', query.get('uploadId')) + el('IsTruncated', false) + parts.map((p) => `<Part>${el('PartNumber', p.part)}${p.md5 ? el('ETag', `"${p.md5}"`) : ''}${el('Size', p.size)}</Part>`).join('')),
         );
       }
       if (method === 'GET' || method === 'HEAD') {
@@ -169,7 +169,11 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
           if (uploadId === undefined || !Number.isInteger(part) || part < 1 || part > 10_000) throw new S3Error('InvalidArgument', 'UploadPart needs uploadId and a partNumber from 1 to 10000');
           return await withUploadBody(c, async (source) => {
             const checked = checkBody(...framed(source, headers, verified));
-            await needs(b, 'putPart', 'multipart uploads')(key, uploadId, part, checked.body, /^[0-9a-f]{64}$/.test(verified.payloadHash) ? verified.payloadHash : undefined);
+            await needs(b, 'putPart', 'multipart uploads')({ tokenId: caller.tokenId }, key, uploadId, part, checked.body, {
+              expectedSha256: /^[0-9a-f]{64}$/.test(verified.payloadHash) ? verified.payloadHash : undefined,
+              length: declaredLength(headers, verified.payloadHash),
+              md5: checked.md5,
+            });
             return new Response(null, { status: 200, headers: { 'x-amz-request-id': requestId, ETag: `"${checked.md5()}"`, ...checked.echo() } });
           });
         }
@@ -384,35 +388,30 @@ const MIN_PART = 5 * 1024 * 1024;
 
 /**
  * CompleteMultipartUpload: the listed parts, ascending, each but the last at least 5 MiB, each
- * ETag the MD5 of what was stored (checked as the parts are joined: a mismatch stores nothing).
- * The object's ETag is S3's: the MD5 of the parts' binary MD5s, "-" and their count.
+ * ETag the MD5 the part had when it was stored (kept with the part, so completing reads no
+ * part again). The object's ETag is S3's: the MD5 of the parts' binary MD5s, "-" and their count.
  */
 async function completeMultipart(c: Context, b: S3Bucket, key: string, uploadId: string, caller: Caller): Promise<S3Object> {
   const text = await readSmallBody(c, 1024 * 1024);
   const parts = elements(text, 'Part').map((p) => ({ number: Number(elements(p, 'PartNumber')[0]), etag: (elements(p, 'ETag')[0] ?? '').trim().replace(/^"|"$/g, '') }));
   if (parts.length === 0 || parts.some((p) => !Number.isInteger(p.number) || p.number < 1 || p.number > 10_000)) throw new S3Error('MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema.');
   for (let i = 1; i < parts.length; i++) if (parts[i]!.number <= parts[i - 1]!.number) throw new S3Error('InvalidPartOrder', 'The list of parts was not in ascending order. Parts must be ordered by part number.');
-  const sizes = new Map((await needs(b, 'listParts', 'multipart uploads')(key, uploadId)).map((p) => [p.part, p.size]));
-  parts.forEach((p, i) => {
-    const size = sizes.get(p.number);
-    if (size === undefined) throw new S3Error('InvalidPart', `part ${p.number} was not uploaded`);
-    if (i < parts.length - 1 && size < MIN_PART) throw new S3Error('EntityTooSmall', `part ${p.number} is ${size} bytes; every part but the last must be at least 5 MiB`);
+  const stored = new Map((await needs(b, 'listParts', 'multipart uploads')(key, uploadId)).map((p) => [p.part, p]));
+  const digests = parts.map((p, i) => {
+    const s = stored.get(p.number);
+    if (s === undefined) throw new S3Error('InvalidPart', `part ${p.number} was not uploaded`);
+    if (i < parts.length - 1 && s.size < MIN_PART) throw new S3Error('EntityTooSmall', `part ${p.number} is ${s.size} bytes; every part but the last must be at least 5 MiB`);
+    if (s.md5 === null || s.md5 !== p.etag.toLowerCase()) throw new S3Error('InvalidPart', `the ETag given for part ${p.number} is not the MD5 of the part stored`);
+    return Buffer.from(s.md5, 'hex');
   });
-  const digests: Buffer[] = [];
-  let etag: string | undefined;
-  const expected = new Map(parts.map((p) => [p.number, p.etag]));
-  const eachPart = async function* (n: number, body: AsyncIterable<Uint8Array>) {
-    const h = createHash('md5');
-    for await (const chunk of body) {
-      h.update(chunk);
-      yield chunk;
-    }
-    const d = h.digest();
-    if (d.toString('hex') !== expected.get(n)) throw new S3Error('InvalidPart', `the ETag given for part ${n} is not the MD5 of the part stored`);
-    digests.push(d);
-    if (digests.length === parts.length) etag = `${createHash('md5').update(Buffer.concat(digests)).digest('hex')}-${parts.length}`;
-  };
-  return needs(b, 'completeMultipart', 'multipart uploads')({ tokenId: caller.tokenId }, key, uploadId, parts.map((p) => p.number), eachPart, () => etag);
+  const etag = `${createHash('md5').update(Buffer.concat(digests)).digest('hex')}-${parts.length}`;
+  return needs(b, 'completeMultipart', 'multipart uploads')({ tokenId: caller.tokenId }, key, uploadId, parts.map((p) => p.number), etag);
+}
+
+/** The body's length as the request declared it (decoded, for aws-chunked), if it did. */
+function declaredLength(headers: Record<string, string | undefined>, payloadHash: string): number | undefined {
+  const text = payloadHash.startsWith('STREAMING-') ? headers['x-amz-decoded-content-length'] : headers['content-length'];
+  return text !== undefined && /^\d{1,15}$/.test(text) ? Number(text) : undefined;
 }
 
 /** x-amz-copy-source: "/bucket/key" or "bucket/key", URL-encoded, optionally ?versionId=… (ignored). */

@@ -21,6 +21,16 @@ export interface ObjectLocation extends S3Object {
   check(): Promise<void>;
 }
 
+/** What the S3 app knows of a part's body besides its bytes. */
+export interface PartBody {
+  /** The signed payload's SHA-256, checked by the store as it writes. */
+  expectedSha256: string | undefined;
+  /** The decoded length the request declared, when it did (lets the part be written in place). */
+  length: number | undefined;
+  /** The part's MD5, hex, once the body has been read (its ETag). */
+  md5: () => string | undefined;
+}
+
 export interface S3Bucket {
   readonly name: string;
   /** Who may read (auth.ts): `read` for stores any token reads, `shared` where user tokens may not. */
@@ -39,16 +49,11 @@ export interface S3Bucket {
   // The rest is optional: a bucket without one answers NotImplemented saying so (s3-app.ts).
   /** Multipart: where the bytes wait until completed (the store's resumable uploads). */
   startMultipart?(actor: Actor, key: string): Promise<string>;
-  putPart?(key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, expectedSha256: string | undefined): Promise<{ size: number }>;
-  listParts?(key: string, uploadId: string): Promise<Array<{ part: number; size: number }>>;
-  completeMultipart?(
-    actor: Actor,
-    key: string,
-    uploadId: string,
-    parts: number[],
-    eachPart: (part: number, body: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>,
-    etag: () => string | undefined,
-  ): Promise<S3Object>;
+  putPart?(actor: Actor, key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, part_: PartBody): Promise<{ size: number }>;
+  /** The parts stored, ascending, each with its MD5 (hex; null for a part the native API sent). */
+  listParts?(key: string, uploadId: string): Promise<Array<{ part: number; size: number; md5: string | null }>>;
+  /** Joins the listed parts (ascending) into the object and records `etag`. */
+  completeMultipart?(actor: Actor, key: string, uploadId: string, parts: number[], etag: string): Promise<S3Object>;
   abortMultipart?(actor: Actor, key: string, uploadId: string): Promise<void>;
   /** Removes an object where the store allows it; absent is not an error (S3 answers 204). */
   delete?(actor: Actor, key: string): Promise<void>;
