@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -48,5 +49,22 @@ describe('fs object store', () => {
     expect(await text('obj')).toBe('abcdefghij');
     expect(await store.head('up/a')).toBeUndefined();
     await expect(store.slots.seal('up/a', 1, 'other')).rejects.toThrow(/does not exist/);
+  });
+
+  it('gathers small chunks into large writes without reordering a byte, around chunks larger than its buffer, in put and in slots', async () => {
+    const store = new FsObjectStore(tempDir('strata-objects-'));
+    const chunks = [...Array.from({ length: 1500 }, () => randomBytes(999)), randomBytes(3 * 1024 * 1024), ...Array.from({ length: 700 }, () => randomBytes(1777))];
+    const whole = Buffer.concat(chunks);
+    const body = () => (async function* () { yield* chunks; })();
+    const bytes = async (key: string) => {
+      const out: Buffer[] = [];
+      for await (const c of await store.get(key)) out.push(c as Buffer);
+      return Buffer.concat(out);
+    };
+    const put = await store.put('whole', body());
+    expect(put.sha256).toBe(createHash('sha256').update(whole).digest('hex'));
+    expect((await bytes('whole')).equals(whole)).toBe(true);
+    await store.slots.writeAt('slotted', 10, whole.length, body());
+    expect((await bytes('slotted')).subarray(10).equals(whole)).toBe(true);
   });
 });
