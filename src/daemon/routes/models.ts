@@ -96,7 +96,7 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
           if (query.upload_id === undefined || query.part === undefined) throw new InvalidInput('a part upload needs both upload_id and part');
           // A declared length lets the part go straight into its place in the assembly file.
           const length = c.req.header('content-length');
-          return c.json(await models.uploads.putPart(actorOf(caller), params.model, params.path, query.upload_id, query.part, source, length !== undefined && /^\d+$/.test(length) ? { length: Number(length) } : {}));
+          return c.json(await models.uploads.putPart(actorOf(caller), { kind: 'model', owner: params.model, path: params.path }, query.upload_id, query.part, source, length !== undefined && /^\d+$/.test(length) ? { length: Number(length) } : {}));
         }
         const entry = await models.putFile(actorOf(caller), params.model, params.version, params.path, source, c.req.header('x-content-sha256'));
         return c.json(entry, 201);
@@ -116,7 +116,7 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
     },
     async (c, { params, query, caller }) => {
       if (query.upload_id !== undefined) {
-        return c.json(await models.uploads.complete(actorOf(caller), params.model, params.path, query.upload_id, c.req.header('x-content-sha256')), 201);
+        return c.json(await models.uploads.complete(actorOf(caller), { kind: 'model', owner: params.model, path: params.path }, query.upload_id, c.req.header('x-content-sha256')), 201);
       }
       if (query.uploads !== undefined) return c.json(await models.uploads.start(actorOf(caller), params.model, params.version, params.path), 201);
       throw new InvalidInput('POST on a file needs ?uploads (start a resumable upload) or ?upload_id=… (complete it)');
@@ -134,7 +134,7 @@ export function modelRoutes(router: ApiRouter, node: StrataNode): void {
       responses: { 200: { description: '{upload_id, parts:[{part,size,sha256}]}' } },
     },
     async (c, { params }) => {
-      const { upload_id, parts } = await models.uploads.listParts(params.model, params.path, params.upload_id);
+      const { upload_id, parts } = await models.uploads.listParts({ kind: 'model', owner: params.model, path: params.path }, params.upload_id);
       return c.json({ upload_id, parts: parts.map(({ part, size, sha256 }) => ({ part, size, sha256 })) });
     },
   );

@@ -1,7 +1,8 @@
 import { NotFound } from '../errors.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
 import type { SqlDatabase } from '../sql/database.js';
-import type { Actor, Writer } from '../sql/writer.js';
+import type { Actor, Tx, Writer } from '../sql/writer.js';
+import type { StoredBlob } from './blob-writer.js';
 import { checkFilePath, type FileEntry, type ModelRegistry } from './model-registry.js';
 
 // Training checkpoints: files per (run, step), stored as blobs like model files (deduplicated
@@ -44,12 +45,15 @@ export class CheckpointStore {
 
   async putFile(actor: Actor, run: string, step: number, path: string, body: AsyncIterable<Uint8Array>, expectedSha256?: string, etag?: () => string | undefined): Promise<FileEntry> {
     checkFilePath(path);
-    const blob = await this.registry.blobs.put(actor, body, expectedSha256, (tx, b) => {
-      const tag = etag?.();
-      tx.apply(this.filePut, { run, step, path, size: b.size, sha256: b.sha256, key: b.key, now: new Date().toISOString(), ...(tag ? { etag: tag } : {}) });
-      tx.audit('checkpoints.put_file', `run:${run}/${step}/${path}`, { size: b.size, sha256: b.sha256 });
-    });
+    const blob = await this.registry.blobs.put(actor, body, expectedSha256, (tx, b) => this.recordFile(tx, run, step, path, b, etag?.()));
     return { path, size: blob.size, sha256: blob.sha256 };
+  }
+
+  /** Records a stored blob as a file of a step, in the caller's transaction (S3 multipart completes here). */
+  recordFile(tx: Tx, run: string, step: number, path: string, b: StoredBlob, etag?: string): void {
+    checkFilePath(path);
+    tx.apply(this.filePut, { run, step, path, size: b.size, sha256: b.sha256, key: b.key, now: new Date().toISOString(), ...(etag ? { etag } : {}) });
+    tx.audit('checkpoints.put_file', `run:${run}/${step}/${path}`, { size: b.size, sha256: b.sha256 });
   }
 
   locateFile(run: string, step: number, path: string): FileEntry & { key: string; tier: string; etag?: string | null; created_at?: string } {

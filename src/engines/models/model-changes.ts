@@ -17,7 +17,7 @@ export class ModelChanges {
   readonly aliasSet: ChangeType<{ model: string; alias: string; version: string; previous: string | null; token_id: string; now: string }>;
   readonly blobDeleted: ChangeType<{ sha256: string }>;
   readonly blobMoved: ChangeType<{ sha256: string; tier: string; key: string }>;
-  readonly uploadStarted: ChangeType<{ id: string; model: string; version: string; path: string; created_at: string }>;
+  readonly uploadStarted: ChangeType<{ id: string; model: string; version: string; path: string; created_at: string; kind?: string }>;
   readonly uploadEnded: ChangeType<{ id: string }>;
   readonly partPut: ChangeType<PartPut>;
   readonly rolloutSet: ChangeType<{ model: string; variants: string; now: string }>;
@@ -50,8 +50,8 @@ export class ModelChanges {
     // Retention: the version's rows go; its blobs, once nothing references them, go with the
     // next garbage collection (after its grace period), like any unreferenced blob.
     this.versionDeleted = changes.define<{ model: string; version: string }>('models', 'delete_version', (db, v) => {
-      db.prepare('DELETE FROM model_upload_parts WHERE upload_id IN (SELECT id FROM model_uploads WHERE model = ? AND version = ?)').run(v.model, v.version);
-      db.prepare('DELETE FROM model_uploads WHERE model = ? AND version = ?').run(v.model, v.version);
+      db.prepare("DELETE FROM model_upload_parts WHERE upload_id IN (SELECT id FROM model_uploads WHERE kind = 'model' AND model = ? AND version = ?)").run(v.model, v.version);
+      db.prepare("DELETE FROM model_uploads WHERE kind = 'model' AND model = ? AND version = ?").run(v.model, v.version);
       db.prepare('DELETE FROM model_files WHERE model = ? AND version = ?').run(v.model, v.version);
       db.prepare('DELETE FROM model_versions WHERE model = ? AND version = ?').run(v.model, v.version);
     });
@@ -80,7 +80,7 @@ export class ModelChanges {
       db.prepare('UPDATE blobs SET tier = ?, key = ? WHERE sha256 = ?').run(b.tier, b.key, b.sha256);
     });
     this.uploadStarted = changes.define('models', 'start_upload', (db, u) => {
-      db.prepare('INSERT INTO model_uploads (id, model, version, path, created_at) VALUES (?, ?, ?, ?, ?)').run(u.id, u.model, u.version, u.path, u.created_at);
+      db.prepare('INSERT INTO model_uploads (id, model, version, path, created_at, kind) VALUES (?, ?, ?, ?, ?, ?)').run(u.id, u.model, u.version, u.path, u.created_at, u.kind ?? 'model');
     });
     this.uploadEnded = changes.define<{ id: string }>('models', 'end_upload', (db, u) => {
       db.prepare('DELETE FROM model_upload_parts WHERE upload_id = ?').run(u.id);

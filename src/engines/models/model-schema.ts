@@ -161,6 +161,15 @@ modelMigrations.push({
   `,
 });
 
+modelMigrations.push({
+  engine: 'models',
+  version: 8,
+  name: 'upload sessions for checkpoints and dataset raw files',
+  // `model`, `version` and `path` name the destination within its kind: a model's version and
+  // file, a checkpoint's run, step and file, or a dataset and one of its raw files.
+  sql: `ALTER TABLE model_uploads ADD COLUMN kind TEXT NOT NULL DEFAULT 'model';`,
+});
+
 export interface FileEntry {
   path: string;
   size: number;

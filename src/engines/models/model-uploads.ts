@@ -31,13 +31,37 @@ const MIN_STRIPE = 5 * 1024 * 1024;
 /** Slots end below this offset (a sparse file far past any real model is refused by ext4 anyway). */
 const MAX_ASSEMBLY = 2 ** 40;
 
+/** What an upload becomes: a model file, a checkpoint file, or a dataset's raw file. */
+export type UploadKind = 'model' | 'checkpoint' | 'dataset';
+
+/**
+ * Which upload a request means: its kind, owner (model, run or dataset) and path. A session is
+ * found only under all three, so an id cannot complete into another kind's store.
+ */
+export interface UploadTarget {
+  kind: UploadKind;
+  owner: string;
+  path: string;
+}
+
 export interface UploadSession {
   id: string;
+  kind: UploadKind;
+  /** The model, run or dataset. */
   model: string;
+  /** The model's version, or the checkpoint's step (decimal); '' for a dataset. */
   version: string;
   path: string;
   stripe: number | null;
 }
+
+/**
+ * How a completed upload is kept: recorded as a content-addressed blob in the completing
+ * transaction (models, checkpoints), or streamed into another store (dataset raw files).
+ */
+export type UploadSink =
+  | { record(tx: Tx, blob: StoredBlob, session: UploadSession): void }
+  | { consume(actor: Actor, body: AsyncIterable<Uint8Array>, session: UploadSession): Promise<{ size: number; sha256: string }> };
 
 export interface StoredPart {
   part: number;
@@ -71,25 +95,32 @@ export class ModelUploads {
     },
   ) {}
 
+  /** A model file's upload: the version must be open now (and still be when it completes). */
   async start(actor: Actor, model: string, versionOrAlias: string, path: string): Promise<{ upload_id: string; version: string; path: string }> {
     checkFilePath(path);
     const v = this.files.openVersion(model, versionOrAlias);
+    return { upload_id: await this.open(actor, { kind: 'model', owner: model, path }, v.version), version: v.version, path };
+  }
+
+  /** Opens a session for a target the caller has checked; returns its id. */
+  async open(actor: Actor, target: UploadTarget, version: string): Promise<string> {
+    checkFilePath(target.path);
     const id = randomUUID();
     await this.writer.write(actor, (tx) => {
-      tx.apply(this.changes.uploadStarted, { id, model, version: v.version, path, created_at: new Date().toISOString() });
-      tx.audit('models.start_upload', `model:${model}@${v.version}/${path}`, { upload_id: id });
+      tx.apply(this.changes.uploadStarted, { id, model: target.owner, version, path: target.path, created_at: new Date().toISOString(), kind: target.kind });
+      tx.audit(`${target.kind === 'model' ? 'models' : `${target.kind}s`}.start_upload`, describe(target, version), { upload_id: id });
     });
-    return { upload_id: id, version: v.version, path };
+    return id;
   }
 
   /** The session, or undefined (S3 checks the key's version against it). */
   find(id: string): UploadSession | undefined {
-    return this.db.prepare<UploadSession>('SELECT id, model, version, path, stripe FROM model_uploads WHERE id = ?').get(id);
+    return this.db.prepare<UploadSession>('SELECT id, kind, model, version, path, stripe FROM model_uploads WHERE id = ?').get(id);
   }
 
-  private session(id: string, model: string, path: string): UploadSession {
+  private session(id: string, t: UploadTarget): UploadSession {
     const u = this.find(id);
-    if (!u || u.model !== model || u.path !== path) throw new NotFound(`upload ${id} does not exist for ${model}/${path}`);
+    if (!u || u.kind !== t.kind || u.model !== t.owner || u.path !== t.path) throw new NotFound(`upload ${id} does not exist for ${t.owner}/${t.path}`);
     return u;
   }
 
@@ -104,8 +135,7 @@ export class ModelUploads {
    */
   async putPart(
     actor: Actor,
-    model: string,
-    path: string,
+    target: UploadTarget,
     uploadId: string,
     part: number,
     body: AsyncIterable<Uint8Array>,
@@ -113,7 +143,7 @@ export class ModelUploads {
   ): Promise<{ part: number; size: number; sha256: string }> {
     if (!Number.isInteger(part) || part < 1 || part > 10_000) throw new InvalidInput('part must be an integer from 1 to 10000');
     checkSha(options.expectedSha256);
-    const u = this.session(uploadId, model, path);
+    const u = this.session(uploadId, target);
     const slot = this.claimSlot(u, part, options.length);
     let put: PutResult | undefined;
     let offset = 0;
@@ -128,7 +158,7 @@ export class ModelUploads {
       const stored = put;
       const replaced = await this.writer.write(actor, (tx) => {
         // Ended meanwhile (aborted, completed, expired): nothing to record, and the bytes go.
-        if (!this.find(uploadId)) throw new NotFound(`upload ${uploadId} does not exist for ${model}/${path}: aborted or completed meanwhile`);
+        if (!this.find(uploadId)) throw new NotFound(`upload ${uploadId} does not exist for ${target.owner}/${target.path}: aborted or completed meanwhile`);
         const before = this.db.prepare<{ key: string }>('SELECT key FROM model_upload_parts WHERE upload_id = ? AND part = ?').get(uploadId, part);
         tx.apply(this.changes.partPut, {
           upload_id: uploadId,
@@ -173,18 +203,21 @@ export class ModelUploads {
     return { offset: (part - 1) * stripe, stripe };
   }
 
-  async listParts(model: string, path: string, uploadId: string): Promise<{ upload_id: string; parts: StoredPart[] }> {
-    this.session(uploadId, model, path);
+  async listParts(target: UploadTarget, uploadId: string): Promise<{ upload_id: string; parts: StoredPart[] }> {
+    this.session(uploadId, target);
     return { upload_id: uploadId, parts: this.rows(uploadId).map(({ part, size, sha256, md5 }) => ({ part, size, sha256, md5 })) };
   }
 
   /**
    * Turns the parts into the file. Native: every part, numbered 1..N. S3 (CompleteMultipartUpload):
-   * the parts listed (ascending; others are dropped) and the ETag to record.
+   * the parts listed (ascending; others are dropped) and the ETag to record. `sink` keeps the
+   * result; a model upload's default records the file in the session's version.
    */
-  async complete(actor: Actor, model: string, path: string, uploadId: string, expectedSha256?: string, s3?: { parts: number[]; etag: string }): Promise<FileEntry> {
+  async complete(actor: Actor, target: UploadTarget, uploadId: string, expectedSha256?: string, s3?: { parts: number[]; etag: string }, sink?: UploadSink): Promise<FileEntry> {
     checkSha(expectedSha256);
-    const u = this.session(uploadId, model, path);
+    const u = this.session(uploadId, target);
+    const { owner: model, path } = target;
+    const keep: UploadSink = sink ?? { record: (tx, b) => this.files.record(tx, model, u.version, path, b, s3?.etag) };
     const stored = this.rows(uploadId);
     let parts = stored;
     if (s3) {
@@ -212,6 +245,14 @@ export class ModelUploads {
       for (const p of parts) if (p.size > 0) yield* (await store.get(p.key, { start: p.offset, end: p.offset + p.size - 1 })) as AsyncIterable<Uint8Array>;
     }
     const opts = expectedSha256 ? { expectedSha256 } : {};
+    if ('consume' in keep) {
+      // Another store takes the joined bytes and commits them itself; the session ends after.
+      const kept = await keep.consume(actor, joined(), u);
+      if (expectedSha256 && kept.sha256 !== expectedSha256.toLowerCase()) throw new InvalidInput(`the content's sha256 is ${kept.sha256}, not the ${expectedSha256} the client declared`);
+      await this.end(actor, uploadId, `${target.kind}s.complete_upload`, describe(target, u.version)).catch(() => undefined);
+      await this.deleteObjects(uploadId);
+      return { path, size: kept.size, sha256: kept.sha256 };
+    }
     const produce = inPlace ? (key: string) => store.slots!.seal(assembly, total, key, opts) : (key: string) => store.put(key, joined(), opts);
     if (inPlace) this.sealing.add(uploadId);
     let entry: FileEntry;
@@ -221,13 +262,13 @@ export class ModelUploads {
         // that committed meanwhile wins, and this one stores nothing (review: both had succeeded).
         if (!this.find(uploadId)) throw new NotFound(`upload ${uploadId} does not exist for ${model}/${path}: aborted or completed meanwhile`);
         tx.apply(this.changes.uploadEnded, { id: uploadId });
-        this.files.record(tx, model, u.version, path, b, s3?.etag);
+        keep.record(tx, b, u);
       });
       entry = { path, size: blob.size, sha256: blob.sha256 };
     } catch (err) {
       // The assembly became the blob and went with it: the parts are gone, so is the upload.
       if (inPlace && !(await store.head(assembly).catch(() => undefined)) && this.find(uploadId)) {
-        await this.end(actor, uploadId, 'models.abort_upload', `model:${model}/${path}`).catch(() => undefined);
+        await this.end(actor, uploadId, `${target.kind}s.abort_upload`, describe(target, u.version)).catch(() => undefined);
       }
       throw err instanceof NotFound && inPlace && err.message.includes(assembly)
         ? new Conflict(`upload ${uploadId} lost its parts in a failed completion; start a new upload`)
@@ -241,9 +282,9 @@ export class ModelUploads {
   }
 
   /** Ends an upload without a file: its parts are deleted (S3's AbortMultipartUpload). */
-  async abort(actor: Actor, model: string, path: string, uploadId: string): Promise<void> {
-    this.session(uploadId, model, path);
-    await this.end(actor, uploadId, 'models.abort_upload', `model:${model}/${path}`);
+  async abort(actor: Actor, target: UploadTarget, uploadId: string): Promise<void> {
+    const u = this.session(uploadId, target);
+    await this.end(actor, uploadId, `${target.kind}s.abort_upload`, describe(target, u.version));
     await this.deleteObjects(uploadId);
   }
 
@@ -266,8 +307,8 @@ export class ModelUploads {
    */
   async collect(actor: Actor, ttlMs: number, cutoffMs: number): Promise<{ expired: number; bytes: number }> {
     const expiredBefore = new Date(Date.now() - ttlMs).toISOString();
-    const expired = this.db.prepare<{ id: string; model: string; version: string; path: string }>('SELECT id, model, version, path FROM model_uploads WHERE created_at < ?').all(expiredBefore);
-    for (const u of expired) await this.end(actor, u.id, 'models.upload_expired', `model:${u.model}/${u.version}/${u.path}`);
+    const expired = this.db.prepare<{ id: string; kind: UploadKind; model: string; version: string; path: string }>('SELECT id, kind, model, version, path FROM model_uploads WHERE created_at < ?').all(expiredBefore);
+    for (const u of expired) await this.end(actor, u.id, `${u.kind}s.upload_expired`, describe({ kind: u.kind, owner: u.model, path: u.path }, u.version));
     const ended = new Set(expired.map((u) => u.id));
     const live = new Set(this.db.prepare<{ id: string }>('SELECT id FROM model_uploads').all().map((r) => r.id));
     let bytes = 0;
@@ -279,6 +320,13 @@ export class ModelUploads {
     }
     return { expired: expired.length, bytes };
   }
+}
+
+/** The audit target: model:m@v/path, run:r/step/path or dataset:d/path, as the stores name them. */
+function describe(t: UploadTarget, version: string): string {
+  if (t.kind === 'model') return `model:${t.owner}@${version}/${t.path}`;
+  if (t.kind === 'checkpoint') return `run:${t.owner}/${version}/${t.path}`;
+  return `dataset:${t.owner}/${t.path}`;
 }
 
 function assemblyKey(uploadId: string): string {

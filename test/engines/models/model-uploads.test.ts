@@ -13,6 +13,7 @@ import { tempDir } from '../../helpers/daemon.js';
 // the bytes that were sent — whatever order, re-sends, failures and races the parts met.
 
 const actor = { tokenId: 'tok_test' };
+const W = { kind: 'model' as const, owner: 'm', path: 'w.bin' };
 const MiB = 1024 * 1024;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
@@ -26,7 +27,7 @@ async function open(wrap: (s: ObjectStore) => ObjectStore = (s) => s) {
   await models.putModel(actor, 'm', {});
   await models.createVersion(actor, 'm', { version: 'v1' });
   const { upload_id } = await models.uploads.start(actor, 'm', 'v1', 'w.bin');
-  const put = (part: number, body: Buffer, length: number | null = body.length) => models.uploads.putPart(actor, 'm', 'w.bin', upload_id, part, once(body), { length: length ?? undefined, md5: () => md5(body) });
+  const put = (part: number, body: Buffer, length: number | null = body.length) => models.uploads.putPart(actor, W, upload_id, part, once(body), { length: length ?? undefined, md5: () => md5(body) });
   const read = async () => {
     const f = models.locateFile('m', 'v1', 'w.bin');
     const chunks: Buffer[] = [];
@@ -49,10 +50,10 @@ describe('resumable uploads', () => {
     for (const i of [2, 0, 3, 1]) await t.put(i + 1, parts[i]!);
     expect(t.keys()).toEqual(['1:slot', '2:slot', '3:slot', '4:slot']);
     const whole = Buffer.concat(parts);
-    const listed = await t.models.uploads.listParts('m', 'w.bin', t.upload_id);
+    const listed = await t.models.uploads.listParts(W, t.upload_id);
     expect(listed.parts.map((p) => [p.part, p.size, p.md5])).toEqual(parts.map((p, i) => [i + 1, p.length, md5(p)]));
     const assembly = statSync(join(t.root, 'objects', 'uploads', t.upload_id, 'assembly')).ino;
-    expect(await t.models.uploads.complete(actor, 'm', 'w.bin', t.upload_id, sha(whole))).toEqual({ path: 'w.bin', size: whole.length, sha256: sha(whole) });
+    expect(await t.models.uploads.complete(actor, W, t.upload_id, sha(whole))).toEqual({ path: 'w.bin', size: whole.length, sha256: sha(whole) });
     expect((await t.read()).equals(whole)).toBe(true);
     // Renamed, not copied: the blob is the assembly file itself, cut to size.
     const blob = statSync(join(t.root, 'objects', ...t.models.locateFile('m', 'v1', 'w.bin').key.split('/')));
@@ -71,7 +72,7 @@ describe('resumable uploads', () => {
     await t.put(2, b1);
     await t.put(2, b2);
     expect(t.keys()).toEqual(['1:slot', '2:own']);
-    await t.models.uploads.complete(actor, 'm', 'w.bin', t.upload_id);
+    await t.models.uploads.complete(actor, W, t.upload_id);
     expect((await t.read()).equals(Buffer.concat([a, b2]))).toBe(true);
     await t.sql.close();
   });
@@ -83,13 +84,13 @@ describe('resumable uploads', () => {
     await t.put(2, parts[1]!); // longer than the stripe part 1 fixed
     await t.put(3, parts[2]!, null); // no declared length
     expect(t.keys()).toEqual(['1:slot', '2:own', '3:own']);
-    await t.models.uploads.complete(actor, 'm', 'w.bin', t.upload_id);
+    await t.models.uploads.complete(actor, W, t.upload_id);
     expect((await t.read()).equals(Buffer.concat(parts))).toBe(true);
     // S3's way: parts 1 and 3 only, a gap in the numbers.
     const u = await t.models.uploads.start(actor, 'm', 'v1', 'gap.bin');
     const p = [randomBytes(5 * MiB), randomBytes(5 * MiB), randomBytes(10)];
-    for (const [i, body] of p.entries()) await t.models.uploads.putPart(actor, 'm', 'gap.bin', u.upload_id, i + 1, once(body), { length: body.length });
-    await t.models.uploads.complete(actor, 'm', 'gap.bin', u.upload_id, undefined, { parts: [1, 3], etag: 'x-2' });
+    for (const [i, body] of p.entries()) await t.models.uploads.putPart(actor, { ...W, path: 'gap.bin' }, u.upload_id, i + 1, once(body), { length: body.length });
+    await t.models.uploads.complete(actor, { ...W, path: 'gap.bin' }, u.upload_id, undefined, { parts: [1, 3], etag: 'x-2' });
     const f = t.models.locateFile('m', 'v1', 'gap.bin');
     expect(f.sha256).toBe(sha(Buffer.concat([p[0]!, p[2]!])));
     await t.sql.close();
@@ -104,11 +105,11 @@ describe('resumable uploads', () => {
       throw new Error('connection reset');
     }
     await t.put(1, a);
-    await expect(t.models.uploads.putPart(actor, 'm', 'w.bin', t.upload_id, 2, dies(), { length: b.length })).rejects.toThrow('connection reset');
+    await expect(t.models.uploads.putPart(actor, W, t.upload_id, 2, dies(), { length: b.length })).rejects.toThrow('connection reset');
     expect(t.keys()).toEqual(['1:slot']);
     await t.put(2, b);
     expect(t.keys()).toEqual(['1:slot', '2:slot']);
-    await t.models.uploads.complete(actor, 'm', 'w.bin', t.upload_id);
+    await t.models.uploads.complete(actor, W, t.upload_id);
     expect((await t.read()).equals(Buffer.concat([a, b]))).toBe(true);
     await t.sql.close();
   });
@@ -122,7 +123,7 @@ describe('resumable uploads', () => {
     await expect(t.put(2, randomBytes(5 * MiB + 1), 5 * MiB)).rejects.toThrow(/larger than its slot/);
     const b = randomBytes(5 * MiB);
     await t.put(2, b);
-    await t.models.uploads.complete(actor, 'm', 'w.bin', t.upload_id);
+    await t.models.uploads.complete(actor, W, t.upload_id);
     expect((await t.read()).equals(Buffer.concat([a, b, c]))).toBe(true);
     await t.sql.close();
   });
@@ -131,9 +132,9 @@ describe('resumable uploads', () => {
     const t = await open();
     const a = randomBytes(5 * MiB);
     await t.put(1, a);
-    await expect(t.models.uploads.complete(actor, 'm', 'w.bin', t.upload_id, '0'.repeat(64))).rejects.toThrow(/sha256/);
+    await expect(t.models.uploads.complete(actor, W, t.upload_id, '0'.repeat(64))).rejects.toThrow(/sha256/);
     expect(() => t.models.locateFile('m', 'v1', 'w.bin')).toThrow(/no file/);
-    await t.models.uploads.complete(actor, 'm', 'w.bin', t.upload_id, sha(a));
+    await t.models.uploads.complete(actor, W, t.upload_id, sha(a));
     expect((await t.read()).equals(a)).toBe(true);
     await t.sql.close();
   });
@@ -148,8 +149,8 @@ describe('resumable uploads', () => {
       await gate;
       yield randomBytes(MiB);
     }
-    const pending = t.models.uploads.putPart(actor, 'm', 'w.bin', t.upload_id, 2, late(), { length: 2 * MiB });
-    await t.models.uploads.abort(actor, 'm', 'w.bin', t.upload_id);
+    const pending = t.models.uploads.putPart(actor, W, t.upload_id, 2, late(), { length: 2 * MiB });
+    await t.models.uploads.abort(actor, W, t.upload_id);
     release();
     await expect(pending).rejects.toThrow(/aborted or completed meanwhile/);
     expect(t.sql.db.prepare('SELECT count(*) AS n FROM model_upload_parts').get()).toEqual({ n: 0 });
@@ -165,7 +166,7 @@ describe('resumable uploads', () => {
     await t.put(1, parts[0]!);
     await t.put(2, parts[1]!);
     expect(t.keys()).toEqual(['1:own', '2:own']);
-    await t.models.uploads.complete(actor, 'm', 'w.bin', t.upload_id);
+    await t.models.uploads.complete(actor, W, t.upload_id);
     expect((await t.read()).equals(Buffer.concat(parts))).toBe(true);
     await t.sql.close();
   });
@@ -174,7 +175,7 @@ describe('resumable uploads', () => {
     const t = await open();
     await t.put(1, randomBytes(5 * MiB));
     await t.models.finalize(actor, 'm', 'v1');
-    await expect(t.models.uploads.complete(actor, 'm', 'w.bin', t.upload_id)).rejects.toThrow(/finalized/);
+    await expect(t.models.uploads.complete(actor, W, t.upload_id)).rejects.toThrow(/finalized/);
     expect(t.models.uploads.find(t.upload_id)).toBeUndefined();
     expect(t.sql.db.prepare("SELECT count(*) AS n FROM blobs").get()).toEqual({ n: 0 });
     await t.sql.close();

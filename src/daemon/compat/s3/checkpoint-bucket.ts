@@ -1,26 +1,46 @@
 import { InvalidInput, NotFound } from '../../../engines/errors.js';
 import type { CheckpointStore } from '../../../engines/models/checkpoint-store.js';
 import type { ModelRegistry } from '../../../engines/models/model-registry.js';
+import { ID_PATTERN } from '../../../engines/models/model-schema.js';
 import type { Actor } from '../../../engines/sql/writer.js';
 import { S3Error } from './s3-error.js';
 import { compareKeys, type ObjectLocation, type S3Bucket, type S3Object } from './s3-bucket.js';
+import { multipart, storeErrors, type Multipart } from './s3-multipart.js';
 
 // The `checkpoints` bucket: keys are {run}/{step}/{path}, step a non-negative integer written in
-// decimal. Checkpoints have no open or final state: a PUT writes (or replaces) a file of a step,
-// as the native API does. Multipart uploads, copies and deletes are not offered here yet (the
-// resumable upload sessions belong to the model registry; retention deletes checkpoints).
-
-const ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+// decimal. Checkpoints have no open or final state: a PUT, or a multipart upload's completion,
+// writes (or replaces) a file of a step, as the native API does. Copies and deletes are not
+// offered (retention deletes checkpoints).
 
 export class CheckpointBucket implements S3Bucket {
   readonly name = 'checkpoints';
   readonly readAccess = 'read' as const;
+  declare readonly startMultipart: Multipart['startMultipart'];
+  declare readonly putPart: Multipart['putPart'];
+  declare readonly listParts: Multipart['listParts'];
+  declare readonly completeMultipart: Multipart['completeMultipart'];
+  declare readonly abortMultipart: Multipart['abortMultipart'];
 
   constructor(
     private readonly checkpoints: CheckpointStore,
     private readonly models: ModelRegistry,
     readonly createdAt: string,
-  ) {}
+  ) {
+    Object.assign(
+      this,
+      multipart(models.uploads, {
+        kind: 'checkpoint',
+        target: (key) => {
+          const { run, step, path } = split(key);
+          return { owner: run, version: String(step), path };
+        },
+        sink: (key, etag) => {
+          const { run, step, path } = split(key);
+          return { record: (tx, blob) => this.checkpoints.recordFile(tx, run, step, path, blob, etag) };
+        },
+      }),
+    );
+  }
 
   list(prefix: string): S3Object[] {
     const slash = prefix.indexOf('/');
@@ -47,14 +67,8 @@ export class CheckpointBucket implements S3Bucket {
 
   async put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>, etag: () => string | undefined, expectedSha256: string | undefined): Promise<S3Object> {
     const { run, step, path } = split(key);
-    try {
-      const f = await this.checkpoints.putFile(actor, run, step, path, body, expectedSha256, etag);
-      return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
-    } catch (err) {
-      if (err instanceof InvalidInput && /sha256/i.test(err.message)) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided x-amz-content-sha256 header does not match what was computed.');
-      if (err instanceof InvalidInput) throw new S3Error('InvalidArgument', err.message);
-      throw err;
-    }
+    const f = await storeErrors(() => this.checkpoints.putFile(actor, run, step, path, body, expectedSha256, etag));
+    return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
   }
 }
 
@@ -65,6 +79,6 @@ function split(key: string): { run: string; step: number; path: string } {
   const run = key.slice(0, a);
   const stepText = key.slice(a + 1, b);
   const step = Number(stepText);
-  if (!ID.test(run) || !/^(0|[1-9][0-9]{0,15})$/.test(stepText) || !Number.isSafeInteger(step)) throw new S3Error('NoSuchKey', 'a checkpoint key is {run}/{step}/{path}, the step a non-negative integer');
+  if (!ID_PATTERN.test(run) || !/^(0|[1-9][0-9]{0,15})$/.test(stepText) || !Number.isSafeInteger(step)) throw new S3Error('NoSuchKey', 'a checkpoint key is {run}/{step}/{path}, the step a non-negative integer');
   return { run, step, path: key.slice(b + 1) };
 }

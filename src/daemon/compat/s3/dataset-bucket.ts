@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
 import { Conflict, InvalidInput, NotFound } from '../../../engines/errors.js';
-import type { DatasetCatalog } from '../../../engines/datasets/dataset-catalog.js';
+import { RAW_FILE, type DatasetCatalog } from '../../../engines/datasets/dataset-catalog.js';
+import type { ModelUploads } from '../../../engines/models/model-uploads.js';
 import { getReferenced } from '../../../engines/objects/object-store.js';
 import type { Actor } from '../../../engines/sql/writer.js';
 import { S3Error } from './s3-error.js';
 import { compareKeys, type ObjectLocation, type S3Bucket, type S3Object } from './s3-bucket.js';
+import { multipart, type Multipart } from './s3-multipart.js';
 
 // The `datasets` bucket: {dataset}/raw/{file} for the raw files (a PUT adds one; raw files are
 // immutable, so a second PUT of a name is refused) and {dataset}/v{N}/{shard} for the Parquet
@@ -15,12 +17,43 @@ import { compareKeys, type ObjectLocation, type S3Bucket, type S3Object } from '
 export class DatasetBucket implements S3Bucket {
   readonly name = 'datasets';
   readonly readAccess = 'shared' as const;
+  declare readonly startMultipart: Multipart['startMultipart'];
+  declare readonly putPart: Multipart['putPart'];
+  declare readonly listParts: Multipart['listParts'];
+  declare readonly completeMultipart: Multipart['completeMultipart'];
+  declare readonly abortMultipart: Multipart['abortMultipart'];
 
   constructor(
     private readonly datasets: DatasetCatalog,
     private readonly lost: (key: string) => void,
     readonly createdAt: string,
-  ) {}
+    uploads: ModelUploads,
+  ) {
+    // Raw files may arrive in parts (aws s3 cp goes multipart from 8 MiB): the parts wait in
+    // the upload sessions and are streamed into the catalog when the upload completes.
+    Object.assign(
+      this,
+      multipart(uploads, {
+        kind: 'dataset',
+        target: (key) => {
+          const { dataset, file } = rawKey(key);
+          return { owner: dataset, version: '', path: file };
+        },
+        begin: async (_actor, key) => {
+          const { dataset, file } = rawKey(key);
+          try {
+            this.datasets.get(dataset);
+          } catch (err) {
+            if (err instanceof NotFound) throw new S3Error('NoSuchKey', `${err.message}; create it with POST /v1/datasets`);
+            throw err;
+          }
+          if (!RAW_FILE.test(file)) throw new S3Error('InvalidArgument', 'raw file names are up to 8 segments of letters, digits and . _ - (no . or .. segments)');
+          if (this.datasets.files(dataset).some((f) => f.file === file)) throw new S3Error('AccessDenied', `raw file ${file} already exists in ${dataset}; raw files are immutable`);
+        },
+        sink: () => ({ consume: (actor, body, s) => this.datasets.putRawFile(actor, s.model, s.path, body) }),
+      }),
+    );
+  }
 
   list(prefix: string): S3Object[] {
     const slash = prefix.indexOf('/');
@@ -52,12 +85,13 @@ export class DatasetBucket implements S3Bucket {
     };
   }
 
-  async put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>): Promise<S3Object> {
-    const m = /^([^/]+)\/raw\/(.+)$/.exec(key);
-    if (!m) throw new S3Error('AccessDenied', 'only {dataset}/raw/{file} can be written in the datasets bucket; versions come from pipeline jobs');
+  async put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>, etag: () => string | undefined): Promise<S3Object> {
+    const { dataset, file } = rawKey(key);
     try {
-      const f = await this.datasets.putRawFile(actor, m[1]!, m[2]!, body);
-      return { key, size: f.size, etag: f.sha256, lastModified: new Date().toISOString() };
+      const f = await this.datasets.putRawFile(actor, dataset, file, body);
+      // The answer carries the body's MD5, which clients check (rclone does); listings give the
+      // SHA-256 the catalog keeps, which no client mistakes for an MD5.
+      return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
     } catch (err) {
       if (err instanceof Conflict) throw new S3Error('AccessDenied', err.message);
       if (err instanceof NotFound) throw new S3Error('NoSuchKey', `${err.message}; create it with POST /v1/datasets`);
@@ -95,3 +129,9 @@ function shardTag(path: string, bytes: number): string {
   return createHash('sha256').update(`${path}\0${bytes}`).digest('hex');
 }
 
+/** {dataset}/raw/{file}, the only keys that can be written here. */
+function rawKey(key: string): { dataset: string; file: string } {
+  const m = /^([^/]+)\/raw\/(.+)$/.exec(key);
+  if (!m) throw new S3Error('AccessDenied', 'only {dataset}/raw/{file} can be written in the datasets bucket; versions come from pipeline jobs');
+  return { dataset: m[1]!, file: m[2]! };
+}

@@ -1,8 +1,10 @@
 import { Conflict, InvalidInput, NotFound } from '../../../engines/errors.js';
 import type { ModelRegistry } from '../../../engines/models/model-registry.js';
+import { ID_PATTERN } from '../../../engines/models/model-schema.js';
 import type { Actor } from '../../../engines/sql/writer.js';
 import { S3Error } from './s3-error.js';
-import { compareKeys, type ObjectLocation, type PartBody, type S3Bucket, type S3Object } from './s3-bucket.js';
+import { compareKeys, type ObjectLocation, type S3Bucket, type S3Object } from './s3-bucket.js';
+import { multipart, storeErrors, type Multipart } from './s3-multipart.js';
 
 // The `models` bucket: keys are {model}/{version or alias}/{path}. Reads and listings resolve an
 // alias to its version's files under the alias's own prefix, so `s3://models/llama/prod/` is
@@ -13,16 +15,37 @@ import { compareKeys, type ObjectLocation, type PartBody, type S3Bucket, type S3
 // twice). A PUT writes into an open version, creating the model and the version on first use;
 // a final version answers AccessDenied, naming it: finalizing stays on the native API.
 
-const ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
-
 export class ModelBucket implements S3Bucket {
   readonly name = 'models';
   readonly readAccess = 'read' as const;
+  declare readonly startMultipart: Multipart['startMultipart'];
+  declare readonly putPart: Multipart['putPart'];
+  declare readonly listParts: Multipart['listParts'];
+  declare readonly completeMultipart: Multipart['completeMultipart'];
+  declare readonly abortMultipart: Multipart['abortMultipart'];
 
   constructor(
     private readonly models: ModelRegistry,
     readonly createdAt: string,
-  ) {}
+  ) {
+    Object.assign(
+      this,
+      multipart(models.uploads, {
+        kind: 'model',
+        target: split,
+        begin: (actor, key) => this.ensureVersion(actor, split(key).model, split(key).version),
+        // An alias in the key counts when it names the session's version. The registry's own
+        // check knew only model and path, so an upload begun for v1 could be completed "as" v9 (review).
+        same: (key, session) => {
+          try {
+            return this.models.resolveVersion(session.model, split(key).version).version === session.version;
+          } catch {
+            return false;
+          }
+        },
+      }),
+    );
+  }
 
   list(prefix: string, delimiter: string | undefined, after = '', limit = Infinity): S3Object[] {
     const slash = prefix.indexOf('/');
@@ -33,7 +56,7 @@ export class ModelBucket implements S3Bucket {
     }
     const model = slash === -1 ? undefined : prefix.slice(0, slash);
     const rest = slash === -1 ? '' : prefix.slice(slash + 1);
-    if (model !== undefined && ID.test(model) && this.exists(model)) {
+    if (model !== undefined && ID_PATTERN.test(model) && this.exists(model)) {
       const aliases = Object.entries(this.models.getModel(model).aliases);
       const intoAlias = aliases.some(([alias]) => rest.startsWith(`${alias}/`));
       // A model's versions folded by "/": one key per version, and one per alias.
@@ -64,7 +87,7 @@ export class ModelBucket implements S3Bucket {
         return out;
       }
     }
-    const names = slash === -1 ? this.modelNames().filter((n) => n.startsWith(prefix)) : [prefix.slice(0, slash)].filter((n) => ID.test(n) && this.exists(n));
+    const names = slash === -1 ? this.modelNames().filter((n) => n.startsWith(prefix)) : [prefix.slice(0, slash)].filter((n) => ID_PATTERN.test(n) && this.exists(n));
     const out: S3Object[] = [];
     for (const model of names) {
       const m = this.models.getModel(model);
@@ -107,33 +130,6 @@ export class ModelBucket implements S3Bucket {
     return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
   }
 
-  async startMultipart(actor: Actor, key: string): Promise<string> {
-    const { model, version, path } = split(key);
-    await this.ensureVersion(actor, model, version);
-    return (await storeErrors(() => this.models.uploads.start(actor, model, version, path))).upload_id;
-  }
-
-  async putPart(actor: Actor, key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, p: PartBody): Promise<{ size: number }> {
-    const { model, path } = this.upload(key, uploadId);
-    return storeErrors(() => this.models.uploads.putPart(actor, model, path, uploadId, part, body, p));
-  }
-
-  async listParts(key: string, uploadId: string): Promise<Array<{ part: number; size: number; md5: string | null }>> {
-    const { model, path } = this.upload(key, uploadId);
-    return (await storeErrors(() => this.models.uploads.listParts(model, path, uploadId))).parts;
-  }
-
-  async completeMultipart(actor: Actor, key: string, uploadId: string, parts: number[], etag: string): Promise<S3Object> {
-    const { model, path } = this.upload(key, uploadId);
-    const f = await storeErrors(() => this.models.uploads.complete(actor, model, path, uploadId, undefined, { parts, etag }));
-    return { key, size: f.size, etag, lastModified: new Date().toISOString() };
-  }
-
-  async abortMultipart(actor: Actor, key: string, uploadId: string): Promise<void> {
-    const { model, path } = this.upload(key, uploadId);
-    await storeErrors(() => this.models.uploads.abort(actor, model, path, uploadId));
-  }
-
   async delete(actor: Actor, key: string): Promise<void> {
     let parts: { model: string; version: string; path: string };
     try {
@@ -165,26 +161,6 @@ export class ModelBucket implements S3Bucket {
     await this.ensureVersion(actor, dst.model, dst.version);
     const f = await storeErrors(() => this.models.copyFile(actor, src, dst));
     return { key: to, size: f.size, etag: f.etag ?? f.sha256, lastModified: new Date().toISOString() };
-  }
-
-  /**
-   * The key's parts, checked against the upload's session: the same model, path and version (an
-   * alias in the key counts when it names the session's version). The registry's own check
-   * knew only model and path, so an upload begun for v1 could be completed "as" v9 (review).
-   */
-  private upload(key: string, uploadId: string): { model: string; version: string; path: string } {
-    const k = split(key);
-    const session = this.models.uploads.find(uploadId);
-    const noSuch = () => new S3Error('NoSuchUpload', 'The specified multipart upload does not exist. The upload ID might be invalid, or the multipart upload might have been aborted or completed.');
-    if (!session || session.model !== k.model || session.path !== k.path) throw noSuch();
-    let version: string;
-    try {
-      version = this.models.resolveVersion(k.model, k.version).version;
-    } catch {
-      throw noSuch();
-    }
-    if (version !== session.version) throw noSuch();
-    return k;
   }
 
   /** The model and the version exist after this (made on first use); an alias is taken as is. */
@@ -230,27 +206,13 @@ export class ModelBucket implements S3Bucket {
   }
 }
 
-/** The registry's refusals as S3 errors: a final version, a wrong sha256, an unknown upload. */
-async function storeErrors<T>(run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (err) {
-    if (err instanceof Conflict) throw new S3Error('AccessDenied', `${err.message}. Finalized versions are read-only; write to an open version`);
-    if (err instanceof NotFound && /upload/.test(err.message)) throw new S3Error('NoSuchUpload', 'The specified multipart upload does not exist. The upload ID might be invalid, or the multipart upload might have been aborted or completed.');
-    if (err instanceof InvalidInput && /sha256/i.test(err.message)) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided x-amz-content-sha256 header does not match what was computed.');
-    if (err instanceof InvalidInput && /has no part/.test(err.message)) throw new S3Error('InvalidPart', err.message);
-    if (err instanceof InvalidInput) throw new S3Error('InvalidArgument', err.message);
-    throw err;
-  }
-}
-
 /** model/version/path, each part valid, or NoSuchKey (reads) — a PUT reports it the same way. */
-function split(key: string): { model: string; version: string; path: string } {
+function split(key: string): { model: string; owner: string; version: string; path: string } {
   const a = key.indexOf('/');
   const b = a === -1 ? -1 : key.indexOf('/', a + 1);
   if (a === -1 || b === -1 || b === key.length - 1) throw new S3Error('NoSuchKey', 'keys in the models bucket are {model}/{version or alias}/{path}');
   const model = key.slice(0, a);
   const version = key.slice(a + 1, b);
-  if (!ID.test(model) || !ID.test(version)) throw new S3Error('NoSuchKey', 'model and version names are 1-128 letters, digits and . _ : @ -');
-  return { model, version, path: key.slice(b + 1) };
+  if (!ID_PATTERN.test(model) || !ID_PATTERN.test(version)) throw new S3Error('NoSuchKey', 'model and version names are 1-128 letters, digits and . _ : @ -');
+  return { model, owner: model, version, path: key.slice(b + 1) };
 }

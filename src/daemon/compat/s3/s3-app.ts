@@ -44,7 +44,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
   const started = new Date().toISOString();
   const buckets = new Map<string, S3Bucket>([
     ['checkpoints', new CheckpointBucket(node.checkpoints, node.models, started)],
-    ['datasets', new DatasetBucket(node.datasets, (key) => node.objectMissing('hot', key), started)],
+    ['datasets', new DatasetBucket(node.datasets, (key) => node.objectMissing('hot', key), started, node.models.uploads)],
     ['models', new ModelBucket(node.models, started)],
   ]);
 

@@ -91,6 +91,11 @@ describe.skipIf(!tools.aws)('aws CLI (Debian awscli)', () => {
     expect(ranged.code).toBe(0);
     expect(JSON.parse(ranged.stdout).ContentRange).toBe(`bytes 100-1099/${big.length}`);
     expect(readFileSync(out).equals(big.subarray(100, 1100))).toBe(true);
+    // Checkpoints go multipart the same way, and come back whole.
+    expect((await aws(['s3', 'cp', src, 's3://checkpoints/awsrun/500/model.pt'])).code).toBe(0);
+    const back = join(work, 'aws-ckpt.bin');
+    expect((await aws(['s3', 'cp', 's3://checkpoints/awsrun/500/model.pt', back])).code).toBe(0);
+    expect(readFileSync(back).equals(big)).toBe(true);
   });
 
   it('sync up and down copies a tree byte-equal, and a second sync transfers nothing', async () => {

@@ -228,7 +228,7 @@ describe('S3 copies, deletes, virtual hosts and 100-continue', () => {
 });
 
 describe('S3 checkpoints bucket', () => {
-  it('puts {run}/{step}/{path}, lists and reads it back; the native API sees the step; multipart is refused with a way out', async () => {
+  it('puts {run}/{step}/{path}, lists and reads it back; the native API sees the step', async () => {
     const s3 = client();
     const state = randomBytes(300_000);
     const put = await s3.send(new PutObjectCommand({ Bucket: 'checkpoints', Key: 'run-7/1200/optimizer.pt', Body: state }));
@@ -241,7 +241,24 @@ describe('S3 checkpoints bucket', () => {
     expect((await s3.send(new HeadObjectCommand({ Bucket: 'checkpoints', Key: 'run-7/1200/optimizer.pt' }))).ETag).toBe(`"${md5(state)}"`);
     expect((await api(d, 'GET', '/v1/runs/run-7/checkpoints')).body.items.map((i: { step: number }) => i.step)).toEqual([1300, 1200]);
     expect(await code(s3.send(new HeadObjectCommand({ Bucket: 'checkpoints', Key: 'run-7/x/optimizer.pt' })))).toBe('NotFound 404');
-    expect(await code(s3.send(new CreateMultipartUploadCommand({ Bucket: 'checkpoints', Key: 'run-7/1400/big.pt' })))).toBe('NotImplemented 501');
+  });
+
+  it('takes a checkpoint in parts (lib-storage), byte-equal with the md5-of-md5s ETag; an upload id cannot complete into another bucket or step', async () => {
+    const s3 = client();
+    const big = randomBytes(11 * 1024 * 1024 + 9);
+    const up = await new Upload({ client: s3, params: { Bucket: 'checkpoints', Key: 'run-8/100/model.pt', Body: Readable.from([big]) }, partSize: 5 * 1024 * 1024, queueSize: 2 }).done();
+    expect(up.ETag).toMatch(/^"[0-9a-f]{32}-3"$/);
+    const got = await s3.send(new GetObjectCommand({ Bucket: 'checkpoints', Key: 'run-8/100/model.pt' }));
+    expect(Buffer.from(await got.Body!.transformToByteArray()).equals(big)).toBe(true);
+    expect((await s3.send(new HeadObjectCommand({ Bucket: 'checkpoints', Key: 'run-8/100/model.pt' }))).ETag).toBe(up.ETag);
+    expect((await api(d, 'GET', '/v1/runs/run-8/checkpoints')).body.items.map((i: { step: number }) => i.step)).toEqual([100]);
+    const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: 'checkpoints', Key: 'run-8/200/model.pt' }));
+    const e = (await s3.send(new UploadPartCommand({ Bucket: 'checkpoints', Key: 'run-8/200/model.pt', UploadId, PartNumber: 1, Body: 'tail' }))).ETag!;
+    const parts = { MultipartUpload: { Parts: [{ PartNumber: 1, ETag: e }] } };
+    expect(await code(s3.send(new CompleteMultipartUploadCommand({ Bucket: 'checkpoints', Key: 'run-8/201/model.pt', UploadId, ...parts })))).toBe('NoSuchUpload 404');
+    expect(await code(s3.send(new CompleteMultipartUploadCommand({ Bucket: 'models', Key: 'run-8/200/model.pt', UploadId, ...parts })))).toBe('NoSuchUpload 404');
+    expect(await code(s3.send(new CompleteMultipartUploadCommand({ Bucket: 'checkpoints', Key: 'run-8/200/model.pt', UploadId, ...parts })))).toBe('ok');
+    expect(await (await s3.send(new GetObjectCommand({ Bucket: 'checkpoints', Key: 'run-8/200/model.pt' }))).Body!.transformToString()).toBe('tail');
   });
 });
 
@@ -254,10 +271,20 @@ describe('S3 datasets bucket and tenants', () => {
     expect(await code(s3.send(new PutObjectCommand({ Bucket: 'datasets', Key: 'corpus/raw/part-1.jsonl', Body: 'again' })))).toBe('AccessDenied 403');
     expect(await code(s3.send(new PutObjectCommand({ Bucket: 'datasets', Key: 'corpus/v1/shard-00000.parquet', Body: 'x' })))).toBe('AccessDenied 403');
     expect(await code(s3.send(new PutObjectCommand({ Bucket: 'datasets', Key: 'nodataset/raw/a.jsonl', Body: 'x' })))).toBe('NoSuchKey 404');
+    // A large raw file in parts; starting one for an existing name, a version or no dataset is refused.
+    const big = Buffer.from(Array.from({ length: 200_000 }, (_, i) => JSON.stringify({ text: `long row ${i}` })).join('\n'));
+    await new Upload({ client: s3, params: { Bucket: 'datasets', Key: 'corpus/raw/part-2.jsonl', Body: Readable.from([big]) }, partSize: 5 * 1024 * 1024, queueSize: 2 }).done();
+    expect(Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: 'datasets', Key: 'corpus/raw/part-2.jsonl' }))).Body!.transformToByteArray()).equals(big)).toBe(true);
+    expect((await api(d, 'GET', '/v1/datasets/corpus')).body.raw_files.map((f: { file: string }) => f.file)).toEqual(['part-1.jsonl', 'part-2.jsonl']);
+    expect(await code(s3.send(new CreateMultipartUploadCommand({ Bucket: 'datasets', Key: 'corpus/raw/part-2.jsonl' })))).toBe('AccessDenied 403');
+    expect(await code(s3.send(new CreateMultipartUploadCommand({ Bucket: 'datasets', Key: 'corpus/v1/s.parquet' })))).toBe('AccessDenied 403');
+    expect(await code(s3.send(new CreateMultipartUploadCommand({ Bucket: 'datasets', Key: 'nodataset/raw/a.jsonl' })))).toBe('NoSuchKey 404');
     const job = (await api(d, 'POST', '/v1/datasets/corpus/jobs', { steps: ['normalize'] })).body.job_id;
     await expect.poll(async () => (await api(d, 'GET', `/v1/jobs/${job}`)).body.state, { timeout: 20_000, interval: 100 }).toBe('done');
     const listed = await s3.send(new ListObjectsV2Command({ Bucket: 'datasets', Prefix: 'corpus/' }));
-    expect(listed.Contents?.map((o) => o.Key)).toEqual(['corpus/raw/part-1.jsonl', 'corpus/v1/shard-00000.parquet']);
+    const keys = listed.Contents?.map((o) => o.Key) ?? [];
+    expect(keys.filter((k) => k.includes('/raw/'))).toEqual(['corpus/raw/part-1.jsonl', 'corpus/raw/part-2.jsonl']);
+    expect(keys).toContain('corpus/v1/shard-00000.parquet');
     expect(await (await s3.send(new GetObjectCommand({ Bucket: 'datasets', Key: 'corpus/raw/part-1.jsonl' }))).Body!.transformToString()).toBe(rows);
     const shard = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: 'datasets', Key: 'corpus/v1/shard-00000.parquet' }))).Body!.transformToByteArray());
     expect(shard.subarray(0, 4).toString()).toBe('PAR1');
