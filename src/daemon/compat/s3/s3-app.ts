@@ -331,7 +331,11 @@ async function getObject(c: Context, b: S3Bucket, key: string, headers: Record<s
   if ((ifNoneMatch !== undefined && matches(ifNoneMatch, etag)) || (ifNoneMatch === undefined && ifModified !== undefined && modified <= ifModified)) {
     return new Response(null, { status: 304, headers: { 'x-amz-request-id': requestId, ETag: etag, 'Last-Modified': base['Last-Modified']! } });
   }
-  const range = parseRange(headers.range, o.size);
+  // If-Range (RFC 9110 §13.1.5): the range only while the object is the one the client holds —
+  // a strong ETag match, or a date no older than Last-Modified; otherwise the whole object.
+  const ifRange = headers['if-range'];
+  const rangeHolds = ifRange === undefined || (ifRange.startsWith('"') ? ifRange.trim() === etag : (dateOf(ifRange) ?? -1) >= modified);
+  const range = rangeHolds ? parseRange(headers.range, o.size) : undefined;
   if (range === 'unsatisfiable') throw Object.assign(new S3Error('InvalidRange', 'The requested range is not satisfiable'), { contentRange: `bytes */${o.size}` });
   const status = range ? 206 : 200;
   // No checksum header on any answer: none is stored, and a full-object one on a 206 makes

@@ -103,6 +103,14 @@ describe('S3 endpoint with @aws-sdk/client-s3', () => {
     expect(await code(s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin', IfMatch: '"0000"' })))).toBe('PreconditionFailed 412');
     expect(await code(s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin', IfNoneMatch: ETag })))).toMatch(/ 304$/);
     expect(await code(s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin', Range: 'bytes=100-200' })))).toBe('InvalidRange 416');
+    // If-Range: the range while the ETag matches, the whole object once it does not.
+    const url = await getSignedUrl(s3, new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin' }));
+    const held = await fetch(url, { headers: { range: 'bytes=2-5', 'if-range': ETag! } });
+    expect([held.status, await held.text()]).toEqual([206, '2345']);
+    const changed = await fetch(url, { headers: { range: 'bytes=2-5', 'if-range': '"0123"' } });
+    expect([changed.status, (await changed.text()).length]).toEqual([200, 16]);
+    const old = await fetch(url, { headers: { range: 'bytes=2-5', 'if-range': 'Thu, 01 Jan 1970 00:00:00 GMT' } });
+    expect([old.status, (await old.text()).length]).toEqual([200, 16]);
   });
 
   it('lists with prefix, delimiter (versions and aliases as CommonPrefixes), pages by continuation, V1 too, and url encoding', async () => {
