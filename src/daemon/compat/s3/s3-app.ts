@@ -135,6 +135,9 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
         if (query.has('location')) return xml(c, requestId, doc('LocationConstraint', '').replace('></LocationConstraint>', `>${options.region === 'us-east-1' ? '' : options.region}</LocationConstraint>`));
         if (query.has('versioning')) return xml(c, requestId, doc('VersioningConfiguration', ''));
         if (query.has('uploads')) return xml(c, requestId, doc('ListMultipartUploadsResult', el('Bucket', bucket) + el('IsTruncated', false)));
+        // A configuration Strata has no counterpart for: said so, never a listing in its place.
+        const sub = BUCKET_SUBRESOURCES.find((r) => query.has(r));
+        if (sub) throw new S3Error('NotImplemented', `bucket ${sub} is not implemented: the buckets are Strata's stores`);
         return xml(c, requestId, listObjects(b, bucket, query));
       }
       if (!b) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist');
@@ -147,6 +150,18 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
           doc('ListPartsResult', el('Bucket', bucket) + el('Key', key) + el('UploadId', query.get('uploadId')) + el('IsTruncated', false) + parts.map((p) => `<Part>${el('PartNumber', p.part)}${p.md5 ? el('ETag', `"${p.md5}"`) : ''}${el('Size', p.size)}</Part>`).join('')),
         );
       }
+      const sub = OBJECT_SUBRESOURCES.find((r) => query.has(r));
+      if (sub) {
+        // aws s3 cp between keys reads the source's tags (GetObjectTagging) before copying: there
+        // are none. Any other object sub-resource is refused, never answered with the object.
+        op(`${method}Object:${sub}`);
+        allow(b.readAccess);
+        if (method === 'GET' && sub === 'tagging') {
+          b.locate(key);
+          return xml(c, requestId, doc('Tagging', '<TagSet></TagSet>'));
+        }
+        throw new S3Error('NotImplemented', `object ${sub} is not implemented`);
+      }
       if (method === 'GET' || method === 'HEAD') {
         op(method === 'HEAD' ? 'HeadObject' : 'GetObject');
         allow(b.readAccess);
@@ -157,16 +172,33 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
       if (method === 'PUT') {
         allow('service');
         const copySource = headers['x-amz-copy-source'];
+        if (copySource !== undefined && uploadId !== undefined) {
+          // UploadPartCopy (aws s3 cp between keys goes multipart past 8 MiB): the part's bytes are
+          // read from the source, which may be in any bucket the caller can read.
+          op('UploadPartCopy');
+          const part = partNumber(query);
+          const src = parseCopySource(copySource);
+          const sb = buckets.get(src.bucket);
+          if (!sb) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist');
+          allow(sb.readAccess);
+          const o = sb.locate(src.key);
+          const range = copyRange(headers['x-amz-copy-source-range'], o.size);
+          const checked = checkBody((await o.open(range)) as AsyncIterable<Uint8Array>, {});
+          await needs(b, 'putPart', 'multipart uploads')({ tokenId: caller.tokenId }, key, uploadId, part, checked.body, {
+            expectedSha256: undefined,
+            length: range ? range.end - range.start + 1 : o.size,
+            md5: checked.md5,
+          });
+          return xml(c, requestId, doc('CopyPartResult', el('LastModified', isoDate(new Date().toISOString())) + el('ETag', `"${checked.md5()}"`)));
+        }
         if (copySource !== undefined) {
-          if (uploadId !== undefined) throw new S3Error('NotImplemented', 'UploadPartCopy is not implemented');
           const from = copySourceKey(copySource, bucket);
           const object = await needs(b, 'copy', 'copies')({ tokenId: caller.tokenId }, from, key);
           return xml(c, requestId, doc('CopyObjectResult', el('LastModified', isoDate(object.lastModified)) + el('ETag', `"${object.etag}"`)));
         }
         if (uploadId !== undefined || query.has('partNumber')) {
-          const partText = query.get('partNumber') ?? '';
-          const part = /^[1-9][0-9]{0,4}$/.test(partText) ? Number(partText) : NaN;
-          if (uploadId === undefined || !Number.isInteger(part) || part < 1 || part > 10_000) throw new S3Error('InvalidArgument', 'UploadPart needs uploadId and a partNumber from 1 to 10000');
+          if (uploadId === undefined) throw new S3Error('InvalidArgument', 'UploadPart needs uploadId and a partNumber from 1 to 10000');
+          const part = partNumber(query);
           return await withUploadBody(c, async (source) => {
             const checked = checkBody(...framed(source, headers, verified));
             await needs(b, 'putPart', 'multipart uploads')({ tokenId: caller.tokenId }, key, uploadId, part, checked.body, {
@@ -387,6 +419,11 @@ async function putObject(
   return { object, echo: checked.echo() };
 }
 
+/** Sub-resources of a bucket that name a configuration S3 keeps and Strata does not. */
+const BUCKET_SUBRESOURCES = ['accelerate', 'acl', 'analytics', 'cors', 'encryption', 'intelligent-tiering', 'inventory', 'lifecycle', 'logging', 'metrics', 'notification', 'object-lock', 'ownershipControls', 'policy', 'policyStatus', 'publicAccessBlock', 'replication', 'requestPayment', 'tagging', 'website'];
+/** Sub-resources of an object other than the object itself. */
+const OBJECT_SUBRESOURCES = ['acl', 'attributes', 'legal-hold', 'retention', 'restore', 'select', 'tagging', 'torrent'];
+
 /** The smallest part S3 accepts, but for the last. */
 const MIN_PART = 5 * 1024 * 1024;
 
@@ -419,7 +456,7 @@ function declaredLength(headers: Record<string, string | undefined>, payloadHash
 }
 
 /** x-amz-copy-source: "/bucket/key" or "bucket/key", URL-encoded, optionally ?versionId=… (ignored). */
-function copySourceKey(header: string, bucket: string): string {
+function parseCopySource(header: string): { bucket: string; key: string } {
   let source: string;
   try {
     source = decodeURIComponent(header.split('?')[0]!.replace(/^\//, ''));
@@ -427,9 +464,33 @@ function copySourceKey(header: string, bucket: string): string {
     throw new S3Error('InvalidArgument', 'x-amz-copy-source has a malformed percent-encoding');
   }
   const slash = source.indexOf('/');
-  if (slash === -1) throw new S3Error('InvalidArgument', 'x-amz-copy-source must be bucket/key');
-  if (source.slice(0, slash) !== bucket) throw new S3Error('NotImplemented', 'copies between buckets are not implemented (the buckets are different stores)');
-  return source.slice(slash + 1);
+  if (slash === -1 || slash === source.length - 1) throw new S3Error('InvalidArgument', 'x-amz-copy-source must be bucket/key');
+  return { bucket: source.slice(0, slash), key: source.slice(slash + 1) };
+}
+
+/** CopyObject's source: the same bucket (a copy is a new reference to the same blob). */
+function copySourceKey(header: string, bucket: string): string {
+  const src = parseCopySource(header);
+  if (src.bucket !== bucket) throw new S3Error('NotImplemented', 'CopyObject between buckets is not implemented (the buckets are different stores); copy in parts (UploadPartCopy) or download and upload');
+  return src.key;
+}
+
+/** x-amz-copy-source-range: bytes=first-last, inside the source. */
+function copyRange(header: string | undefined, size: number): { start: number; end: number } | undefined {
+  if (header === undefined) return undefined;
+  const m = /^bytes=(\d{1,15})-(\d{1,15})$/.exec(header.trim());
+  if (!m) throw new S3Error('InvalidArgument', 'x-amz-copy-source-range must be bytes=first-last');
+  const start = Number(m[1]);
+  const end = Number(m[2]);
+  if (start > end || end >= size) throw new S3Error('InvalidRange', `The requested range bytes=${start}-${end} is not satisfiable for an object of ${size} bytes`);
+  return { start, end };
+}
+
+/** partNumber: 1 to 10000, digits only. */
+function partNumber(query: URLSearchParams): number {
+  const text = query.get('partNumber') ?? '';
+  if (!/^[1-9][0-9]{0,4}$/.test(text) || Number(text) > 10_000) throw new S3Error('InvalidArgument', 'UploadPart needs uploadId and a partNumber from 1 to 10000');
+  return Number(text);
 }
 
 /** DeleteObjects: each key deleted where allowed; errors per key, not for the request. */

@@ -91,6 +91,12 @@ describe.skipIf(!tools.aws)('aws CLI (Debian awscli)', () => {
     expect(ranged.code).toBe(0);
     expect(JSON.parse(ranged.stdout).ContentRange).toBe(`bytes 100-1099/${big.length}`);
     expect(readFileSync(out).equals(big.subarray(100, 1100))).toBe(true);
+    // A copy between versions past the multipart threshold goes part by part (UploadPartCopy).
+    const copied = await aws(['s3', 'cp', 's3://models/awsmodel/v1/weights/model.safetensors', 's3://models/awsmodel/v3/model.safetensors']);
+    expect(copied.stderr).toBe('');
+    const copyBack = join(work, 'aws-copy.bin');
+    expect((await aws(['s3', 'cp', 's3://models/awsmodel/v3/model.safetensors', copyBack])).code).toBe(0);
+    expect(readFileSync(copyBack).equals(big)).toBe(true);
     // Checkpoints go multipart the same way, and come back whole.
     expect((await aws(['s3', 'cp', src, 's3://checkpoints/awsrun/500/model.pt'])).code).toBe(0);
     const back = join(work, 'aws-ckpt.bin');

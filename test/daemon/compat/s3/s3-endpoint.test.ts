@@ -8,7 +8,10 @@ import {
   CopyObjectCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
+  GetBucketPolicyCommand,
+  GetObjectAclCommand,
   GetObjectCommand,
+  GetObjectTaggingCommand,
   HeadBucketCommand,
   HeadObjectCommand,
   ListBucketsCommand,
@@ -18,6 +21,7 @@ import {
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
+  UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
@@ -103,6 +107,11 @@ describe('S3 endpoint with @aws-sdk/client-s3', () => {
     expect(await code(s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin', IfMatch: '"0000"' })))).toBe('PreconditionFailed 412');
     expect(await code(s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin', IfNoneMatch: ETag })))).toMatch(/ 304$/);
     expect(await code(s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin', Range: 'bytes=100-200' })))).toBe('InvalidRange 416');
+    // Sub-resources are never answered with the object or a listing: no tags; policy refused.
+    expect((await s3.send(new GetObjectTaggingCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin' }))).TagSet).toEqual([]);
+    expect(await code(s3.send(new GetObjectTaggingCommand({ Bucket: 'models', Key: 'ranged/v1/none' })))).toBe('NoSuchKey 404');
+    expect(await code(s3.send(new GetObjectAclCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin' })))).toBe('NotImplemented 501');
+    expect(await code(s3.send(new GetBucketPolicyCommand({ Bucket: 'models' })))).toBe('NotImplemented 501');
     // If-Range: the range while the ETag matches, the whole object once it does not.
     const url = await getSignedUrl(s3, new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin' }));
     const held = await fetch(url, { headers: { range: 'bytes=2-5', 'if-range': ETag! } });
@@ -267,6 +276,16 @@ describe('S3 checkpoints bucket', () => {
     expect(await code(s3.send(new CompleteMultipartUploadCommand({ Bucket: 'models', Key: 'run-8/200/model.pt', UploadId, ...parts })))).toBe('NoSuchUpload 404');
     expect(await code(s3.send(new CompleteMultipartUploadCommand({ Bucket: 'checkpoints', Key: 'run-8/200/model.pt', UploadId, ...parts })))).toBe('ok');
     expect(await (await s3.send(new GetObjectCommand({ Bucket: 'checkpoints', Key: 'run-8/200/model.pt' }))).Body!.transformToString()).toBe('tail');
+    // UploadPartCopy: a model file made of two ranges of the checkpoint, across buckets.
+    const mp = await s3.send(new CreateMultipartUploadCommand({ Bucket: 'models', Key: 'fromckpt/v1/w.bin' }));
+    const half = 6 * 1024 * 1024;
+    const p1 = await s3.send(new UploadPartCopyCommand({ Bucket: 'models', Key: 'fromckpt/v1/w.bin', UploadId: mp.UploadId, PartNumber: 1, CopySource: 'checkpoints/run-8/100/model.pt', CopySourceRange: `bytes=0-${half - 1}` }));
+    const p2 = await s3.send(new UploadPartCopyCommand({ Bucket: 'models', Key: 'fromckpt/v1/w.bin', UploadId: mp.UploadId, PartNumber: 2, CopySource: 'checkpoints/run-8/100/model.pt', CopySourceRange: `bytes=${half}-${big.length - 1}` }));
+    expect(p1.CopyPartResult?.ETag).toBe(`"${md5(big.subarray(0, half))}"`);
+    await s3.send(new CompleteMultipartUploadCommand({ Bucket: 'models', Key: 'fromckpt/v1/w.bin', UploadId: mp.UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p1.CopyPartResult!.ETag! }, { PartNumber: 2, ETag: p2.CopyPartResult!.ETag! }] } }));
+    const joined = await s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'fromckpt/v1/w.bin' }));
+    expect(Buffer.from(await joined.Body!.transformToByteArray()).equals(big)).toBe(true);
+    expect(await code(s3.send(new UploadPartCopyCommand({ Bucket: 'models', Key: 'fromckpt/v1/w.bin', UploadId: mp.UploadId, PartNumber: 1, CopySource: 'checkpoints/run-8/100/model.pt', CopySourceRange: `bytes=0-${big.length}` })))).toMatch(/^(InvalidRange 416|NoSuchUpload 404)$/);
   });
 });
 
