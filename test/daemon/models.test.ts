@@ -248,7 +248,8 @@ describe('uploads and crashes', () => {
       const gc = (await api(again, 'POST', '/v1/admin/gc?grace_seconds=0')).body;
       expect(gc).toMatchObject({ orphan_objects: 1, incomplete: 1 });
       expect(readdirSync(tmp)).toEqual([]);
-      expect(readdirSync(join(d.dataDir, 'objects', 'hot', 'blobs'))).toEqual([]);
+      // The emptied directory goes with its last object.
+      expect(readdirSync(join(d.dataDir, 'objects', 'hot')).includes('blobs') ? readdirSync(join(d.dataDir, 'objects', 'hot', 'blobs')) : []).toEqual([]);
     } finally {
       await again.stop();
     }

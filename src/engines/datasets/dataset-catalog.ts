@@ -1,11 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
 import type { ObjectStore } from '../objects/object-store.js';
 import type { ChangeLog, ChangeType } from '../sql/change-log.js';
 import type { SqlDatabase } from '../sql/database.js';
 import type { Migration } from '../sql/migrations.js';
-import type { Actor, Writer } from '../sql/writer.js';
+import type { Actor, Tx, Writer } from '../sql/writer.js';
 
-// Datasets: raw files in the object tier (datasets/<name>/raw/<file>) and processed versions,
+// Datasets: raw files in the object tier (datasets/<name>/raw/<uuid>/<file>) and processed versions,
 // numbered from 1, each made by one pipeline job whose shards live under
 // datasets/<name>/jobs/<job_id>/. A version row is written once, when its job has written
 // every shard, and names its lineage: the raw files' sha256, the steps and parameters, the
@@ -130,17 +131,35 @@ export class DatasetCatalog {
   }
 
   /** Streams a raw file into the object tier, then records it (a crash in between leaves an orphan object, never a row without bytes). */
-  async putRawFile(actor: Actor, name: string, file: string, body: AsyncIterable<Uint8Array>): Promise<{ file: string; size: number; sha256: string }> {
+  /**
+   * Stores a raw file under a key of its own (…/raw/<uuid>/<file>) and records it. Two writers
+   * of one name both write, one commits, and the other's bytes are deleted: writing straight to
+   * …/raw/<file> let a refused writer replace the stored bytes (review). `inCommit` runs in
+   * the recording transaction (a multipart upload ends its session there).
+   */
+  async putRawFile(
+    actor: Actor,
+    name: string,
+    file: string,
+    body: AsyncIterable<Uint8Array>,
+    inCommit?: (tx: Tx, stored: { size: number; sha256: string }) => void,
+  ): Promise<{ file: string; size: number; sha256: string }> {
     if (!this.find(name)) throw new NotFound(`dataset ${name} does not exist`);
     if (!RAW_FILE.test(file)) throw new InvalidInput('raw file names are up to 8 segments of letters, digits and . _ - (no . or .. segments)');
     if (this.db.prepare('SELECT 1 FROM dataset_files WHERE dataset = ? AND file = ?').get(name, file)) throw new Conflict(`raw file ${file} already exists in ${name}; raw files are immutable`);
-    const key = `datasets/${name}/raw/${file}`;
+    const key = `datasets/${name}/raw/${randomUUID()}/${file}`;
     const put = await this.objects.put(key, body);
-    await this.writer.write(actor, (tx) => {
-      if (this.db.prepare('SELECT 1 FROM dataset_files WHERE dataset = ? AND file = ?').get(name, file)) throw new Conflict(`raw file ${file} already exists in ${name}`);
-      tx.apply(this.filePut, { dataset: name, file, key, size: put.size, sha256: put.sha256, created_at: new Date().toISOString() });
-      tx.audit('datasets.put_file', `dataset:${name}/${file}`, { size: put.size });
-    });
+    try {
+      await this.writer.write(actor, (tx) => {
+        if (this.db.prepare('SELECT 1 FROM dataset_files WHERE dataset = ? AND file = ?').get(name, file)) throw new Conflict(`raw file ${file} already exists in ${name}; raw files are immutable`);
+        inCommit?.(tx, { size: put.size, sha256: put.sha256 });
+        tx.apply(this.filePut, { dataset: name, file, key, size: put.size, sha256: put.sha256, created_at: new Date().toISOString() });
+        tx.audit('datasets.put_file', `dataset:${name}/${file}`, { size: put.size });
+      });
+    } catch (err) {
+      await this.objects.delete(key).catch(() => undefined);
+      throw err;
+    }
     return { file, size: put.size, sha256: put.sha256 };
   }
 

@@ -41,8 +41,15 @@ export class BlobWriter {
    * key its bytes live under. `record` inserts the blob row (INSERT OR IGNORE) and whatever
    * references it. When `record` throws, the fresh object is deleted.
    */
-  async write(actor: Actor, produce: (key: string) => Promise<PutResult>, expectedSha256: string | undefined, record: (tx: Tx, blob: StoredBlob) => void): Promise<{ sha256: string; size: number }> {
-    const key = `blobs/${randomUUID()}`;
+  async write(
+    actor: Actor,
+    produce: (key: string) => Promise<PutResult>,
+    expectedSha256: string | undefined,
+    record: (tx: Tx, blob: StoredBlob) => void,
+    /** A key of the caller's (blobs/…) instead of a fresh one: a sealed upload's, findable after a crash. */
+    fixedKey?: string,
+  ): Promise<{ sha256: string; size: number }> {
+    const key = fixedKey ?? `blobs/${randomUUID()}`;
     // Until its row commits, the object looks like an orphan to garbage collection.
     this.writing.add(key);
     let put: PutResult;

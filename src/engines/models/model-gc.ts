@@ -38,8 +38,12 @@ export class ModelGarbage {
     let orphanObjects = 0;
     let bytes = 0;
     const referenced = this.db.prepare('SELECT 1 FROM blobs WHERE key = ?');
+    const liveUpload = this.db.prepare('SELECT 1 FROM model_uploads WHERE id = ?');
     for await (const o of this.hot.list('blobs/')) {
       if (known.has(o.key) || (o.modified && o.modified.getTime() > cutoff)) continue;
+      // A sealed upload's file whose commit a crash prevented: its upload's next completion uses it.
+      const sealed = /^blobs\/upload-(.+)$/.exec(o.key);
+      if (sealed && liveUpload.get(sealed[1]!)) continue;
       // Asked again at the moment of deleting: an upload may have committed since the listing
       // began, and one still in flight has no row yet whatever the grace period.
       if (this.blobs.isWriting(o.key) || referenced.get(o.key)) continue;

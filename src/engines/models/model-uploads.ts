@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { Conflict, InvalidInput, NotFound } from '../errors.js';
 import type { ObjectStore, PutResult } from '../objects/object-store.js';
 import type { SqlDatabase } from '../sql/database.js';
@@ -61,7 +62,10 @@ export interface UploadSession {
  */
 export type UploadSink =
   | { record(tx: Tx, blob: StoredBlob, session: UploadSession): void }
-  | { consume(actor: Actor, body: AsyncIterable<Uint8Array>, session: UploadSession): Promise<{ size: number; sha256: string }> };
+  | {
+      /** `inCommit` runs in the store's own write transaction: it ends the session there, or refuses. */
+      consume(actor: Actor, body: AsyncIterable<Uint8Array>, session: UploadSession, inCommit: (tx: Tx, stored: { size: number; sha256: string }) => void): Promise<{ size: number; sha256: string }>;
+    };
 
 export interface StoredPart {
   part: number;
@@ -80,6 +84,14 @@ export class ModelUploads {
   private readonly stripes = new Map<string, number>();
   /** Uploads whose assembly is being sealed: no slot write may start. */
   private readonly sealing = new Set<string>();
+  /**
+   * Completions running, by upload id. A second completion of the same upload (an SDK retrying
+   * after a read timeout while a large file is hashed) waits for the first and gets its answer:
+   * both sealing the one assembly destroyed the upload (review).
+   */
+  private readonly completing = new Map<string, Promise<FileEntry>>();
+  /** Uploads completed lately, for a retry that arrives once the session has ended (S3 answers it 200). */
+  private readonly completed = new LRUCache<string, { target: string; entry: FileEntry; etag?: string }>({ max: 1000, ttl: 15 * 60_000 });
 
   constructor(
     private readonly db: SqlDatabase,
@@ -215,6 +227,32 @@ export class ModelUploads {
    */
   async complete(actor: Actor, target: UploadTarget, uploadId: string, expectedSha256?: string, s3?: { parts: number[]; etag: string }, sink?: UploadSink): Promise<FileEntry> {
     checkSha(expectedSha256);
+    const running = this.completing.get(uploadId);
+    if (running) {
+      try {
+        return await running;
+      } catch {
+        // The first one failed: this one tries for itself.
+      }
+    }
+    const attempt = this.completeOnce(actor, target, uploadId, expectedSha256, s3, sink);
+    this.completing.set(uploadId, attempt);
+    try {
+      const entry = await attempt;
+      this.completed.set(uploadId, { target: targetKey(target), entry, ...(s3 ? { etag: s3.etag } : {}) });
+      return entry;
+    } finally {
+      if (this.completing.get(uploadId) === attempt) this.completing.delete(uploadId);
+    }
+  }
+
+  /** What a completion of this upload gave, when one finished lately for the same target. */
+  recent(target: UploadTarget, uploadId: string): { entry: FileEntry; etag?: string } | undefined {
+    const done = this.completed.get(uploadId);
+    return done && done.target === targetKey(target) ? done : undefined;
+  }
+
+  private async completeOnce(actor: Actor, target: UploadTarget, uploadId: string, expectedSha256: string | undefined, s3: { parts: number[]; etag: string } | undefined, sink: UploadSink | undefined): Promise<FileEntry> {
     const u = this.session(uploadId, target);
     const { owner: model, path } = target;
     const keep: UploadSink = sink ?? { record: (tx, b) => this.files.record(tx, model, u.version, path, b, s3?.etag) };
@@ -246,37 +284,54 @@ export class ModelUploads {
     }
     const opts = expectedSha256 ? { expectedSha256 } : {};
     if ('consume' in keep) {
-      // Another store takes the joined bytes and commits them itself; the session ends after.
-      const kept = await keep.consume(actor, joined(), u);
-      if (expectedSha256 && kept.sha256 !== expectedSha256.toLowerCase()) throw new InvalidInput(`the content's sha256 is ${kept.sha256}, not the ${expectedSha256} the client declared`);
-      await this.end(actor, uploadId, `${target.kind}s.complete_upload`, describe(target, u.version)).catch(() => undefined);
+      // Another store takes the joined bytes; the session ends inside its commit, so an abort
+      // (or another completion) that committed first wins and nothing is kept (review).
+      const kept = await keep.consume(actor, joined(), u, (tx, stored) => {
+        if (!this.find(uploadId)) throw new NotFound(`upload ${uploadId} does not exist for ${model}/${path}: aborted or completed meanwhile`);
+        if (expectedSha256 && stored.sha256 !== expectedSha256.toLowerCase()) throw new InvalidInput(`the content's sha256 is ${stored.sha256}, not the ${expectedSha256} the client declared`);
+        tx.apply(this.changes.uploadEnded, { id: uploadId });
+      });
       await this.deleteObjects(uploadId);
       return { path, size: kept.size, sha256: kept.sha256 };
     }
-    const produce = inPlace ? (key: string) => store.slots!.seal(assembly, total, key, opts) : (key: string) => store.put(key, joined(), opts);
+    // A sealed assembly becomes blobs/upload-<id>: if the node died between that rename and the
+    // commit, the next completion finds the bytes there instead of declaring the parts lost.
+    const sealedKey = `blobs/upload-${uploadId}`;
+    let from = assembly;
+    if (inPlace && !(await store.head(assembly)) && (await store.head(sealedKey)) && !this.db.prepare('SELECT 1 FROM blobs WHERE key = ?').get(sealedKey)) from = sealedKey;
+    const produce = inPlace ? (key: string) => store.slots!.seal(from, total, key, opts) : (key: string) => store.put(key, joined(), opts);
     if (inPlace) this.sealing.add(uploadId);
     let entry: FileEntry;
     try {
-      const blob = await this.blobs.write(actor, produce, expectedSha256, (tx, b) => {
-        // Still open when the file is recorded: an abort, or another complete of the same upload,
-        // that committed meanwhile wins, and this one stores nothing (review: both had succeeded).
-        if (!this.find(uploadId)) throw new NotFound(`upload ${uploadId} does not exist for ${model}/${path}: aborted or completed meanwhile`);
-        tx.apply(this.changes.uploadEnded, { id: uploadId });
-        keep.record(tx, b, u);
-      });
+      const blob = await this.blobs.write(
+        actor,
+        produce,
+        expectedSha256,
+        (tx, b) => {
+          // Still open when the file is recorded: an abort, or another complete of the same upload,
+          // that committed meanwhile wins, and this one stores nothing (review: both had succeeded).
+          if (!this.find(uploadId)) throw new NotFound(`upload ${uploadId} does not exist for ${model}/${path}: aborted or completed meanwhile`);
+          tx.apply(this.changes.uploadEnded, { id: uploadId });
+          keep.record(tx, b, u);
+        },
+        inPlace ? sealedKey : undefined,
+      );
       entry = { path, size: blob.size, sha256: blob.sha256 };
     } catch (err) {
+      // Aborted meanwhile: the abort won (its deletes may be what made the seal fail).
+      if (!this.find(uploadId)) throw new NotFound(`upload ${uploadId} does not exist for ${model}/${path}: aborted or completed meanwhile`);
       // The assembly became the blob and went with it: the parts are gone, so is the upload.
-      if (inPlace && !(await store.head(assembly).catch(() => undefined)) && this.find(uploadId)) {
+      if (inPlace && !(await store.head(assembly).catch(() => undefined)) && !(await store.head(sealedKey).catch(() => undefined))) {
         await this.end(actor, uploadId, `${target.kind}s.abort_upload`, describe(target, u.version)).catch(() => undefined);
+        if (err instanceof NotFound && err.message.includes(from)) throw new Conflict(`upload ${uploadId} lost its parts in a failed completion; start a new upload`);
       }
-      throw err instanceof NotFound && inPlace && err.message.includes(assembly)
-        ? new Conflict(`upload ${uploadId} lost its parts in a failed completion; start a new upload`)
-        : err;
+      // A part re-sent while this completion read it: its old bytes are gone, the new ones listed.
+      if (err instanceof NotFound && !inPlace) throw new InvalidInput(`a part of upload ${uploadId} was sent again during the completion; complete it again`);
+      throw err;
     } finally {
       this.sealing.delete(uploadId);
-      this.stripes.delete(uploadId);
     }
+    this.stripes.delete(uploadId);
     await this.deleteObjects(uploadId);
     return entry;
   }
@@ -320,6 +375,10 @@ export class ModelUploads {
     }
     return { expired: expired.length, bytes };
   }
+}
+
+function targetKey(t: UploadTarget): string {
+  return `${t.kind}\0${t.owner}\0${t.path}`;
 }
 
 /** The audit target: model:m@v/path, run:r/step/path or dataset:d/path, as the stores name them. */

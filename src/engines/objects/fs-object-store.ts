@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { InsufficientStorage, InvalidInput, isOutOfSpace, NotFound, Unavailable } from '../errors.js';
@@ -49,8 +49,7 @@ export class FsObjectStore implements ObjectStore {
       let size = 0;
       let fh: FileHandle | undefined;
       try {
-        await mkdir(dirname(target), { recursive: true });
-        fh = await open(target, constants.O_RDWR | constants.O_CREAT, 0o600);
+        fh = await inDir(target, () => open(target, constants.O_RDWR | constants.O_CREAT, 0o600));
         const out = new WriteBuffer(fh, offset);
         for await (const chunk of body) {
           if (size + chunk.byteLength > max) throw new InvalidInput(`this part is larger than its slot (${max} bytes)`);
@@ -98,8 +97,10 @@ export class FsObjectStore implements ObjectStore {
         }
         // Renamed first, then cut to size: a crash in between leaves a too-long file under a key
         // no row names yet (garbage collection's), never a short one.
-        await mkdir(dirname(target), { recursive: true });
-        await rename(source, target);
+        await inDir(target, () => rename(source, target)).catch((err: NodeJS.ErrnoException) => {
+          // Removed since it was opened (an abort deleting the upload's files).
+          throw err.code === 'ENOENT' ? new NotFound(`object ${from} does not exist`) : err;
+        });
         await fh.truncate(size);
         await fh.sync();
         await fsyncPath(dirname(target));
@@ -149,8 +150,7 @@ export class FsObjectStore implements ObjectStore {
       await fh.sync();
       await fh.close();
       fh = undefined;
-      await mkdir(dirname(target), { recursive: true });
-      await rename(tmp, target);
+      await inDir(target, () => rename(tmp, target));
       await fsyncPath(dirname(target));
       return { key, size, sha256 };
     } catch (err) {
@@ -201,7 +201,11 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.path(key), { force: true });
+    const path = this.path(key);
+    await rm(path, { force: true });
+    // Its directory goes too once empty (an upload's uploads/<id>/ was left behind for every
+    // upload — review). A writer that made it a moment ago retries its step (inDir).
+    if (dirname(path) !== this.root) await rmdir(dirname(path)).catch(() => undefined);
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
@@ -339,6 +343,21 @@ class WriteBuffer {
   private async out(data: Uint8Array): Promise<void> {
     await writeFully(this.fh, data, this.position);
     this.position += data.byteLength;
+  }
+}
+
+/**
+ * Runs `step` (a rename or create into `target`'s directory) after making the directory; once
+ * more if the directory vanished in between (delete removes directories it empties).
+ */
+async function inDir<T>(target: string, step: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    await mkdir(dirname(target), { recursive: true });
+    try {
+      return await step();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 2 || (await stat(dirname(target)).then(() => true, () => false))) throw err;
+    }
   }
 }
 

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FsObjectStore } from '../../../src/engines/objects/fs-object-store.js';
@@ -178,6 +178,76 @@ describe('resumable uploads', () => {
     await expect(t.models.uploads.complete(actor, W, t.upload_id)).rejects.toThrow(/finalized/);
     expect(t.models.uploads.find(t.upload_id)).toBeUndefined();
     expect(t.sql.db.prepare("SELECT count(*) AS n FROM blobs").get()).toEqual({ n: 0 });
+    await t.sql.close();
+  });
+
+  it('a stripe claimed by a part still in flight outlives a completion that failed meanwhile: no later part overlaps it (review)', async () => {
+    const t = await open();
+    const small = randomBytes(MiB);
+    const b = randomBytes(8 * MiB);
+    const c = randomBytes(6 * MiB);
+    await t.put(1, small); // below the smallest stripe: its own object
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    async function* slow() {
+      yield b.subarray(0, MiB);
+      await gate;
+      yield b.subarray(MiB);
+    }
+    const second = t.models.uploads.putPart(actor, W, t.upload_id, 2, slow(), { length: b.length });
+    await new Promise((r) => setTimeout(r, 50));
+    await expect(t.models.uploads.complete(actor, W, t.upload_id, '0'.repeat(64))).rejects.toThrow(/sha256/);
+    await t.put(3, c);
+    release();
+    await second;
+    await t.models.uploads.complete(actor, W, t.upload_id);
+    expect((await t.read()).equals(Buffer.concat([small, b, c]))).toBe(true);
+    await t.sql.close();
+  });
+
+  it('two completions of one upload at once: the second waits for the first and gets its answer; a late retry gets it too', async () => {
+    const t = await open();
+    const parts = [randomBytes(5 * MiB), randomBytes(5 * MiB), randomBytes(100)];
+    for (const [i, p] of parts.entries()) await t.put(i + 1, p);
+    const [a, b] = await Promise.all([t.models.uploads.complete(actor, W, t.upload_id), t.models.uploads.complete(actor, W, t.upload_id)]);
+    expect(b).toEqual(a);
+    expect((await t.read()).equals(Buffer.concat(parts))).toBe(true);
+    expect(t.models.uploads.recent(W, t.upload_id)?.entry).toEqual(a);
+    expect(t.models.uploads.recent({ ...W, path: 'other.bin' }, t.upload_id)).toBeUndefined();
+    await t.sql.close();
+  });
+
+  it('a node that died between sealing the assembly and the commit completes from the sealed file on the next try', async () => {
+    const t = await open();
+    const parts = [randomBytes(5 * MiB), randomBytes(3 * MiB)];
+    for (const [i, p] of parts.entries()) await t.put(i + 1, p);
+    // What the crash leaves: the assembly renamed to blobs/upload-<id>, no blob row.
+    mkdirSync(join(t.root, 'objects', 'blobs'), { recursive: true });
+    renameSync(join(t.root, 'objects', 'uploads', t.upload_id, 'assembly'), join(t.root, 'objects', 'blobs', `upload-${t.upload_id}`));
+    // Garbage collection leaves it while the upload lives.
+    await t.models.gc.collect(actor, 0);
+    await t.models.uploads.complete(actor, W, t.upload_id);
+    expect((await t.read()).equals(Buffer.concat(parts))).toBe(true);
+    await t.sql.close();
+  });
+
+  it('a stream sink commits only while the session is open: an abort that won keeps nothing', async () => {
+    const t = await open();
+    await t.put(1, randomBytes(100));
+    let kept = false;
+    const sink = {
+      consume: async (a: typeof actor, body: AsyncIterable<Uint8Array>, _s: unknown, inCommit: (tx: never, stored: { size: number; sha256: string }) => void) => {
+        for await (const _ of body) void _;
+        await t.models.uploads.abort(actor, W, t.upload_id);
+        await t.sql.writer.write(a, (tx) => {
+          inCommit(tx as never, { size: 100, sha256: '0'.repeat(64) });
+          kept = true;
+        });
+        return { size: 100, sha256: '0'.repeat(64) };
+      },
+    };
+    await expect(t.models.uploads.complete(actor, W, t.upload_id, undefined, undefined, sink)).rejects.toThrow(/aborted or completed meanwhile/);
+    expect(kept).toBe(false);
     await t.sql.close();
   });
 });

@@ -20,6 +20,7 @@ export class CheckpointBucket implements S3Bucket {
   declare readonly listParts: Multipart['listParts'];
   declare readonly completeMultipart: Multipart['completeMultipart'];
   declare readonly abortMultipart: Multipart['abortMultipart'];
+  declare readonly completedUpload: Multipart['completedUpload'];
 
   constructor(
     private readonly checkpoints: CheckpointStore,

@@ -22,6 +22,7 @@ export class DatasetBucket implements S3Bucket {
   declare readonly listParts: Multipart['listParts'];
   declare readonly completeMultipart: Multipart['completeMultipart'];
   declare readonly abortMultipart: Multipart['abortMultipart'];
+  declare readonly completedUpload: Multipart['completedUpload'];
 
   constructor(
     private readonly datasets: DatasetCatalog,
@@ -50,7 +51,8 @@ export class DatasetBucket implements S3Bucket {
           if (!RAW_FILE.test(file)) throw new S3Error('InvalidArgument', 'raw file names are up to 8 segments of letters, digits and . _ - (no . or .. segments)');
           if (this.datasets.files(dataset).some((f) => f.file === file)) throw new S3Error('AccessDenied', `raw file ${file} already exists in ${dataset}; raw files are immutable`);
         },
-        sink: () => ({ consume: (actor, body, s) => this.datasets.putRawFile(actor, s.model, s.path, body) }),
+        etag: (sha256) => sha256,
+        sink: () => ({ consume: (actor, body, s, inCommit) => this.datasets.putRawFile(actor, s.model, s.path, body, inCommit) }),
       }),
     );
   }

@@ -15,6 +15,9 @@ import { multipart, storeErrors, type Multipart } from './s3-multipart.js';
 // twice). A PUT writes into an open version, creating the model and the version on first use;
 // a final version answers AccessDenied, naming it: finalizing stays on the native API.
 
+const FINAL_HINT = 'Finalized versions are read-only; write to an open version';
+const finalHint = (message: string) => `${message}. ${FINAL_HINT}`;
+
 export class ModelBucket implements S3Bucket {
   readonly name = 'models';
   readonly readAccess = 'read' as const;
@@ -23,6 +26,7 @@ export class ModelBucket implements S3Bucket {
   declare readonly listParts: Multipart['listParts'];
   declare readonly completeMultipart: Multipart['completeMultipart'];
   declare readonly abortMultipart: Multipart['abortMultipart'];
+  declare readonly completedUpload: Multipart['completedUpload'];
 
   constructor(
     private readonly models: ModelRegistry,
@@ -33,7 +37,17 @@ export class ModelBucket implements S3Bucket {
       multipart(models.uploads, {
         kind: 'model',
         target: split,
-        begin: (actor, key) => this.ensureVersion(actor, split(key).model, split(key).version),
+        // The version must be open now (a final one is refused before any part is sent), and an
+        // alias in the key is recorded as the version it names (review: parts sent through an
+        // alias were refused as NoSuchUpload).
+        begin: async (actor, key) => {
+          const { model, version } = split(key);
+          await this.ensureVersion(actor, model, version);
+          const v = this.models.resolveVersion(model, version);
+          if (v.state !== 'open') throw new Conflict(`version ${v.version} of ${model} is finalized; its files cannot change`);
+          return v.version;
+        },
+        conflictHint: FINAL_HINT,
         // An alias in the key counts when it names the session's version. The registry's own
         // check knew only model and path, so an upload begun for v1 could be completed "as" v9 (review).
         same: (key, session) => {
@@ -126,7 +140,7 @@ export class ModelBucket implements S3Bucket {
   async put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>, etag: () => string | undefined, expectedSha256: string | undefined): Promise<S3Object> {
     const { model, version, path } = split(key);
     // The model and version are made with the file's row, so a refused body leaves neither.
-    const f = await storeErrors(() => this.models.putFile(actor, model, version, path, body, expectedSha256, etag, true));
+    const f = await storeErrors(() => this.models.putFile(actor, model, version, path, body, expectedSha256, etag, true), finalHint);
     return { key, size: f.size, etag: etag() ?? f.sha256, lastModified: new Date().toISOString() };
   }
 
@@ -146,7 +160,7 @@ export class ModelBucket implements S3Bucket {
         if (err instanceof NotFound) return; // no such version: nothing to delete
         throw err;
       }
-    });
+    }, finalHint);
   }
 
   async copy(actor: Actor, from: string, to: string): Promise<S3Object> {
@@ -159,7 +173,7 @@ export class ModelBucket implements S3Bucket {
       throw err;
     }
     await this.ensureVersion(actor, dst.model, dst.version);
-    const f = await storeErrors(() => this.models.copyFile(actor, src, dst));
+    const f = await storeErrors(() => this.models.copyFile(actor, src, dst), finalHint);
     return { key: to, size: f.size, etag: f.etag ?? f.sha256, lastModified: new Date().toISOString() };
   }
 

@@ -165,7 +165,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
       if (method === 'GET' || method === 'HEAD') {
         op(method === 'HEAD' ? 'HeadObject' : 'GetObject');
         allow(b.readAccess);
-        return await getObject(c, b, key, headers, method === 'HEAD', requestId);
+        return await getObject(c, b, key, headers, method === 'HEAD', requestId, query);
       }
       const uploadId = query.get('uploadId') ?? undefined;
       op(`${method}Object`);
@@ -348,11 +348,19 @@ function listObjects(b: S3Bucket, bucket: string, query: URLSearchParams): strin
   return doc('ListBucketResult', common + el('Marker', enc(query.get('marker') ?? '')) + (truncated ? el('NextMarker', enc(last)) : '') + items);
 }
 
-async function getObject(c: Context, b: S3Bucket, key: string, headers: Record<string, string | undefined>, head: boolean, requestId: string): Promise<Response> {
+async function getObject(c: Context, b: S3Bucket, key: string, headers: Record<string, string | undefined>, head: boolean, requestId: string, query: URLSearchParams): Promise<Response> {
   const o = b.locate(key);
   const etag = `"${o.etag}"`;
   const modified = Math.floor(new Date(o.lastModified).getTime() / 1000) * 1000;
   const base: Record<string, string> = { 'x-amz-request-id': requestId, ETag: etag, 'Last-Modified': httpDate(o.lastModified), 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream' };
+  // response-* overrides (signed with the request, presigned links above all): the headers the
+  // answer carries, e.g. a Content-Disposition that makes a browser save the file.
+  for (const [param, header] of RESPONSE_OVERRIDES) {
+    const value = query.get(param);
+    if (value === null) continue;
+    if (/[\r\n\0]/.test(value)) throw new S3Error('InvalidArgument', `${param} cannot contain line breaks`);
+    base[header] = value;
+  }
   // Conditionals in RFC 9110's order (S3's too): If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since.
   const ifMatch = headers['if-match'];
   if (ifMatch !== undefined && !matches(ifMatch, etag)) throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold');
@@ -419,6 +427,15 @@ async function putObject(
   return { object, echo: checked.echo() };
 }
 
+const RESPONSE_OVERRIDES: Array<[string, string]> = [
+  ['response-content-type', 'Content-Type'],
+  ['response-content-disposition', 'Content-Disposition'],
+  ['response-content-encoding', 'Content-Encoding'],
+  ['response-content-language', 'Content-Language'],
+  ['response-cache-control', 'Cache-Control'],
+  ['response-expires', 'Expires'],
+];
+
 /** Sub-resources of a bucket that name a configuration S3 keeps and Strata does not. */
 const BUCKET_SUBRESOURCES = ['accelerate', 'acl', 'analytics', 'cors', 'encryption', 'intelligent-tiering', 'inventory', 'lifecycle', 'logging', 'metrics', 'notification', 'object-lock', 'ownershipControls', 'policy', 'policyStatus', 'publicAccessBlock', 'replication', 'requestPayment', 'tagging', 'website'];
 /** Sub-resources of an object other than the object itself. */
@@ -437,6 +454,9 @@ async function completeMultipart(c: Context, b: S3Bucket, key: string, uploadId:
   const parts = elements(text, 'Part').map((p) => ({ number: Number(elements(p, 'PartNumber')[0]), etag: (elements(p, 'ETag')[0] ?? '').trim().replace(/^"|"$/g, '') }));
   if (parts.length === 0 || parts.some((p) => !Number.isInteger(p.number) || p.number < 1 || p.number > 10_000)) throw new S3Error('MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema.');
   for (let i = 1; i < parts.length; i++) if (parts[i]!.number <= parts[i - 1]!.number) throw new S3Error('InvalidPartOrder', 'The list of parts was not in ascending order. Parts must be ordered by part number.');
+  // A retry whose first answer was lost (the session has ended): the same answer again.
+  const done = b.completedUpload?.(key, uploadId);
+  if (done) return done;
   const stored = new Map((await needs(b, 'listParts', 'multipart uploads')(key, uploadId)).map((p) => [p.part, p]));
   const digests = parts.map((p, i) => {
     const s = stored.get(p.number);

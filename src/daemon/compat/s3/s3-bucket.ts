@@ -55,6 +55,8 @@ export interface S3Bucket {
   /** Joins the listed parts (ascending) into the object and records `etag`. */
   completeMultipart?(actor: Actor, key: string, uploadId: string, parts: number[], etag: string): Promise<S3Object>;
   abortMultipart?(actor: Actor, key: string, uploadId: string): Promise<void>;
+  /** The object a completion of this upload made lately, for a retry whose first answer was lost. */
+  completedUpload?(key: string, uploadId: string): S3Object | undefined;
   /** Removes an object where the store allows it; absent is not an error (S3 answers 204). */
   delete?(actor: Actor, key: string): Promise<void>;
   /** Copies within the bucket (by reference where the store can). */

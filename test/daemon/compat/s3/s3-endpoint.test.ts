@@ -112,6 +112,9 @@ describe('S3 endpoint with @aws-sdk/client-s3', () => {
     expect(await code(s3.send(new GetObjectTaggingCommand({ Bucket: 'models', Key: 'ranged/v1/none' })))).toBe('NoSuchKey 404');
     expect(await code(s3.send(new GetObjectAclCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin' })))).toBe('NotImplemented 501');
     expect(await code(s3.send(new GetBucketPolicyCommand({ Bucket: 'models' })))).toBe('NotImplemented 501');
+    // response-* overrides, signed into a presigned link.
+    const saved = await fetch(await getSignedUrl(s3, new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin', ResponseContentDisposition: 'attachment; filename="f.bin"', ResponseContentType: 'text/plain' })));
+    expect([saved.headers.get('content-disposition'), saved.headers.get('content-type')]).toEqual(['attachment; filename="f.bin"', 'text/plain']);
     // If-Range: the range while the ETag matches, the whole object once it does not.
     const url = await getSignedUrl(s3, new GetObjectCommand({ Bucket: 'models', Key: 'ranged/v1/f.bin' }));
     const held = await fetch(url, { headers: { range: 'bytes=2-5', 'if-range': ETag! } });
@@ -300,7 +303,9 @@ describe('S3 datasets bucket and tenants', () => {
     expect(await code(s3.send(new PutObjectCommand({ Bucket: 'datasets', Key: 'nodataset/raw/a.jsonl', Body: 'x' })))).toBe('NoSuchKey 404');
     // A large raw file in parts; starting one for an existing name, a version or no dataset is refused.
     const big = Buffer.from(Array.from({ length: 200_000 }, (_, i) => JSON.stringify({ text: `long row ${i}` })).join('\n'));
-    await new Upload({ client: s3, params: { Bucket: 'datasets', Key: 'corpus/raw/part-2.jsonl', Body: Readable.from([big]) }, partSize: 5 * 1024 * 1024, queueSize: 2 }).done();
+    const up = await new Upload({ client: s3, params: { Bucket: 'datasets', Key: 'corpus/raw/part-2.jsonl', Body: Readable.from([big]) }, partSize: 5 * 1024 * 1024, queueSize: 2 }).done();
+    // The ETag the completion gave is the one HEAD and listings show (the catalog keeps SHA-256s).
+    expect((await s3.send(new HeadObjectCommand({ Bucket: 'datasets', Key: 'corpus/raw/part-2.jsonl' }))).ETag).toBe(up.ETag);
     expect(Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: 'datasets', Key: 'corpus/raw/part-2.jsonl' }))).Body!.transformToByteArray()).equals(big)).toBe(true);
     expect((await api(d, 'GET', '/v1/datasets/corpus')).body.raw_files.map((f: { file: string }) => f.file)).toEqual(['part-1.jsonl', 'part-2.jsonl']);
     expect(await code(s3.send(new CreateMultipartUploadCommand({ Bucket: 'datasets', Key: 'corpus/raw/part-2.jsonl' })))).toBe('AccessDenied 403');
@@ -362,6 +367,8 @@ describe('S3 multipart uploads', () => {
     expect(done.ETag).toBe(`"${createHash('md5').update(Buffer.concat([Buffer.from(md5(p[0]!), 'hex'), Buffer.from(md5(p[2]!), 'hex')])).digest('hex')}-2"`);
     const got = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: 'models', Key }))).Body!.transformToByteArray());
     expect(got.equals(Buffer.concat([p[0]!, p[2]!]))).toBe(true);
+    // A retry of that completion (its answer lost) gets the same answer; the parts are gone.
+    expect((await complete([{ PartNumber: 1, ETag: e1 }, { PartNumber: 3, ETag: e3 }])).ETag).toBe(done.ETag);
     expect(await code(s3.send(new ListPartsCommand({ Bucket: 'models', Key, UploadId })))).toBe('NoSuchUpload 404');
     // A signed payload whose SHA-256 is not the body's: refused, and no part is kept.
     const { SignatureV4 } = await import('@smithy/signature-v4');
@@ -400,6 +407,15 @@ describe('S3 endpoint under review (hostile and unlucky clients)', () => {
     expect(await code(s3.send(new UploadPartCommand({ Bucket: 'models', Key: 'mpv/v2/c', UploadId, PartNumber: 1, Body: 'x' })))).toBe('NoSuchUpload 404');
     const e = (await s3.send(new UploadPartCommand({ Bucket: 'models', Key: 'mpv/v1/c', UploadId, PartNumber: 1, Body: 'x' }))).ETag!;
     expect(await code(s3.send(new CompleteMultipartUploadCommand({ Bucket: 'models', Key: 'mpv/v9/c', UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: e }] } })))).toBe('NoSuchUpload 404');
+    // Through an alias: the upload is the alias's version's, reachable by either name (review).
+    expect((await api(d, 'PUT', '/v1/models/mpv/aliases/prod', { version: 'v1' })).status).toBeLessThan(300);
+    const viaAlias = await s3.send(new CreateMultipartUploadCommand({ Bucket: 'models', Key: 'mpv/prod/d' }));
+    const ea = (await s3.send(new UploadPartCommand({ Bucket: 'models', Key: 'mpv/prod/d', UploadId: viaAlias.UploadId, PartNumber: 1, Body: 'aliased' }))).ETag!;
+    await s3.send(new CompleteMultipartUploadCommand({ Bucket: 'models', Key: 'mpv/v1/d', UploadId: viaAlias.UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: ea }] } }));
+    expect(await (await s3.send(new GetObjectCommand({ Bucket: 'models', Key: 'mpv/prod/d' }))).Body!.transformToString()).toBe('aliased');
+    // A final version refuses the upload before any part is sent, saying why.
+    expect((await api(d, 'POST', '/v1/models/mpv/versions/v1/finalize')).status).toBe(200);
+    expect(await code(s3.send(new CreateMultipartUploadCommand({ Bucket: 'models', Key: 'mpv/v1/late' })))).toBe('AccessDenied 403');
     expect(await code(s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'ghost/v1/a', Body: 'hello', ContentMD5: createHash('md5').update('other').digest('base64') })))).toBe('BadDigest 400');
     expect((await api(d, 'GET', '/v1/models/ghost')).status).toBe(404);
     expect(await code(s3.send(new PutObjectCommand({ Bucket: 'models', Key: 'ctl/v1/a\r\nb', Body: 'x' })))).toBe('InvalidArgument 400');
