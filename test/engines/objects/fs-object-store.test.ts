@@ -51,7 +51,7 @@ describe('fs object store', () => {
     await expect(store.slots.seal('up/a', 1, 'other')).rejects.toThrow(/does not exist/);
   });
 
-  it('gathers small chunks into large writes without reordering a byte, around chunks larger than its buffer, in put and in slots', async () => {
+  it('writes bodies of many small chunks and a large one byte-exact, in put and in slots', async () => {
     const store = new FsObjectStore(tempDir('strata-objects-'));
     const chunks = [...Array.from({ length: 1500 }, () => randomBytes(999)), randomBytes(3 * 1024 * 1024), ...Array.from({ length: 700 }, () => randomBytes(1777))];
     const whole = Buffer.concat(chunks);
