@@ -4,8 +4,8 @@ import type { ModelRegistry } from '../../../engines/models/model-registry.js';
 import { ID_PATTERN } from '../../../engines/models/model-schema.js';
 import type { Actor } from '../../../engines/sql/writer.js';
 import { S3Error } from './s3-error.js';
-import { compareKeys, type ObjectLocation, type S3Bucket, type S3Object } from './s3-bucket.js';
-import { multipart, storeErrors, type Multipart } from './s3-multipart.js';
+import { compareKeys, type ObjectLocation, type S3Bucket, type S3Multipart, type S3Object } from './s3-bucket.js';
+import { multipart, storeErrors } from './s3-multipart.js';
 
 // The `checkpoints` bucket: keys are {run}/{step}/{path}, step a non-negative integer written in
 // decimal. Checkpoints have no open or final state: a PUT, or a multipart upload's completion,
@@ -15,21 +15,14 @@ import { multipart, storeErrors, type Multipart } from './s3-multipart.js';
 export class CheckpointBucket implements S3Bucket {
   readonly name = 'checkpoints';
   readonly readAccess = 'read' as const;
-  declare readonly startMultipart: Multipart['startMultipart'];
-  declare readonly putPart: Multipart['putPart'];
-  declare readonly listParts: Multipart['listParts'];
-  declare readonly completeMultipart: Multipart['completeMultipart'];
-  declare readonly abortMultipart: Multipart['abortMultipart'];
-  declare readonly completedUpload: Multipart['completedUpload'];
+  readonly multipart: S3Multipart;
 
   constructor(
     private readonly checkpoints: CheckpointStore,
     private readonly models: ModelRegistry,
     readonly createdAt: string,
   ) {
-    Object.assign(
-      this,
-      multipart(models.uploads, {
+    this.multipart = multipart(models.uploads, {
         kind: 'checkpoint',
         target: (key) => {
           const { run, step, path } = split(key);
@@ -39,8 +32,7 @@ export class CheckpointBucket implements S3Bucket {
           const { run, step, path } = split(key);
           return { record: (tx, blob) => this.checkpoints.recordFile(tx, run, step, path, blob, etag) };
         },
-      }),
-    );
+      });
   }
 
   list(prefix: string): S3Object[] {

@@ -5,8 +5,8 @@ import type { ModelUploads } from '../../../engines/models/model-uploads.js';
 import { getReferenced } from '../../../engines/objects/object-store.js';
 import type { Actor } from '../../../engines/sql/writer.js';
 import { S3Error } from './s3-error.js';
-import { compareKeys, type ObjectLocation, type S3Bucket, type S3Object } from './s3-bucket.js';
-import { multipart, type Multipart } from './s3-multipart.js';
+import { compareKeys, type ObjectLocation, type S3Bucket, type S3Multipart, type S3Object } from './s3-bucket.js';
+import { multipart } from './s3-multipart.js';
 
 // The `datasets` bucket: {dataset}/raw/{file} for the raw files (a PUT adds one; raw files are
 // immutable, so a second PUT of a name is refused) and {dataset}/v{N}/{shard} for the Parquet
@@ -17,12 +17,7 @@ import { multipart, type Multipart } from './s3-multipart.js';
 export class DatasetBucket implements S3Bucket {
   readonly name = 'datasets';
   readonly readAccess = 'shared' as const;
-  declare readonly startMultipart: Multipart['startMultipart'];
-  declare readonly putPart: Multipart['putPart'];
-  declare readonly listParts: Multipart['listParts'];
-  declare readonly completeMultipart: Multipart['completeMultipart'];
-  declare readonly abortMultipart: Multipart['abortMultipart'];
-  declare readonly completedUpload: Multipart['completedUpload'];
+  readonly multipart: S3Multipart;
 
   constructor(
     private readonly datasets: DatasetCatalog,
@@ -32,9 +27,7 @@ export class DatasetBucket implements S3Bucket {
   ) {
     // Raw files may arrive in parts (aws s3 cp goes multipart from 8 MiB): the parts wait in
     // the upload sessions and are streamed into the catalog when the upload completes.
-    Object.assign(
-      this,
-      multipart(uploads, {
+    this.multipart = multipart(uploads, {
         kind: 'dataset',
         target: (key) => {
           const { dataset, file } = rawKey(key);
@@ -53,8 +46,7 @@ export class DatasetBucket implements S3Bucket {
         },
         etag: (sha256) => sha256,
         sink: () => ({ consume: (actor, body, s, inCommit) => this.datasets.putRawFile(actor, s.model, s.path, body, inCommit) }),
-      }),
-    );
+      });
   }
 
   list(prefix: string): S3Object[] {

@@ -3,8 +3,8 @@ import type { ModelRegistry } from '../../../engines/models/model-registry.js';
 import { ID_PATTERN } from '../../../engines/models/model-schema.js';
 import type { Actor } from '../../../engines/sql/writer.js';
 import { S3Error } from './s3-error.js';
-import { compareKeys, type ObjectLocation, type S3Bucket, type S3Object } from './s3-bucket.js';
-import { multipart, storeErrors, type Multipart } from './s3-multipart.js';
+import { compareKeys, type ObjectLocation, type S3Bucket, type S3Multipart, type S3Object } from './s3-bucket.js';
+import { multipart, storeErrors } from './s3-multipart.js';
 
 // The `models` bucket: keys are {model}/{version or alias}/{path}. Reads and listings resolve an
 // alias to its version's files under the alias's own prefix, so `s3://models/llama/prod/` is
@@ -21,20 +21,13 @@ const finalHint = (message: string) => `${message}. ${FINAL_HINT}`;
 export class ModelBucket implements S3Bucket {
   readonly name = 'models';
   readonly readAccess = 'read' as const;
-  declare readonly startMultipart: Multipart['startMultipart'];
-  declare readonly putPart: Multipart['putPart'];
-  declare readonly listParts: Multipart['listParts'];
-  declare readonly completeMultipart: Multipart['completeMultipart'];
-  declare readonly abortMultipart: Multipart['abortMultipart'];
-  declare readonly completedUpload: Multipart['completedUpload'];
+  readonly multipart: S3Multipart;
 
   constructor(
     private readonly models: ModelRegistry,
     readonly createdAt: string,
   ) {
-    Object.assign(
-      this,
-      multipart(models.uploads, {
+    this.multipart = multipart(models.uploads, {
         kind: 'model',
         target: split,
         // The version must be open now (a final one is refused before any part is sent), and an
@@ -57,8 +50,7 @@ export class ModelBucket implements S3Bucket {
             return false;
           }
         },
-      }),
-    );
+      });
   }
 
   list(prefix: string, delimiter: string | undefined, after = '', limit = Infinity): S3Object[] {

@@ -143,7 +143,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
       if (!b) throw new S3Error('NoSuchBucket', 'The specified bucket does not exist');
       if (method === 'GET' && query.has('uploadId')) {
         allow('service');
-        const parts = await needs(b, 'listParts', 'multipart uploads')(key, query.get('uploadId')!);
+        const parts = await b.multipart.listParts(key, query.get('uploadId')!);
         return xml(
           c,
           requestId,
@@ -184,7 +184,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
           const o = sb.locate(src.key);
           const range = copyRange(headers['x-amz-copy-source-range'], o.size);
           const checked = checkBody((await o.open(range)) as AsyncIterable<Uint8Array>, {});
-          await needs(b, 'putPart', 'multipart uploads')({ tokenId: caller.tokenId }, key, uploadId, part, checked.body, {
+          await b.multipart.putPart({ tokenId: caller.tokenId }, key, uploadId, part, checked.body, {
             expectedSha256: undefined,
             length: range ? range.end - range.start + 1 : o.size,
             md5: checked.md5,
@@ -201,7 +201,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
           const part = partNumber(query);
           return await withUploadBody(c, async (source) => {
             const checked = checkBody(...framed(source, headers, verified));
-            await needs(b, 'putPart', 'multipart uploads')({ tokenId: caller.tokenId }, key, uploadId, part, checked.body, {
+            await b.multipart.putPart({ tokenId: caller.tokenId }, key, uploadId, part, checked.body, {
               expectedSha256: /^[0-9a-f]{64}$/.test(verified.payloadHash) ? verified.payloadHash : undefined,
               length: declaredLength(headers, verified.payloadHash),
               md5: checked.md5,
@@ -216,7 +216,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
       }
       if (method === 'POST' && query.has('uploads')) {
         allow('service');
-        const id = await needs(b, 'startMultipart', 'multipart uploads')({ tokenId: caller.tokenId }, key);
+        const id = await b.multipart.startMultipart({ tokenId: caller.tokenId }, key);
         return xml(c, requestId, doc('InitiateMultipartUploadResult', el('Bucket', bucket) + el('Key', key) + el('UploadId', id)));
       }
       if (method === 'POST' && uploadId !== undefined) {
@@ -226,7 +226,7 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
       }
       if (method === 'DELETE') {
         allow('service');
-        if (uploadId !== undefined) await needs(b, 'abortMultipart', 'multipart uploads')({ tokenId: caller.tokenId }, key, uploadId);
+        if (uploadId !== undefined) await b.multipart.abortMultipart({ tokenId: caller.tokenId }, key, uploadId);
         else await needs(b, 'delete', 'deletes')({ tokenId: caller.tokenId }, key);
         return new Response(null, { status: 204, headers: { 'x-amz-request-id': requestId } });
       }
@@ -250,9 +250,9 @@ export function createS3App(node: StrataNode, options: S3Options): Hono {
 }
 
 /** The bucket's optional operation, or NotImplemented naming what to do instead. */
-function needs<K extends 'startMultipart' | 'putPart' | 'listParts' | 'completeMultipart' | 'abortMultipart' | 'delete' | 'copy'>(b: S3Bucket, op: K, what: string): NonNullable<S3Bucket[K]> {
+function needs<K extends 'delete' | 'copy'>(b: S3Bucket, op: K, what: string): NonNullable<S3Bucket[K]> {
   const fn = b[op];
-  if (!fn) throw new S3Error('NotImplemented', `the ${b.name} bucket does not take ${what}; use single PUTs (aws s3 cp: raise multipart_threshold) or the native API`);
+  if (!fn) throw new S3Error('NotImplemented', `the ${b.name} bucket does not take ${what}`);
   return fn.bind(b) as NonNullable<S3Bucket[K]>;
 }
 
@@ -455,9 +455,9 @@ async function completeMultipart(c: Context, b: S3Bucket, key: string, uploadId:
   if (parts.length === 0 || parts.some((p) => !Number.isInteger(p.number) || p.number < 1 || p.number > 10_000)) throw new S3Error('MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema.');
   for (let i = 1; i < parts.length; i++) if (parts[i]!.number <= parts[i - 1]!.number) throw new S3Error('InvalidPartOrder', 'The list of parts was not in ascending order. Parts must be ordered by part number.');
   // A retry whose first answer was lost (the session has ended): the same answer again.
-  const done = b.completedUpload?.(key, uploadId);
+  const done = b.multipart.completedUpload(key, uploadId);
   if (done) return done;
-  const stored = new Map((await needs(b, 'listParts', 'multipart uploads')(key, uploadId)).map((p) => [p.part, p]));
+  const stored = new Map((await b.multipart.listParts(key, uploadId)).map((p) => [p.part, p]));
   const digests = parts.map((p, i) => {
     const s = stored.get(p.number);
     if (s === undefined) throw new S3Error('InvalidPart', `part ${p.number} was not uploaded`);
@@ -466,7 +466,7 @@ async function completeMultipart(c: Context, b: S3Bucket, key: string, uploadId:
     return Buffer.from(s.md5, 'hex');
   });
   const etag = `${createHash('md5').update(Buffer.concat(digests)).digest('hex')}-${parts.length}`;
-  return needs(b, 'completeMultipart', 'multipart uploads')({ tokenId: caller.tokenId }, key, uploadId, parts.map((p) => p.number), etag);
+  return b.multipart.completeMultipart({ tokenId: caller.tokenId }, key, uploadId, parts.map((p) => p.number), etag);
 }
 
 /** The body's length as the request declared it (decoded, for aws-chunked), if it did. */

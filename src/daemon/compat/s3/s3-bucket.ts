@@ -31,6 +31,19 @@ export interface PartBody {
   md5: () => string | undefined;
 }
 
+/** Multipart uploads of one bucket: where the bytes wait until completed (the store's upload sessions). */
+export interface S3Multipart {
+  startMultipart(actor: Actor, key: string): Promise<string>;
+  putPart(actor: Actor, key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, part_: PartBody): Promise<{ size: number }>;
+  /** The parts stored, ascending, each with its MD5 (hex; null for a part the native API sent). */
+  listParts(key: string, uploadId: string): Promise<Array<{ part: number; size: number; md5: string | null }>>;
+  /** Joins the listed parts (ascending) into the object and records `etag`. */
+  completeMultipart(actor: Actor, key: string, uploadId: string, parts: number[], etag: string): Promise<S3Object>;
+  abortMultipart(actor: Actor, key: string, uploadId: string): Promise<void>;
+  /** The object a completion of this upload made lately, for a retry whose first answer was lost. */
+  completedUpload(key: string, uploadId: string): S3Object | undefined;
+}
+
 export interface S3Bucket {
   readonly name: string;
   /** Who may read (auth.ts): `read` for stores any token reads, `shared` where user tokens may not. */
@@ -46,17 +59,9 @@ export interface S3Bucket {
   locate(key: string): ObjectLocation;
   /** Stores a body (already checked by the caller's wrappers); refused where the store is read-only. */
   put(actor: Actor, key: string, body: AsyncIterable<Uint8Array>, etag: () => string | undefined, expectedSha256: string | undefined): Promise<S3Object>;
+  /** Multipart uploads, over the store's upload sessions (s3-multipart.ts). */
+  readonly multipart: S3Multipart;
   // The rest is optional: a bucket without one answers NotImplemented saying so (s3-app.ts).
-  /** Multipart: where the bytes wait until completed (the store's resumable uploads). */
-  startMultipart?(actor: Actor, key: string): Promise<string>;
-  putPart?(actor: Actor, key: string, uploadId: string, part: number, body: AsyncIterable<Uint8Array>, part_: PartBody): Promise<{ size: number }>;
-  /** The parts stored, ascending, each with its MD5 (hex; null for a part the native API sent). */
-  listParts?(key: string, uploadId: string): Promise<Array<{ part: number; size: number; md5: string | null }>>;
-  /** Joins the listed parts (ascending) into the object and records `etag`. */
-  completeMultipart?(actor: Actor, key: string, uploadId: string, parts: number[], etag: string): Promise<S3Object>;
-  abortMultipart?(actor: Actor, key: string, uploadId: string): Promise<void>;
-  /** The object a completion of this upload made lately, for a retry whose first answer was lost. */
-  completedUpload?(key: string, uploadId: string): S3Object | undefined;
   /** Removes an object where the store allows it; absent is not an error (S3 answers 204). */
   delete?(actor: Actor, key: string): Promise<void>;
   /** Copies within the bucket (by reference where the store can). */

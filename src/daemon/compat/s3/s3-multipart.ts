@@ -2,7 +2,7 @@ import { Conflict, InvalidInput, NotFound } from '../../../engines/errors.js';
 import type { ModelUploads, UploadKind, UploadSession, UploadSink } from '../../../engines/models/model-uploads.js';
 import type { Actor } from '../../../engines/sql/writer.js';
 import { S3Error } from './s3-error.js';
-import type { PartBody, S3Bucket, S3Object } from './s3-bucket.js';
+import type { PartBody, S3Multipart, S3Object } from './s3-bucket.js';
 
 // S3 multipart uploads for any bucket over the store's upload sessions (model-uploads.ts). A
 // bucket says where a key's upload goes, what must hold before one starts, and how a finished
@@ -28,9 +28,8 @@ export interface MultipartRules {
   conflictHint?: string;
 }
 
-export type Multipart = Required<Pick<S3Bucket, 'startMultipart' | 'putPart' | 'listParts' | 'completeMultipart' | 'abortMultipart' | 'completedUpload'>>;
 
-export function multipart(uploads: ModelUploads, rules: MultipartRules): Multipart {
+export function multipart(uploads: ModelUploads, rules: MultipartRules): S3Multipart {
   const refusals = <T>(run: () => Promise<T>) => storeErrors(run, (m) => (rules.conflictHint ? `${m}. ${rules.conflictHint}` : m));
   /** The key's target, checked against the session: a key that names another destination has no such upload. */
   const session = (key: string, uploadId: string) => {
