@@ -303,6 +303,15 @@ export const configSchema = z.strictObject({
     })
     .refine((r) => r.role !== 'replica' || (r.primary_url !== undefined && r.token !== undefined), 'a replica needs primary_url and token')
     .prefault({}),
+  qdrant: z
+    .strictObject({
+      /**
+       * host:port of the Qdrant-compatible REST API (6333 by convention), e.g. 127.0.0.1:6333.
+       * Off when absent: another way in, opened only on purpose. Same TLS as server.tls.
+       */
+      listen: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'host:port').optional(),
+    })
+    .prefault({}),
   s3: z
     .strictObject({
       /**

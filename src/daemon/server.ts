@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { createApp } from './app.js';
+import { createQdrantApp } from './compat/qdrant/qdrant-app.js';
 import { createS3App } from './compat/s3/s3-app.js';
 import { ConfigError } from './config.js';
 import { listen, type Listener } from './listener.js';
@@ -9,6 +10,8 @@ export interface RunningServer {
   url: string;
   /** The S3 endpoint's URL when s3.listen is set. */
   s3Url?: string;
+  /** The Qdrant-compatible API's URL when qdrant.listen is set. */
+  qdrantUrl?: string;
   /** Graceful: stop accepting, let in-flight requests finish (up to the timeout), close SQLite. */
   stop(reason: string): Promise<void>;
 }
@@ -50,9 +53,19 @@ export async function startServer(node: StrataNode): Promise<RunningServer> {
     node.log.info({ url: s3Url, server: s3Listener.kind }, 'S3 endpoint listening');
   }
 
+  let qdrantUrl: string | undefined;
+  if (node.config.qdrant.listen) {
+    const [h, p] = splitListen(node.config.qdrant.listen);
+    const q = await listen({ hostname: h, port: p, tls, fetch: createQdrantApp(node).fetch });
+    const a = q.address;
+    qdrantUrl = `${tls ? 'https' : 'http'}://${a.family === 'IPv6' ? `[${a.host}]` : a.host}:${a.port}`;
+    listeners.push(q);
+    node.log.info({ url: qdrantUrl, server: q.kind }, 'Qdrant API listening');
+  }
+
   let stopping: Promise<void> | null = null;
   const stop = (reason: string) => (stopping ??= drainAndClose(node, listeners, reason));
-  return { url, ...(s3Url ? { s3Url } : {}), stop };
+  return { url, ...(s3Url ? { s3Url } : {}), ...(qdrantUrl ? { qdrantUrl } : {}), stop };
 }
 
 function splitListen(listen: string): [string, number] {

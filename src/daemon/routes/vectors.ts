@@ -75,7 +75,7 @@ export function vectorRoutes(router: ApiRouter, node: StrataNode): void {
       decode: (raw, { params, limits }) => vectors.decodeUpsert(params.name, raw.bytes, raw.msgpack, limits.jsonDepth),
       responses: { 200: { description: '{upserted: n}' } },
     },
-    async (c, { params, body, caller }) => reply(c, await vectors.upsertBatch(actorOf(caller), params.name, body)),
+    async (c, { params, body, caller }) => reply(c, { upserted: (await vectors.upsertBatch(actorOf(caller), params.name, body)).upserted }),
   );
 
   router.route(
@@ -134,7 +134,7 @@ export function vectorRoutes(router: ApiRouter, node: StrataNode): void {
       body: z.union([z.strictObject({ ids: z.array(vectorId).max(d.max_batch) }), z.strictObject({ filter: filter.refine((f) => Object.keys(f).length > 0, 'the filter is empty') })]),
       responses: { 200: { description: '{deleted: n}' } },
     },
-    async (c, { params, body, caller }) => c.json(await vectors.delete(actorOf(caller), params.name, body)),
+    async (c, { params, body, caller }) => c.json({ deleted: (await vectors.delete(actorOf(caller), params.name, body)).deleted }),
   );
 
   router.route(

@@ -11,6 +11,11 @@ export interface Migration {
   version: number;
   name: string;
   sql: string;
+  /**
+   * A step over the rows, after `sql`, in the same transaction: only for derived rows every
+   * node computes the same way from data it already holds (an index table rebuilt).
+   */
+  run?: (db: SqlDatabase) => void;
 }
 
 export function applyMigrations(db: SqlDatabase, migrations: readonly Migration[]): number {
@@ -33,6 +38,7 @@ export function applyMigrations(db: SqlDatabase, migrations: readonly Migration[
     db.exec('BEGIN IMMEDIATE');
     try {
       db.exec(m.sql);
+      m.run?.(db);
       db.prepare('INSERT INTO schema_migrations (engine, version, name, applied_at) VALUES (?, ?, ?, ?)').run(
         m.engine,
         m.version,

@@ -3,42 +3,59 @@ import type { SqlValue } from '../sql/database.js';
 
 // Metadata filters (API.md): `{field: value}` equality, `{field: {"$in": [...]}}`, and
 // `{field: {"$gte"|"$lte"|"$gt"|"$lt": n}}`, combined by AND. They compile to SQL over
-// vector_meta, where every top-level scalar of a vector's metadata (and every scalar element
-// of a top-level array, so `{tags: "x"}` means "tags contains x") is a row, indexed by
-// (collection, field, kind, value). One compiler serves both the count that plans a query and
-// the check of HNSW candidates, so the two can never disagree.
+// vector_meta, where every scalar of a vector's metadata is a row, indexed by (collection,
+// field, kind, value). A nested value's field is its dotted path (`{"a": {"b": 1}}` is the row
+// a.b = 1: Qdrant's filters name nested keys so, and LangChain keeps a document's metadata one
+// level down), and every scalar element of an array is a row of the array's path (so `{tags:
+// "x"}` means "tags contains x"; objects inside arrays continue the same path, Qdrant's
+// `a[].b`). A null is a row of kind z, so "is null" and "is empty" are index lookups too. One
+// compiler serves both the count that plans a query and the check of HNSW candidates, so the
+// two can never disagree.
 
 export type Scalar = string | number | boolean;
 export type Condition = Scalar | { $in?: Scalar[]; $gte?: number; $lte?: number; $gt?: number; $lt?: number };
 export type Filter = Record<string, Condition>;
 
-export const FIELD = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
+export const FIELD = /^[A-Za-z_][A-Za-z0-9_.-]{0,127}$/;
+/** A key below the top level: the same characters, no dot (it would read as a deeper path). */
+const SEGMENT = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 export const MAX_FILTER_FIELDS = 64;
 export const MAX_FILTER_VALUES = 2000;
 const RANGE = { $gte: '>=', $lte: '<=', $gt: '>', $lt: '<' } as const;
 
 export interface MetaRow {
   field: string;
-  kind: 's' | 'n' | 'b';
+  kind: 's' | 'n' | 'b' | 'z';
   t: string | null;
   n: number | null;
 }
 
+/** How deep nested metadata is indexed; deeper values are stored but not filterable. */
+const MAX_PATH_DEPTH = 8;
+
 /** The indexed rows for one vector's metadata. */
-export function metaRows(metadata: Record<string, unknown> | undefined): MetaRow[] {
+export function metaRows(metadata: Record<string, unknown> | undefined | null): MetaRow[] {
   const rows: MetaRow[] = [];
-  if (!metadata) return rows;
-  for (const [field, value] of Object.entries(metadata)) {
-    if (!FIELD.test(field)) continue;
-    for (const v of Array.isArray(value) ? value : [value]) {
-      const row = scalarRow(field, v);
-      if (row) rows.push(row);
-    }
-  }
+  if (metadata) walk(metadata, '', 0, rows);
   return rows;
 }
 
-function scalarRow(field: string, v: unknown): MetaRow | undefined {
+function walk(object: Record<string, unknown>, prefix: string, depth: number, rows: MetaRow[]): void {
+  for (const [key, value] of Object.entries(object)) {
+    const field = prefix + key;
+    if (!FIELD.test(field) || (prefix && !SEGMENT.test(key))) continue;
+    for (const v of Array.isArray(value) ? value : [value]) {
+      if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+        if (depth + 1 < MAX_PATH_DEPTH) walk(v as Record<string, unknown>, `${field}.`, depth + 1, rows);
+        continue;
+      }
+      const row = v === null ? { field, kind: 'z' as const, t: null, n: null } : scalarRow(field, v);
+      if (row) rows.push(row);
+    }
+  }
+}
+
+export function scalarRow(field: string, v: unknown): MetaRow | undefined {
   if (typeof v === 'string') return { field, kind: 's', t: v, n: null };
   if (typeof v === 'number' && Number.isFinite(v)) return { field, kind: 'n', t: null, n: v };
   if (typeof v === 'boolean') return { field, kind: 'b', t: null, n: v ? 1 : 0 };

@@ -65,7 +65,45 @@ export const vectorMigrations: Migration[] = [
       CREATE INDEX vector_meta_key ON vector_meta (collection, key);
     `,
   },
+  {
+    engine: 'vectors',
+    version: 2,
+    name: 'collection props, point order, nested metadata paths',
+    // props: what a compatible API needs to remember about a collection (the Qdrant vector
+    // name, declared payload indexes). The expression index serves Qdrant's scroll order:
+    // integer ids numerically (decimal strings: by length, then text), then the others.
+    // vector_meta is rebuilt because metaRows now indexes nested paths and nulls.
+    sql: `
+      ALTER TABLE collections ADD COLUMN props TEXT NOT NULL DEFAULT '{}';
+      CREATE INDEX vectors_point_order ON vectors (collection, (id GLOB '*[^0-9]*'), length(id), id);
+      DELETE FROM vector_meta;
+    `,
+    run: (db) => {
+      const meta = db.prepare('INSERT INTO vector_meta (collection, key, field, kind, t, n) VALUES (?, ?, ?, ?, ?, ?)');
+      const page = db.prepare<{ rowid: number; collection: string; key: number; metadata: string }>(
+        'SELECT rowid, collection, key, metadata FROM vectors WHERE rowid > ? AND metadata IS NOT NULL ORDER BY rowid LIMIT 1000',
+      );
+      for (let after = 0; ; ) {
+        const rows = page.all(after);
+        if (rows.length === 0) break;
+        for (const v of rows) for (const r of metaRows(JSON.parse(v.metadata) as Record<string, unknown>)) meta.run(v.collection, v.key, r.field, r.kind, r.t, r.n);
+        after = rows[rows.length - 1]!.rowid;
+      }
+    },
+  },
 ];
+
+/** SQL over `vectors v` (and the params it binds) that selects a set of vectors: a compiled filter. */
+export interface Where {
+  sql: string;
+  params: SqlValue[];
+}
+
+/** What a compatible API remembers about a collection (Qdrant: its vector's name, payload indexes). */
+export interface CollectionProps {
+  vector_name?: string;
+  payload_schema?: Record<string, unknown>;
+}
 
 export type Metric = 'cos' | 'l2' | 'ip';
 export type Dtype = 'f32' | 'f16' | 'i8';
@@ -73,6 +111,15 @@ export type Dtype = 'f32' | 'f16' | 'i8';
 /** Indexed metadata values (rows of vector_meta) one vector, and one upsert, may add. */
 export const MAX_INDEXED_PER_VECTOR = 256;
 export const MAX_INDEXED_PER_UPSERT = 65_536;
+/** Vectors one metadata change by filter may touch (one write holds them all). */
+export const MAX_METADATA_UPDATE = 10_000;
+
+/** A vector as stored: id, metadata and, when asked for, values. */
+export interface Stored {
+  id: string;
+  metadata: Record<string, unknown> | null;
+  values?: number[];
+}
 
 export interface CollectionSpec {
   name: string;
@@ -102,6 +149,8 @@ export interface QueryInput {
   vector: ArrayLike<number>;
   top_k: number;
   filter?: Filter | undefined;
+  /** An already compiled filter (a compatible API's own filter language); wins over `filter`. */
+  where?: Where | undefined;
   include_metadata?: boolean | undefined;
   include_values?: boolean | undefined;
 }
@@ -152,7 +201,9 @@ const BYTES: Record<Dtype, number> = { f32: 4, f16: 2, i8: 1 };
 const DECODE_INLINE_MAX_BYTES = 64 * 1024;
 
 export class VectorStore {
-  private readonly created: ChangeType<CollectionSpec & { created_at: string }>;
+  private readonly created: ChangeType<CollectionSpec & { created_at: string; props?: string }>;
+  private readonly propsSet: ChangeType<{ name: string; props: string }>;
+  private readonly metadataSet: ChangeType<{ collection: string; items: Array<{ key: number; metadata: string | null }> }>;
   private readonly dropped: ChangeType<{ name: string }>;
   private readonly upserted: ChangeType<UpsertPayload>;
   private readonly removed: ChangeType<{ collection: string; keys: number[] }>;
@@ -169,9 +220,23 @@ export class VectorStore {
   ) {
     this.created = changes.define('vectors', 'create_collection', (db, c) => {
       db.prepare(
-        `INSERT INTO collections (name, dimensions, metric, dtype, connectivity, expansion_add, expansion_search, next_key, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)`,
-      ).run(c.name, c.dimensions, c.metric, c.dtype, c.connectivity, c.expansion_add, c.expansion_search, c.created_at);
+        `INSERT INTO collections (name, dimensions, metric, dtype, connectivity, expansion_add, expansion_search, next_key, created_at, props)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`,
+      ).run(c.name, c.dimensions, c.metric, c.dtype, c.connectivity, c.expansion_add, c.expansion_search, c.created_at, c.props ?? '{}');
+    });
+    this.propsSet = changes.define('vectors', 'set_props', (db, p) => {
+      db.prepare('UPDATE collections SET props = ? WHERE name = ?').run(p.props, p.name);
+    });
+    // Metadata changed without the vector (Qdrant's payload calls): the index is untouched.
+    this.metadataSet = changes.define('vectors', 'set_metadata', (db, p) => {
+      const put = db.prepare('UPDATE vectors SET metadata = ? WHERE collection = ? AND key = ?');
+      const clear = db.prepare('DELETE FROM vector_meta WHERE collection = ? AND key = ?');
+      const meta = db.prepare('INSERT INTO vector_meta (collection, key, field, kind, t, n) VALUES (?, ?, ?, ?, ?, ?)');
+      for (const it of p.items) {
+        put.run(it.metadata, p.collection, it.key);
+        clear.run(p.collection, it.key);
+        for (const r of metaRows(it.metadata ? (JSON.parse(it.metadata) as Record<string, unknown>) : undefined)) meta.run(p.collection, it.key, r.field, r.kind, r.t, r.n);
+      }
     });
     this.dropped = changes.define('vectors', 'drop_collection', (db, p) => {
       db.prepare('DELETE FROM vector_meta WHERE collection = ?').run(p.name);
@@ -209,10 +274,10 @@ export class VectorStore {
     for (const spec of this.db.prepare<CollectionSpec>('SELECT * FROM collections').all()) await this.load(spec);
   }
 
-  async createCollection(actor: Actor, spec: CollectionSpec): Promise<CollectionInfo> {
+  async createCollection(actor: Actor, spec: CollectionSpec, props?: CollectionProps): Promise<CollectionInfo> {
     await this.writer.write(actor, (tx) => {
       if (this.specOf(spec.name)) throw new Conflict(`collection ${spec.name} already exists`);
-      tx.apply(this.created, { ...spec, created_at: new Date().toISOString() });
+      tx.apply(this.created, { ...spec, created_at: new Date().toISOString(), ...(props ? { props: JSON.stringify(props) } : {}) });
       tx.audit('vectors.create_collection', `collection:${spec.name}`, { dimensions: spec.dimensions, metric: spec.metric, dtype: spec.dtype });
     });
     // A file left by an earlier collection of the same name must not be loaded.
@@ -234,6 +299,20 @@ export class VectorStore {
     this.removeFiles(name);
   }
 
+  props(name: string): CollectionProps {
+    return JSON.parse(this.requireSpec(name).props) as CollectionProps;
+  }
+
+  /** Replaces what a compatible API remembers about the collection (read, changed, written in one write). */
+  async updateProps(actor: Actor, name: string, change: (props: CollectionProps) => CollectionProps): Promise<number> {
+    return this.writer.write(actor, (tx) => {
+      const props = change(JSON.parse(this.requireSpec(name).props) as CollectionProps);
+      const lsn = tx.apply(this.propsSet, { name, props: JSON.stringify(props) });
+      tx.audit('vectors.set_props', `collection:${name}`, props as Record<string, unknown>);
+      return lsn;
+    });
+  }
+
   list(): CollectionInfo[] {
     return this.db.prepare<{ name: string }>('SELECT name FROM collections ORDER BY name').all().map((r) => this.info(r.name));
   }
@@ -253,7 +332,7 @@ export class VectorStore {
     };
   }
 
-  async upsert(actor: Actor, name: string, items: VectorInput[]): Promise<{ upserted: number }> {
+  async upsert(actor: Actor, name: string, items: VectorInput[]): Promise<{ upserted: number; lsn: number }> {
     const spec = this.requireSpec(name);
     this.checkBatch(items.length);
     const flat = new Float32Array(items.length * spec.dimensions);
@@ -277,7 +356,11 @@ export class VectorStore {
     return this.decoder.run<UpsertBatch>({ op: 'vector-upsert', bytes, msgpack, jsonDepth, dimensions, maxBatch });
   }
 
-  async upsertBatch(actor: Actor, name: string, batch: UpsertBatch): Promise<{ upserted: number }> {
+  /**
+   * `wait`: answer once the vectors are in the index too, so a query right after finds them
+   * (Qdrant's wait=true); otherwise once they are committed, the index following at once.
+   */
+  async upsertBatch(actor: Actor, name: string, batch: UpsertBatch, options: { wait?: boolean } = {}): Promise<{ upserted: number; lsn: number }> {
     const spec = this.requireSpec(name);
     const { items, flat } = batch;
     this.checkBatch(items.length);
@@ -311,11 +394,12 @@ export class VectorStore {
       tx.audit('vectors.upsert', `collection:${name}`, { count: items.length });
       return { lsn, keys: payloadItems.map((p) => p.key) };
     });
-    this.applyToIndex(name, (ix) => ix.add(BigUint64Array.from(keys.map(BigInt)), flat, lsn));
-    return { upserted: items.length };
+    const inIndex = this.applyToIndex(name, (ix) => ix.add(BigUint64Array.from(keys.map(BigInt)), flat, lsn));
+    if (options.wait) await inIndex;
+    return { upserted: items.length, lsn };
   }
 
-  async delete(actor: Actor, name: string, by: { ids?: string[] | undefined; filter?: Filter | undefined }): Promise<{ deleted: number }> {
+  async delete(actor: Actor, name: string, by: { ids?: string[] | undefined; filter?: Filter | undefined; where?: Where | undefined }, options: { wait?: boolean } = {}): Promise<{ deleted: number; lsn: number }> {
     this.requireSpec(name);
     if (by.ids) this.checkBatch(by.ids.length);
     const result = await this.writer.write(actor, (tx) => {
@@ -324,7 +408,7 @@ export class VectorStore {
         const keyOf = this.db.prepare<{ key: number }>('SELECT key FROM vectors WHERE collection = ? AND id = ?');
         keys = by.ids.map((id) => keyOf.get(name, id)?.key).filter((k): k is number => k !== undefined);
       } else {
-        const where = compileFilter(name, by.filter);
+        const where = by.where ?? compileFilter(name, by.filter);
         if (!where) throw new InvalidInput('delete needs ids or a non-empty filter');
         keys = this.db
           .prepare<{ key: number }>(`SELECT v.key FROM vectors v WHERE v.collection = ? AND ${where.sql}`)
@@ -336,8 +420,11 @@ export class VectorStore {
       tx.audit('vectors.delete', `collection:${name}`, { count: keys.length });
       return { keys, lsn };
     });
-    if (result.keys.length) this.applyToIndex(name, (ix) => ix.remove(BigUint64Array.from(result.keys.map(BigInt)), result.lsn));
-    return { deleted: result.keys.length };
+    if (result.keys.length) {
+      const removed = this.applyToIndex(name, (ix) => ix.remove(BigUint64Array.from(result.keys.map(BigInt)), result.lsn));
+      if (options.wait) await removed;
+    }
+    return { deleted: result.keys.length, lsn: result.lsn };
   }
 
   fetch(name: string, ids: string[], includeValues = true): Array<{ id: string; values?: number[]; metadata: Record<string, unknown> | null }> {
@@ -353,13 +440,86 @@ export class VectorStore {
     return out;
   }
 
+  /**
+   * Points in id order — integer ids numerically, then the others by text (Qdrant's scroll
+   * order; the vectors_point_order index serves it) — after the id `after`, matching `where`.
+   * `next` is the id to continue from, when there is more.
+   */
+  scroll(name: string, opts: { where?: Where | undefined; after?: string | undefined; limit: number; values: boolean }): { points: Stored[]; next: string | undefined } {
+    const spec = this.requireSpec(name);
+    const params: SqlValue[] = [name];
+    let sql = `SELECT v.id, v.metadata${opts.values ? ', v.vec' : ''} FROM vectors v WHERE v.collection = ?`;
+    if (opts.after !== undefined) {
+      sql += " AND ((v.id GLOB '*[^0-9]*'), length(v.id), v.id) >= (?, ?, ?)";
+      params.push(/[^0-9]/.test(opts.after) ? 1 : 0, opts.after.length, opts.after);
+    }
+    if (opts.where) {
+      sql += ` AND ${opts.where.sql}`;
+      params.push(...opts.where.params);
+    }
+    sql += " ORDER BY (v.id GLOB '*[^0-9]*'), length(v.id), v.id LIMIT ?";
+    params.push(opts.limit + 1);
+    const rows = this.db.prepare<{ id: string; metadata: string | null; vec?: Uint8Array }>(sql).all(...params);
+    const next = rows.length > opts.limit ? rows.pop()!.id : undefined;
+    return { points: rows.map((r) => stored(r, spec.dimensions)), next };
+  }
+
+  /** How many vectors match (all of them without `where`): exact, from SQLite. */
+  count(name: string, where?: Where): number {
+    this.requireSpec(name);
+    if (!where) return this.db.prepare<{ n: number }>('SELECT COUNT(*) AS n FROM vectors WHERE collection = ?').get(name)!.n;
+    return this.db.prepare<{ n: number }>(`SELECT COUNT(*) AS n FROM vectors v WHERE v.collection = ? AND ${where.sql}`).get(name, ...where.params)!.n;
+  }
+
+  /**
+   * Changes the metadata of the selected vectors (by id, or every one matching `where`) in
+   * one write, leaving their values and the index alone. `change` gets a copy; null clears.
+   */
+  async updateMetadata(
+    actor: Actor,
+    name: string,
+    select: { ids?: string[] | undefined; where?: Where | undefined },
+    change: (metadata: Record<string, unknown> | null) => Record<string, unknown> | null,
+  ): Promise<{ updated: number; lsn: number }> {
+    this.requireSpec(name);
+    if (select.ids) this.checkBatch(select.ids.length);
+    return this.writer.write(actor, (tx) => {
+      let rows: Array<{ key: number; metadata: string | null }>;
+      if (select.ids) {
+        const get = this.db.prepare<{ key: number; metadata: string | null }>('SELECT key, metadata FROM vectors WHERE collection = ? AND id = ?');
+        rows = select.ids.map((id) => get.get(name, id)).filter((r): r is { key: number; metadata: string | null } => r !== undefined);
+      } else {
+        const where = select.where ?? { sql: '1', params: [] };
+        rows = this.db
+          .prepare<{ key: number; metadata: string | null }>(`SELECT v.key, v.metadata FROM vectors v WHERE v.collection = ? AND ${where.sql} LIMIT ?`)
+          .all(name, ...where.params, MAX_METADATA_UPDATE + 1);
+        if (rows.length > MAX_METADATA_UPDATE) throw new InvalidInput(`the filter selects more than ${MAX_METADATA_UPDATE} points; change their metadata in smaller sets`);
+      }
+      let indexed = 0;
+      const items = rows.map((r) => {
+        const next = change(r.metadata ? (JSON.parse(r.metadata) as Record<string, unknown>) : null);
+        const metadata = next === null ? null : JSON.stringify(next);
+        if (metadata !== null && metadata.length > 64 * 1024) throw new InvalidInput('metadata is limited to 64 KiB of JSON');
+        const n = metaRows(next).length;
+        if (n > MAX_INDEXED_PER_VECTOR) throw new InvalidInput(`the metadata would have ${n} indexed values; at most ${MAX_INDEXED_PER_VECTOR}`);
+        indexed += n;
+        return { key: r.key, metadata };
+      });
+      if (indexed > MAX_INDEXED_PER_UPSERT) throw new InvalidInput(`the change makes ${indexed} indexed metadata values; at most ${MAX_INDEXED_PER_UPSERT} per call`);
+      if (items.length === 0) return { updated: 0, lsn: 0 };
+      const lsn = tx.apply(this.metadataSet, { collection: name, items });
+      tx.audit('vectors.set_metadata', `collection:${name}`, { count: items.length });
+      return { updated: items.length, lsn };
+    });
+  }
+
   async query(name: string, q: QueryInput): Promise<{ matches: Match[]; plan: 'hnsw' | 'filtered_hnsw' | 'exact' }> {
     const started = performance.now();
     // The loaded collection's spec (immutable but for next_key): no SQLite read per query.
     const live = this.live.get(name) ?? this.requireLive(name);
     const spec = live.spec;
     const vector = checkVector(q.vector, spec.dimensions, 'vector');
-    const where = compileFilter(name, q.filter);
+    const where = q.where ?? compileFilter(name, q.filter);
     let plan: 'hnsw' | 'filtered_hnsw' | 'exact' = 'hnsw';
     let found: Array<{ key: number; distance: number }>;
     if (!where) {
@@ -568,20 +728,23 @@ export class VectorStore {
   }
 
   /** Sends a committed change to the index (and to a rebuild in progress), in commit order. */
-  private applyToIndex(name: string, change: (ix: VectorIndex) => Promise<{ size: number }>): void {
+  private applyToIndex(name: string, change: (ix: VectorIndex) => Promise<{ size: number }>): Promise<void> {
     const live = this.live.get(name);
-    if (!live) return;
+    if (!live) return Promise.resolve();
+    let done: Promise<void> = Promise.resolve();
     for (const ix of live.building ? [live.index, live.building] : [live.index]) {
-      change(ix).then(
+      const applied = change(ix).then(
         () => undefined,
         (err: unknown) => this.events.log?.('vector index update failed; the next start rebuilds it', { collection: name, err: String(err) }),
       );
+      if (ix === live.index) done = applied;
     }
     void live.index.stats().then((s) => {
       live.tombstones = s.tombstones;
       live.size = s.size;
       live.appliedLsn = s.lsn;
     }, () => undefined);
+    return done;
   }
 
   private async load(spec: CollectionSpec): Promise<void> {
@@ -687,8 +850,8 @@ export class VectorStore {
     for (const f of [this.file(name), `${this.file(name)}.json`, `${this.file(name)}.tmp`]) rmSync(f, { force: true });
   }
 
-  private specOf(name: string): (CollectionSpec & { next_key: number; created_at: string }) | undefined {
-    return this.db.prepare<CollectionSpec & { next_key: number; created_at: string }>('SELECT * FROM collections WHERE name = ?').get(name);
+  private specOf(name: string): (CollectionSpec & { next_key: number; created_at: string; props: string }) | undefined {
+    return this.db.prepare<CollectionSpec & { next_key: number; created_at: string; props: string }>('SELECT * FROM collections WHERE name = ?').get(name);
   }
 
   private requireSpec(name: string) {
@@ -737,6 +900,12 @@ function pairs(r: { keys: BigUint64Array; distances: Float32Array }): Array<{ ke
 /** Higher is better for cos (similarity) and ip (dot product); l2 answers the squared distance. */
 function score(metric: Metric, distance: number): number {
   return metric === 'l2' ? distance : 1 - distance;
+}
+
+function stored(r: { id: string; metadata: string | null; vec?: Uint8Array | undefined }, dims: number): Stored {
+  const out: Stored = { id: r.id, metadata: r.metadata ? (JSON.parse(r.metadata) as Record<string, unknown>) : null };
+  if (r.vec) out.values = toArray(r.vec, dims);
+  return out;
 }
 
 function toArray(buf: Uint8Array, dims: number): number[] {
