@@ -18,6 +18,7 @@ import { privacyRoutes } from './routes/privacy.js';
 import { datasetRoutes } from './routes/datasets.js';
 import { feedbackRoutes } from './routes/feedback.js';
 import { hfMirror } from './compat/hf/hf-mirror.js';
+import { openaiConversations } from './compat/openai/openai-conversations.js';
 import { RateLimiter } from './rate-limiter.js';
 import { rawTarget } from './request-target.js';
 import type { StrataNode } from './strata-node.js';
@@ -100,6 +101,8 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
   feedbackRoutes(router, node);
   // HF_ENDPOINT=http://host:port/hf (compat/hf/hf-mirror.ts).
   app.route('/hf', hfMirror(node));
+  // baseURL: http://host:port/openai/v1 (compat/openai/openai-conversations.ts).
+  app.route('/openai/v1', openaiConversations(node));
 
   app.notFound((c) => c.json(errorBody('not_found', `no route for ${METHODS.has(c.req.method) ? c.req.method : 'this method'} ${c.req.path}`), 404));
   const errorOptions = { redirectWrites: node.config.replication.redirect_writes };

@@ -207,8 +207,10 @@ export class ConversationArchive {
 
   private async archiveOne(actor: Actor, row: ConversationRow, now: number, result: ArchiveRunResult): Promise<void> {
     const messages = this.db
-      .prepare<Message>('SELECT seq, role, content, tokens, created_at FROM messages WHERE conversation_id = ? ORDER BY seq')
-      .all(row.id);
+      .prepare<Message>('SELECT seq, role, content, tokens, created_at, item FROM messages WHERE conversation_id = ? ORDER BY seq')
+      .all(row.id)
+      // A plain message has no item: the archive holds it as before the item column existed.
+      .map((m) => (m.item === null ? { seq: m.seq, role: m.role, content: m.content, tokens: m.tokens, created_at: m.created_at } : m));
     const raw = packr.pack(messages);
     const packed = await gzip(raw);
     // Deterministic: the same conversation at the same length always lands on the same key,

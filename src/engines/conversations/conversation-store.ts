@@ -73,9 +73,21 @@ export const conversationMigrations: Migration[] = [
     // Kinds of personal data seen in the conversation's messages (comma-separated), for review and retention.
     sql: "ALTER TABLE conversations ADD COLUMN pii TEXT NOT NULL DEFAULT ''",
   },
+  {
+    engine: 'conversations',
+    version: 3,
+    name: 'conversation metadata, message items',
+    // metadata: up to 16 string pairs (OpenAI's Conversations API), sealed with the owner's key
+    // like the title. item: how a message reads as an OpenAI item when that is not its default
+    // (several content parts, or deleted through that API), as JSON; NULL for nearly all.
+    sql: `
+      ALTER TABLE conversations ADD COLUMN metadata TEXT;
+      ALTER TABLE messages ADD COLUMN item TEXT;
+    `,
+  },
 ];
 
-export const ROLES = ['system', 'user', 'assistant', 'tool'] as const;
+export const ROLES = ['system', 'developer', 'user', 'assistant', 'tool'] as const;
 export type Role = (typeof ROLES)[number];
 export const MAX_MESSAGES_PER_APPEND = 1000;
 
@@ -91,6 +103,8 @@ export interface Conversation {
   archived: boolean;
   /** Kinds of personal data found in its messages (email, phone, credit_card, ssn, ip, api_key). */
   pii: string[];
+  /** String pairs set through the OpenAI Conversations API (or null). */
+  metadata: Record<string, string> | null;
 }
 
 export interface Message {
@@ -99,12 +113,25 @@ export interface Message {
   content: string;
   tokens: number;
   created_at: string;
+  /** MessageItem as JSON, when the message is not a plain one (see the v3 migration). */
+  item?: string | null | undefined;
+}
+
+/**
+ * What an OpenAI item needs beyond role and content: the content's parts as [type, length]
+ * (content is their texts joined), or that it was deleted (content emptied, seq kept, so seq
+ * numbers stay gapless for every reader).
+ */
+export interface MessageItem {
+  parts?: Array<[string, number]>;
+  deleted?: true;
 }
 
 export interface NewMessage {
   role: Role;
   content: string;
   tokens?: number | undefined;
+  item?: MessageItem | undefined;
 }
 
 interface ConversationRow {
@@ -119,6 +146,7 @@ interface ConversationRow {
   archive_key: string | null;
   archived_at: string | null;
   pii?: string;
+  metadata?: string | null;
 }
 
 /**
@@ -150,7 +178,15 @@ export interface MessagePage {
   rendered?: Buffer;
 }
 
-const MESSAGE_JSON = "json_object('seq', seq, 'role', role, 'content', content, 'tokens', tokens, 'created_at', created_at)";
+const MESSAGE_JSON =
+  "CASE WHEN item IS NULL THEN json_object('seq', seq, 'role', role, 'content', content, 'tokens', tokens, 'created_at', created_at) ELSE json_object('seq', seq, 'role', role, 'content', content, 'tokens', tokens, 'created_at', created_at, 'item', json(item)) END";
+
+/** A message's wire JSON, field for field what MESSAGE_JSON makes in SQLite. */
+export function messageJson(m: Message, content = m.content): string {
+  const out: Record<string, unknown> = { seq: m.seq, role: m.role, content, tokens: m.tokens, created_at: m.created_at };
+  if (m.item) out.item = JSON.parse(m.item);
+  return JSON.stringify(out);
+}
 
 /**
  * Byte budgets (of message JSON) that keep the work of one request bounded whatever a
@@ -177,6 +213,8 @@ export class ConversationStore {
   readonly appended: ChangeType<{ conversation_id: string; messages: Message[]; updated_at: string; pii?: string[] }>;
   readonly deleted: ChangeType<{ id: string }>;
   readonly restored: ChangeType<{ conversation_id: string; messages: Message[] }>;
+  private readonly metadataSet: ChangeType<{ id: string; metadata: string | null; updated_at: string }>;
+  private readonly messageDeleted: ChangeType<{ conversation_id: string; seq: number; updated_at: string }>;
   private readonly userErased: ChangeType<{ user_id: string }>;
   archive: ConversationArchive | undefined;
 
@@ -194,9 +232,18 @@ export class ConversationStore {
   ) {
     this.created = changes.define<ConversationRow>('conversations', 'create', (db, c) => {
       db.prepare(
-        `INSERT INTO conversations (id, user_id, title, model, created_at, updated_at, message_count, token_count)
-         VALUES (?, ?, ?, ?, ?, ?, 0, 0)`,
-      ).run(c.id, c.user_id, c.title, c.model, c.created_at, c.updated_at);
+        `INSERT INTO conversations (id, user_id, title, model, created_at, updated_at, message_count, token_count, metadata)
+         VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?)`,
+      ).run(c.id, c.user_id, c.title, c.model, c.created_at, c.updated_at, c.metadata ?? null);
+    });
+    this.metadataSet = changes.define('conversations', 'set_metadata', (db, p) => {
+      db.prepare('UPDATE conversations SET metadata = ?, updated_at = ? WHERE id = ?').run(p.metadata, p.updated_at, p.id);
+    });
+    // The message stays as a placeholder so seq numbers stay gapless; its content goes.
+    this.messageDeleted = changes.define('conversations', 'delete_message', (db, p) => {
+      const tokens = db.prepare<{ tokens: number }>('SELECT tokens FROM messages WHERE conversation_id = ? AND seq = ?').get(p.conversation_id, p.seq)?.tokens ?? 0;
+      db.prepare(`UPDATE messages SET content = '', tokens = 0, item = '{"deleted":true}' WHERE conversation_id = ? AND seq = ?`).run(p.conversation_id, p.seq);
+      db.prepare('UPDATE conversations SET token_count = token_count - ?, updated_at = ? WHERE id = ?').run(tokens, p.updated_at, p.conversation_id);
     });
     this.appended = changes.define('conversations', 'append', (db, p) => {
       insertMessages(db, p.conversation_id, p.messages);
@@ -224,7 +271,7 @@ export class ConversationStore {
     });
   }
 
-  create(actor: Actor, input: { user_id: string; title?: string | undefined; model?: string | undefined; id?: string | undefined }): Promise<Conversation> {
+  create(actor: Actor, input: { user_id: string; title?: string | undefined; model?: string | undefined; id?: string | undefined; metadata?: Record<string, string> | undefined }): Promise<Conversation> {
     return this.writer.write(actor, (tx) => {
       this.requireUser(input.user_id);
       const id = input.id ?? randomUUID();
@@ -241,10 +288,11 @@ export class ConversationStore {
         token_count: 0,
         archive_key: null,
         archived_at: null,
+        metadata: input.metadata === undefined ? null : this.cipher.seal(tx, input.user_id, JSON.stringify(input.metadata)),
       };
       tx.apply(this.created, row);
       tx.audit('conversations.create', `conversation:${id}`, { user_id: input.user_id });
-      return { ...publicConversation(row), title: input.title ?? null };
+      return { ...publicConversation(row), title: input.title ?? null, metadata: input.metadata ?? null };
     });
   }
 
@@ -322,14 +370,17 @@ export class ConversationStore {
       // left a newer tail than the cache holds. Messages are append-only under seq, so a tail
       // that ends at the current count is exact; any other is ignored.
       const prior = (tx.batch.get(tailKey(conversationId)) as CachedTail | undefined) ?? cached;
-      const extendable = prior !== undefined && !row.archive_key && prior.c.message_count === row.message_count && prior.c.user_id === row.user_id;
+      // A message deleted or metadata set since the tail was read leaves the count alone but
+      // moves updated_at: such a tail is stale too.
+      const extendable =
+        prior !== undefined && !row.archive_key && prior.c.message_count === row.message_count && prior.c.updated_at === row.updated_at && prior.c.user_id === row.user_id;
       if (row.archive_key) {
         if (!archived || archived.key !== row.archive_key) throw new ArchivedMeanwhile();
         tx.apply(this.restored, { conversation_id: row.id, messages: archived.messages });
       }
       const now = new Date().toISOString();
       let seq = row.message_count;
-      const messages: Message[] = input.map((m) => ({ seq: ++seq, role: m.role, content: m.content, tokens: m.tokens ?? 0, created_at: now }));
+      const messages: Message[] = input.map((m) => ({ seq: ++seq, role: m.role, content: m.content, tokens: m.tokens ?? 0, created_at: now, ...(m.item ? { item: JSON.stringify(m.item) } : {}) }));
       const stored = this.cipher.enabled ? messages.map((m) => ({ ...m, content: this.cipher.seal(tx, row.user_id, m.content) })) : messages;
       tx.apply(this.appended, { conversation_id: conversationId, messages: stored, updated_at: now, ...(pii.length ? { pii } : {}) });
       // What the applier made of the row, without reading it back (a restore changed it too).
@@ -366,7 +417,7 @@ export class ConversationStore {
     const row = this.requireRow(conversationId);
     if (row.archive_key && this.archive) {
       const all = await this.archive.read(row.archive_key);
-      const whole: CachedTail = { c: row, j: all.map((m) => JSON.stringify({ ...m, content: this.openContent(row.user_id, m.content) })), first: 1, all: true };
+      const whole: CachedTail = { c: row, j: all.map((m) => messageJson(m, this.openContent(row.user_id, m.content))), first: 1, all: true };
       this.cacheTail(conversationId, whole);
       return answerFrom(whole, query)!;
     }
@@ -415,6 +466,65 @@ export class ConversationStore {
       }
       if (rows.length < CHUNK) return json;
     }
+  }
+
+  /** Replaces the conversation's metadata (null clears it); `owner` as for append. */
+  async setMetadata(actor: Actor, conversationId: string, metadata: Record<string, string> | null, owner?: string): Promise<Conversation> {
+    const { row, tail } = await this.writer.write(actor, (tx) => {
+      const row = this.requireRow(conversationId, owner);
+      const now = new Date().toISOString();
+      const sealed = metadata === null ? null : this.cipher.seal(tx, row.user_id, JSON.stringify(metadata));
+      tx.apply(this.metadataSet, { id: conversationId, metadata: sealed, updated_at: now });
+      tx.audit('conversations.set_metadata', `conversation:${conversationId}`);
+      const after: ConversationRow = { ...row, metadata: sealed, updated_at: now };
+      return { row: after, tail: this.retail(tx, after) };
+    });
+    await this.recache(conversationId, tail);
+    return this.public(row);
+  }
+
+  /**
+   * Deletes one message's content (OpenAI's item delete). The row stays, emptied and marked
+   * deleted, so seq numbers stay gapless; an archived conversation is brought back first.
+   */
+  async deleteMessage(actor: Actor, conversationId: string, seq: number, owner?: string): Promise<Conversation> {
+    let archived = await this.archiveOf(this.requireRow(conversationId, owner));
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const { row, tail } = await this.writer.write(actor, (tx) => {
+          const row = this.requireRow(conversationId, owner);
+          if (row.archive_key) {
+            if (!archived || archived.key !== row.archive_key) throw new ArchivedMeanwhile();
+            tx.apply(this.restored, { conversation_id: row.id, messages: archived.messages });
+          }
+          const m = this.db.prepare<{ item: string | null }>('SELECT item FROM messages WHERE conversation_id = ? AND seq = ?').get(conversationId, seq);
+          if (!m || m.item?.includes('"deleted"')) throw new NotFound(`message ${seq} of conversation ${conversationId} does not exist`);
+          tx.apply(this.messageDeleted, { conversation_id: conversationId, seq, updated_at: new Date().toISOString() });
+          tx.audit('conversations.delete_message', `conversation:${conversationId}`, { seq });
+          const after = this.requireRow(conversationId);
+          return { row: after, tail: this.retail(tx, after) };
+        });
+        await this.recache(conversationId, tail);
+        return this.public(row);
+      } catch (err) {
+        if (!(err instanceof ArchivedMeanwhile) || attempt > 0) throw err instanceof ArchivedMeanwhile ? new Conflict(err.message) : err;
+        archived = await this.archiveOf(this.requireRow(conversationId, owner));
+      }
+    }
+  }
+
+  /** Inside a write that changed a conversation: its new tail (read from SQLite), kept for later appends in the batch. */
+  private retail(tx: Tx, row: ConversationRow): CachedTail | undefined {
+    if (row.archive_key) return undefined;
+    const tail = this.tailFromSql(row);
+    tx.batch.set(tailKey(row.id), tail);
+    return tail;
+  }
+
+  /** After such a write: the new tail into the cache, or (archived) the entry dropped. */
+  private async recache(conversationId: string, tail: CachedTail | undefined): Promise<void> {
+    if (tail) this.cacheTail(conversationId, tail);
+    else await this.cache.delete([cacheKey(conversationId)]);
   }
 
   async delete(actor: Actor, conversationId: string): Promise<void> {
@@ -493,7 +603,12 @@ export class ConversationStore {
 
   private public(row: ConversationRow): Conversation {
     const c = publicConversation(row);
-    return row.title === null ? c : { ...c, title: this.cipher.open(row.user_id, row.title) ?? null };
+    if (row.title !== null) c.title = this.cipher.open(row.user_id, row.title) ?? null;
+    if (row.metadata) {
+      const opened = this.cipher.open(row.user_id, row.metadata);
+      c.metadata = opened ? (JSON.parse(opened) as Record<string, string>) : null;
+    }
+    return c;
   }
 
   row(id: string): ConversationRow | undefined {
@@ -548,7 +663,7 @@ function mergePii(current: string | null | undefined, add: readonly string[]): s
  * fit the count and byte budgets — without reading up to a hundred rows back on every append.
  */
 function extendTail(prior: CachedTail, row: ConversationRow, added: Message[], maxMessages: number): CachedTail {
-  const j = prior.j.concat(added.map((m) => JSON.stringify({ seq: m.seq, role: m.role, content: m.content, tokens: m.tokens, created_at: m.created_at })));
+  const j = prior.j.concat(added.map((m) => messageJson(m)));
   let keep = 0;
   let bytes = 0;
   for (let i = j.length - 1; i >= 0 && keep < maxMessages; i--) {
@@ -563,8 +678,8 @@ function extendTail(prior: CachedTail, row: ConversationRow, added: Message[], m
 }
 
 function insertMessages(db: SqlDatabase, conversationId: string, messages: Message[]): void {
-  const insert = db.prepare('INSERT INTO messages (conversation_id, seq, role, content, tokens, created_at) VALUES (?, ?, ?, ?, ?, ?)');
-  for (const m of messages) insert.run(conversationId, m.seq, m.role, m.content, m.tokens, m.created_at);
+  const insert = db.prepare('INSERT INTO messages (conversation_id, seq, role, content, tokens, created_at, item) VALUES (?, ?, ?, ?, ?, ?, ?)');
+  for (const m of messages) insert.run(conversationId, m.seq, m.role, m.content, m.tokens, m.created_at, m.item ?? null);
 }
 
 function tailKey(id: string): string {
@@ -587,6 +702,7 @@ export function publicConversation(r: ConversationRow): Conversation {
     token_count: r.token_count,
     archived: r.archive_key !== null,
     pii: r.pii ? r.pii.split(',') : [],
+    metadata: null,
   };
 }
 
