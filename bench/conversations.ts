@@ -113,13 +113,19 @@ export async function conversations(opts: BenchOptions): Promise<ResultRow[]> {
     );
     const appendFixed = await fixed({ url: `${strata.url}/v1/conversations/${convs[0]}/messages`, method: 'POST', headers: auth, body: bodies[0] }, { url: `${sqlitePeer.match}/c/0/messages`, method: 'POST', body: bodies[0] });
     const read = await saturated({ base: strata.url, ...readRequest(convs, strata.token) }, { base: redisPeer.match, paths: ['/k/last50'] });
+    // openai_items_list: the newest 50 items through the OpenAI Conversations API vs the
+    // native read of the last 50 messages, alternately on the same daemon.
+    const openaiList = await saturated(
+      { base: strata.url, paths: convs.map((c) => `/openai/v1/conversations/conv_${c.replaceAll('-', '')}/items?limit=50`), headers: auth },
+      { base: strata.url, ...readRequest(convs, strata.token) },
+    );
     const readFixed = await fixed({ url: `${strata.url}/v1/conversations/${convs[0]}/messages?last=50`, headers: auth }, { url: `${redisPeer.match}/k/last50` });
     const usage = await saturated({ base: strata.url, method: 'POST', paths: ['/v1/usage'], bodies: [usageBody], headers: auth }, { base: redisPeer.match, method: 'POST', paths: ['/incr/usage'], bodies: [usageBody] });
     const usageFixed = await fixed({ url: `${strata.url}/v1/usage`, method: 'POST', headers: auth, body: usageBody }, { url: `${redisPeer.match}/incr/usage`, method: 'POST', body: usageBody });
     const prefs = await saturated({ base: strata.url, paths: ['/v1/users/bench/preferences'], headers: auth }, { base: redisPeer.match, paths: ['/k/prefs'] });
     const prefsFixed = await fixed({ url: `${strata.url}/v1/users/bench/preferences`, headers: auth }, { url: `${redisPeer.match}/k/prefs` });
 
-    const all = { append, read, usage, prefs };
+    const all = { append, read, usage, prefs, openaiList };
     for (const [k, v] of Object.entries(all)) if (v.strata.errors || v.peer.errors) throw new Error(`conversation bench ${k} saw errors: ${v.strata.errors} / ${v.peer.errors}`);
     for (const [k, v] of Object.entries({ appendFixed, readFixed, usageFixed, prefsFixed })) if (v.strata.errors || v.peer.errors) throw new Error(`conversation bench ${k} saw errors`);
     const notes = `wrk, ${CONNECTIONS} connections, best of ${rounds} alternating runs of ${seconds} s; memory cache driver`;
@@ -132,6 +138,8 @@ export async function conversations(opts: BenchOptions): Promise<ResultRow[]> {
     };
     add('message_append', append, 'node:http + better-sqlite3 insert per request', appendFixed, '; goal p99 < 5 ms');
     add('message_read', read, 'node:http + ioredis GET of the same bytes', readFixed, `; last 50 messages, ${readSample.length} bytes; goal p99 < 2 ms`);
+    add('openai_items_list', openaiList, 'native message_read (last 50), same daemon', undefined);
+    rows[rows.length - 1]!.notes += '; GET /openai/v1/conversations/{id}/items?limit=50 (newest first) vs GET /v1/conversations/{id}/messages?last=50; goal ≥ 0.9';
     add('usage_record', usage, 'node:http + ioredis INCRBY (auto-pipelined)', usageFixed);
     add('preferences_read', prefs, 'node:http + ioredis GET of the same JSON', prefsFixed);
     return rows;

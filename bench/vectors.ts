@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { Packr, FLOAT32_OPTIONS } from 'msgpackr';
 import usearch, { type BatchMatches } from 'usearch';
 import hnswlib from 'hnswlib-node';
-import { row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags } from './lib.js';
-import { hey, wrk } from './load.js';
+import { row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags, freePort } from './lib.js';
+import { alternate, hey, wrk } from './load.js';
 
 // vector_query: QPS and p50/p99 over HTTP (64 connections) for N × 768 clustered vectors,
 // beside raw usearch and hnswlib-node searching the same data in this process, each with its
@@ -61,8 +61,8 @@ function post(base: string, path: string, token: string, body: unknown, msgpack 
 const recallOf = (found: number[][], truth: number[][]) => found.reduce((s, f, i) => s + f.filter((k) => truth[i]!.includes(k)).length / 10, 0) / found.length;
 const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 
-async function daemon(dir: string) {
-  const s = await spawnUntil(process.execPath, [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${dir}`, '--set', 'vectors.max_batch=1000'], /"url":"(http:\/\/[^"]+)"/);
+async function daemon(dir: string, extra: string[] = []) {
+  const s = await spawnUntil(process.execPath, [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${dir}`, '--set', 'vectors.max_batch=1000', ...extra], /"url":"(http:\/\/[^"]+)"/);
   return { ...s, token: readFileSync(join(dir, 'admin.token'), 'utf8').trim() };
 }
 
@@ -87,7 +87,8 @@ export async function vectors(opts: BenchOptions): Promise<ResultRow[]> {
     const truth = queries.map((_, i) => Array.from(exact.get(i).keys, Number));
 
     // --- Strata over HTTP ---
-    const s = await daemon(join(dir, 'strata'));
+    const qdrantPort = await freePort();
+    const s = await daemon(join(dir, 'strata'), ['--set', `qdrant.listen=127.0.0.1:${qdrantPort}`]);
     await post(s.match, '/v1/collections', s.token, { name: 'bench', dimensions: DIMS, metric: 'cos', expansion_search: EF });
     let t0 = performance.now();
     await upload(s.match, s.token, 'bench', data, n);
@@ -108,6 +109,11 @@ export async function vectors(opts: BenchOptions): Promise<ResultRow[]> {
     const light = await wrk(s.match, queryReq, 4, seconds);
     const fixed = await hey(`${s.match}/v1/collections/bench/query`, { method: 'POST', headers: queryReq.headers, body: bodies[0] }, 500, seconds);
     if (fixed.errors || light.errors) throw new Error(`vector_query saw errors: ${light.errors} at 4 connections, ${fixed.errors} at 500/s`);
+    // qdrant_search: the same queries through the Qdrant-compatible API (what a Qdrant client
+    // sends: JSON, api-key) against the native query, alternately on the same daemon.
+    const qdrantReq = { method: 'POST' as const, headers: { 'api-key': s.token }, paths: bodies.map(() => '/collections/bench/points/search'), bodies: queries.map((q) => JSON.stringify({ vector: Array.from(q), limit: 10 })) };
+    const compat = await alternate(2, () => wrk(`http://127.0.0.1:${qdrantPort}`, qdrantReq, 64, seconds), () => wrk(s.match, queryReq, 64, seconds));
+    if (compat.strata.errors || compat.peer.errors) throw new Error(`qdrant_search saw errors: ${compat.strata.errors} / ${compat.peer.errors}`);
     // An upsert stream (ten 1000 × 768 batches, JSON as most clients send it) with a query
     // load beside it: the longest the event loop was held. prom-client resets its lag
     // histogram on every scrape, so the scrape before drops what came earlier.
@@ -183,6 +189,7 @@ export async function vectors(opts: BenchOptions): Promise<ResultRow[]> {
     rows.push(row({ name: 'vector_query', metric: 'p50 latency at 500 q/s', unit: 'ms', value: r2(fixed.p50ms), peer: 'raw usearch in process', peer_value: r2(raw.p50), better: 'lower', notes: fixedNotes }));
     rows.push(row({ name: 'vector_query', metric: 'p99 latency at 500 q/s', unit: 'ms', value: r2(fixed.p99ms), peer: 'raw usearch in process', peer_value: r2(raw.p99), better: 'lower', notes: fixedNotes }));
     rows.push(row({ name: 'vector_query', metric: 'recall@10', unit: 'fraction', value: r2(strataRecall), peer: 'raw usearch in process', peer_value: r2(recallOf(rawFound, truth)), better: 'higher', notes }));
+    rows.push(row({ name: 'qdrant_search', metric: 'throughput, 64 connections', unit: 'queries/s', value: r2(compat.strata.perSecond), peer: 'native vector_query, same daemon', peer_value: r2(compat.peer.perSecond), better: 'higher', notes: `POST /collections/bench/points/search {vector, limit: 10} vs POST /v1/collections/bench/query {vector, top_k: 10}, both JSON; wrk, best of 2 alternating runs of ${seconds} s; goal ≥ 0.9` }));
     rows.push(row({ name: 'vector_upsert', metric: 'max event-loop delay during an upsert stream', unit: 'ms', value: r2(upsertLagMax), peer: 'raw usearch add of one 1000 × 768 batch, in place', peer_value: r2(rawAddBlockMs), better: 'lower', notes: `ten JSON batches of 1000 × ${DIMS} with 4 query connections beside them; goal ≤ 20 ms; lag p99 ${lagP99.toFixed(1)} ms, max ${lagMax.toFixed(1)} ms` }));
     rows.push(row({ name: 'vector_upsert', metric: 'throughput', unit: 'vectors/s', value: Math.round(strataUpsert), peer: 'raw usearch add in process (1 thread)', peer_value: Math.round(rawUpsert), better: 'higher', notes: 'Strata: MessagePack batches of 1000 over HTTP, durable (SQLite + change log) and indexed' }));
 

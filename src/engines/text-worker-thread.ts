@@ -5,6 +5,7 @@ import { detectPii, redactPii } from './privacy/pii-detector.js';
 import { decodeBody } from './body-decoder.js';
 import { StrataError } from './errors.js';
 import { toUpsertBatch } from './vectors/upsert-batch.js';
+import { toQdrantBatch } from '../daemon/compat/qdrant/qdrant-points.js';
 
 // The worker side of TextWorker: CPU work on one client text (or bulk body) per message,
 // answered in arrival order, so the daemon's event loop never runs it.
@@ -15,7 +16,8 @@ export type TextJob =
   | { op: 'pii-redact'; text: string }
   | { op: 'tokenize'; encoding: TokenizerName; text: string }
   | { op: 'row'; text: string; plan: RowPlan; encoding: TokenizerName }
-  | { op: 'vector-upsert'; bytes: Uint8Array; msgpack: boolean; jsonDepth: number; dimensions: number; maxBatch: number };
+  | { op: 'vector-upsert'; bytes: Uint8Array; msgpack: boolean; jsonDepth: number; dimensions: number; maxBatch: number }
+  | { op: 'qdrant-upsert'; bytes: Uint8Array; jsonDepth: number; dimensions: number; maxBatch: number; vectorName: string | undefined };
 
 /** What a job answers, and the buffers to move (not copy) back to the main thread. */
 interface Answer {
@@ -27,6 +29,10 @@ async function run(job: TextJob): Promise<unknown> {
   switch (job.op) {
     case 'vector-upsert': {
       const batch = toUpsertBatch(decodeBody(job.bytes, job.msgpack, job.jsonDepth), job.dimensions, job.maxBatch);
+      return { result: batch, transfer: [batch.flat.buffer as ArrayBuffer] } satisfies Answer;
+    }
+    case 'qdrant-upsert': {
+      const batch = toQdrantBatch(decodeBody(job.bytes, false, job.jsonDepth), job.dimensions, job.maxBatch, job.vectorName);
       return { result: batch, transfer: [batch.flat.buffer as ArrayBuffer] } satisfies Answer;
     }
     case 'pii': {
@@ -58,7 +64,7 @@ async function run(job: TextJob): Promise<unknown> {
 parentPort!.on('message', ({ id, job }: { id: number; job: TextJob }) => {
   run(job).then(
     (out) => {
-      if (job.op === 'vector-upsert') {
+      if (job.op === 'vector-upsert' || job.op === 'qdrant-upsert') {
         const { result, transfer } = out as Answer;
         parentPort!.postMessage({ id, result }, transfer ?? []);
       } else parentPort!.postMessage({ id, result: out });

@@ -11,6 +11,7 @@ import { VectorIndex, type IndexConfig } from './vector-index.js';
 import { checkVector, toUpsertBatch, type UpsertBatch } from './upsert-batch.js';
 import { decodeBody } from '../body-decoder.js';
 import { TextWorker } from '../text-worker.js';
+import { toQdrantBatch } from '../../daemon/compat/qdrant/qdrant-points.js';
 
 // Collections of vectors with metadata. SQLite holds the truth (every vector's float32 values
 // and metadata, written through the change log); each collection's usearch HNSW index is
@@ -354,6 +355,17 @@ export class VectorStore {
     const maxBatch = this.options.maxBatch;
     if (bytes.length <= DECODE_INLINE_MAX_BYTES) return toUpsertBatch(decodeBody(bytes, msgpack, jsonDepth), dimensions, maxBatch);
     return this.decoder.run<UpsertBatch>({ op: 'vector-upsert', bytes, msgpack, jsonDepth, dimensions, maxBatch });
+  }
+
+  /**
+   * A Qdrant upsert body decoded and checked (qdrant-points.ts): in place when small, on the
+   * decode worker when big, like decodeUpsert.
+   */
+  async decodeQdrantUpsert(name: string, bytes: Uint8Array, jsonDepth: number, vectorName: string | undefined): Promise<UpsertBatch> {
+    const { dimensions } = this.requireSpec(name);
+    const maxBatch = this.options.maxBatch;
+    if (bytes.length <= DECODE_INLINE_MAX_BYTES) return toQdrantBatch(decodeBody(bytes, false, jsonDepth), dimensions, maxBatch, vectorName);
+    return this.decoder.run<UpsertBatch>({ op: 'qdrant-upsert', bytes, jsonDepth, dimensions, maxBatch, vectorName });
   }
 
   /**

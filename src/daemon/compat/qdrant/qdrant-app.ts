@@ -5,12 +5,13 @@ import { checkVector } from '../../../engines/vectors/upsert-batch.js';
 import type { CollectionSpec, Match, Metric, Where } from '../../../engines/vectors/vector-store.js';
 import type { Caller } from '../../app-env.js';
 import { actorOf, authorize } from '../../auth.js';
-import { readJsonBody } from '../../json-body.js';
+import { readJsonBody, readRawBody } from '../../json-body.js';
 import { RateLimiter } from '../../rate-limiter.js';
 import type { StrataNode } from '../../strata-node.js';
 import { VERSION } from '../../version.js';
 import { compileQdrantFilter } from './qdrant-filter.js';
 import { pointId, wireId } from './point-id.js';
+import { vectorOf } from './qdrant-points.js';
 
 // A Qdrant-compatible REST API (issue 18) over the vector engine, on its own listener
 // (qdrant.listen, 6333 by convention), so that @qdrant/js-client-rest, qdrant-client and the
@@ -251,31 +252,13 @@ export function createQdrantApp(node: StrataNode): Hono {
   // --- points ---
 
   route('put', '/collections/:name/points', 'service', async (c, caller, t) => {
-    const { name, info, vectorName } = collection(c);
-    const b = await body(c);
+    const { name, vectorName } = collection(c);
     const wait = c.req.query('wait') === 'true';
-    let points: Array<{ id: unknown; vector: unknown; payload: unknown }>;
-    if (Array.isArray(b.points)) points = b.points.map((p, i) => object(p, `points[${i}]`) as { id: unknown; vector: unknown; payload: unknown });
-    else if (b.batch !== undefined) {
-      const batch = object(b.batch, 'batch');
-      if (!Array.isArray(batch.ids) || !Array.isArray(batch.vectors)) throw new InvalidInput('Format error in JSON body: batch needs ids and vectors');
-      const vs = Array.isArray(batch.vectors) ? batch.vectors : [];
-      const payloads = Array.isArray(batch.payloads) ? batch.payloads : [];
-      if (vs.length !== batch.ids.length || (batch.payloads && payloads.length !== batch.ids.length)) throw new InvalidInput('Wrong input: batch ids, vectors and payloads must be of one length');
-      points = batch.ids.map((id, i) => ({ id, vector: vs[i], payload: payloads[i] }));
-    } else throw new InvalidInput('Format error in JSON body: expected points or batch');
-    if (points.length === 0) return ok(c, { operation_id: 0, status: 'completed' }, t);
-    const dims = info.dimensions;
-    const flat = new Float32Array(points.length * dims);
-    const items = points.map((p, i) => {
-      const id = pointId(p.id, `points[${i}].id`);
-      checkVector(vectorOf(p.vector, vectorName, `points[${i}].vector`), dims, `points[${i}].vector`, flat, i * dims);
-      if (p.payload !== undefined && p.payload !== null && (typeof p.payload !== 'object' || Array.isArray(p.payload))) throw new InvalidInput(`points[${i}].payload: expected an object`);
-      const metadata = p.payload ? dropUndefined(p.payload as Json) : undefined;
-      if (metadata && JSON.stringify(metadata).length > 64 * 1024) throw new InvalidInput(`points[${i}].payload: at most 64 KiB of JSON`);
-      return { id, values: flat.subarray(i * dims, (i + 1) * dims), metadata };
-    });
-    const r = await vectors.upsertBatch(actorOf(caller), name, { items, flat }, { wait });
+    // Decoded and checked off the event loop when big (VectorStore.decodeQdrantUpsert).
+    const raw = await readRawBody(c, limits, false);
+    const batch = await vectors.decodeQdrantUpsert(name, raw.bytes, limits.jsonDepth, vectorName);
+    if (batch.items.length === 0) return ok(c, { operation_id: 0, status: 'completed' }, t);
+    const r = await vectors.upsertBatch(actorOf(caller), name, batch, { wait });
     return ok(c, { operation_id: r.lsn, status: wait ? 'completed' : 'acknowledged' }, t);
   });
 
@@ -509,18 +492,6 @@ function intIn(v: unknown, min: number, max: number, fallback: number, where: st
   if (v === undefined || v === null) return fallback;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new InvalidInput(`Wrong input: ${where} must be an integer from ${min} to ${max}`);
   return v;
-}
-
-/** A point's vector as sent: a list, or `{"": list}` (or `{<the collection's name>: list}`). */
-function vectorOf(v: unknown, vectorName: string | undefined, where: string): ArrayLike<number> {
-  if (Array.isArray(v)) return v as number[];
-  if (typeof v === 'object' && v !== null) {
-    const named = v as Json;
-    const keys = Object.keys(named);
-    if (keys.length === 1 && (keys[0] === (vectorName ?? '') || keys[0] === '')) return vectorOf(named[keys[0]!], vectorName, where);
-    throw new InvalidInput(`Wrong input: ${where}: Not existing vector name error: ${keys.join(', ')}`);
-  }
-  throw new InvalidInput(`Format error in JSON body: ${where} must be a list of numbers`);
 }
 
 /** Which parts of a point an answer carries (with_payload: bool, list of keys, or {include|exclude}). */
