@@ -14,6 +14,8 @@ const GROUPS: Record<string, string> = {
   append_engine: 'append_engine',
   message_append: 'conversations',
   message_read: 'conversations',
+  openai_items_list: 'conversations',
+  qdrant_search: 'vectors',
   usage_record: 'conversations',
   preferences_read: 'conversations',
   message_read_runtime: 'runtimes',

@@ -300,6 +300,12 @@ export class VectorStore {
     this.removeFiles(name);
   }
 
+  /** A collection's spec and props in one primary-key read (no count: the hot path of a compatible API). */
+  spec(name: string): CollectionSpec & { props: CollectionProps } {
+    const row = this.requireSpec(name);
+    return { name: row.name, dimensions: row.dimensions, metric: row.metric, dtype: row.dtype, connectivity: row.connectivity, expansion_add: row.expansion_add, expansion_search: row.expansion_search, props: JSON.parse(row.props) as CollectionProps };
+  }
+
   props(name: string): CollectionProps {
     return JSON.parse(this.requireSpec(name).props) as CollectionProps;
   }

@@ -103,13 +103,10 @@ export function createQdrantApp(node: StrataNode): Hono {
   /** The collection's name from the path, checked, and its spec (404 in Qdrant's words when missing). */
   const collection = (c: Context) => {
     const name = c.req.param('name')!;
-    const info = vectorsInfo(name);
-    return { name, info, vectorName: vectors.props(name).vector_name };
-  };
-  const vectorsInfo = (name: string) => {
     try {
       if (!COLLECTION.test(name)) throw new NotFound('');
-      return vectors.info(name);
+      const info = vectors.spec(name);
+      return { name, info, vectorName: info.props.vector_name };
     } catch (err) {
       if (err instanceof NotFound) throw new NotFound(`Not found: Collection \`${name}\` doesn't exist!`);
       throw err;
@@ -140,7 +137,8 @@ export function createQdrantApp(node: StrataNode): Hono {
   });
 
   route('get', '/collections/:name', 'shared', (c, _caller, t) => {
-    const { info, vectorName } = collection(c);
+    const { name, vectorName } = collection(c);
+    const info = vectors.info(name);
     const params = { size: info.dimensions, distance: DISTANCE_OF[info.metric] };
     const hnsw = { m: info.connectivity, ef_construct: info.expansion_add, full_scan_threshold: node.config.vectors.exact_search_max, max_indexing_threads: 0, on_disk: false };
     return ok(
@@ -263,11 +261,11 @@ export function createQdrantApp(node: StrataNode): Hono {
   });
 
   route('post', '/collections/:name/points', 'shared', async (c, _caller, t) => {
-    const { name } = collection(c);
+    const { name, vectorName } = collection(c);
     const b = await body(c);
     if (!Array.isArray(b.ids)) throw new InvalidInput('Format error in JSON body: expected ids');
     const ids = b.ids.map((id, i) => pointId(id, `ids[${i}]`));
-    const shape = shaper(b.with_payload ?? true, b.with_vector ?? false, collection(c).vectorName);
+    const shape = shaper(b.with_payload ?? true, b.with_vector ?? false, vectorName);
     if (ids.length === 0) return ok(c, [], t);
     return ok(c, vectors.fetch(name, [...new Set(ids)], shape.values).map((p) => shape.point(p)), t);
   });
