@@ -8,7 +8,8 @@ import { InsufficientStorage, isOutOfSpace, ReadOnlyReplica, StrataError, type E
 // maps their code to a status. Anything else is a bug: it is logged with its stack and the
 // client gets a 500 that reveals nothing about the internals.
 
-const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
+/** Each error code's HTTP status; the compatible APIs (compat/) answer with the same ones in their own shapes. */
+export const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   invalid_input: 400,
   unauthorized: 401,
   forbidden: 403,

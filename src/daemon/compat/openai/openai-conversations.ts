@@ -5,6 +5,7 @@ import { InvalidInput, isOutOfSpace, NotFound, StrataError, Unauthorized } from 
 import type { AppEnv, Caller } from '../../app-env.js';
 import { actorOf, authorize, guardUser } from '../../auth.js';
 import { readJsonBody } from '../../json-body.js';
+import { STATUS } from '../../http-error.js';
 import type { StrataNode } from '../../strata-node.js';
 
 // OpenAI's Conversations API (issue 18) over the conversation store, mounted at /openai/v1 so
@@ -62,7 +63,7 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
     if (!(err instanceof StrataError) && isOutOfSpace(err)) return openaiError(c, 507, "the server's disk is full", 'server_error', null);
     if (err instanceof StrataError) {
       if (err.code === 'internal') node.log.error({ err }, 'openai request failed');
-      const status = STATUS[err.code] ?? 500;
+      const status = STATUS[err.code];
       if (err.code === 'rate_limited') c.header('Retry-After', String(err.details?.retry_after_seconds ?? 1));
       return openaiError(c, status, err.message, TYPE[status] ?? 'server_error', (err.details?.param as string | undefined) ?? null, CODE[err.code] ?? null);
     }
@@ -253,19 +254,6 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
   return app;
 }
 
-const STATUS: Partial<Record<string, ContentfulStatusCode>> = {
-  invalid_input: 400,
-  unauthorized: 401,
-  forbidden: 403,
-  not_found: 404,
-  conflict: 409,
-  payload_too_large: 413,
-  quota_exceeded: 429,
-  rate_limited: 429,
-  read_only_replica: 409,
-  unavailable: 503,
-  insufficient_storage: 507,
-};
 const TYPE: Partial<Record<number, string>> = { 400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error', 404: 'invalid_request_error', 409: 'invalid_request_error', 413: 'invalid_request_error', 429: 'rate_limit_error' };
 const CODE: Partial<Record<string, string>> = { unauthorized: 'invalid_api_key', not_found: 'not_found', rate_limited: 'rate_limit_exceeded', quota_exceeded: 'insufficient_quota', read_only_replica: 'read_only_replica' };
 

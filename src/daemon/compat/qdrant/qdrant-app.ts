@@ -6,6 +6,7 @@ import type { CollectionSpec, Match, Metric, Where } from '../../../engines/vect
 import type { Caller } from '../../app-env.js';
 import { actorOf, authorize } from '../../auth.js';
 import { readJsonBody, readRawBody } from '../../json-body.js';
+import { STATUS } from '../../http-error.js';
 import { RateLimiter } from '../../rate-limiter.js';
 import type { StrataNode } from '../../strata-node.js';
 import { VERSION } from '../../version.js';
@@ -88,7 +89,7 @@ export function createQdrantApp(node: StrataNode): Hono {
     if (err instanceof StrataError) {
       if (err.code === 'rate_limited') c.header('Retry-After', String((err as RateLimited).details?.retry_after_seconds ?? 1));
       if (err.code === 'internal') node.log.error({ err }, 'qdrant request failed');
-      return envelopeError(c, err.message, STATUS[err.code] ?? 500, started);
+      return envelopeError(c, err.message, STATUS[err.code], started);
     }
     node.log.error({ err }, 'qdrant request failed');
     return envelopeError(c, 'Service internal error: see the server log', 500, started);
@@ -459,19 +460,6 @@ export function createQdrantApp(node: StrataNode): Hono {
 
 const CREATE_KEYS = new Set(['vectors', 'shard_number', 'sharding_method', 'replication_factor', 'write_consistency_factor', 'on_disk_payload', 'hnsw_config', 'wal_config', 'optimizers_config', 'init_from', 'quantization_config', 'sparse_vectors', 'strict_mode_config', 'metadata']);
 
-const STATUS: Partial<Record<string, ContentfulStatusCode>> = {
-  invalid_input: 400,
-  unauthorized: 401,
-  forbidden: 403,
-  not_found: 404,
-  conflict: 409,
-  payload_too_large: 413,
-  quota_exceeded: 429,
-  rate_limited: 429,
-  read_only_replica: 403,
-  unavailable: 503,
-  insufficient_storage: 507,
-};
 
 function ok(c: Context, result: unknown, started: number): Response {
   return c.json({ result, status: 'ok', time: (performance.now() - started) / 1000 });
