@@ -8,7 +8,8 @@ import type { SqlValue } from '../sql/database.js';
 // a.b = 1: Qdrant's filters name nested keys so, and LangChain keeps a document's metadata one
 // level down), and every scalar element of an array is a row of the array's path (so `{tags:
 // "x"}` means "tags contains x"; objects inside arrays continue the same path, Qdrant's
-// `a[].b`). A null is a row of kind z, so "is null" and "is empty" are index lookups too. One
+// `a[].b`). A null is a row of kind z and an object one of kind o, so "is null" and "is
+// empty" are index lookups too. One
 // compiler serves both the count that plans a query and the check of HNSW candidates, so the
 // two can never disagree.
 
@@ -25,13 +26,14 @@ const RANGE = { $gte: '>=', $lte: '<=', $gt: '>', $lt: '<' } as const;
 
 export interface MetaRow {
   field: string;
-  kind: 's' | 'n' | 'b' | 'z';
+  /** s string, n number, b boolean (n = 0/1), z null, o an object (or a value the index does not descend into). */
+  kind: 's' | 'n' | 'b' | 'z' | 'o';
   t: string | null;
   n: number | null;
 }
 
-/** How deep nested metadata is indexed; deeper values are stored but not filterable. */
-const MAX_PATH_DEPTH = 8;
+/** How deep nested metadata is indexed; a filter may not name a deeper path (it would silently match nothing). */
+export const MAX_PATH_DEPTH = 8;
 
 /** The indexed rows for one vector's metadata. */
 export function metaRows(metadata: Record<string, unknown> | undefined | null): MetaRow[] {
@@ -40,13 +42,20 @@ export function metaRows(metadata: Record<string, unknown> | undefined | null): 
   return rows;
 }
 
+/**
+ * Every object met (and every array of arrays, and whatever lies deeper than MAX_PATH_DEPTH)
+ * leaves an `o` row for its path: "is empty" and "how many values" then see a value there even
+ * when the index holds nothing below it (keys with other characters, deeper levels) — a
+ * review found `is_empty` matching such payloads, which widened `must_not`.
+ */
 function walk(object: Record<string, unknown>, prefix: string, depth: number, rows: MetaRow[]): void {
   for (const [key, value] of Object.entries(object)) {
     const field = prefix + key;
     if (!FIELD.test(field) || (prefix && !SEGMENT.test(key))) continue;
     for (const v of Array.isArray(value) ? value : [value]) {
-      if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-        if (depth + 1 < MAX_PATH_DEPTH) walk(v as Record<string, unknown>, `${field}.`, depth + 1, rows);
+      if (v !== null && typeof v === 'object') {
+        rows.push({ field, kind: 'o', t: null, n: null });
+        if (!Array.isArray(v) && depth + 1 < MAX_PATH_DEPTH) walk(v as Record<string, unknown>, `${field}.`, depth + 1, rows);
         continue;
       }
       const row = v === null ? { field, kind: 'z' as const, t: null, n: null } : scalarRow(field, v);

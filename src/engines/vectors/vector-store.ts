@@ -482,6 +482,11 @@ export class VectorStore {
     return { points: rows.map((r) => stored(r, spec.dimensions)), next };
   }
 
+  /** Whether the collection holds a vector with exactly this id. */
+  has(name: string, id: string): boolean {
+    return this.db.prepare<{ one: number }>('SELECT 1 AS one FROM vectors WHERE collection = ? AND id = ?').get(name, id) !== undefined;
+  }
+
   /** How many vectors match (all of them without `where`): exact, from SQLite. */
   count(name: string, where?: Where): number {
     this.requireSpec(name);
@@ -725,12 +730,14 @@ export class VectorStore {
     if (found.length === 0) return [];
     const rows = new Map<number, { id: string; vec: Uint8Array; metadata: string | null }>();
     const cols = q.include_values ? 'key, id, vec, metadata' : 'key, id, metadata';
-    for (const r of this.db
-      .prepare<{ key: number; id: string; vec: Uint8Array; metadata: string | null }>(
-        `SELECT ${cols} FROM vectors WHERE collection = ? AND key IN (${found.map(() => '?').join(',')})`,
-      )
-      .all(name, ...found.map((f) => f.key))) {
-      rows.set(r.key, r);
+    // In chunks: SQLite binds at most 32,766 variables, and a compatible API may ask for more results (review: a 500).
+    for (let i = 0; i < found.length; i += 500) {
+      const chunk = found.slice(i, i + 500);
+      for (const r of this.db
+        .prepare<{ key: number; id: string; vec: Uint8Array; metadata: string | null }>(`SELECT ${cols} FROM vectors WHERE collection = ? AND key IN (${chunk.map(() => '?').join(',')})`)
+        .all(name, ...chunk.map((f) => f.key))) {
+        rows.set(r.key, r);
+      }
     }
     const out: Match[] = [];
     for (const f of found) {

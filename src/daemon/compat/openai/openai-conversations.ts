@@ -61,6 +61,8 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
 
   const failure = (c: Context, err: unknown): Response => {
     if (!(err instanceof StrataError) && isOutOfSpace(err)) return openaiError(c, 507, "the server's disk is full", 'server_error', null);
+    // The store names conversations by their Strata id; the client knows the conv_ one.
+    if (err instanceof NotFound && /^conversation [0-9a-f-]{36} does not exist$/.test(err.message)) err = new NotFound(`Conversation with id '${c.req.param('id') ?? ''}' not found.`);
     if (err instanceof StrataError) {
       if (err.code === 'internal') node.log.error({ err }, 'openai request failed');
       const status = STATUS[err.code];
@@ -105,7 +107,16 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
     const items = b.items === undefined || b.items === null ? [] : newItems(b.items, 'items');
     node.users.get(owner);
     const conv = await conversations.create(actorOf(who), { user_id: owner, ...(metadata ? { metadata } : {}) });
-    if (items.length) await conversations.append(actorOf(who), conv.id, items, owner);
+    if (items.length) {
+      try {
+        await conversations.append(actorOf(who), conv.id, items, owner);
+      } catch (err) {
+        // The items were checked before the conversation was made, so this is the server's
+        // trouble (a full disk): the conversation goes too, so a refused call leaves nothing.
+        await conversations.delete(actorOf(who), conv.id).catch(() => undefined);
+        throw err;
+      }
+    }
     return c.json(conversationObject(conv));
   });
 

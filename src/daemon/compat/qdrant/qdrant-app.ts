@@ -114,6 +114,21 @@ export function createQdrantApp(node: StrataNode): Hono {
     }
   };
 
+  /**
+   * The stored id a request names: an id a vector holds verbatim (one created natively, like
+   * "doc-1", or a cursor this API handed out) as it is, else the canonical point id. So every
+   * id a listing shows can be read, deleted and paged from (review: such ids were refused or
+   * skipped).
+   */
+  const storedId = (name: string, raw: unknown, where: string): string => {
+    if (typeof raw === 'string' && vectors.has(name, raw)) return raw;
+    return pointId(raw, where);
+  };
+  const storedIds = (name: string, raw: unknown[], where: string) => {
+    if (raw.length > node.config.vectors.max_batch) throw new InvalidInput(`Wrong input: at most ${node.config.vectors.max_batch} ids per call (vectors.max_batch)`);
+    return raw.map((id, i) => storedId(name, id, `${where}[${i}]`));
+  };
+
   // --- service ---
 
   app.get('/', (c) => c.json({ title: 'qdrant - vector search engine (Strata compatible API)', version: QDRANT_VERSION, commit: VERSION }));
@@ -231,8 +246,17 @@ export function createQdrantApp(node: StrataNode): Hono {
   route('put', '/collections/:name/index', 'service', async (c, caller, t) => {
     const { name } = collection(c);
     const b = await body(c);
-    if (typeof b.field_name !== 'string' || b.field_name.length === 0 || b.field_name.length > 128) throw new InvalidInput('Wrong input: field_name must be a payload key');
-    const schema = typeof b.field_schema === 'string' ? { data_type: b.field_schema, points: 0 } : typeof b.field_schema === 'object' && b.field_schema !== null ? { data_type: (b.field_schema as Json).type ?? 'keyword', params: b.field_schema, points: 0 } : { data_type: 'keyword', points: 0 };
+    // Checked like a filter key, the schema a known type with small params, and at most
+    // MAX_PAYLOAD_INDEXES of them: the declarations are read on every request (review: 3 MiB
+    // schemas made each search 30× slower).
+    if (typeof b.field_name !== 'string') throw new InvalidInput('Wrong input: field_name must be a payload key');
+    compileQdrantFilter(name, { must: [{ is_null: { key: b.field_name } }] });
+    const type = typeof b.field_schema === 'string' ? b.field_schema : typeof b.field_schema === 'object' && b.field_schema !== null ? (b.field_schema as Json).type : 'keyword';
+    if (typeof type !== 'string' || !PAYLOAD_TYPES.has(type)) throw new InvalidInput(`Wrong input: field_schema must be one of ${[...PAYLOAD_TYPES].join(', ')}`);
+    if (typeof b.field_schema === 'object' && JSON.stringify(b.field_schema).length > 1024) throw new InvalidInput('Wrong input: field_schema params are at most 1 KiB of JSON');
+    const schema = typeof b.field_schema === 'object' && b.field_schema !== null ? { data_type: type, params: b.field_schema, points: 0 } : { data_type: type, points: 0 };
+    const declared = Object.keys(vectors.props(name).payload_schema ?? {});
+    if (!declared.includes(b.field_name) && declared.length >= MAX_PAYLOAD_INDEXES) throw new InvalidInput(`Wrong input: at most ${MAX_PAYLOAD_INDEXES} payload indexes per collection (every field is indexed anyway)`);
     const lsn = await vectors.updateProps(actorOf(caller), name, (p) => ({ ...p, payload_schema: { ...p.payload_schema, [b.field_name as string]: schema } }));
     return ok(c, { operation_id: lsn, status: 'completed' }, t);
   });
@@ -265,7 +289,7 @@ export function createQdrantApp(node: StrataNode): Hono {
     const { name, vectorName } = collection(c);
     const b = await body(c);
     if (!Array.isArray(b.ids)) throw new InvalidInput('Format error in JSON body: expected ids');
-    const ids = b.ids.map((id, i) => pointId(id, `ids[${i}]`));
+    const ids = storedIds(name, b.ids, 'ids');
     const shape = shaper(b.with_payload ?? true, b.with_vector ?? false, vectorName);
     if (ids.length === 0) return ok(c, [], t);
     return ok(c, vectors.fetch(name, [...new Set(ids)], shape.values).map((p) => shape.point(p)), t);
@@ -274,7 +298,7 @@ export function createQdrantApp(node: StrataNode): Hono {
   route('get', '/collections/:name/points/:id', 'shared', (c, _caller, t) => {
     const { name, vectorName } = collection(c);
     const raw = c.req.param('id')!;
-    const id = pointId(/^\d+$/.test(raw) ? Number(raw) : raw, 'id');
+    const id = vectors.has(name, raw) ? raw : pointId(/^\d+$/.test(raw) ? Number(raw) : raw, 'id');
     const found = vectors.fetch(name, [id], true)[0];
     if (!found) throw new NotFound(`Not found: No point with id ${raw} found`);
     return ok(c, shaper(true, true, vectorName).point(found), t);
@@ -284,7 +308,7 @@ export function createQdrantApp(node: StrataNode): Hono {
     const { name, vectorName } = collection(c);
     const b = await body(c);
     const wait = c.req.query('wait') === 'true';
-    const r = await vectors.delete(actorOf(caller), name, selector(b, name, vectorName, 'points'), { wait });
+    const r = await vectors.delete(actorOf(caller), name, selector(b, name, vectorName, storedIds), { wait });
     return ok(c, { operation_id: r.lsn, status: wait ? 'completed' : 'acknowledged' }, t);
   });
 
@@ -293,7 +317,7 @@ export function createQdrantApp(node: StrataNode): Hono {
       const { name, vectorName } = collection(c);
       const b = await body(c);
       const update = change(b);
-      const r = await vectors.updateMetadata(actorOf(caller), name, selector(b, name, vectorName, 'points'), update);
+      const r = await vectors.updateMetadata(actorOf(caller), name, selector(b, name, vectorName, storedIds), update);
       return ok(c, { operation_id: r.lsn, status: 'completed' }, t);
     });
 
@@ -327,7 +351,7 @@ export function createQdrantApp(node: StrataNode): Hono {
     if (b.order_by !== undefined && b.order_by !== null) throw new InvalidInput('Wrong input: order_by is not supported; points are scrolled by id');
     const limit = intIn(b.limit, 1, 10_000, 10, 'limit');
     const shape = shaper(b.with_payload ?? true, b.with_vector ?? false, vectorName);
-    const after = b.offset === undefined || b.offset === null ? undefined : pointId(b.offset, 'offset');
+    const after = b.offset === undefined || b.offset === null ? undefined : storedId(name, b.offset, 'offset');
     const page = vectors.scroll(name, { where: compileQdrantFilter(name, b.filter, vectorName), after, limit, values: shape.values });
     return ok(c, { points: page.points.map((p) => shape.point(p)), next_page_offset: page.next === undefined ? null : wireId(page.next) }, t);
   });
@@ -402,31 +426,41 @@ export function createQdrantApp(node: StrataNode): Hono {
       target = t.nearest;
     }
     if (typeof target === 'number' || typeof target === 'string') {
-      const found = vectors.fetch(name, [pointId(target, 'query')], true)[0];
+      const found = vectors.fetch(name, [storedId(name, target, 'query')], true)[0];
       if (!found) throw new NotFound(`Not found: No point with id ${String(target)} found`);
       target = found.values;
     }
     if (!mmr) return search(name, info.metric, vectorName, s, target);
     // Maximal marginal relevance (LangChain's maxMarginalRelevanceSearch): candidates by
     // similarity, then chosen one by one for relevance minus likeness to those already chosen.
-    const limit = intIn(q.limit, 1, 10_000, 10, 'limit');
-    const candidates = await search(name, info.metric, vectorName, { ...s, limit: intIn(mmr.candidates_limit, 1, 10_000, 100, 'mmr.candidates_limit'), offset: 0, with_vector: true }, target);
+    // Each candidate keeps its highest likeness so far, updated against the newest choice only
+    // (O(candidates × limit × dims), not cubic: 800 candidates held the loop 15 s in review),
+    // and the loop yields every few milliseconds, so a large re-ranking runs in slices.
+    const limit = intIn(q.limit, 1, MMR_MAX, 10, 'limit');
+    const candidates = await search(name, info.metric, vectorName, { ...s, limit: intIn(mmr.candidates_limit, 1, MMR_MAX, Math.max(limit, 20), 'mmr.candidates_limit'), offset: 0, with_vector: true }, target);
     const diversity = typeof mmr.diversity === 'number' ? mmr.diversity : 0.5;
-    const vecs = candidates.map((p) => vectorOf(p.vector, vectorName, 'vector') as number[]);
-    const query = checkVector(target as number[], info.dimensions, 'query');
+    const vecs = candidates.map((p) => unit(vectorOf(p.vector, vectorName, 'vector')));
+    const query = unit(checkVector(target as number[], info.dimensions, 'query'));
+    const relevance = vecs.map((v) => dot(query, v));
+    const likeness = new Float64Array(vecs.length).fill(-Infinity);
+    const taken = new Uint8Array(vecs.length);
     const chosen: number[] = [];
-    const left = new Set(vecs.map((_, i) => i));
-    while (chosen.length < limit && left.size) {
+    let slice = performance.now();
+    while (chosen.length < Math.min(limit, vecs.length)) {
       let best = -1;
       let bestScore = -Infinity;
-      for (const i of left) {
-        const rel = cosine(query, vecs[i]!);
-        const sim = chosen.length ? Math.max(...chosen.map((j) => cosine(vecs[i]!, vecs[j]!))) : 0;
-        const score = (1 - diversity) * rel - diversity * sim;
+      for (let i = 0; i < vecs.length; i++) {
+        if (taken[i]) continue;
+        const score = (1 - diversity) * relevance[i]! - diversity * (chosen.length ? likeness[i]! : 0);
         if (score > bestScore) [best, bestScore] = [i, score];
       }
       chosen.push(best);
-      left.delete(best);
+      taken[best] = 1;
+      for (let i = 0; i < vecs.length; i++) if (!taken[i]) likeness[i] = Math.max(likeness[i]!, dot(vecs[i]!, vecs[best]!));
+      if (performance.now() - slice > 5) {
+        await new Promise((resolve) => setImmediate(resolve));
+        slice = performance.now();
+      }
     }
     const withVector = q.with_vector === true;
     return chosen.map((i) => {
@@ -514,15 +548,20 @@ function pickKeys(m: Json, keys: string[]): Json {
   return out;
 }
 
-/** Removes a top-level key, or a nested one by dotted path. */
+/**
+ * Removes a top-level key, or a nested one by dotted path, following only the payload's own
+ * keys: `__proto__.hasOwnProperty` once walked into Object.prototype and deleted a built-in
+ * from every object in the process (review: every later write failed, then the process died).
+ */
 function deletePath(m: Json, path: string): void {
   const parts = path.split('.');
   let at: unknown = m;
   for (const p of parts.slice(0, -1)) {
-    if (typeof at !== 'object' || at === null) return;
+    if (typeof at !== 'object' || at === null || Array.isArray(at) || !Object.hasOwn(at, p)) return;
     at = (at as Json)[p];
   }
-  if (typeof at === 'object' && at !== null && !Array.isArray(at)) delete (at as Json)[parts[parts.length - 1]!];
+  const last = parts[parts.length - 1]!;
+  if (typeof at === 'object' && at !== null && !Array.isArray(at) && Object.hasOwn(at, last)) delete (at as Json)[last];
 }
 
 /** Strata scores (1 - distance for Cosine and Dot, squared distance for Euclid) in Qdrant's convention. */
@@ -530,16 +569,25 @@ function qdrantScore(metric: Metric, score: number): number {
   return metric === 'l2' ? Math.sqrt(Math.max(0, score)) : score;
 }
 
-function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i]! * b[i]!;
-    na += a[i]! * a[i]!;
-    nb += b[i]! * b[i]!;
-  }
-  return na && nb ? dot / Math.sqrt(na * nb) : 0;
+const PAYLOAD_TYPES = new Set(['keyword', 'integer', 'float', 'bool', 'geo', 'datetime', 'text', 'uuid']);
+const MAX_PAYLOAD_INDEXES = 64;
+
+/** MMR's candidates and limit: bounded, so one re-ranking is bounded work. */
+const MMR_MAX = 1000;
+
+/** A copy scaled to length 1 (zero stays zero): cosine is then a dot product. */
+function unit(v: ArrayLike<number>): Float32Array {
+  let n = 0;
+  for (let i = 0; i < v.length; i++) n += v[i]! * v[i]!;
+  const out = Float32Array.from(v);
+  if (n > 0) for (let i = 0; i < out.length; i++) out[i]! /= Math.sqrt(n);
+  return out;
+}
+
+function dot(a: Float32Array, b: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;
+  return s;
 }
 
 /** JSON answers omit undefined; so does the stored payload (LangChain sends customPayload: undefined). */
@@ -548,14 +596,11 @@ function dropUndefined(o: Json): Json {
 }
 
 /** Which points a call names: `points` (ids) or `filter`, in the body. */
-function selector(b: Json, name: string, vectorName: string | undefined, idsKey: string): { ids?: string[]; where?: Where } {
-  const ids = b[idsKey];
-  if (Array.isArray(ids)) return { ids: ids.map((id, i) => pointId(id, `${idsKey}[${i}]`)) };
-  if (ids !== undefined && ids !== null) {
-    // The PointsSelector form {points: {filter}} or {points: {points: [...]}}? Qdrant sends {filter} at the top.
-    throw new InvalidInput(`Format error in JSON body: ${idsKey} must be a list of point ids`);
-  }
-  if (b.filter === undefined || b.filter === null) throw new InvalidInput(`Format error in JSON body: expected ${idsKey} or filter`);
+function selector(b: Json, name: string, vectorName: string | undefined, resolve: (name: string, raw: unknown[], where: string) => string[]): { ids?: string[]; where?: Where } {
+  const ids = b.points;
+  if (Array.isArray(ids)) return { ids: resolve(name, ids, 'points') };
+  if (ids !== undefined && ids !== null) throw new InvalidInput('Format error in JSON body: points must be a list of point ids');
+  if (b.filter === undefined || b.filter === null) throw new InvalidInput('Format error in JSON body: expected points or filter');
   const where = compileQdrantFilter(name, b.filter, vectorName);
   // An empty filter selects every point, as in Qdrant.
   return { where: where ?? { sql: '1', params: [] } };

@@ -57,6 +57,6 @@ describe('Qdrant filters', () => {
 
   it('payloads are indexed by dotted path, through arrays of objects, with nulls', () => {
     const rows = metaRows({ a: { b: [1, { c: 'x' }], n: null }, 'top.level': true, 'bad key': 1, deep: { x: { y: { z: { w: { v: { u: { t: { s: 1 } } } } } } } } });
-    expect(rows.map((r) => `${r.field}:${r.kind}`)).toEqual(['a.b:n', 'a.b.c:s', 'a.n:z', 'top.level:b']);
+    expect(rows.map((r) => `${r.field}:${r.kind}`)).toEqual(['a:o', 'a.b:n', 'a.b:o', 'a.b.c:s', 'a.n:z', 'top.level:b', 'deep:o', 'deep.x:o', 'deep.x.y:o', 'deep.x.y.z:o', 'deep.x.y.z.w:o', 'deep.x.y.z.w.v:o', 'deep.x.y.z.w.v.u:o', 'deep.x.y.z.w.v.u.t:o']);
   });
 });
