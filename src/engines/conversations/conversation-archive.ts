@@ -213,15 +213,19 @@ export class ConversationArchive {
       .map((m) => (m.item === null ? { seq: m.seq, role: m.role, content: m.content, tokens: m.tokens, created_at: m.created_at } : m));
     const raw = packr.pack(messages);
     const packed = await gzip(raw);
-    // Deterministic: the same conversation at the same length always lands on the same key,
-    // so a run repeated after a crash overwrites instead of leaving a second copy.
-    const key = `conversations/${row.user_id}/${row.id}/${row.message_count}.msgpack.gz`;
+    // Deterministic: the same conversation in the same state (length and last change) always
+    // lands on the same key, so a run repeated after a crash overwrites instead of leaving a
+    // second copy. The last change is in it because an item deletion keeps the length: the
+    // segments it drops must never share a key with the next archive of the conversation.
+    const key = archiveKey(row);
     await this.objects.put(key, (async function* () {
       yield packed;
     })());
     const done = await this.writer.write(actor, (tx) => {
       const current = this.conversations.row(row.id);
-      if (!current || current.archive_key || current.message_count !== row.message_count) return false;
+      // An item deleted (or metadata set) meanwhile leaves the count but moves updated_at: the
+      // object read before it holds the old content and must not replace the rows (review).
+      if (!current || current.archive_key || current.message_count !== row.message_count || current.updated_at !== row.updated_at) return false;
       tx.apply(this.archivedType, {
         conversation_id: row.id,
         user_id: row.user_id,
@@ -285,4 +289,9 @@ export class ConversationArchive {
   private referenced(key: string): boolean {
     return this.db.prepare('SELECT 1 AS one FROM conversation_segments WHERE key = ?').get(key) !== undefined;
   }
+}
+
+/** Where a conversation in this state is archived (see archiveOne). */
+export function archiveKey(row: { user_id: string; id: string; message_count: number; updated_at: string }): string {
+  return `conversations/${row.user_id}/${row.id}/${row.message_count}-${Date.parse(row.updated_at)}.msgpack.gz`;
 }

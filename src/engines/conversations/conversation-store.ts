@@ -271,7 +271,17 @@ export class ConversationStore {
     });
   }
 
-  create(actor: Actor, input: { user_id: string; title?: string | undefined; model?: string | undefined; id?: string | undefined; metadata?: Record<string, string> | undefined }): Promise<Conversation> {
+  /**
+   * Starts a conversation; with `messages`, they are its first ones, in the same write (so a
+   * crash leaves both or neither: OpenAI's create with items).
+   */
+  async create(
+    actor: Actor,
+    input: { user_id: string; title?: string | undefined; model?: string | undefined; id?: string | undefined; metadata?: Record<string, string> | undefined },
+    messages: NewMessage[] = [],
+  ): Promise<Conversation> {
+    if (messages.length > MAX_MESSAGES_PER_APPEND) throw new InvalidInput(`at most ${MAX_MESSAGES_PER_APPEND} messages per call`);
+    const pii = messages.length ? await this.scanner.kinds(messages.map((m) => m.content)) : [];
     return this.writer.write(actor, (tx) => {
       this.requireUser(input.user_id);
       const id = input.id ?? randomUUID();
@@ -292,6 +302,20 @@ export class ConversationStore {
       };
       tx.apply(this.created, row);
       tx.audit('conversations.create', `conversation:${id}`, { user_id: input.user_id });
+      if (messages.length) {
+        const stored: Message[] = messages.map((m, i) => ({
+          seq: i + 1,
+          role: m.role,
+          content: this.cipher.seal(tx, input.user_id, m.content),
+          tokens: m.tokens ?? 0,
+          created_at: now,
+          ...(m.item ? { item: JSON.stringify(m.item) } : {}),
+        }));
+        tx.apply(this.appended, { conversation_id: id, messages: stored, updated_at: now, ...(pii.length ? { pii } : {}) });
+        row.message_count = stored.length;
+        row.token_count = stored.reduce((n, m) => n + m.tokens, 0);
+        row.pii = pii.join(',');
+      }
       return { ...publicConversation(row), title: input.title ?? null, metadata: input.metadata ?? null };
     });
   }
@@ -399,7 +423,7 @@ export class ConversationStore {
    * Messages in seq order: after a seq (paging forward), or the last `last` of them.
    * Hot conversations are answered from the cache; archived ones from their archive object.
    */
-  async messagePage(conversationId: string, query: MessageQuery): Promise<MessagePage> {
+  async messagePage(conversationId: string, query: MessageQuery, attempt = 0): Promise<MessagePage> {
     const cached = await this.cachedTail(conversationId);
     if (cached) {
       // Pages of a cached tail are kept with it (a tail is immutable; an append makes a new one).
@@ -417,6 +441,15 @@ export class ConversationStore {
     const row = this.requireRow(conversationId);
     if (row.archive_key && this.archive) {
       const all = await this.archive.read(row.archive_key);
+      // The read awaited: a write may have changed the conversation meanwhile (an item deleted
+      // brings it back from the archive). Cached only if the row is still the one read, so a
+      // stale tail never lands over a newer one (review: a deleted item's text came back);
+      // otherwise read again, from where it lives now.
+      const now = this.row(conversationId);
+      if (!now || now.archive_key !== row.archive_key || now.updated_at !== row.updated_at) {
+        if (attempt < 2) return this.messagePage(conversationId, query, attempt + 1);
+        throw new Conflict(`conversation ${conversationId} changed while it was read; retry`);
+      }
       const whole: CachedTail = { c: row, j: all.map((m) => messageJson(m, this.openContent(row.user_id, m.content))), first: 1, all: true };
       this.cacheTail(conversationId, whole);
       return answerFrom(whole, query)!;
@@ -491,7 +524,7 @@ export class ConversationStore {
     let archived = await this.archiveOf(this.requireRow(conversationId, owner));
     for (let attempt = 0; ; attempt++) {
       try {
-        const { row, tail } = await this.writer.write(actor, (tx) => {
+        const { row, tail, segments } = await this.writer.write(actor, (tx) => {
           const row = this.requireRow(conversationId, owner);
           if (row.archive_key) {
             if (!archived || archived.key !== row.archive_key) throw new ArchivedMeanwhile();
@@ -500,11 +533,17 @@ export class ConversationStore {
           const m = this.db.prepare<{ item: string | null }>('SELECT item FROM messages WHERE conversation_id = ? AND seq = ?').get(conversationId, seq);
           if (!m || m.item?.includes('"deleted"')) throw new NotFound(`message ${seq} of conversation ${conversationId} does not exist`);
           tx.apply(this.messageDeleted, { conversation_id: conversationId, seq, updated_at: new Date().toISOString() });
-          tx.audit('conversations.delete_message', `conversation:${conversationId}`, { seq });
+          // Archive objects of earlier states still hold the message: they go too, as when the
+          // conversation is deleted (the messages all live in SQLite again by now).
+          const segments = this.archive ? this.segmentKeys(conversationId) : [];
+          for (const key of segments) tx.apply(this.archive!.segmentDropped, { key });
+          tx.audit('conversations.delete_message', `conversation:${conversationId}`, { seq, dropped_segments: segments.length });
           const after = this.requireRow(conversationId);
-          return { row: after, tail: this.retail(tx, after) };
+          return { row: after, tail: this.retail(tx, after), segments };
         });
         await this.recache(conversationId, tail);
+        // Rows first, objects after (as delete does): a crash between leaves an orphan object for the sweep.
+        if (this.archive) for (const key of segments) await this.archive.deleteObject(key);
         return this.public(row);
       } catch (err) {
         if (!(err instanceof ArchivedMeanwhile) || attempt > 0) throw err instanceof ArchivedMeanwhile ? new Conflict(err.message) : err;

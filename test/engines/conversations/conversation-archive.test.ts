@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { openTestNode } from '../../helpers/node.js';
+import { archiveKey } from '../../../src/engines/conversations/conversation-archive.js';
 
 const DAY = 86_400_000;
 
@@ -60,7 +61,7 @@ describe('conversation archive and retention job', () => {
     const { t, id, all } = await setup();
     // What a kill -9 between the object put and the commit leaves: the deterministic key
     // already holds bytes (here: garbage from a torn earlier attempt), no row points at it.
-    const key = `conversations/u/${id}/300.msgpack.gz`;
+    const key = archiveKey(t.node.conversations.row(id)!);
     await t.node.conversationArchive['objects'].put(key, (async function* () {
       yield Buffer.from('torn');
     })());
@@ -106,6 +107,68 @@ describe('conversation archive and retention job', () => {
     await t.node.runConversationArchive(Date.now() + 10 * DAY);
     expect((await t.call('GET', `/v1/conversations/${id}`)).status).toBe(404);
     expect((await t.call('GET', `/v1/conversations/${paid}`)).body.archived).toBe(true);
+    await t.close();
+  });
+
+  // Item deletion (OpenAI's Conversations API) keeps the message count; these races were
+  // found in review, each returning a deleted message's text.
+  it('an item deleted while the archive job writes its object is not archived back (review)', async () => {
+    const { t, id } = await setup();
+    const objects = t.node.conversationArchive['objects'];
+    const put = objects.put.bind(objects);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inPut = new Promise<void>((r) => (entered = r));
+    objects.put = async (key: string, body: AsyncIterable<Uint8Array>) => {
+      entered();
+      await held;
+      return put(key, body);
+    };
+    const run = t.node.runConversationArchive(Date.now() + 4 * DAY);
+    await inPut;
+    await t.node.conversations.deleteMessage({ tokenId: 'system' }, id, 2);
+    release();
+    // The object of the old state is not committed; the scan meets the conversation again at
+    // its new updated_at (still idle at this clock) and archives the new state.
+    await run;
+    objects.put = put;
+    await t.node.runConversationArchive(Date.now() + 4 * DAY);
+    expect(t.node.conversations.row(id)!.archive_key).not.toBeNull();
+    await t.node.cache.invalidateAll();
+    expect((await t.call('GET', `/v1/conversations/${id}/messages?limit=3`)).body.items[1]).toMatchObject({ content: '', item: { deleted: true } });
+    await t.close();
+  });
+
+  it('a read of an archived conversation racing an item delete does not cache the old text (review)', async () => {
+    const { t, id } = await setup();
+    expect((await t.node.runConversationArchive(Date.now() + 4 * DAY)).archived).toBe(1);
+    await t.node.cache.invalidateAll();
+    const archive = t.node.conversationArchive;
+    const read = archive.read.bind(archive);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inRead = new Promise<void>((r) => (entered = r));
+    let first = true;
+    archive.read = async (key: string) => {
+      const messages = await read(key);
+      if (first) {
+        first = false;
+        entered();
+        await held;
+      }
+      return messages;
+    };
+    const reading = t.call('GET', `/v1/conversations/${id}/messages?limit=3`);
+    await inRead;
+    await t.node.conversations.deleteMessage({ tokenId: 'system' }, id, 2);
+    release();
+    expect((await reading).body.items[1]).toMatchObject({ seq: 2, content: '' });
+    archive.read = read;
+    expect((await t.call('GET', `/v1/conversations/${id}/messages?limit=3`)).body.items[1]).toMatchObject({ content: '', item: { deleted: true } });
+    // The archive objects of earlier states went with the delete: none holds the text now.
+    expect(t.node.conversations.segmentKeys(id)).toEqual([]);
     await t.close();
   });
 });

@@ -62,7 +62,10 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
   const failure = (c: Context, err: unknown): Response => {
     if (!(err instanceof StrataError) && isOutOfSpace(err)) return openaiError(c, 507, "the server's disk is full", 'server_error', null);
     // The store names conversations by their Strata id; the client knows the conv_ one.
-    if (err instanceof NotFound && /^conversation [0-9a-f-]{36} does not exist$/.test(err.message)) err = new NotFound(`Conversation with id '${c.req.param('id') ?? ''}' not found.`);
+    // One wording per kind of missing thing, whoever noticed it, so an answer never tells
+    // another user's conversation from a missing one.
+    if (err instanceof NotFound && /^conversation \S+ does not exist$/.test(err.message)) err = new NotFound(`Conversation with id '${(c.req.param('id') ?? '').slice(0, 80)}' not found.`);
+    if (err instanceof NotFound && /^message \d+ of conversation \S+ does not exist$/.test(err.message)) err = new NotFound(`No item with id '${(c.req.param('item') ?? '').slice(0, 80)}' found in this conversation`);
     if (err instanceof StrataError) {
       if (err.code === 'internal') node.log.error({ err }, 'openai request failed');
       const status = STATUS[err.code];
@@ -86,13 +89,17 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
     return b as Json;
   };
 
-  /** The conversation a path names, held to the caller's user (another user's reads as not found). */
-  const conversation = async (c: Context<AppEnv>, who: Caller): Promise<Conversation> => {
+  /**
+   * The Strata id a path names, held to the caller's user before anything of the conversation
+   * is read: another user's conversation answers exactly like a missing one, as fast, and
+   * without loading (or un-archiving into the cache) its messages (review: both leaked).
+   */
+  const owned = (c: Context<AppEnv>, who: Caller): string => {
     const id = strataId(c.req.param('id')!);
-    const conv = await conversations.get(id);
-    guardUser(who, conv.user_id, `conversation ${c.req.param('id')}`);
-    return conv;
+    if (who.role === 'user' && conversations.ownerOf(id) !== who.userId) throw new NotFound(`conversation ${id} does not exist`);
+    return id;
   };
+  const conversation = async (c: Context<AppEnv>, who: Caller): Promise<Conversation> => conversations.get(owned(c, who));
 
   app.post('/conversations', async (c) => {
     const who = caller(c, 'write');
@@ -106,17 +113,9 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
     } else if (owner === undefined) throw new InvalidInput('metadata.user_id names the owner of a conversation a service token creates', { param: 'metadata.user_id' });
     const items = b.items === undefined || b.items === null ? [] : newItems(b.items, 'items');
     node.users.get(owner);
-    const conv = await conversations.create(actorOf(who), { user_id: owner, ...(metadata ? { metadata } : {}) });
-    if (items.length) {
-      try {
-        await conversations.append(actorOf(who), conv.id, items, owner);
-      } catch (err) {
-        // The items were checked before the conversation was made, so this is the server's
-        // trouble (a full disk): the conversation goes too, so a refused call leaves nothing.
-        await conversations.delete(actorOf(who), conv.id).catch(() => undefined);
-        throw err;
-      }
-    }
+    // One write: a crash leaves the conversation with its items or nothing (review: kill -9
+    // between two writes left an empty one).
+    const conv = await conversations.create(actorOf(who), { user_id: owner, ...(metadata ? { metadata } : {}) }, items);
     return c.json(conversationObject(conv));
   });
 
@@ -142,7 +141,7 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
 
   app.post('/conversations/:id/items', async (c) => {
     const who = caller(c, 'write');
-    const id = strataId(c.req.param('id')!);
+    const id = owned(c, who);
     const b = await body(c);
     known(b, ['items'], '');
     const items = newItems(b.items, 'items');
@@ -155,7 +154,7 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
 
   app.get('/conversations/:id/items', async (c) => {
     const who = caller(c, 'read');
-    const id = strataId(c.req.param('id')!);
+    const id = owned(c, who);
     const hex = id.replaceAll('-', '');
     const q = c.req.query();
     const limit = q.limit === undefined ? 20 : Number(q.limit);
@@ -168,13 +167,13 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
 
   app.get('/conversations/:id/items/:item', async (c) => {
     const who = caller(c, 'read');
-    const id = strataId(c.req.param('id')!);
+    const id = owned(c, who);
     const hex = id.replaceAll('-', '');
     const seq = seqOf(hex, c.req.param('item')!, 'item_id', true);
     const page = await conversations.messagePage(id, { after: seq - 1, limit: 1 });
     guardUser(who, page.user_id, `conversation ${c.req.param('id')}`);
     const m = page.json[0] ? (JSON.parse(page.json[0]) as StoredMessage) : undefined;
-    if (!m || m.seq !== seq || m.item?.deleted) throw new NotFound(`No item with id ${c.req.param('item')} found in conversation ${c.req.param('id')}`);
+    if (!m || m.seq !== seq || m.item?.deleted) throw new NotFound(`No item with id '${c.req.param('item')!.slice(0, 80)}' found in this conversation`);
     return c.body(itemJson(hex, m), 200, JSON_TYPE);
   });
 
@@ -223,8 +222,9 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
         single = false;
       }
     } else {
-      // Newest first: the window below `upTo` (exclusive), walking down.
-      let upTo = q.after;
+      // Newest first: the window below `upTo` (exclusive), walking down; a cursor past the end
+      // starts at the newest item.
+      let upTo = q.after === undefined ? undefined : Math.min(q.after, (await conversations.get(id)).message_count + 1);
       for (;;) {
         const page =
           upTo === undefined
@@ -262,6 +262,8 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
     return out;
   };
 
+  // Routes OpenAI has and this does not (listing conversations, other methods): 404 in OpenAI's shape.
+  app.all('*', (c) => failure(c, new NotFound(`Invalid URL (${c.req.method} ${c.req.path})`)));
   return app;
 }
 

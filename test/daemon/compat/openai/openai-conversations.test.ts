@@ -111,6 +111,9 @@ describe('OpenAI Conversations with the openai SDK', () => {
     const tail = await alice.conversations.items.list(conv.id, { order: 'asc', after: again.data[3]!.id, limit: 5 });
     expect(tail.data.map(text)).toEqual(['m245', 'm246', 'm249']);
     expect(tail.has_more).toBe(false);
+    // A cursor past the newest item pages from the newest down.
+    const past = await alice.conversations.items.list(conv.id, { after: `msg_${conv.id.slice(5)}ffffffff`, limit: 2 });
+    expect(past.data.map(text)).toEqual(['m249', 'm246']);
     // Natively: the same 250 seq numbers, gapless.
     const id = conv.id.slice(5).replace(/^(.{8})(.{4})(.{4})(.{4})/, '$1-$2-$3-$4-');
     const native = (await api(d, 'GET', `/v1/conversations/${id}`)).body;
@@ -129,6 +132,28 @@ describe('OpenAI Conversations with the openai SDK', () => {
     expect(await failure(service.conversations.create({}))).toMatchObject({ status: 400, param: 'metadata.user_id' });
     expect(await failure(service.conversations.create({ metadata: { user_id: 'nobody' } }))).toMatchObject({ status: 404 });
     expect(await failure(client('wrong').conversations.create({}))).toMatchObject({ status: 401, type: 'authentication_error' });
+    // Another user's conversation answers word for word like a missing one (review: the
+    // wording differed, and the other's messages were read before the check).
+    const missing = `conv_${'0'.repeat(32)}`;
+    const raw = async (method: string, path: string, token: string) => {
+      const r = await fetch(`${d.url}/openai/v1${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, ...(method === 'POST' ? { body: JSON.stringify({ metadata: {} }) } : {}) });
+      return { status: r.status, text: (await r.text()).replaceAll(conv.id, 'ID').replaceAll(missing, 'ID') };
+    };
+    const bobKey = bob.apiKey;
+    for (const [method, path] of [['GET', ''], ['POST', ''], ['DELETE', ''], ['GET', '/items'], ['GET', `/items/msg_${conv.id.slice(5)}00000001`], ['DELETE', `/items/msg_${conv.id.slice(5)}00000001`]] as const) {
+      const theirs = await raw(method, `/conversations/${conv.id}${path.replace(conv.id.slice(5), conv.id.slice(5))}`, bobKey);
+      const none = await raw(method, `/conversations/${missing}${path.replace(conv.id.slice(5), '0'.repeat(32))}`, bobKey);
+      expect(theirs, `${method} ${path}`).toEqual(none);
+      expect(theirs.status).toBe(404);
+    }
+  });
+
+  it("answers routes it does not have in OpenAI's error shape", async () => {
+    for (const [method, path] of [['GET', '/conversations'], ['PATCH', `/conversations/conv_${'0'.repeat(32)}`], ['GET', '/responses']]) {
+      const r = await fetch(`${d.url}/openai/v1${path}`, { method, headers: { authorization: `Bearer ${bob.apiKey}` } });
+      expect(r.status).toBe(404);
+      expect(((await r.json()) as { error: { type: string; message: string } }).error).toMatchObject({ type: 'invalid_request_error', message: expect.stringMatching(/Invalid URL/) });
+    }
   });
 
   it('refuses bad input with OpenAI errors naming the parameter, storing nothing', async () => {
