@@ -114,6 +114,7 @@ const INSTALL: Record<string, string> = {
   wrk: 'apt-get install wrk',
   hey: 'apt-get install hey',
   etcd: 'apt-get install etcd-server',
+  curl: 'apt-get install curl',
 };
 
 /** Fails at once, saying what to install, when a program a benchmark needs is missing. */

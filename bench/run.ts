@@ -39,6 +39,7 @@ async function main(): Promise<void> {
   requireTools('wrk', 'hey');
   if (!only || only === 'conversations') requireTools('redis-server');
   if (!only || only === 'failover') requireTools('etcd');
+  if (!only || only === 'models') requireTools('curl');
   for (const [name, run] of benchmarks) {
     if (only && only !== name) continue;
     process.stderr.write(`bench: ${name}${quick ? ' (quick)' : ''}…\n`);

@@ -55,6 +55,8 @@ const PAUSE_AFTER_FULL_DISK_MS = 10_000;
 /** A sha256 whose bytes came back corrupt is refused for this long before it is fetched again. */
 const CORRUPT_RETRY_MS = 5 * 60_000;
 const READ_CHUNK = 256 * 1024;
+/** Bytes per read when a complete cached file is served. */
+const HIT_READ_BYTES = 1024 * 1024;
 
 class CorruptObject extends Unavailable {}
 class FillNotStarted extends Error {}
@@ -253,9 +255,11 @@ export class ModelCache {
 
   /** A reader of a complete cache file (the handle closes with the stream). */
   private async fromFile(fh: FileHandle, rawSize: number, range?: { start: number; end: number }): Promise<Readable> {
-    if (!this.sealer) return fh.createReadStream(range ? { start: range.start, end: range.end } : {});
+    // 1 MiB reads: with Node's default 64 KiB, a cache hit measured with curl ran at 0.64 of a
+    // bare server reading 1 MiB at a time (issue 19) — the per-chunk cost is the loop's, not the disk's.
+    if (!this.sealer) return fh.createReadStream(range ? { start: range.start, end: range.end, highWaterMark: HIT_READ_BYTES } : { highWaterMark: HIT_READ_BYTES });
     try {
-      const plain = await this.sealer.open(async (start, end) => fh.createReadStream({ start, end, autoClose: false }), rawSize, range);
+      const plain = await this.sealer.open(async (start, end) => fh.createReadStream({ start, end, autoClose: false, highWaterMark: HIT_READ_BYTES }), rawSize, range);
       plain.once('close', () => void fh.close().catch(() => undefined));
       return plain;
     } catch (err) {
