@@ -9,6 +9,7 @@ import { readJsonBody, readRawBody } from '../../json-body.js';
 import { STATUS } from '../../http-error.js';
 import { RateLimiter } from '../../rate-limiter.js';
 import type { StrataNode } from '../../strata-node.js';
+import { Slices } from '../slices.js';
 import { VERSION } from '../../version.js';
 import { compileQdrantFilter } from './qdrant-filter.js';
 import { pointId, wireId } from './point-id.js';
@@ -435,7 +436,7 @@ export function createQdrantApp(node: StrataNode): Hono {
     // similarity, then chosen one by one for relevance minus likeness to those already chosen.
     // Each candidate keeps its highest likeness so far, updated against the newest choice only
     // (O(candidates × limit × dims), not cubic: 800 candidates held the loop 15 s in review),
-    // and the loop yields every few milliseconds, so a large re-ranking runs in slices.
+    // and the loop yields every few milliseconds (slices.ts), so a large re-ranking runs in slices.
     const limit = intIn(q.limit, 1, MMR_MAX, 10, 'limit');
     const candidates = await search(name, info.metric, vectorName, { ...s, limit: intIn(mmr.candidates_limit, 1, MMR_MAX, Math.max(limit, 20), 'mmr.candidates_limit'), offset: 0, with_vector: true }, target);
     const diversity = typeof mmr.diversity === 'number' ? mmr.diversity : 0.5;
@@ -445,7 +446,7 @@ export function createQdrantApp(node: StrataNode): Hono {
     const likeness = new Float64Array(vecs.length).fill(-Infinity);
     const taken = new Uint8Array(vecs.length);
     const chosen: number[] = [];
-    let slice = performance.now();
+    const slices = new Slices();
     while (chosen.length < Math.min(limit, vecs.length)) {
       let best = -1;
       let bestScore = -Infinity;
@@ -457,10 +458,7 @@ export function createQdrantApp(node: StrataNode): Hono {
       chosen.push(best);
       taken[best] = 1;
       for (let i = 0; i < vecs.length; i++) if (!taken[i]) likeness[i] = Math.max(likeness[i]!, dot(vecs[i]!, vecs[best]!));
-      if (performance.now() - slice > 5) {
-        await new Promise((resolve) => setImmediate(resolve));
-        slice = performance.now();
-      }
+      await slices.tick();
     }
     const withVector = q.with_vector === true;
     return chosen.map((i) => {
