@@ -13,6 +13,7 @@ import { replication } from './replication.js';
 import { etl } from './etl.js';
 import { failover } from './failover.js';
 import { compat } from './compat.js';
+import { largeState } from './large-state.js';
 
 // `npm run bench` runs every benchmark; `npm run bench -- --quick` a short version of each.
 // Results go to bench/results/latest.json and a table on stdout.
@@ -29,6 +30,7 @@ const benchmarks: Array<[string, (o: BenchOptions) => Promise<ResultRow[]>]> = [
   ['etl', etl],
   ['failover', failover],
   ['compat', compat],
+  ['large_state', largeState],
 ];
 
 async function main(): Promise<void> {

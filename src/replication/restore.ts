@@ -38,6 +38,9 @@ export interface RestoreResult {
   /** Commit time (ms) of the last record applied. */
   time: number;
   bytes: number;
+  /** Seconds spent copying and checking the snapshot (with index files), and replaying segments. */
+  snapshot_seconds: number;
+  replay_seconds: number;
 }
 
 /**
@@ -92,6 +95,7 @@ async function restoreStore(archive: BackupArchive, spec: StoreSpec, options: Re
   const snap = [...snaps].reverse().find((s) => s.time <= to)!;
   const file = join(options.targetDir, spec.file);
   say(`${spec.name}: snapshot at LSN ${snap.lsn} (${new Date(snap.time).toISOString()}), ${snap.bytes} bytes`);
+  const started = performance.now();
   const hash = createHash('sha256');
   const source = await archive.objects.get(`${snap.dir}/db.sqlite`);
   source.on('data', (c: Buffer) => hash.update(c));
@@ -103,6 +107,7 @@ async function restoreStore(archive: BackupArchive, spec: StoreSpec, options: Re
     mkdirSync(join(options.targetDir, 'indexes'), { recursive: true });
     await pipeline(await archive.objects.get(`${snap.dir}/indexes/${name}`), createWriteStream(join(options.targetDir, 'indexes', name)));
   }
+  const copied = performance.now();
   const store = await SqlStore.open(file, spec.migrations);
   try {
     // A half-done restore directory is thrown away, never served, so the segments need no
@@ -148,7 +153,8 @@ async function restoreStore(archive: BackupArchive, spec: StoreSpec, options: Re
     }
     store.db.exec('PRAGMA synchronous = FULL');
     store.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
-    return { store: spec.name, snapshot_lsn: snap.lsn, lsn, records, time, bytes: snap.bytes };
+    const round = (ms: number) => Math.round(ms) / 1000;
+    return { store: spec.name, snapshot_lsn: snap.lsn, lsn, records, time, bytes: snap.bytes, snapshot_seconds: round(copied - started), replay_seconds: round(performance.now() - copied) };
   } finally {
     await store.close();
   }
