@@ -126,11 +126,13 @@ export async function largeState(opts: BenchOptions): Promise<ResultRow[]> {
     const cold = await spawnUntil(process.execPath, [CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'restored')}`, '--set', 'backup.enabled=false'], /"url":"(http:\/\/[^"]+)"/);
     const startSeconds = (performance.now() - t0) / 1000;
     await stop(cold.proc);
+    // The goal is a start that loads the saved vector index, never rebuilds it.
+    const rebuilt = /rebuilding vector index/.test(cold.output);
 
     const notes = `${(main.bytes / MiB).toFixed(0)} MiB snapshot of main, ${replayed} change records in segments after it (${logged} backup files, ${mb.toFixed(0)} MB)`;
     rows.push(row({ name: 'restore_throughput', metric: 'large state, MB/s', unit: 'MB/s', value: Math.round((mb / restoreSeconds) * 10) / 10, peer: 'cp -r of the same backup files', peer_value: Math.round((mb / cpSeconds) * 10) / 10, better: 'higher', notes: `${notes}; restore ${restoreSeconds.toFixed(1)} s = snapshot ${snapshotSeconds.toFixed(1)} s + replay ${replaySeconds.toFixed(1)} s + process; goal ≥ 0.5` }));
     rows.push(row({ name: 'restore_replay', metric: 'records/s', unit: 'records/s', value: Math.round(replayed / Math.max(replaySeconds, 0.001)), peer: 'better-sqlite3 inserts of 1 KB rows in transactions of 1000', peer_value: Math.round(replayed / rawSeconds), better: 'higher', notes: `${replayed} records; goal ≥ 0.5` }));
-    rows.push(row({ name: 'cold_start', metric: 'start to listening, restored large state', unit: 's', value: Math.round(startSeconds * 100) / 100, peer: 'the goal of issue 19', peer_value: 5, better: 'lower', notes: `${notes}; ${vectorsN} vectors (128 d) with their saved index` }));
+    rows.push(row({ name: 'cold_start', metric: 'start to listening, restored large state', unit: 's', value: Math.round(startSeconds * 100) / 100, peer: 'the goal of issue 19', peer_value: 5, better: 'lower', notes: `${notes}; ${vectorsN} vectors (128 d): index ${rebuilt ? 'REBUILT (goal missed)' : 'loaded, not rebuilt (checked in the log)'}` }));
     return rows;
   } finally {
     rmSync(dir, { recursive: true, force: true });

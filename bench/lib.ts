@@ -124,8 +124,8 @@ export function requireTools(...cmds: string[]): void {
   if (missing.length) throw new Error(`the benchmarks need ${missing.join(', ')}: ${missing.map((m) => INSTALL[m] ?? `install ${m}`).join('; ')}`);
 }
 
-/** Spawns a process and resolves once its output matches `ready`, with the first capture group. */
-export function spawnUntil(cmd: string, args: string[], ready: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<{ proc: ChildProcess; match: string }> {
+/** Spawns a process and resolves once its output matches `ready`, with the first capture group and the output so far. */
+export function spawnUntil(cmd: string, args: string[], ready: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<{ proc: ChildProcess; match: string; output: string }> {
   return new Promise((resolve, reject) => {
     const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
@@ -142,7 +142,7 @@ export function spawnUntil(cmd: string, args: string[], ready: RegExp, env: Node
         proc.stdout!.off('data', onData);
         proc.stdout!.resume();
         proc.stderr!.resume();
-        resolve({ proc, match: m[1] ?? m[0] });
+        resolve({ proc, match: m[1] ?? m[0], output: out });
       }
     };
     proc.stdout!.on('data', onData);
