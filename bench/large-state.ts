@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import { parseConfig } from '../src/daemon/config.js';
 import { createLogger } from '../src/daemon/logger.js';
 import { StrataNode, SYSTEM } from '../src/daemon/strata-node.js';
-import { row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.js';
+import { duSize, row, spawnUntil, stop, type BenchOptions, type ResultRow } from './lib.js';
 
 // Issue 19's large-state rows, on a data dir built in this process through the engines (the
 // HTTP path is measured elsewhere; here only the state matters):
@@ -27,15 +27,6 @@ const CLI = join(here, '../src/daemon/cli.js');
 const MiB = 1024 * 1024;
 
 const text = (i: number) => `message ${i}: ${'the quick brown fox jumps over the lazy dog; '.repeat(22)}`.slice(0, 1000);
-
-function du(dir: string): number {
-  let total = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    total += e.isDirectory() ? du(p) : statSync(p).size;
-  }
-  return total;
-}
 
 /** Runs `n` tasks with at most `width` in flight. */
 async function pool(n: number, width: number, task: (i: number) => Promise<unknown>): Promise<void> {
@@ -87,7 +78,7 @@ export async function largeState(opts: BenchOptions): Promise<ResultRow[]> {
     say(`phase B: ${node.sql.writer.lastLsn - snapshotLsn} change records in ${((performance.now() - started) / 1000).toFixed(0)} s`);
     await node.close();
     const logged = readdirSync(join(dataDir, 'backups'), { recursive: true }).length;
-    const backupBytes = du(join(dataDir, 'backups'));
+    const backupBytes = duSize(join(dataDir, 'backups'));
 
     // --- restore vs cp -r -----------------------------------------------------------------
     execFileSync('sync');

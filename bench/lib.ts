@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { cpus, freemem, platform, release, totalmem } from 'node:os';
 import { delimiter, join } from 'node:path';
 
@@ -199,4 +199,14 @@ export async function untilHealthy(base: string): Promise<void> {
     if (Date.now() > deadline) throw new Error(`${base} was not healthy after 30 s`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Bytes of the files under a directory, recursively. */
+export function duSize(dir: string): number {
+  let total = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    total += e.isDirectory() ? duSize(p) : statSync(p).size;
+  }
+  return total;
 }

@@ -1,10 +1,10 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
-import { closedLoop, row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags } from './lib.js';
+import { closedLoop, duSize, row, spawnUntil, stop, type BenchOptions, type ResultRow, daemonFlags } from './lib.js';
 
 // replication_lag: p50/p99 of how far a replica trails its primary under a steady stream of
 // message appends (64 connections), sampled every 20 ms; the peer is the same load with no
@@ -39,14 +39,6 @@ function post(base: string, path: string, token: string, body: unknown): Promise
   });
 }
 
-function duSize(dir: string): number {
-  let total = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    total += e.isDirectory() ? duSize(p) : statSync(p).size;
-  }
-  return total;
-}
 
 async function serve(dataDir: string, set: string[] = []) {
   const args = [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${dataDir}`, ...set.flatMap((s) => ['--set', s])];

@@ -199,26 +199,33 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
     let first: MessagePage | undefined;
     let single = true;
     const key = `${q.order}|${q.after ?? ''}|${q.limit}`;
+    /** The first window: the owner checked, and an answer already rendered from it, if any. */
+    const firstWindow = (page: MessagePage): Buffer | undefined => {
+      guardUser(who, page.user_id, `conversation conv_${hex}`);
+      first = page;
+      return rendered.get(page)?.get(key);
+    };
+    /** Adds a message's item (a deleted one is skipped); false once the page is full. */
+    const take = async (m: StoredMessage): Promise<boolean> => {
+      if (m.item?.deleted) return true;
+      if (items.length === q.limit) {
+        more = true;
+        return false;
+      }
+      items.push(itemJson(hex, m));
+      await slices.tick();
+      return true;
+    };
     if (q.order === 'asc') {
       let after = q.after ?? 0;
       for (;;) {
         const page = await conversations.messagePage(id, { after, limit: q.limit - items.length + 1 });
         if (!first) {
-          guardUser(who, page.user_id, `conversation conv_${hex}`);
-          first = page;
-          const hit = rendered.get(page)?.get(key);
+          const hit = firstWindow(page);
           if (hit) return hit;
         }
         const messages = page.json.map((j) => JSON.parse(j) as StoredMessage);
-        for (const m of messages) {
-          if (m.item?.deleted) continue;
-          if (items.length === q.limit) {
-            more = true;
-            break;
-          }
-          items.push(itemJson(hex, m));
-          await slices.tick();
-        }
+        for (const m of messages) if (!(await take(m))) break;
         if (more || !page.more || messages.length === 0) {
           more ||= page.more;
           break;
@@ -236,22 +243,11 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
             ? await conversations.messagePage(id, { last: q.limit + 1, limit: q.limit + 1 })
             : await conversations.messagePage(id, { after: Math.max(0, upTo - 1 - (q.limit - items.length + 1)), limit: Math.max(1, Math.min(upTo - 1, q.limit - items.length + 1)) });
         if (!first) {
-          guardUser(who, page.user_id, `conversation conv_${hex}`);
-          first = page;
-          const hit = rendered.get(page)?.get(key);
+          const hit = firstWindow(page);
           if (hit) return hit;
         }
         const messages = page.json.map((j) => JSON.parse(j) as StoredMessage).filter((m) => upTo === undefined || m.seq < upTo);
-        for (let i = messages.length - 1; i >= 0; i--) {
-          const m = messages[i]!;
-          if (m.item?.deleted) continue;
-          if (items.length === q.limit) {
-            more = true;
-            break;
-          }
-          items.push(itemJson(hex, m));
-          await slices.tick();
-        }
+        for (let i = messages.length - 1; i >= 0; i--) if (!(await take(messages[i]!))) break;
         const lowest = messages.length ? messages[0]!.seq : 1;
         if (more || lowest <= 1) break;
         upTo = lowest;
