@@ -312,11 +312,9 @@ export class ConversationStore {
           ...(m.item ? { item: JSON.stringify(m.item) } : {}),
         }));
         tx.apply(this.appended, { conversation_id: id, messages: stored, updated_at: now, ...(pii.length ? { pii } : {}) });
-        row.message_count = stored.length;
-        row.token_count = stored.reduce((n, m) => n + m.tokens, 0);
-        row.pii = pii.join(',');
       }
-      return { ...publicConversation(row), title: input.title ?? null, metadata: input.metadata ?? null };
+      const after: ConversationRow = { ...row, message_count: messages.length, token_count: messages.reduce((n, m) => n + (m.tokens ?? 0), 0), pii: [...new Set(pii)].sort().join(',') };
+      return { ...publicConversation(after), title: input.title ?? null, metadata: input.metadata ?? null };
     });
   }
 

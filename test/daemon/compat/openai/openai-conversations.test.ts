@@ -48,6 +48,10 @@ describe('OpenAI Conversations with the openai SDK', () => {
     expect(Number.isInteger(conv.created_at)).toBe(true);
     expect(conv.metadata).toEqual({ topic: 'demo' });
     expect(await alice.conversations.retrieve(conv.id)).toEqual(conv);
+    // The items came in the same write as the conversation.
+    const uuid = conv.id.slice(5).replace(/^(.{8})(.{4})(.{4})(.{4})/, '$1-$2-$3-$4-');
+    expect((await api(d, 'GET', `/v1/conversations/${uuid}`)).body).toMatchObject({ user_id: 'alice', message_count: 1, metadata: { topic: 'demo' } });
+    expect((await api(d, 'GET', `/v1/conversations/${uuid}/messages`)).body.items).toMatchObject([{ seq: 1, role: 'user', content: 'Hello!' }]);
     const updated = await alice.conversations.update(conv.id, { metadata: { topic: 'renamed', lang: 'en' } });
     expect(updated.metadata).toEqual({ topic: 'renamed', lang: 'en' });
     expect((await alice.conversations.retrieve(conv.id)).metadata).toEqual({ topic: 'renamed', lang: 'en' });
