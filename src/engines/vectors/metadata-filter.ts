@@ -72,6 +72,22 @@ export function scalarRow(field: string, v: unknown): MetaRow | undefined {
 }
 
 /**
+ * SQL over vector_meta's (kind, t, n) true for a row holding any of these values, with its
+ * params; undefined for none. Shared by the native `$in` and Qdrant's `any` / `except`.
+ */
+export function inRows(rows: readonly MetaRow[]): { sql: string; params: SqlValue[] } | undefined {
+  const alts: string[] = [];
+  const params: SqlValue[] = [];
+  for (const [kind, column] of [['s', 't'], ['n', 'n'], ['b', 'n']] as const) {
+    const values = rows.filter((r) => r.kind === kind).map((r) => r[column]);
+    if (values.length === 0) continue;
+    alts.push(`(kind = '${kind}' AND ${column} IN (${values.map(() => '?').join(', ')}))`);
+    params.push(...values);
+  }
+  return alts.length ? { sql: `(${alts.join(' OR ')})`, params } : undefined;
+}
+
+/**
  * SQL that is true for the rows of `vectors v` matching the filter (and the params it binds,
  * after the collection name for each condition). Empty filter: undefined.
  */
@@ -104,24 +120,8 @@ export function compileFilter(collection: string, filter: Filter | undefined): {
         if (!Array.isArray(list) || list.length === 0 || list.length > 1000) throw new InvalidInput(`filter on "${field}": $in needs 1 to 1000 values`);
         const rows = list.map((v) => scalarRow(field, v));
         if (rows.some((r) => !r)) throw new InvalidInput(`filter on "${field}": $in values must be strings, finite numbers or booleans`);
-        const strings = rows.filter((r) => r!.kind === 's').map((r) => r!.t);
-        const numbers = rows.filter((r) => r!.kind === 'n').map((r) => r!.n);
-        const bools = rows.filter((r) => r!.kind === 'b').map((r) => r!.n);
-        const alts: string[] = [];
-        const values: SqlValue[] = [field];
-        if (strings.length) {
-          alts.push(`(kind = 's' AND t IN (${strings.map(() => '?').join(', ')}))`);
-          values.push(...strings);
-        }
-        if (numbers.length) {
-          alts.push(`(kind = 'n' AND n IN (${numbers.map(() => '?').join(', ')}))`);
-          values.push(...numbers);
-        }
-        if (bools.length) {
-          alts.push(`(kind = 'b' AND n IN (${bools.map(() => '?').join(', ')}))`);
-          values.push(...bools);
-        }
-        sub(`(${alts.join(' OR ')})`, values);
+        const set = inRows(rows as MetaRow[])!;
+        sub(set.sql, [field, ...set.params]);
       } else if (op in RANGE) {
         const n = (condition as Record<string, unknown>)[op];
         if (typeof n !== 'number' || !Number.isFinite(n)) throw new InvalidInput(`filter on "${field}": ${op} needs a finite number`);

@@ -306,10 +306,6 @@ export class VectorStore {
     return { name: row.name, dimensions: row.dimensions, metric: row.metric, dtype: row.dtype, connectivity: row.connectivity, expansion_add: row.expansion_add, expansion_search: row.expansion_search, props: JSON.parse(row.props) as CollectionProps };
   }
 
-  props(name: string): CollectionProps {
-    return JSON.parse(this.requireSpec(name).props) as CollectionProps;
-  }
-
   /** Replaces what a compatible API remembers about the collection (read, changed, written in one write). */
   async updateProps(actor: Actor, name: string, change: (props: CollectionProps) => CollectionProps): Promise<number> {
     return this.writer.write(actor, (tx) => {

@@ -3,7 +3,7 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { type Conversation, type MessageItem, type MessagePage, type NewMessage, type Role } from '../../../engines/conversations/conversation-store.js';
 import { InvalidInput, isOutOfSpace, NotFound, StrataError, Unauthorized } from '../../../engines/errors.js';
 import type { AppEnv, Caller } from '../../app-env.js';
-import { actorOf, authorize, guardUser } from '../../auth.js';
+import { actorOf, authorize } from '../../auth.js';
 import { readJsonBody } from '../../json-body.js';
 import { STATUS } from '../../http-error.js';
 import type { StrataNode } from '../../strata-node.js';
@@ -163,7 +163,7 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
     const order = q.order ?? 'desc';
     if (order !== 'asc' && order !== 'desc') throw new InvalidInput("order must be 'asc' or 'desc'", { param: 'order' });
     const after = q.after === undefined ? undefined : seqOf(hex, q.after, 'after');
-    return c.body((await itemList(id, hex, who, { limit, order, after })) as Uint8Array<ArrayBuffer>, 200, JSON_TYPE);
+    return c.body((await itemList(id, hex, { limit, order, after })) as Uint8Array<ArrayBuffer>, 200, JSON_TYPE);
   });
 
   app.get('/conversations/:id/items/:item', async (c) => {
@@ -172,7 +172,6 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
     const hex = id.replaceAll('-', '');
     const seq = seqOf(hex, c.req.param('item')!, 'item_id', true);
     const page = await conversations.messagePage(id, { after: seq - 1, limit: 1 });
-    guardUser(who, page.user_id, `conversation ${c.req.param('id')}`);
     const m = page.json[0] ? (JSON.parse(page.json[0]) as StoredMessage) : undefined;
     if (!m || m.seq !== seq || m.item?.deleted) throw new NotFound(`No item with id '${c.req.param('item')!.slice(0, 80)}' found in this conversation`);
     return c.body(itemJson(hex, m), 200, JSON_TYPE);
@@ -190,7 +189,7 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
    * when hot) in windows; deleted placeholders are skipped, so a window may be followed by the
    * next until `limit` items are found or the conversation ends.
    */
-  const itemList = async (id: string, hex: string, who: Caller, q: { limit: number; order: 'asc' | 'desc'; after: number | undefined }): Promise<Buffer> => {
+  const itemList = async (id: string, hex: string, q: { limit: number; order: 'asc' | 'desc'; after: number | undefined }): Promise<Buffer> => {
     const items: string[] = [];
     // Rendering a page of large messages (up to the store's 16 MiB page budget) yields to the
     // loop every few milliseconds instead of holding it (review: 0.1 s more than the native read).
@@ -199,9 +198,8 @@ export function openaiConversations(node: StrataNode): Hono<AppEnv> {
     let first: MessagePage | undefined;
     let single = true;
     const key = `${q.order}|${q.after ?? ''}|${q.limit}`;
-    /** The first window: the owner checked, and an answer already rendered from it, if any. */
+    /** The first window, and an answer already rendered from it, if any (owned() has checked the owner). */
     const firstWindow = (page: MessagePage): Buffer | undefined => {
-      guardUser(who, page.user_id, `conversation conv_${hex}`);
       first = page;
       return rendered.get(page)?.get(key);
     };

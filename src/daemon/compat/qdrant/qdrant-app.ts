@@ -154,7 +154,8 @@ export function createQdrantApp(node: StrataNode): Hono {
   });
 
   route('get', '/collections/:name', 'shared', (c, _caller, t) => {
-    const { name, vectorName } = collection(c);
+    const { name, vectorName, info: { props } } = collection(c);
+    // The count (info's) only here: every other route reads the spec alone.
     const info = vectors.info(name);
     const params = { size: info.dimensions, distance: DISTANCE_OF[info.metric] };
     const hnsw = { m: info.connectivity, ef_construct: info.expansion_add, full_scan_threshold: node.config.vectors.exact_search_max, max_indexing_threads: 0, on_disk: false };
@@ -174,7 +175,7 @@ export function createQdrantApp(node: StrataNode): Hono {
           quantization_config: null,
           strict_mode_config: { enabled: false },
         },
-        payload_schema: vectors.props(info.name).payload_schema ?? {},
+        payload_schema: props.payload_schema ?? {},
       },
       t,
     );
@@ -245,7 +246,7 @@ export function createQdrantApp(node: StrataNode): Hono {
   // Every payload field is indexed already (vector_meta); a declared index is remembered so the
   // collection info shows it, as clients that create indexes expect.
   route('put', '/collections/:name/index', 'service', async (c, caller, t) => {
-    const { name } = collection(c);
+    const { name, info } = collection(c);
     const b = await body(c);
     // Checked like a filter key, the schema a known type with small params, and at most
     // MAX_PAYLOAD_INDEXES of them: the declarations are read on every request (review: 3 MiB
@@ -256,7 +257,7 @@ export function createQdrantApp(node: StrataNode): Hono {
     if (typeof type !== 'string' || !PAYLOAD_TYPES.has(type)) throw new InvalidInput(`Wrong input: field_schema must be one of ${[...PAYLOAD_TYPES].join(', ')}`);
     if (typeof b.field_schema === 'object' && JSON.stringify(b.field_schema).length > 1024) throw new InvalidInput('Wrong input: field_schema params are at most 1 KiB of JSON');
     const schema = typeof b.field_schema === 'object' && b.field_schema !== null ? { data_type: type, params: b.field_schema, points: 0 } : { data_type: type, points: 0 };
-    const declared = Object.keys(vectors.props(name).payload_schema ?? {});
+    const declared = Object.keys(info.props.payload_schema ?? {});
     if (!declared.includes(b.field_name) && declared.length >= MAX_PAYLOAD_INDEXES) throw new InvalidInput(`Wrong input: at most ${MAX_PAYLOAD_INDEXES} payload indexes per collection (every field is indexed anyway)`);
     const lsn = await vectors.updateProps(actorOf(caller), name, (p) => ({ ...p, payload_schema: { ...p.payload_schema, [b.field_name as string]: schema } }));
     return ok(c, { operation_id: lsn, status: 'completed' }, t);

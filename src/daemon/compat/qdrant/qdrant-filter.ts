@@ -1,6 +1,6 @@
 import { InvalidInput } from '../../../engines/errors.js';
 import type { SqlValue } from '../../../engines/sql/database.js';
-import { FIELD, MAX_FILTER_VALUES, MAX_PATH_DEPTH, scalarRow } from '../../../engines/vectors/metadata-filter.js';
+import { FIELD, inRows, MAX_FILTER_VALUES, MAX_PATH_DEPTH, scalarRow } from '../../../engines/vectors/metadata-filter.js';
 import type { Where } from '../../../engines/vectors/vector-store.js';
 import { pointId } from './point-id.js';
 
@@ -160,26 +160,14 @@ class Compiler {
     throw new InvalidInput(`${where}.${kind}: not supported (use value, any, except or text)`);
   }
 
-  /** `t IN (...)` / `n IN (...)` over a list's strings and numbers, or undefined for an empty list. */
-  private inSet(_key: string, list: unknown[], where: string): { sql: string; params: SqlValue[] } | undefined {
-    const strings: string[] = [];
-    const numbers: number[] = [];
-    list.forEach((x, i) => {
-      if (typeof x === 'string') strings.push(x);
-      else if (typeof x === 'number' && Number.isFinite(x)) numbers.push(x);
-      else throw new InvalidInput(`${where}[${i}]: expected a string or an integer`);
+  /** The list's values as index rows (strings and numbers only, as Qdrant's keyword and integer matches), for inRows. */
+  private inSet(key: string, list: unknown[], where: string): { sql: string; params: SqlValue[] } | undefined {
+    const rows = list.map((x, i) => {
+      const row = typeof x === 'string' || typeof x === 'number' ? scalarRow(key, x) : undefined;
+      if (!row) throw new InvalidInput(`${where}[${i}]: expected a string or an integer`);
+      return row;
     });
-    const alts: string[] = [];
-    const params: SqlValue[] = [];
-    if (strings.length) {
-      alts.push(`(kind = 's' AND t IN (${strings.map(() => '?').join(', ')}))`);
-      params.push(...strings);
-    }
-    if (numbers.length) {
-      alts.push(`(kind = 'n' AND n IN (${numbers.map(() => '?').join(', ')}))`);
-      params.push(...numbers);
-    }
-    return alts.length ? { sql: `(${alts.join(' OR ')})`, params } : undefined;
+    return inRows(rows);
   }
 
   private bounds(r: Json, where: string, column = 'n'): { sql: string; params: SqlValue[] } {

@@ -6,25 +6,24 @@ import { openTestNode } from '../../../helpers/node.js';
 // decoded off the event loop, a bad element in it is a 400 naming it, and nothing is written —
 // and the review's findings, each as it was found.
 
-async function qdrant() {
-  const t = await openTestNode(['vectors.max_batch=10000']);
+/** Runs a test against a Qdrant app over an in-process node, closed afterwards. */
+async function withQdrant(overrides: string[], test: (q: { t: Awaited<ReturnType<typeof openTestNode>>; call: (method: string, path: string, body?: unknown) => Promise<{ status: number; body: { result?: any; status: any } }> }) => Promise<void>) {
+  const t = await openTestNode(overrides);
   const q = createQdrantApp(t.node);
   const call = async (method: string, path: string, body?: unknown) => {
     const res = await q.request(path, { method, headers: { 'api-key': t.adminToken, 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
     return { status: res.status, body: (await res.json()) as { result?: any; status: any } };
   };
-  return { t, call };
+  try {
+    await test({ t, call });
+  } finally {
+    await t.close();
+  }
 }
 
 describe('Qdrant app', () => {
-  it('decodes a big upsert on the decode worker; a bad element is a 400 naming it and nothing is stored', async () => {
-    const t = await openTestNode();
-    try {
-      const q = createQdrantApp(t.node);
-      const call = async (method: string, path: string, body?: unknown) => {
-        const res = await q.request(path, { method, headers: { 'api-key': t.adminToken, 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
-        return { status: res.status, body: (await res.json()) as { result?: any; status: any } };
-      };
+  it('decodes a big upsert on the decode worker; a bad element is a 400 naming it and nothing is stored', () =>
+    withQdrant([], async ({ t, call }) => {
       expect((await call('PUT', '/collections/big', { vectors: { size: 768, distance: 'Cosine' } })).status).toBe(200);
       const points = Array.from({ length: 200 }, (_, i) => ({ id: i, vector: Array.from({ length: 768 }, (_, d) => Math.sin(i + d)), payload: { i } }));
       const before = t.node.vectors.bodiesDecodedOffLoop;
@@ -45,14 +44,10 @@ describe('Qdrant app', () => {
       // Over vectors.max_batch: refused before any element is checked.
       const many = await call('PUT', '/collections/big/points', { points: Array.from({ length: 1001 }, (_, i) => ({ id: i, vector: [] })) });
       expect(many.body.status.error).toMatch(/at most 1000 points per call/);
-    } finally {
-      await t.close();
-    }
-  });
+    }));
 
-  it('deleting payload keys follows only the payload: __proto__ paths touch nothing else (review: the process died)', async () => {
-    const { t, call } = await qdrant();
-    try {
+  it('deleting payload keys follows only the payload: __proto__ paths touch nothing else (review: the process died)', () =>
+    withQdrant(['vectors.max_batch=10000'], async ({ t, call }) => {
       await call('PUT', '/collections/p', { vectors: { size: 2, distance: 'Dot' } });
       await call('PUT', '/collections/p/points?wait=true', { points: [{ id: 1, vector: [1, 0], payload: { a: { b: 1, c: 2 }, k: 1 } }] });
       for (const key of ['__proto__.hasOwnProperty', 'constructor.prototype.toString', '__proto__', 'a.__proto__.x']) {
@@ -63,14 +58,10 @@ describe('Qdrant app', () => {
       await call('POST', '/collections/p/points/payload/delete', { keys: ['a.b'], points: [1] });
       expect((await call('POST', '/collections/p/points', { ids: [1] })).body.result[0].payload).toEqual({ a: { c: 2 }, k: 1 });
       expect((await call('PUT', '/collections/p/points?wait=true', { points: [{ id: 2, vector: [0, 1] }] })).status).toBe(200);
-    } finally {
-      await t.close();
-    }
-  });
+    }));
 
-  it('values_count is grouped once, not counted per point: 8× the points costs about 8×, and 0 counts', async () => {
-    const { t, call } = await qdrant();
-    try {
+  it('values_count is grouped once, not counted per point: 8× the points costs about 8×, and 0 counts', () =>
+    withQdrant(['vectors.max_batch=10000'], async ({ t, call }) => {
       const timed = async (n: number) => {
         const name = `vc${n}`;
         await call('PUT', `/collections/${name}`, { vectors: { size: 2, distance: 'Dot' } });
@@ -93,14 +84,10 @@ describe('Qdrant app', () => {
       expect(zero.body.result.count).toBe(1000);
       const two = await call('POST', '/collections/vc3000/points/count', { filter: { must: [{ key: 'g', values_count: { gt: 1, lte: 2 } }] } });
       expect(two.body.result.count).toBe(1000);
-    } finally {
-      await t.close();
-    }
-  });
+    }));
 
-  it('MMR picks diverse points, is bounded, and a deep search page binds its keys in chunks (review: 500)', async () => {
-    const { t, call } = await qdrant();
-    try {
+  it('MMR picks diverse points, is bounded, and a deep search page binds its keys in chunks (review: 500)', () =>
+    withQdrant(['vectors.max_batch=10000'], async ({ t, call }) => {
       await call('PUT', '/collections/m', { vectors: { size: 2, distance: 'Cosine' } });
       const at = (deg: number) => [Math.cos((deg * Math.PI) / 180), Math.sin((deg * Math.PI) / 180)];
       // Three near-duplicates at 0°, one point at 30°: MMR with diversity takes 0° and then 30°.
@@ -114,14 +101,10 @@ describe('Qdrant app', () => {
       for (let i = 0; i < 40_000; i += 10_000) await call('PUT', '/collections/deep/points?wait=true', { points: Array.from({ length: 10_000 }, (_, j) => ({ id: i + j, vector: at((i + j) % 360), payload: { g: 1 } })) });
       const page = await call('POST', '/collections/deep/points/search', { vector: [1, 0], limit: 10_000, offset: 30_000, filter: { must: [{ key: 'g', range: { gte: 0 } }] } });
       expect(page.status).toBe(200);
-    } finally {
-      await t.close();
-    }
-  });
+    }));
 
-  it('ids a listing shows can be paged from, read and deleted, natively created ones included (review: skipped or refused)', async () => {
-    const { t, call } = await qdrant();
-    try {
+  it('ids a listing shows can be paged from, read and deleted, natively created ones included (review: skipped or refused)', () =>
+    withQdrant(['vectors.max_batch=10000'], async ({ t, call }) => {
       await call('PUT', '/collections/mix', { vectors: { size: 2, distance: 'Dot' } });
       await t.call('POST', '/v1/collections/mix/upsert', { vectors: ['doc-1', '0123', '7', 'AAAAAAAA-0000-0000-0000-000000000000'].map((id) => ({ id, values: [1, 0] })) });
       await call('PUT', '/collections/mix/points?wait=true', { points: ['0a000000-0000-0000-0000-000000000000', 'bb000000-0000-0000-0000-000000000000'].map((id) => ({ id, vector: [1, 0] })) });
@@ -138,14 +121,10 @@ describe('Qdrant app', () => {
       expect((await call('GET', '/collections/mix/points/AAAAAAAA-0000-0000-0000-000000000000')).status).toBe(200);
       expect((await call('POST', '/collections/mix/points/delete?wait=true', { points: ['AAAAAAAA-0000-0000-0000-000000000000', 'doc-1'] })).status).toBe(200);
       expect((await call('POST', '/collections/mix/points/count', {})).body.result.count).toBe(4);
-    } finally {
-      await t.close();
-    }
-  });
+    }));
 
-  it('is_empty sees values the index does not descend into; deeper keys than indexed are refused (review: must_not widened)', async () => {
-    const { t, call } = await qdrant();
-    try {
+  it('is_empty sees values the index does not descend into; deeper keys than indexed are refused (review: must_not widened)', () =>
+    withQdrant(['vectors.max_batch=10000'], async ({ t, call }) => {
       await call('PUT', '/collections/e', { vectors: { size: 2, distance: 'Dot' } });
       const deep = { d: { e: { f: { g: { h: { i: { j: { k: { l: 1 } } } } } } } } };
       await call('PUT', '/collections/e/points?wait=true', { points: [{ id: 1, vector: [1, 0], payload: { a: { 'x y': 1 } } }, { id: 2, vector: [1, 0], payload: deep }, { id: 3, vector: [1, 0], payload: { a: [[1]] } }, { id: 4, vector: [1, 0], payload: { a: {}, d: [] } }] });
@@ -154,14 +133,10 @@ describe('Qdrant app', () => {
       expect(await ids({ must: [{ is_empty: { key: 'd' } }] })).toEqual([1, 3, 4]);
       expect(await ids({ must_not: [{ is_empty: { key: 'a' } }] })).toEqual([1, 3, 4]);
       expect((await call('POST', '/collections/e/points/count', { filter: { must: [{ key: 'd.e.f.g.h.i.j.k.l', match: { value: 1 } }] } })).status).toBe(400);
-    } finally {
-      await t.close();
-    }
-  });
+    }));
 
-  it('payload index declarations are checked and bounded (review: 3 MiB schemas slowed every request)', async () => {
-    const { t, call } = await qdrant();
-    try {
+  it('payload index declarations are checked and bounded (review: 3 MiB schemas slowed every request)', () =>
+    withQdrant(['vectors.max_batch=10000'], async ({ t, call }) => {
       await call('PUT', '/collections/i', { vectors: { size: 2, distance: 'Dot' } });
       expect((await call('PUT', '/collections/i/index', { field_name: 'f', field_schema: 'nonsense' })).status).toBe(400);
       expect((await call('PUT', '/collections/i/index', { field_name: 'f', field_schema: { type: 'keyword', junk: 'x'.repeat(2000) } })).status).toBe(400);
@@ -169,8 +144,5 @@ describe('Qdrant app', () => {
       for (let i = 0; i < 64; i++) expect((await call('PUT', '/collections/i/index', { field_name: `f${i}`, field_schema: { type: 'integer', lookup: true } })).status).toBe(200);
       expect((await call('PUT', '/collections/i/index', { field_name: 'f64', field_schema: 'keyword' })).status).toBe(400);
       expect((await call('PUT', '/collections/i/index', { field_name: 'f3', field_schema: 'keyword' })).status).toBe(200);
-    } finally {
-      await t.close();
-    }
-  });
+    }));
 });
