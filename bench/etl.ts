@@ -72,47 +72,70 @@ function peakRss(pid: number): number {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
-export async function etl(o: BenchOptions): Promise<ResultRow[]> {
-  const dir = mkdtempSync(join(tmpdir(), 'strata-bench-etl-'));
-  const bytes = (Number(process.env.STRATA_BENCH_ETL_MIB) || (o.quick ? 64 : 1024)) * 1024 * 1024;
-  try {
-    const input = join(dir, 'input.jsonl');
-    const rows = await makeInput(input, bytes);
-    const size = statSync(input).size;
-    const mb = size / 1e6;
+interface Measured {
+  rows: number;
+  mb: number;
+  seconds: number;
+  peerSeconds: number;
+  tokens: number;
+  rss: number;
+  stats: any;
+}
 
+/** One input size on a fresh daemon: the pipeline job, the tokenizer-alone peer, and the daemon's peak RSS. */
+async function measure(dir: string, mib: number): Promise<Measured> {
+  const input = join(dir, `input-${mib}.jsonl`);
+  const rows = await makeInput(input, mib * 1024 * 1024);
+  const mb = statSync(input).size / 1e6;
+  try {
     // The peer: the tokenizer alone on the same text.
     let t0 = performance.now();
     let tokens = 0;
     for await (const line of createInterface({ input: createReadStream(input), crlfDelay: Infinity })) tokens += encode((JSON.parse(line) as { text: string }).text).length;
     const peerSeconds = (performance.now() - t0) / 1000;
 
-    const d = await spawnUntil(process.execPath, [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${join(dir, 'data')}`, '--set', 'backup.enabled=false'], /"url":"(http:\/\/[^"]+)"/);
+    const data = join(dir, `data-${mib}`);
+    // MALLOC_ARENA_MAX as the systemd unit sets it (deploy/systemd/strata.service).
+    const d = await spawnUntil(process.execPath, [...daemonFlags(), CLI, 'serve', '--set', 'server.listen=127.0.0.1:0', '--set', `storage.data_dir=${data}`, '--set', 'backup.enabled=false'], /"url":"(http:\/\/[^"]+)"/, { ...process.env, MALLOC_ARENA_MAX: '2' });
     try {
       const base = d.match;
-      const token = readFileSync(join(dir, 'data', 'admin.token'), 'utf8').trim();
+      const token = readFileSync(join(data, 'admin.token'), 'utf8').trim();
       await call(base, 'POST', '/v1/datasets', token, { name: 'bench' });
       if ((await upload(base, '/v1/datasets/bench/raw/input.jsonl', token, input)) !== 201) throw new Error('upload failed');
       t0 = performance.now();
       const job = await call(base, 'POST', '/v1/datasets/bench/jobs', token, { steps: ['normalize', 'dedup', 'filter', 'tokenize'] });
       let state: any;
       for (;;) {
-        await new Promise((r) => setTimeout(r, 500));
+        await new Promise((r) => setTimeout(r, 100));
         state = await call(base, 'GET', `/v1/jobs/${job.job_id}`, token);
         if (state.state !== 'queued' && state.state !== 'running') break;
       }
       const seconds = (performance.now() - t0) / 1000;
       if (state.state !== 'done') throw new Error(`the job ended ${state.state}: ${state.error}`);
-      const rss = peakRss(d.proc.pid!);
-      const stats = state.result.stats;
-      const notes = `${rows} rows, ${(mb).toFixed(0)} MB; kept ${stats.rows_out}, ${stats.duplicates} duplicates (${stats.near_duplicates} near), ${stats.filtered} filtered, ${stats.tokens} tokens (peer counted ${tokens}); ${seconds.toFixed(1)} s vs ${peerSeconds.toFixed(1)} s`;
-      return [
-        row({ name: 'etl_throughput', metric: 'raw JSONL through normalize+dedup+filter+tokenize+Parquet', unit: 'MB/s', value: Math.round((mb / seconds) * 10) / 10, peer: 'gpt-tokenizer alone on the same text', peer_value: Math.round((mb / peerSeconds) * 10) / 10, better: 'higher', notes }),
-        row({ name: 'etl_peak_rss', metric: 'daemon peak RSS over upload and job', unit: 'MiB', value: Math.round(rss / 1048576), peer: 'input size (a reference, not a peer)', peer_value: Math.round(size / 1048576), better: 'lower', notes: 'VmHWM of the daemon process' }),
-      ];
+      return { rows, mb, seconds, peerSeconds, tokens, rss: peakRss(d.proc.pid!), stats: state.result.stats };
     } finally {
       await stop(d.proc);
+      rmSync(data, { recursive: true, force: true });
     }
+  } finally {
+    rmSync(input, { force: true });
+  }
+}
+
+export async function etl(o: BenchOptions): Promise<ResultRow[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-bench-etl-'));
+  const big = Number(process.env.STRATA_BENCH_ETL_MIB) || (o.quick ? 64 : 1024);
+  const small = Math.max(1, Math.floor(big / 16));
+  try {
+    const s = await measure(dir, small);
+    const m = await measure(dir, big);
+    const st = m.stats;
+    const notes = `${m.rows} rows, ${m.mb.toFixed(0)} MB; kept ${st.rows_out}, ${st.duplicates} duplicates (${st.near_duplicates} near), ${st.filtered} filtered, ${st.tokens} tokens (peer counted ${m.tokens}); ${m.seconds.toFixed(1)} s vs ${m.peerSeconds.toFixed(1)} s; ${st.dedup_spills} dedup spills`;
+    const mib = (b: number) => Math.round(b / 1048576);
+    return [
+      row({ name: 'etl_throughput', metric: 'raw JSONL through normalize+dedup+filter+tokenize+Parquet', unit: 'MB/s', value: Math.round((m.mb / m.seconds) * 10) / 10, peer: 'gpt-tokenizer alone on the same text, one core', peer_value: Math.round((m.mb / m.peerSeconds) * 10) / 10, better: 'higher', notes }),
+      row({ name: 'etl_peak_rss', metric: `daemon peak RSS over upload and job, ${big} MiB input`, unit: 'MiB', value: mib(m.rss), peer: `the same at ${small} MiB input (flat: ratio near 1)`, peer_value: mib(s.rss), better: 'lower', notes: `VmHWM of the daemon process, a fresh daemon per size; ${small} MiB input ran at ${(s.mb / s.seconds).toFixed(1)} MB/s` }),
+    ];
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -36,6 +36,7 @@ import { JobStore, jobMigrations, type Job } from '../engines/jobs/job-store.js'
 import { JobRunner } from '../engines/jobs/job-runner.js';
 import { DatasetCatalog, datasetMigrations } from '../engines/datasets/dataset-catalog.js';
 import { DatasetPipeline, type PipelineParams } from '../engines/datasets/dataset-pipeline.js';
+import { PipelinePool } from '../engines/datasets/pipeline-pool.js';
 import { FeedbackStore, feedbackMigrations } from '../engines/feedback/feedback-store.js';
 import { cryptoMigrations, Keyring } from '../engines/crypto/keyring.js';
 import { FieldCipher } from '../engines/crypto/field-cipher.js';
@@ -78,7 +79,7 @@ export interface EngineDeps {
  * The engines on one SQL store. Separate from StrataNode.open so that a replica or a restore
  * can define the same change types on a store and replay a log into it.
  */
-export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' | 'models' | 'conversations' | 'usage' | 'cache' | 'vectors'>, deps: EngineDeps) {
+export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' | 'models' | 'conversations' | 'usage' | 'cache' | 'vectors' | 'datasets'>, deps: EngineDeps) {
   const { hot, archive, modelCache, metrics } = deps;
   const cache = deps.cache ?? new CacheTier(new MemoryCache(config.cache.memory.max_bytes), 'local');
   const audit = new AuditLog(sql.db, sql.changes);
@@ -101,7 +102,7 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const requireUser = (userId: string) => void users.get(userId);
   const tagging = new TextWorker('conversation tagging', 128 * 1024 * 1024);
   const scanning = new TextWorker('PII scan', 64 * 1024 * 1024);
-  const jobText = new TextWorker('dataset job');
+  const pipelinePool = new PipelinePool(config.datasets.workers);
   const pii = new PiiScanner(scanning);
   const conversations = new ConversationStore(sql.db, sql.changes, sql.writer, cache, {
     cachedMessages: config.conversations.cached_messages,
@@ -169,7 +170,7 @@ export function createEngines(sql: SqlStore, config: Pick<StrataConfig, 'tiers' 
   const jobs = new JobStore(sql.db, sql.changes, sql.writer);
   const datasets = new DatasetCatalog(sql.db, sql.changes, sql.writer, hot);
   const feedback = new FeedbackStore(sql.db, sql.changes, sql.writer, cipher, requireUser);
-  return { jobs, datasets, feedback, audit, keyring, cipher, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph, pii, jobText, workers: [tagging, scanning, jobText], objectMissing };
+  return { jobs, datasets, feedback, audit, keyring, cipher, tokens, users, models, checkpoints, conversations, conversationArchive, usage, cache, vectors, graph, pii, pipelinePool, workers: [tagging, scanning, pipelinePool], objectMissing };
 }
 
 /**
@@ -392,7 +393,7 @@ export class StrataNode {
     node.feedback = engines.feedback;
     const scratch = join(dataDir, '.tmp');
     mkdirSync(scratch, { recursive: true });
-    const pipeline = new DatasetPipeline(engines.datasets, scratch, VERSION, engines.jobText, engines.objectMissing);
+    const pipeline = new DatasetPipeline(engines.datasets, scratch, VERSION, engines.pipelinePool, { dedupMemoryBytes: config.datasets.dedup_memory_mb * 1024 * 1024, objectMissing: engines.objectMissing });
     node.jobRunner.register('dataset_pipeline', 'datasets', async (job, ctx) => {
       const { dataset, ...params } = job.params as unknown as { dataset: string } & PipelineParams;
       const r = await pipeline.run(SYSTEM, job.id, dataset, params, ctx);
@@ -492,7 +493,7 @@ export class StrataNode {
   keyring!: Keyring;
   /** PII detection, off the event loop for long texts (the scan route, tags, redaction). */
   pii!: PiiScanner;
-  textWorkers!: TextWorker[];
+  textWorkers!: Array<{ close(): Promise<void> }>;
   /** Counts and logs a referenced object the tier no longer holds. */
   objectMissing!: (tier: string, key: string) => void;
   jobs!: JobStore;

@@ -4,7 +4,8 @@ import { StringDecoder } from 'node:string_decoder';
 // chunk) in memory. UTF-8 sequences split across chunks are joined by the decoder; a trailing
 // "\r" is dropped, so CRLF files read like LF ones. A line longer than `maxChars` is not held:
 // it is read past and reported as `tooLong` (with its number and size, no text), so that one
-// overlong line is one malformed line, not the end of the file.
+// overlong line is one malformed line, not the end of the file. (Before 0.13 a long line that
+// arrived inside one chunk was not caught.)
 
 export const MAX_LINE_CHARS = 16 * 1024 * 1024;
 
@@ -36,7 +37,8 @@ export async function* readLines(source: AsyncIterable<Uint8Array>, maxChars = M
       if (skipped >= 0) {
         yield { line: ++line, text: '', bytes: skipped + Buffer.byteLength(carry.slice(at, nl)) + 1, tooLong: true };
         skipped = -1;
-      } else yield emit(carry.slice(at, nl));
+      } else if (nl - at > maxChars) yield { line: ++line, text: '', bytes: Buffer.byteLength(carry.slice(at, nl)) + 1, tooLong: true };
+      else yield emit(carry.slice(at, nl));
       at = nl + 1;
     }
     carry = carry.slice(at);
@@ -47,5 +49,6 @@ export async function* readLines(source: AsyncIterable<Uint8Array>, maxChars = M
   }
   carry += decoder.end();
   if (skipped >= 0) yield { line: ++line, text: '', bytes: skipped + Buffer.byteLength(carry), tooLong: true };
+  else if (carry.length > maxChars) yield { line: ++line, text: '', bytes: Buffer.byteLength(carry), tooLong: true };
   else if (carry.length > 0) yield emit(carry);
 }

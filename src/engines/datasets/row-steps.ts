@@ -2,12 +2,10 @@ import { detectPii, redactPii } from '../privacy/pii-detector.js';
 import { fingerprint, type Fingerprint } from './near-dedup.js';
 import { dedupKey, filterReason, normalizeText, type FilterOptions } from './text-steps.js';
 
-// The steps of one row, in the order the job names them. One function for both places a row
-// is processed: in place for rows of ordinary length, and on the text worker for long ones
-// (normalizing, fingerprinting and tokenizing a 1 MiB line takes hundreds of milliseconds),
-// so both give the same output. Duplicate detection needs the job's scratch database, which
-// stays on the job's thread: in place, `isDuplicate` answers at the dedup step; on the worker
-// the row's fingerprint comes back and the job checks it.
+// The steps of one row, in the order the job names them. Rows are processed on the pipeline's
+// worker threads; duplicate detection needs the job's tables, which stay on the job's thread,
+// so there the row's fingerprint comes back and the job checks it, in input order. Called with
+// `isDuplicate` (tests, tools), the dedup step answers in place.
 
 export const STEPS = ['normalize', 'dedup', 'filter', 'redact_pii', 'tokenize'] as const;
 export type Step = (typeof STEPS)[number];
@@ -25,6 +23,12 @@ export interface RowOutcome {
   redacted: boolean;
   /** Set when the dedup step ran. */
   fingerprint?: Fingerprint;
+  /**
+   * Whether redaction had happened when the dedup step ran: what `redacted` would have been
+   * had the row been found a duplicate there (a worker runs the later steps before the job
+   * checks the fingerprint, and a duplicate's later redaction must not be counted).
+   */
+  redactedAtDedup?: boolean;
   /** Why the row goes no further: a duplicate (found in place) or a filter's reason. */
   dropped?: 'duplicate' | 'near_duplicate' | ReturnType<typeof filterReason>;
 }
@@ -38,15 +42,17 @@ export function processRow(
   let tokens: number[] = [];
   let redacted = false;
   let fp: Fingerprint | undefined;
+  let redactedAtDedup: boolean | undefined;
   for (const step of plan.steps) {
     if (step === 'normalize') text = normalizeText(text);
     else if (step === 'dedup') {
       fp = fingerprint(dedupKey(text), plan.near);
+      redactedAtDedup = redacted;
       const dup = isDuplicate?.(fp);
       if (dup) return { text, tokens, redacted, fingerprint: fp, dropped: dup === 'near' ? 'near_duplicate' : 'duplicate' };
     } else if (step === 'filter') {
       const reason = filterReason(text, plan.filter);
-      if (reason) return { text, tokens, redacted, ...(fp ? { fingerprint: fp } : {}), dropped: reason };
+      if (reason) return { text, tokens, redacted, ...(fp ? { fingerprint: fp, redactedAtDedup } : {}), dropped: reason };
     } else if (step === 'redact_pii') {
       const findings = detectPii(text);
       if (findings.length) {
@@ -55,5 +61,5 @@ export function processRow(
       }
     } else if (step === 'tokenize') tokens = encode!(text);
   }
-  return { text, tokens, redacted, ...(fp ? { fingerprint: fp } : {}) };
+  return { text, tokens, redacted, ...(fp ? { fingerprint: fp, redactedAtDedup } : {}) };
 }

@@ -1,3 +1,5 @@
+import { isSpace } from './text-steps.js';
+
 // cl100k_base and o200k_base through gpt-tokenizer, whose encodings ship inside the package
 // (nothing is downloaded at run time). Loaded on first use: each table is tens of MB.
 
@@ -34,7 +36,7 @@ export function loadTokenizer(name: TokenizerName): Promise<Tokenizer> {
 }
 
 function boundedEncode(encode: (text: string) => number[], text: string): number[] {
-  if (text.length <= MAX_PIECE_CHARS) return encode(text);
+  if (text.length <= MAX_PIECE_CHARS || !hasLongRun(text)) return encode(text);
   const cuts: number[] = [];
   for (const m of text.matchAll(RUNS)) {
     // Digits are grouped by threes by the pre-tokenizer itself.
@@ -53,4 +55,24 @@ function boundedEncode(encode: (text: string) => number[], text: string): number
     from = cut;
   }
   return tokens;
+}
+
+/**
+ * Whether any run of whitespace or of non-whitespace is longer than MAX_PIECE_CHARS: every
+ * run RUNS can find lies inside one of those, so without one there is nothing to cut. One
+ * pass over the character codes; matching RUNS over every row cost 4 % of a job.
+ */
+function hasLongRun(text: string): boolean {
+  let run = 0;
+  let space = false;
+  for (let i = 0; i < text.length; i++) {
+    const s = isSpace(text.charCodeAt(i));
+    if (s === space) {
+      if (++run > MAX_PIECE_CHARS) return true;
+    } else {
+      space = s;
+      run = 1;
+    }
+  }
+  return false;
 }

@@ -33,7 +33,7 @@ describe('near-duplicate detection', () => {
     const cost = async (n: number) => {
       const finder = await DuplicateFinder.open(join(tempDir(), 'dedup.db'), 0.8);
       const t0 = performance.now();
-      for (const l of lines.slice(0, n)) finder.check(l);
+      for (const l of lines.slice(0, n)) await finder.check(l);
       const ms = performance.now() - t0;
       finder.close();
       return ms;
@@ -48,10 +48,52 @@ describe('near-duplicate detection', () => {
   it('still finds a near duplicate among lines that share its bucket', async () => {
     const lines = collidingLines(100);
     const finder = await DuplicateFinder.open(join(tempDir(), 'dedup.db'), 0.8);
-    for (const l of lines) expect(finder.check(l)).toBeUndefined();
+    for (const l of lines) expect(await finder.check(l)).toBeUndefined();
     // One word changed in the newest line: found among the most recent candidates.
     const last = lines[lines.length - 1]!;
-    expect(finder.check(last.replace(/u\w+$/, 'changed'))).toBe('near');
+    expect(await finder.check(last.replace(/u\w+$/, 'changed'))).toBe('near');
     finder.close();
+  });
+
+  it('splits words where 0.12 split them (JavaScript \\s), without building word strings', () => {
+    // 0.12's word split, kept here as the reference.
+    const reference = (text: string) => text.split(/\s+/u).filter(Boolean);
+    const spaces = [' ', '\t', '\n', '\v', '\f', '\r', '\u00a0', '\u1680', '\u2000', '\u2005', '\u200a', '\u2028', '\u2029', '\u202f', '\u205f', '\u3000', '\ufeff'];
+    const notSpaces = ['\u200b', '\u180e', '\u0085', 'x', '😀'];
+    for (const sp of [...spaces, ...notSpaces]) {
+      const text = `${sp}alpha${sp}beta gamma${sp}${sp}delta epsilon${sp}`;
+      const words = reference(text);
+      const rebuilt = minhash(words.join(' '));
+      expect(Array.from(minhash(text)), JSON.stringify(sp)).toEqual(Array.from(rebuilt));
+    }
+    expect(Array.from(minhash(''))).toEqual(Array.from(minhash('   ')));
+  });
+
+  it('answers the same with a budget that forces spills as with everything in memory', async () => {
+    let seed = 3;
+    const rnd = () => (seed = (Math.imul(seed, 48271) % 2147483647) >>> 0);
+    const base = Array.from({ length: 1500 }, (_, i) => `${Array.from({ length: 25 }, () => `w${rnd() % 500}`).join(' ')} ${i}`);
+    const keys: string[] = [];
+    for (let i = 0; i < 4000; i++) {
+      const r = rnd() % 100;
+      const earlier = base[rnd() % base.length]!;
+      keys.push(r < 8 ? earlier : r < 14 ? earlier.replace(/^\S+/, 'changed') : base[i % base.length]! + (i >= base.length ? ` again ${i}` : ''));
+    }
+    const answers = async (memoryBytes: number) => {
+      const finder = new DuplicateFinder(join(tempDir(), 'dedup.db'), 0.8, memoryBytes);
+      const out: Array<string | undefined> = [];
+      for (const k of keys) out.push(await finder.check(k));
+      const { spills, diskLookups } = finder;
+      finder.close();
+      return { out, spills, diskLookups };
+    };
+    const inMemory = await answers(64 * 1024 * 1024);
+    const spilled = await answers(96 * 1024);
+    expect(inMemory.spills).toBe(0);
+    expect(spilled.spills).toBeGreaterThan(5);
+    expect(spilled.diskLookups).toBeGreaterThan(0);
+    expect(spilled.out).toEqual(inMemory.out);
+    expect(inMemory.out.filter((a) => a === 'exact').length).toBeGreaterThan(100);
+    expect(inMemory.out.filter((a) => a === 'near').length).toBeGreaterThan(50);
   });
 });
