@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { SqlStore } from '../engines/sql/sql-store.js';
 import type { ChangeRecord } from '../engines/sql/change-log.js';
 import { BackupArchive, readAll, type SnapshotManifest } from './backup-archive.js';
-import { takeSnapshot } from './snapshot.js';
+import { takeSnapshotOffThread } from './snapshot.js';
 
 // Continuous backup of a primary: change-log segments shipped every few seconds (the RPO)
 // and snapshots on a schedule (how much log a restore has to replay). Retention keeps, for
@@ -185,7 +185,7 @@ export class Backups {
         const out: SnapshotManifest[] = [];
         for (const [name, store] of Object.entries(this.stores)) {
           const indexes = name === 'main' ? await this.indexFiles() : [];
-          const snap = takeSnapshot(store, join(dir, `${name}.db`));
+          const snap = await takeSnapshotOffThread(store, join(dir, `${name}.db`));
           if (name === 'main') await this.moveUserKeysOut(store, snap.path);
           const time = store.changes.timeOf(snap.lsn) ?? Date.now();
           const m = await this.archive.putSnapshot(name, snap.path, { lsn: snap.lsn, time }, indexes);

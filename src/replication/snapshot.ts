@@ -1,4 +1,6 @@
-import { rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
+import { workerFile } from '../engines/worker-file.js';
 import type { SqlStore } from '../engines/sql/sql-store.js';
 import { divergentRecords, writeRollback } from './rollback.js';
 
@@ -6,23 +8,29 @@ import { divergentRecords, writeRollback } from './rollback.js';
 //
 // Taking one uses `VACUUM INTO`, which every SQLite driver Strata runs on supports (better-
 // sqlite3's backup() restarts whenever another connection writes — see FIELD-NOTES): it copies
-// the database as of one read transaction into a new, compact file. The LSN a snapshot
-// includes is read from the copy itself, so it can never disagree with the copy's contents.
+// the database as of one read transaction into a new, compact file, on a connection and a
+// thread of its own so the daemon keeps answering. The LSN a snapshot includes is read from
+// the copy itself, so it can never disagree with the copy's contents.
 //
 // Installing one replaces the rows of every table of an open store, in one transaction, from
 // the attached snapshot. The schema must be identical (same Strata version on both nodes).
 // Triggers are dropped and recreated around the copy, because the billing ledger's triggers
 // refuse DELETE — for everyone else, which is the point of them.
 
-export function takeSnapshot(store: SqlStore, path: string): { path: string; lsn: number } {
-  rmSync(path, { force: true });
-  store.db.prepare('VACUUM INTO ?').run(path);
-  store.db.prepare('ATTACH DATABASE ? AS snap').run(path);
+/** A snapshot of `store` at `path`, taken on a worker thread with a connection of its own (snapshot-worker-thread.ts). */
+export async function takeSnapshotOffThread(store: SqlStore, path: string): Promise<{ path: string; lsn: number }> {
+  await rm(path, { force: true });
+  const worker = new Worker(workerFile(import.meta.url, 'snapshot-worker-thread.js'), { workerData: { source: store.db.path, target: path } });
   try {
-    const lsn = store.db.prepare<{ seq: number }>("SELECT seq FROM snap.sqlite_sequence WHERE name = 'changelog'").get()?.seq ?? 0;
-    return { path, lsn };
+    const answer = await new Promise<{ lsn?: number; error?: string }>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+      worker.once('exit', (code) => reject(new Error(`the snapshot worker exited with ${code}`)));
+    });
+    if (answer.error !== undefined) throw new Error(`snapshot of ${store.db.path} failed: ${answer.error}`);
+    return { path, lsn: answer.lsn! };
   } finally {
-    store.db.exec('DETACH DATABASE snap');
+    await worker.terminate();
   }
 }
 

@@ -8,7 +8,7 @@ import { Conflict, LogPruned, NotFound, Unavailable } from '../../engines/errors
 import type { SqlStore } from '../../engines/sql/sql-store.js';
 import { readHistory, sharedUpTo } from '../../replication/epoch-history.js';
 import { listRollbacks } from '../../replication/rollback.js';
-import { takeSnapshot } from '../../replication/snapshot.js';
+import { takeSnapshotOffThread } from '../../replication/snapshot.js';
 import type { ApiRouter } from '../api-router.js';
 import { actorOf } from '../auth.js';
 import type { StrataNode } from '../strata-node.js';
@@ -115,7 +115,7 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       servingPrimary(node);
       if (query.node_id) node.replication.rememberReplica(query.node_id, query.url);
       const dir = await mkdtemp(join(node.dataDir, '.snapshot-'));
-      const snap = takeSnapshot(stores[query.store], join(dir, 'snapshot.db'));
+      const snap = await takeSnapshotOffThread(stores[query.store], join(dir, 'snapshot.db'));
       const stream = createReadStream(snap.path);
       stream.on('close', () => void rm(dir, { recursive: true, force: true }));
       return c.body(Readable.toWeb(stream) as ReadableStream, 200, { 'Content-Type': 'application/vnd.sqlite3', 'X-Strata-Lsn': String(snap.lsn), 'X-Strata-Epoch': String(node.replication.epoch()) });

@@ -134,10 +134,16 @@ export class FsObjectStore implements ObjectStore {
       // than a WriteStream: a full disk rejects the write that hit it, where a stream's 'error'
       // event with nobody listening would end the process.
       fh = await open(tmp, 'wx', 0o600);
+      let unsynced = 0;
       for await (const chunk of body) {
         hash.update(chunk);
         size += chunk.byteLength;
         await writeFully(fh, chunk);
+        unsynced += chunk.byteLength;
+        if (options.syncEveryBytes && unsynced >= options.syncEveryBytes) {
+          await fh.datasync();
+          unsynced = 0;
+        }
       }
       const sha256 = hash.digest('hex');
       if (options.expectedSha256 && options.expectedSha256.toLowerCase() !== sha256) {
