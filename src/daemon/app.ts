@@ -6,6 +6,7 @@ import { ApiRouter } from './api-router.js';
 import { errorBody, errorResponse } from './http-error.js';
 import { adminRoutes } from './routes/admin.js';
 import { opsRoutes } from './routes/ops.js';
+import { apiDocsRoutes } from './routes/api-docs.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
 import { modelRoutes } from './routes/models.js';
 import { userRoutes } from './routes/users.js';
@@ -87,6 +88,7 @@ export function createApp(node: StrataNode): Hono<AppEnv> {
     authFailed: (reason) => node.authFailed(reason),
   });
   opsRoutes(router, node);
+  apiDocsRoutes(router);
   adminRoutes(router, node);
   userRoutes(router, node);
   modelRoutes(router, node);

@@ -3,7 +3,7 @@ import { timedOut, type ListenOptions, type Listener } from './listener.js';
 // Bun.serve. Bun answers 431 past 16 KiB of headers itself. It resolves "." and ".." segments
 // of the request target before the app sees it (the URL it hands over is already normalised),
 // so the dot-segment check cannot see them: such a request is served as the path it resolves
-// to, which the client could have asked for directly (README, "Runtimes").
+// to, which the client could have asked for directly (docs/architecture.md, "Each runtime's own HTTP server").
 
 interface BunServer {
   readonly port: number;

@@ -9,37 +9,31 @@ import { backupVerifyCommand, drillCommand, keysRotateCommand, promoteCommand, r
 import { DataDirLock } from './data-dir-lock.js';
 import { StrataNode } from './strata-node.js';
 import { VERSION } from './version.js';
+import { configReference } from './config-reference.js';
+import { COMMANDS } from './cli-commands.js';
 
 // Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
+
+const OPTIONS = `Options:
+  --config FILE          the YAML config (default: the embedded config/strata.yaml)
+  --set key.path=value   override one key before validation; the value is parsed as YAML
+                         (repeatable), e.g. --set server.listen=0.0.0.0:7070
+  -h, --help             this text; "strata <command> --help" for one command`;
 
 const HELP = `strata ${VERSION} — a self-hosted storage node for AI platforms
 
 Usage:
-  strata serve         [--config FILE] [--set key.path=value ...]
-  strata check-config  [--config FILE] [--set key.path=value ...]
-  strata token create  [--config FILE] [--set ...] --role ROLE [--user-id ID] [--name NAME] [--s3]
-  strata restore       [--config FILE] [--set ...] --to TIME|latest --target-dir DIR [--replace]
-  strata backup verify [--config FILE] [--set ...]
-  strata drill         [--config FILE] [--set ...]   (DR drill: restore, serve the copy, probe)
-  strata promote       [--config FILE] [--set ...]
-  strata rollback show FILE [--config FILE] [--set ...]   (records a rejoining node discarded)
-  strata keys rotate   [--config FILE] [--set ...] --new-key-file FILE   (daemon stopped)
-  strata retention     [--config FILE] [--set ...] [--dry-run]           (daemon stopped unless --dry-run)
+${Object.values(COMMANDS).map((c) => `  ${c.usage}`).join('\n')}
   strata --help | --version
 
-Options:
-  --config FILE          the YAML config (default: the embedded config/strata.yaml)
-  --set key.path=value   override one key before validation; the value is parsed as YAML
-                         (repeatable), e.g. --set server.listen=0.0.0.0:7070
-  --role ROLE            ${ROLES.join(' | ')}
-  --user-id ID           the user a "user" token is bound to
-  --name NAME            a label for the token (default: "cli")
-  --s3                   token create: also print an S3 access key id and secret (lines 2, 3)
-  --replace              restore: the copy replaces the backed-up node (keeps its cluster
-                         identity, so it owns the object tiers); without it the copy is a
-                         fork that never deletes from tiers it shares with the source
+${OPTIONS}
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.`;
+
+function commandHelp(name: string): string {
+  const c = COMMANDS[name]!;
+  return `Usage: ${c.usage}\n\n${c.does}\n\nExample:\n  ${c.example}\n\n${OPTIONS}\n`;
+}
 
 class UsageError extends Error {}
 
@@ -70,7 +64,8 @@ async function main(argv: string[]): Promise<number> {
   }
   const { values, positionals } = parsed;
   if (values.help) {
-    process.stdout.write(HELP + '\n');
+    const name = positionals.join(' ');
+    process.stdout.write(COMMANDS[name] ? commandHelp(name) : HELP + '\n');
     return 0;
   }
   if (values.version) {
@@ -87,6 +82,9 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'serve':
       return serveCommand(config());
+    case 'config reference':
+      process.stdout.write(configReference());
+      return 0;
     case 'check-config': {
       const cfg = config();
       process.stdout.write(`config ok: node ${cfg.node.id}, listen ${cfg.server.listen}, data_dir ${cfg.storage.data_dir}\n`);

@@ -621,7 +621,7 @@ export class StrataNode {
    * Deletes a user and everything held about them in this node's engines, in one transaction:
    * conversations, messages and their archive segments, usage, preferences, tokens. Cache
    * entries and archive objects are cleared after the commit. Billing entries are kept: the
-   * ledger is append-only and financial records outlive an account (see the README).
+   * ledger is append-only and financial records outlive an account (see docs/security.md).
    */
   /**
    * GDPR erasure as a job (202 at the API): vectors whose metadata names the user, then in one
@@ -745,7 +745,7 @@ export class StrataNode {
   /**
    * Drops change-log records older than replication.log_retention_seconds. Replicas further
    * behind bootstrap again (410 log_pruned). Point-in-time recovery will need its segments
-   * shipped before this runs (see the README's replication section).
+   * shipped before this runs (see docs/replication-and-recovery.md).
    */
   pruneChangeLog(now = Date.now()): number {
     if (this.replication.role !== 'primary') return 0;
