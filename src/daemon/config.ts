@@ -127,6 +127,10 @@ export const configSchema = z.strictObject({
           path: z.string().min(1).optional(),
           capacity_bytes: z.int().positive().default(10 * 1024 ** 3),
           pinned_aliases: z.array(z.string().min(1)).default(['production']),
+          /** A cache miss on an S3 hot tier reads the object with this many ranged GETs at once (1: one GET). */
+          fill_parallel_gets: z.int().min(1).max(64).default(4),
+          /** Bytes per ranged GET of a fill; memory per fill is at most parallel GETs × this. */
+          fill_part_bytes: z.int().min(1024 * 1024).max(1024 * 1024 * 1024).default(8 * 1024 * 1024),
         })
         .prefault({}),
     })

@@ -293,6 +293,8 @@ export class StrataNode {
         fill: (bytes) => metrics.modelCacheBytes.inc(bytes),
         fillFailed: (sha256, err) => log.warn({ sha256, err: err.message }, 'model cache fill failed; reads of this file are served from the object tier'),
       }, sealer);
+      // A local disk gains nothing from parallel reads of one file; a remote tier does.
+      if (config.objects.hot.driver === 's3' && cacheCfg.fill_parallel_gets > 1) cache.ranged = { width: cacheCfg.fill_parallel_gets, partBytes: cacheCfg.fill_part_bytes };
       backend = await openCache(config.cache, log);
       const showState = (s: 'ok' | 'degraded') => {
         metrics.cacheDegraded.set(s === 'ok' ? 0 : 1);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { isOutOfSpace, NotFound, Unavailable } from '../errors.js';
 import { Sealer } from '../crypto/sealed-stream.js';
+import { rangedFetch, type RangedFetchOptions } from './ranged-fetch.js';
 
 // Model files on local NVMe, keyed by sha256, so a GPU server loads weights at disk speed.
 // The cache is derived state: any file here can be deleted and is fetched again from the
@@ -128,6 +129,8 @@ export class ModelCache {
   private readonly filling = new Map<string, Fill>();
   private readonly corrupt = new Map<string, { until: number; error: Error }>();
   private fillsPausedUntil = 0;
+  /** Set by the owner when the object tier is remote (S3, MinIO); undefined: one GET per fill. */
+  ranged: RangedFetchOptions | undefined;
   private used = 0;
   private hits = 0;
   private misses = 0;
@@ -322,7 +325,9 @@ export class ModelCache {
       }
       fill = new Fill(tmp, fh, total);
       this.filling.set(sha256, fill);
-      const source = fetch();
+      // Large files from a remote tier: several ranged GETs at once (ranged-fetch.ts).
+      const ranged = this.ranged && size >= 2 * this.ranged.partBytes;
+      const source = ranged ? rangedFetch(fetch, size, this.ranged!) : fetch();
       const f = fill;
       fill.started = source.then(() => undefined);
       fill.finished = source.then(

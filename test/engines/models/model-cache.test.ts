@@ -191,4 +191,88 @@ describe('model cache', () => {
       for (const r of results) expect(r.equals(data)).toBe(true);
     }
   });
+
+  describe('fills from a remote tier: parallel ranged GETs', () => {
+    /** A tier that answers ranges in small chunks, slowly, and counts the GETs in flight. */
+    function tier(data: Buffer, opts: { failPart?: number; corruptPart?: number } = {}) {
+      const seen: Array<{ start: number; end: number } | undefined> = [];
+      let inFlight = 0;
+      let maxInFlight = 0;
+      let failed = false;
+      const get = async (range?: { start: number; end: number }) => {
+        seen.push(range);
+        const r = range ?? { start: 0, end: data.length - 1 };
+        const part = Math.floor(r.start / 65_536);
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        return Readable.from(
+          (async function* () {
+            try {
+              for (let at = r.start; at <= r.end; at += 16_384) {
+                await new Promise((res) => setTimeout(res, 2));
+                // Once: the reader's handover to the tier afterwards reads the same bytes fine.
+                if (range && part === opts.failPart && at > r.start && !failed) {
+                  failed = true;
+                  throw new Error('connection reset by the tier');
+                }
+                const chunk = Buffer.from(data.subarray(at, Math.min(r.end + 1, at + 16_384)));
+                if (range && part === opts.corruptPart) chunk[0] = chunk[0]! ^ 1;
+                yield chunk;
+              }
+            } finally {
+              inFlight--;
+            }
+          })(),
+        );
+      };
+      return { get, seen, max: () => maxInFlight };
+    }
+
+    it('reads the object as ranged GETs, several at once, and caches it whole and verified', async () => {
+      const cache = await ModelCache.open(tempDir(), 100_000_000, () => new Set());
+      cache.ranged = { partBytes: 65_536, width: 3 };
+      const data = randomBytes(65_536 * 10 + 123);
+      const t = tier(data);
+      const whole = await read(await cache.read(sha(data), data.length, t.get));
+      expect(whole.equals(data)).toBe(true);
+      expect(t.seen).toHaveLength(11);
+      expect(t.seen.every((r) => r !== undefined)).toBe(true);
+      expect(t.seen[10]).toEqual({ start: 655_360, end: data.length - 1 });
+      expect(t.max()).toBe(3);
+      await expect.poll(() => cache.has(sha(data))).toBe(true);
+      const hit = await read(await cache.read(sha(data), data.length, t.get, { start: 100_000, end: 100_009 }));
+      expect(hit.equals(data.subarray(100_000, 100_010))).toBe(true);
+      expect(t.seen).toHaveLength(11);
+    });
+
+    it('a part that fails hands the reader over to the tier; nothing is cached', async () => {
+      const cache = await ModelCache.open(tempDir(), 100_000_000, () => new Set());
+      cache.ranged = { partBytes: 65_536, width: 3 };
+      const data = randomBytes(65_536 * 6);
+      const t = tier(data, { failPart: 4 });
+      const whole = await read(await cache.read(sha(data), data.length, t.get));
+      expect(whole.equals(data)).toBe(true);
+      expect(cache.has(sha(data))).toBe(false);
+    });
+
+    it('a corrupt part breaks the transfer at the end and is not cached', async () => {
+      const dir = tempDir();
+      const cache = await ModelCache.open(dir, 100_000_000, () => new Set());
+      cache.ranged = { partBytes: 65_536, width: 3 };
+      const data = randomBytes(65_536 * 6);
+      const t = tier(data, { corruptPart: 2 });
+      await expect(read(await cache.read(sha(data), data.length, t.get))).rejects.toThrow(/corrupt/);
+      expect(cache.has(sha(data))).toBe(false);
+      expect(readdirSync(dir).filter((f) => f !== '.tmp')).toEqual([]);
+    });
+
+    it('files smaller than two parts are one GET', async () => {
+      const cache = await ModelCache.open(tempDir(), 100_000_000, () => new Set());
+      cache.ranged = { partBytes: 65_536, width: 3 };
+      const data = randomBytes(100_000);
+      const t = tier(data);
+      expect((await read(await cache.read(sha(data), data.length, t.get))).equals(data)).toBe(true);
+      expect(t.seen).toEqual([undefined]);
+    });
+  });
 });
