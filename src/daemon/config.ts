@@ -236,7 +236,7 @@ export const configSchema = z.strictObject({
       /** Worker threads of the pipeline jobs (parse, normalize, fingerprint, filter, redact, tokenize, encode shards). Default: the cores this process may use. */
       workers: z.int().min(1).max(256).optional(),
       /** Duplicate-detection tables a job keeps in memory before spilling to a scratch file, in MiB. */
-      dedup_memory_mb: z.int().min(1).max(65_536).default(32),
+      dedup_memory_mb: z.int().min(1).max(2048).default(32),
     })
     .prefault({}),
   embeddings: z

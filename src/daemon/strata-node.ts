@@ -562,12 +562,17 @@ export class StrataNode {
         autoFailover: r.failover === 'auto',
         maxLagSeconds: r.max_lag_seconds,
         rollbackDir: join(resolve(config.storage.data_dir), 'rollback'),
+        scratchDir: resolve(config.storage.data_dir),
       },
       {
         beforeApply: async (store, records, fetchFromPrimary) => {
           if (store !== 'main') return;
-          // Records that place a blob (models, checkpoints) name its sha256, key and tier.
+          // Records that place a blob (models, checkpoints) name its sha256, key and tier. Only
+          // those: a dataset file's record names a sha256 and a key too, but is no row of
+          // `blobs`, so the primary's blob route answers 404 for it — and a replica that asked
+          // for it retried for ever, its main store stuck at that record (review).
           for (const r of records) {
+            if (r.engine !== 'models' && r.engine !== 'checkpoints') continue;
             const p = r.payload as { sha256?: unknown; key?: unknown; tier?: unknown };
             if (typeof p.sha256 !== 'string' || typeof p.key !== 'string') continue;
             await copyBlob(p.sha256, p.key, p.tier === 'archive' ? 'archive' : 'hot', fetchFromPrimary);

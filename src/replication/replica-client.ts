@@ -38,6 +38,8 @@ export interface ReplicaOptions {
   waitMs?: number;
   /** Where a bootstrap keeps the records it discards (<data_dir>/rollback). */
   rollbackDir?: string;
+  /** Where a bootstrap downloads its snapshot (the data dir); the OS temp dir without it. */
+  scratchDir?: string;
 }
 
 interface FeedFrame {
@@ -132,7 +134,9 @@ export class ReplicaClient {
   }
 
   private async bootstrap(name: string, store: SqlStore, get: (path: string) => Promise<Response>): Promise<void> {
-    const dir = await mkdtemp(join(tmpdir(), 'strata-snapshot-'));
+    // In the data dir, where `strata serve` sweeps `.snapshot-*` at start: a replica killed
+    // mid-download left 100 MB in the OS temp dir for good (review), which may be a small tmpfs.
+    const dir = await mkdtemp(this.options.scratchDir ? join(this.options.scratchDir, '.snapshot-') : join(tmpdir(), 'strata-snapshot-'));
     try {
       const res = await get(`/v1/replication/snapshot?store=${name}&${this.whoAsks()}`);
       if (res.status !== 200 || !res.body) throw new Error(`snapshot answered ${res.status}: ${await res.text()}`);

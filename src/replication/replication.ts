@@ -36,6 +36,8 @@ export interface ReplicationOptions {
   confirmEpoch?: boolean;
   /** Where a bootstrap keeps the records it discards (<data_dir>/rollback, rollback.ts). */
   rollbackDir?: string;
+  /** Where a replica's bootstrap downloads its snapshot (the data dir). */
+  scratchDir?: string;
   /** replication.failover: auto — a replica promotes itself when the primary's lease lapses. */
   autoFailover?: boolean;
   /** replication.max_lag_seconds: the lag a replica may have and still serve reads or stand (lag()). */
@@ -248,7 +250,7 @@ export class Replication {
     };
     this.client = new ReplicaClient(
       this.stores,
-      { primaryUrl: this.primaryUrl, token, nodeId: this.options.nodeId, selfUrl: () => this.selfUrl, ...(this.options.rollbackDir ? { rollbackDir: this.options.rollbackDir } : {}) },
+      { primaryUrl: this.primaryUrl, token, nodeId: this.options.nodeId, selfUrl: () => this.selfUrl, ...(this.options.rollbackDir ? { rollbackDir: this.options.rollbackDir } : {}), ...(this.options.scratchDir ? { scratchDir: this.options.scratchDir } : {}) },
       events,
       forceBootstrap,
     );

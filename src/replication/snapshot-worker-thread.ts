@@ -26,5 +26,6 @@ try {
     copy.close();
   }
 } catch (err) {
-  parentPort!.postMessage({ error: (err as Error).message });
+  // The code travels too: SQLITE_FULL must reach the caller as a full disk, not as a 500.
+  parentPort!.postMessage({ error: (err as Error).message, code: (err as { code?: string }).code });
 }

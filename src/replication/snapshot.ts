@@ -22,12 +22,12 @@ export async function takeSnapshotOffThread(store: SqlStore, path: string): Prom
   await rm(path, { force: true });
   const worker = new Worker(workerFile(import.meta.url, 'snapshot-worker-thread.js'), { workerData: { source: store.db.path, target: path } });
   try {
-    const answer = await new Promise<{ lsn?: number; error?: string }>((resolve, reject) => {
+    const answer = await new Promise<{ lsn?: number; error?: string; code?: string }>((resolve, reject) => {
       worker.once('message', resolve);
       worker.once('error', reject);
       worker.once('exit', (code) => reject(new Error(`the snapshot worker exited with ${code}`)));
     });
-    if (answer.error !== undefined) throw new Error(`snapshot of ${store.db.path} failed: ${answer.error}`);
+    if (answer.error !== undefined) throw Object.assign(new Error(`snapshot of ${store.db.path} failed: ${answer.error}`), { code: answer.code });
     return { path, lsn: answer.lsn! };
   } finally {
     await worker.terminate();

@@ -169,6 +169,12 @@ describe('datasets', () => {
     const left = [];
     for await (const o of t.node.datasets.objects.list(`datasets/long/jobs/${long}/`)) left.push(o.key);
     expect(left).toEqual([]);
+    // Bounds no row could pass are refused, not run into an empty version (review).
+    const impossible = await t.call('POST', '/v1/datasets/long/jobs', { steps: ['filter'], min_chars: 100, max_chars: 10 });
+    expect(impossible.status).toBe(400);
+    expect(impossible.body.error.message).toContain('min_chars');
+    // Shard names past 99999 (shard_rows: 1 on a large input) are names like any other (review).
+    expect((await t.call('GET', '/v1/datasets/long/versions/1/shards/shard-100004.parquet')).body.error.code).not.toBe('invalid_input');
     // Plain text: one row per line.
     await upload(t, 'd', 'notes.txt', 'first line\nsecond line\n');
     await t.call('POST', '/v1/datasets', { name: 'p' });

@@ -107,6 +107,29 @@ describe('a full disk', () => {
     expect(d.proc.exitCode).toBeNull();
   });
 
+  it.skipIf(!disk)('a snapshot for a replica on a full disk answers 507 and leaves no partial copy behind (review)', async () => {
+    // A database worth copying, then a disk with less room than a copy takes.
+    await api(d, 'POST', '/v1/users', { id: 'snap', email: 'snap@example.com', tier: 'free' });
+    const filler = join(disk!.dir, 'filler3');
+    mkdirSync(filler);
+    try {
+      for (let i = 0; ; i++) writeFileSync(join(filler, String(i)), Buffer.alloc(256 * 1024));
+    } catch {
+      // full
+    }
+    try {
+      const r = await fetch(`${d.url}/v1/replication/snapshot?store=main`, { headers: { authorization: `Bearer ${d.adminToken}` } });
+      expect(r.status).toBe(507);
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe('insufficient_storage');
+      expect(readdirSync(d.dataDir).filter((f) => f.startsWith('.snapshot-'))).toEqual([]);
+    } finally {
+      rmSync(filler, { recursive: true, force: true });
+    }
+    const ok = await fetch(`${d.url}/v1/replication/snapshot?store=main`, { headers: { authorization: `Bearer ${d.adminToken}` } });
+    expect(ok.status).toBe(200);
+    await ok.arrayBuffer();
+  });
+
   it.skipIf(!disk)('jobs, backups and shutdown on a full disk: each fails cleanly, leaves no scratch behind, and the listing still answers', async () => {
     await api(d, 'POST', '/v1/datasets', { name: 'ds' });
     const rows = Array.from({ length: 20_000 }, (_, i) => JSON.stringify({ text: `row ${i} ${'lorem ipsum '.repeat(8)}` })).join('\n');

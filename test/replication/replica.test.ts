@@ -109,6 +109,19 @@ describe('replication', () => {
     expect(metrics).toMatch(new RegExp(`strata_replication_applied_lsn\\{replica="replica-1",store="main"\\} ${ps.lsn}`));
   });
 
+  it('a dataset upload on the primary does not stop a replica with its own tier (review: it asked for the file as a blob for ever)', async () => {
+    const p = await primary();
+    const r = await replica(p);
+    await caughtUp(r, p);
+    expect((await api(p, 'POST', '/v1/datasets', { name: 'rep' })).status).toBe(201);
+    const put = await fetch(`${p.url}/v1/datasets/rep/raw/a.jsonl`, { method: 'PUT', headers: { authorization: `Bearer ${p.adminToken}` }, body: '{"text":"one row"}\n' });
+    expect(put.status).toBe(201);
+    expect((await api(p, 'POST', '/v1/users', { id: 'after-dataset', email: 'a@example.com', tier: 'free' })).status).toBe(201);
+    await caughtUp(r, p);
+    expect((await api(r, 'GET', '/v1/users/after-dataset')).status).toBe(200);
+    expect((await api(r, 'GET', '/v1/datasets/rep')).status).toBe(200);
+  });
+
   it('a paused replica resumes from its LSN; with the log pruned past it, it bootstraps again', async () => {
     const p = await primary(['replication.log_retention_seconds=1']);
     await seed(p, 'a');

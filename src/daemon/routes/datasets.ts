@@ -71,7 +71,7 @@ export function datasetRoutes(router: ApiRouter, node: StrataNode): void {
         shard_rows: z.int().min(1).max(1_000_000).optional(),
         on_error: z.enum(['skip', 'fail']).optional(),
         max_line_chars: z.int().min(1).max(16 * 1024 * 1024).optional(),
-      }),
+      }).refine((b) => (b.min_chars ?? DEFAULT_PARAMS.min_chars) <= (b.max_chars ?? DEFAULT_PARAMS.max_chars), { message: 'min_chars must not exceed max_chars: no row could pass', path: ['min_chars'] }),
       responses: { 202: { description: '{job_id}; GET /v1/jobs/{job_id} shows state, progress and stats' } },
     },
     async (c, { params, body, caller }) => {
@@ -93,7 +93,7 @@ export function datasetRoutes(router: ApiRouter, node: StrataNode): void {
       summary: 'One Parquet shard (columns id, text, tokens list<int32>, n_tokens, source_file, source_line, fields)',
       tag: 'datasets',
       access: 'shared',
-      params: z.strictObject({ name, version: z.coerce.number().int().min(1), shard: z.string().regex(/^shard-\d{5}\.parquet$/, 'shard names look like shard-00000.parquet') }),
+      params: z.strictObject({ name, version: z.coerce.number().int().min(1), shard: z.string().regex(/^shard-\d{5,9}\.parquet$/, 'shard names look like shard-00000.parquet') }),
       responses: { 200: { description: 'application/vnd.apache.parquet' } },
     },
     async (c, { params }) => {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
-import { Conflict, LogPruned, NotFound, Unavailable } from '../../engines/errors.js';
+import { Conflict, InsufficientStorage, isOutOfSpace, LogPruned, NotFound, Unavailable } from '../../engines/errors.js';
 import type { SqlStore } from '../../engines/sql/sql-store.js';
 import { readHistory, sharedUpTo } from '../../replication/epoch-history.js';
 import { listRollbacks } from '../../replication/rollback.js';
@@ -12,6 +12,9 @@ import { takeSnapshotOffThread } from '../../replication/snapshot.js';
 import type { ApiRouter } from '../api-router.js';
 import { actorOf } from '../auth.js';
 import type { StrataNode } from '../strata-node.js';
+
+/** Snapshots served to replicas are taken one after another (see the snapshot route). */
+let snapshotTurn: Promise<void> = Promise.resolve();
 
 // The primary's side of log shipping, and promotion. Replicas authenticate with a service or
 // admin token of the primary.
@@ -114,8 +117,25 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       // replica had already superseded). Found as a flaky test under CI load.
       servingPrimary(node);
       if (query.node_id) node.replication.rememberReplica(query.node_id, query.url);
-      const dir = await mkdtemp(join(node.dataDir, '.snapshot-'));
-      const snap = await takeSnapshotOffThread(stores[query.store], join(dir, 'snapshot.db'));
+      // One snapshot at a time per node: each is a full copy of the store on the data dir's
+      // disk, and ten at once took ten times the database's size (review).
+      const turn = snapshotTurn;
+      let done!: () => void;
+      snapshotTurn = new Promise<void>((r) => (done = r));
+      await turn;
+      let dir: string | undefined;
+      let snap: { path: string; lsn: number };
+      try {
+        dir = await mkdtemp(join(node.dataDir, '.snapshot-'));
+        snap = await takeSnapshotOffThread(stores[query.store], join(dir, 'snapshot.db'));
+      } catch (err) {
+        // A failed copy goes at once: on a full disk its bytes are what the next write needs.
+        if (dir) await rm(dir, { recursive: true, force: true });
+        done();
+        if (isOutOfSpace(err)) throw new InsufficientStorage(`the data dir's disk (${node.dataDir})`);
+        throw err;
+      }
+      done();
       const stream = createReadStream(snap.path);
       stream.on('close', () => void rm(dir, { recursive: true, force: true }));
       return c.body(Readable.toWeb(stream) as ReadableStream, 200, { 'Content-Type': 'application/vnd.sqlite3', 'X-Strata-Lsn': String(snap.lsn), 'X-Strata-Epoch': String(node.replication.epoch()) });

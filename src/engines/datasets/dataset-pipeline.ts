@@ -176,7 +176,13 @@ export class DatasetPipeline {
         const tokens = r.tokens.subarray(i === 0 ? 0 : r.ends[i - 1]!, r.ends[i]!);
         stats.tokens += tokens.length;
         stats.rows_out++;
-        await out.add({ id: r.ids[i] ?? `${file}:${line}`, text: r.texts[i]!, tokens, source_file: file, source_line: line, fields: r.fields[i]! });
+        await out.add({ id: r.ids[i] ?? `${file}:${line}`, text: r.texts[i]!, tokens, source_file: file, source_line: line, fields: r.fields[i]!, input_bytes: bytes });
+        // Rows whose duplicate check went to disk, or that carry large fields, can make one
+        // batch longer than a request should wait: check the clock every 32 rows too.
+        if ((i & 31) === 31 && performance.now() - lastYield > 20) {
+          await yieldToLoop();
+          lastYield = performance.now();
+        }
       }
           ctx.progress(Math.min(0.99, stats.bytes_in / total), { ...stats, errors: stats.errors.slice(0, 20) });
       if (ctx.signal.aborted) throw new Error(`job ${String(ctx.signal.reason)}`);
@@ -215,6 +221,8 @@ export class DatasetPipeline {
       }
       while (inFlight.length > 0) await take(inFlight.shift()!);
       await out.flush();
+      // A cancel that came while the last shards were written still wins over the commit.
+      if (ctx.signal.aborted) throw new Error(`job ${String(ctx.signal.reason)}`);
     } catch (err) {
       // Failed or cancelled: no shards are left behind (a shutdown's leftovers go at the resume).
       await Promise.allSettled(inFlight.map((b) => b.result));

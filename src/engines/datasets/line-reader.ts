@@ -32,6 +32,8 @@ export async function* readLines(source: AsyncIterable<Uint8Array>, maxChars = M
     // from its start each time (quadratic in the line's length).
     const searchFrom = carry.length;
     carry += decoder.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    // A UTF-8 byte-order mark (Windows tools write one) is not part of the first line.
+    if (line === 0 && searchFrom === 0 && carry.charCodeAt(0) === 0xfeff) carry = carry.slice(1);
     let at = 0;
     for (let nl = carry.indexOf('\n', searchFrom); nl !== -1; nl = carry.indexOf('\n', at)) {
       if (skipped >= 0) {

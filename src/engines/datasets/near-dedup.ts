@@ -2,6 +2,7 @@ import crypto, { createHash } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { openDatabase, type SqlDatabase, type SqlValue } from '../sql/database.js';
 import { isSpace } from './text-steps.js';
+import { InsufficientStorage, isOutOfSpace } from '../errors.js';
 
 // Duplicate detection for a pipeline run. Exact duplicates are found by the SHA-1 of the
 // case-folded normalized text. Near duplicates by MinHash over word 3-gram shingles (64 hash
@@ -208,7 +209,14 @@ export class DuplicateFinder {
       sig.flush();
       db.exec('COMMIT');
     } catch (err) {
-      db.exec('ROLLBACK');
+      // SQLite has already rolled back on SQLITE_FULL; a ROLLBACK then throws "no transaction is
+      // active" and hid the real cause (review). The disk's answer is what the job reports.
+      try {
+        db.exec('ROLLBACK');
+      } catch {
+        // nothing was open
+      }
+      if (isOutOfSpace(err)) throw new InsufficientStorage(`the dataset job's scratch disk (${this.path})`);
       throw err;
     }
     this.exact.clear();

@@ -4,7 +4,7 @@ import type { Shard } from './dataset-catalog.js';
 import type { ShardColumns } from './pipeline-rows.js';
 
 // Output rows gathered into Parquet shards of at most `shardRows` rows (and about 64 MiB of
-// text), each encoded (on a pipeline worker when the job has them) and written to the object
+// text or of input, and 4 M tokens), each encoded (on a pipeline worker when the job has them) and written to the object
 // tier as soon as it is full. One shard is encoded and written while the next fills, no more:
 // memory holds two shards at most, and a slow tier slows the job instead of queueing shards.
 // Columns: id, text, tokens list<int32>, n_tokens, then where each row came from
@@ -18,9 +18,18 @@ export interface OutputRow {
   source_line: number;
   /** The input row's other fields (a JSON column). */
   fields: Record<string, unknown> | null;
+  /** Bytes of the input line, which bound what `fields` holds. */
+  input_bytes?: number;
 }
 
 const SHARD_TEXT_BYTES = 64 * 1024 * 1024;
+/**
+ * Encoding holds every token of a shard as JS numbers several times over (hyparquet's levels
+ * and values): 10.9 M tokens ran a worker out of its 512 MiB heap (review), so a shard is cut
+ * at 4 M tokens too. `fields` count by their input line's bytes, for the same reason.
+ */
+const SHARD_TOKENS = 4 * 1024 * 1024;
+const SHARD_INPUT_BYTES = 64 * 1024 * 1024;
 
 const SCHEMA = [
   { name: 'root', num_children: 7 },
@@ -69,6 +78,7 @@ export class ParquetShardWriter {
   private tokens: Array<ArrayLike<number>> = [];
   private tokenCount = 0;
   private textBytes = 0;
+  private inputBytes = 0;
   /** The shard being encoded and written, if any. */
   private writing: Promise<void> | undefined;
   readonly shards: Shard[] = [];
@@ -92,7 +102,8 @@ export class ParquetShardWriter {
     this.tokens.push(row.tokens);
     this.tokenCount += row.tokens.length;
     this.textBytes += row.text.length;
-    if (c.ids.length >= this.shardRows || this.textBytes >= SHARD_TEXT_BYTES) await this.cut();
+    this.inputBytes += row.input_bytes ?? 0;
+    if (c.ids.length >= this.shardRows || this.textBytes >= SHARD_TEXT_BYTES || this.tokenCount >= SHARD_TOKENS || this.inputBytes >= SHARD_INPUT_BYTES) await this.cut();
   }
 
   /** Writes what is left and waits for every shard to be stored. */
@@ -121,6 +132,7 @@ export class ParquetShardWriter {
     this.tokens = [];
     this.tokenCount = 0;
     this.textBytes = 0;
+    this.inputBytes = 0;
     await this.writing;
     const name = `shard-${String(this.shards.length).padStart(5, '0')}.parquet`;
     const path = `${this.prefix}/${name}`;

@@ -148,3 +148,46 @@ describe('dataset pipeline output', () => {
     }
   }, 120_000);
 });
+
+describe('dataset pipeline limits', () => {
+  it('a shard is cut at 4 M tokens as well as at shard_rows, so long documents do not run a worker out of memory (review)', async () => {
+    const root = tempDir('strata-pipeline-');
+    const sql = await SqlStore.open(join(root, 'datasets.db'), datasetMigrations);
+    const objects = new FsObjectStore(join(root, 'objects'));
+    const catalog = new DatasetCatalog(sql.db, sql.changes, sql.writer, objects);
+    try {
+      await catalog.create(actor, 'long');
+      // 24 rows of ~1 M tokens each (single digits: one token apiece).
+      const row = (i: number) => JSON.stringify({ text: `${i} ${'7 '.repeat(500_000)}` });
+      await catalog.putRawFile(actor, 'long', 'a.jsonl', (async function* () { for (let i = 0; i < 24; i++) yield Buffer.from(row(i) + '\n'); })());
+      const pool = new PipelinePool(2);
+      pools.push(pool);
+      const p = new DatasetPipeline(catalog, root, 'test', pool);
+      const r = await p.run(actor, 'long-job', 'long', { ...DEFAULT_PARAMS, steps: ['tokenize'] } as PipelineParams, { signal: new AbortController().signal, progress() {} });
+      expect(r.stats.rows_out).toBe(24);
+      const v = catalog.version('long', r.version)!;
+      // Without the cap: one shard of 24 M tokens.
+      expect(v.shards.length).toBeGreaterThanOrEqual(4);
+      expect(v.shards.reduce((n, s) => n + s.rows, 0)).toBe(24);
+    } finally {
+      await sql.close();
+    }
+  }, 120_000);
+
+  it('a cancel that arrives while the last shards are written wins over the commit (review)', async () => {
+    const env = await setup();
+    try {
+      const pool = new PipelinePool(2);
+      pools.push(pool);
+      const abort = new AbortController();
+      const p = new DatasetPipeline(env.catalog, env.root, 'test', pool);
+      const params = { ...DEFAULT_PARAMS, steps: ['tokenize'], shard_rows: 1_000_000 } as PipelineParams;
+      // One shard holds every row, so the whole output is written at the flush; cancel as it starts.
+      const run = p.run(actor, 'late-cancel', 'd', params, { signal: abort.signal, progress(f) { if (f >= 0.99) abort.abort('cancelled'); } });
+      await expect(run).rejects.toThrow(/cancelled/);
+      expect(env.catalog.versionOfJob('late-cancel')).toBeFalsy();
+    } finally {
+      await env.sql.close();
+    }
+  }, 120_000);
+});

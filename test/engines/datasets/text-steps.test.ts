@@ -38,4 +38,12 @@ describe('text steps', () => {
     for await (const l of readLines(chunks())) lines.push([l.line, l.text]);
     expect(lines).toEqual([[1, 'one'], [2, 'two é'], [3, ''], [4, 'four']]);
   });
+
+  it('a byte-order mark is not part of line 1, and a line too long is caught inside one chunk too (review)', async () => {
+    const text = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(`{"text":"a"}\n${'x'.repeat(50)}\nlast`)]);
+    const lines = [];
+    for await (const l of readLines((async function* () { yield text; })(), 20)) lines.push([l.line, l.text, l.tooLong ?? false]);
+    expect(lines).toEqual([[1, '{"text":"a"}', false], [2, '', true], [3, 'last', false]]);
+  });
 });
+
