@@ -32,7 +32,15 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.`;
 
 function commandHelp(name: string): string {
   const c = COMMANDS[name]!;
-  return `Usage: ${c.usage}\n\n${c.does}\n\nExample:\n  ${c.example}\n\n${OPTIONS}\n`;
+  // `config reference` reads no config, so the config options are not its to list.
+  return `Usage: ${c.usage}\n\n${c.does}\n\nExample:\n  ${c.example}\n${name === 'config reference' ? '' : `\n${OPTIONS}\n`}`;
+}
+
+/** The command `strata <words> --help` asks about: itself, or the one command under a group ("token" → "token create"). */
+function helpFor(words: string): string | undefined {
+  if (COMMANDS[words]) return words;
+  const under = Object.keys(COMMANDS).filter((c) => words && c.startsWith(`${words} `));
+  return under.length === 1 ? under[0] : undefined;
 }
 
 class UsageError extends Error {}
@@ -64,8 +72,8 @@ async function main(argv: string[]): Promise<number> {
   }
   const { values, positionals } = parsed;
   if (values.help) {
-    const name = positionals.join(' ');
-    process.stdout.write(COMMANDS[name] ? commandHelp(name) : HELP + '\n');
+    const name = helpFor(positionals.join(' '));
+    process.stdout.write(name ? commandHelp(name) : HELP + '\n');
     return 0;
   }
   if (values.version) {

@@ -10,6 +10,7 @@ import { CONFIG_DOCS } from './config-docs.js';
 interface JsonSchema {
   type?: string;
   properties?: Record<string, JsonSchema>;
+  required?: string[];
   additionalProperties?: JsonSchema | boolean;
   oneOf?: JsonSchema[];
   anyOf?: JsonSchema[];
@@ -39,7 +40,7 @@ export function configKeys(): ConfigKey[] {
       return;
     }
     if (s.type === 'object' && (s.properties || typeof s.additionalProperties === 'object')) {
-      for (const [k, v] of Object.entries(s.properties ?? {})) walk(v, path ? `${path}.${k}` : k);
+      for (const [k, v] of Object.entries(s.properties ?? {})) walk(s.required?.includes(k) && v.default === undefined ? { ...v, required: ['(self)'] } : v, path ? `${path}.${k}` : k);
       if (typeof s.additionalProperties === 'object') walk(s.additionalProperties, `${path}.<name>`);
       return;
     }
@@ -50,7 +51,8 @@ export function configKeys(): ConfigKey[] {
       if (!earlier.type.split(' \\| ').includes(type)) earlier.type += ` \\| ${type}`;
       return;
     }
-    const key = { key: path, type, default: s.default === undefined ? '' : `\`${JSON.stringify(s.default)}\`` };
+    // A key its object must have (a tier's limits; an S3 tier's bucket) says so where a default would be.
+    const key = { key: path, type, default: s.default !== undefined ? `\`${JSON.stringify(s.default)}\`` : s.required?.includes('(self)') ? '**required**' : '' };
     seen.set(path, key);
     out.push(key);
   };
@@ -82,6 +84,8 @@ export function configReference(): string {
     '     src/daemon/config-docs.ts. Do not edit: `npm run docs` rewrites it, and a test fails when it is stale. -->',
     '',
     'Every key Strata accepts. Unknown keys are errors. A string value may use `${NAME}` or `${NAME:-fallback}`;',
+    '`<name>` is a name you choose (a tier, a model). Without a `tiers:` section the built-in tiers `free`, `plus`,',
+    '`pro` and `enterprise` apply; a `tiers:` section replaces them.',
     '`--set key.path=value` overrides a key on the command line. How the parts fit together, with examples for',
     'MinIO, Redis, replicas, TLS and encryption: [configuration.md](../configuration.md).',
     '',

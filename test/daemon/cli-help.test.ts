@@ -20,6 +20,12 @@ describe('strata --help', () => {
     }
   });
 
+  it('a group word alone explains the command under it (strata token --help)', () => {
+    const r = spawnSync(process.execPath, [CLI, 'token', '--help'], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain(`Usage: ${COMMANDS['token create']!.usage}`);
+  });
+
   it('config reference prints the generated configuration reference', () => {
     const r = spawnSync(process.execPath, [CLI, 'config', 'reference'], { encoding: 'utf8' });
     expect(r.status).toBe(0);

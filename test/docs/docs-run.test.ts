@@ -41,7 +41,7 @@ describe('docs that run', () => {
     const d = await startDaemon({ dataDir: join(dir, 'data') });
     try {
       const script = blocks(read('README.md'), 'sh')
-        .filter((b) => !b.includes('npm install'))
+        .filter((b) => !b.includes('npm ci'))
         .join('\n')
         .replaceAll('http://127.0.0.1:7070', d.url);
       const r = bash(script, dir);

@@ -21,13 +21,14 @@ export function blocks(markdown: string, lang: string): string[] {
   return out;
 }
 
-/** GitHub's anchor for a heading: lower case, punctuation dropped, spaces to dashes. */
+/** GitHub's anchor for a heading: lower case, punctuation but '-' and '_' dropped, spaces to dashes. */
 export function anchor(heading: string): string {
   return heading
     .trim()
     .toLowerCase()
-    .replace(/[`*_]/g, '')
-    .replace(/[^\p{L}\p{N}\s-]/gu, '')
+    .replace(/[`*]/g, '')
+    // GitHub keeps letters, digits, spaces (as dashes), '-' and '_'.
+    .replace(/[^\p{L}\p{N}\s_-]/gu, '')
     .replace(/\s/g, '-');
 }
 
