@@ -33,14 +33,14 @@ export function configKeys(): ConfigKey[] {
   const root = z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' }) as JsonSchema;
   const out: ConfigKey[] = [];
   const seen = new Map<string, ConfigKey>();
-  const walk = (s: JsonSchema, path: string) => {
+  const walk = (s: JsonSchema, path: string, required = false) => {
     const branches = s.oneOf ?? s.anyOf;
     if (branches) {
-      for (const b of branches) walk(b, path);
+      for (const b of branches) walk(b, path, required);
       return;
     }
     if (s.type === 'object' && (s.properties || typeof s.additionalProperties === 'object')) {
-      for (const [k, v] of Object.entries(s.properties ?? {})) walk(s.required?.includes(k) && v.default === undefined ? { ...v, required: ['(self)'] } : v, path ? `${path}.${k}` : k);
+      for (const [k, v] of Object.entries(s.properties ?? {})) walk(v, path ? `${path}.${k}` : k, s.required?.includes(k) ?? false);
       if (typeof s.additionalProperties === 'object') walk(s.additionalProperties, `${path}.<name>`);
       return;
     }
@@ -52,7 +52,7 @@ export function configKeys(): ConfigKey[] {
       return;
     }
     // A key its object must have (a tier's limits; an S3 tier's bucket) says so where a default would be.
-    const key = { key: path, type, default: s.default !== undefined ? `\`${JSON.stringify(s.default)}\`` : s.required?.includes('(self)') ? '**required**' : '' };
+    const key = { key: path, type, default: s.default !== undefined ? `\`${JSON.stringify(s.default)}\`` : required ? '**required**' : '' };
     seen.set(path, key);
     out.push(key);
   };

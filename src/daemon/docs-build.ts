@@ -7,6 +7,8 @@ import { parseConfig } from './config.js';
 import { configReference } from './config-reference.js';
 import { createLogger } from './logger.js';
 import { StrataNode } from './strata-node.js';
+// Type only (erased): the shape bench/ writes to latest.json, not a runtime dependency on bench/.
+import type { ResultRow } from '../../bench/lib.js';
 
 // The generated parts of docs/: the configuration reference (from the zod schema), the HTTP
 // reference (from the /openapi.json a daemon serves) and the benchmark table (from
@@ -73,17 +75,7 @@ export function httpReference(doc: Awaited<ReturnType<typeof openapiDocument>>):
   return out.join('\n');
 }
 
-interface BenchRow {
-  name: string;
-  metric: string;
-  unit: string;
-  value: number;
-  peer: string;
-  peer_value: number;
-  ratio: number;
-}
-
-export function benchTable(latest: { date: string; quick: boolean; machine: { cpus: number; cpu_model: string; node: string }; results: BenchRow[] }): string {
+export function benchTable(latest: { date: string; quick: boolean; machine: { cpus: number; cpu_model: string; node: string }; results: ResultRow[] }): string {
   return [
     BENCH_START,
     `Last written ${latest.date.slice(0, 10)} on ${latest.machine.cpus} × ${latest.machine.cpu_model}, Node ${latest.machine.node}; each row from the run that last measured it.`,

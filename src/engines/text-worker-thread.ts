@@ -1,6 +1,4 @@
 import { parentPort } from 'node:worker_threads';
-import { loadTokenizer, type TokenizerName } from './datasets/tokenizer.js';
-import { processRow, type RowPlan } from './datasets/row-steps.js';
 import { detectPii, redactPii } from './privacy/pii-detector.js';
 import { decodeBody } from './body-decoder.js';
 import { StrataError } from './errors.js';
@@ -14,8 +12,6 @@ export type TextJob =
   | { op: 'pii'; text: string; maxFindings: number }
   | { op: 'pii-kinds'; texts: string[] }
   | { op: 'pii-redact'; text: string }
-  | { op: 'tokenize'; encoding: TokenizerName; text: string }
-  | { op: 'row'; text: string; plan: RowPlan; encoding: TokenizerName }
   | { op: 'vector-upsert'; bytes: Uint8Array; msgpack: boolean; jsonDepth: number; dimensions: number; maxBatch: number }
   | { op: 'qdrant-upsert'; bytes: Uint8Array; jsonDepth: number; dimensions: number; maxBatch: number; vectorName: string | undefined };
 
@@ -48,14 +44,6 @@ async function run(job: TextJob): Promise<unknown> {
     case 'pii-redact': {
       const findings = detectPii(job.text);
       return { text: findings.length ? redactPii(job.text, findings) : job.text, found: findings.length };
-    }
-    case 'tokenize':
-      return (await loadTokenizer(job.encoding)).encode(job.text);
-    case 'row': {
-      const tokenizer = job.plan.steps.includes('tokenize') ? await loadTokenizer(job.encoding) : undefined;
-      const outcome = processRow(job.text, job.plan, tokenizer && ((t) => tokenizer.encode(t)));
-      // A dropped row's text is not needed back (and may be many times the input after NFKC).
-      return outcome.dropped ? { ...outcome, text: '', tokens: [] } : outcome;
     }
   }
 }

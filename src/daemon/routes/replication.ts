@@ -131,11 +131,11 @@ export function replicationRoutes(router: ApiRouter, node: StrataNode): void {
       } catch (err) {
         // A failed copy goes at once: on a full disk its bytes are what the next write needs.
         if (dir) await rm(dir, { recursive: true, force: true });
-        done();
         if (isOutOfSpace(err)) throw new InsufficientStorage(`the data dir's disk (${node.dataDir})`);
         throw err;
+      } finally {
+        done();
       }
-      done();
       const stream = createReadStream(snap.path);
       stream.on('close', () => void rm(dir, { recursive: true, force: true }));
       return c.body(Readable.toWeb(stream) as ReadableStream, 200, { 'Content-Type': 'application/vnd.sqlite3', 'X-Strata-Lsn': String(snap.lsn), 'X-Strata-Epoch': String(node.replication.epoch()) });

@@ -136,6 +136,16 @@ export class DatasetPipeline {
     const maxLineChars = params.max_line_chars ?? DEFAULT_PARAMS.max_line_chars;
     const inFlight: Batch[] = [];
     let lastYield = performance.now();
+    // The job's thread does little per row, but a batch of rows whose duplicate check went to
+    // disk, or that carry large fields, is more than a request should wait for.
+    const breathe = async () => {
+      if (performance.now() - lastYield <= 20) return;
+      await yieldToLoop();
+      lastYield = performance.now();
+    };
+    const cancelled = () => {
+      if (ctx.signal.aborted) throw new Error(`job ${String(ctx.signal.reason)}`);
+    };
 
     /** One batch's rows, in order: checked for duplicates, counted, and added to the shards. */
     const take = async ({ file, meta, result }: Batch) => {
@@ -177,21 +187,11 @@ export class DatasetPipeline {
         stats.tokens += tokens.length;
         stats.rows_out++;
         await out.add({ id: r.ids[i] ?? `${file}:${line}`, text: r.texts[i]!, tokens, source_file: file, source_line: line, fields: r.fields[i]!, input_bytes: bytes });
-        // Rows whose duplicate check went to disk, or that carry large fields, can make one
-        // batch longer than a request should wait: check the clock every 32 rows too.
-        if ((i & 31) === 31 && performance.now() - lastYield > 20) {
-          await yieldToLoop();
-          lastYield = performance.now();
-        }
+        if ((i & 31) === 31) await breathe();
       }
-          ctx.progress(Math.min(0.99, stats.bytes_in / total), { ...stats, errors: stats.errors.slice(0, 20) });
-      if (ctx.signal.aborted) throw new Error(`job ${String(ctx.signal.reason)}`);
-      // Checks and shard building are short per row, but a batch of them is a few ms: let
-      // requests through at least every 20 ms.
-      if (performance.now() - lastYield > 20) {
-        await yieldToLoop();
-        lastYield = performance.now();
-      }
+      ctx.progress(Math.min(0.99, stats.bytes_in / total), { ...stats, errors: stats.errors.slice(0, 20) });
+      cancelled();
+      await breathe();
     };
     try {
       for (const f of files) {
@@ -222,7 +222,7 @@ export class DatasetPipeline {
       while (inFlight.length > 0) await take(inFlight.shift()!);
       await out.flush();
       // A cancel that came while the last shards were written still wins over the commit.
-      if (ctx.signal.aborted) throw new Error(`job ${String(ctx.signal.reason)}`);
+      cancelled();
     } catch (err) {
       // Failed or cancelled: no shards are left behind (a shutdown's leftovers go at the resume).
       await Promise.allSettled(inFlight.map((b) => b.result));

@@ -85,11 +85,6 @@ export class DuplicateFinder {
     this.sigs = new Uint32Array(threshold === undefined ? 0 : rows * HASHES);
   }
 
-  /** Kept for callers of the 0.12 interface: nothing is opened until the first spill. */
-  static async open(path: string, threshold: number | undefined, memoryBytes?: number): Promise<DuplicateFinder> {
-    return new DuplicateFinder(path, threshold, memoryBytes);
-  }
-
   /** 'exact', 'near', or undefined for a first occurrence (which is then remembered). */
   async check(key: string): Promise<'exact' | 'near' | undefined> {
     return this.checkFingerprint(fingerprint(key, this.threshold !== undefined));

@@ -40,7 +40,8 @@ export class PipelinePool {
   }
 
   async close(): Promise<void> {
-    const slots = this.slots.splice(0, this.slots.length, ...new Array(this.slots.length).fill(undefined));
+    const slots = [...this.slots];
+    this.slots.fill(undefined);
     await Promise.all(slots.map((s) => s?.worker.terminate()));
   }
 

@@ -23,8 +23,6 @@ describe('GET /docs', () => {
         expect(r.status, f).toBe(200);
         expect((await r.arrayBuffer()).byteLength, f).toBeGreaterThan(50);
       }
-      const missing = await fetch(`${d.url}/docs/../../package.json`);
-      expect(missing.status).toBeGreaterThanOrEqual(400);
       const other = await fetch(`${d.url}/docs/index.html`);
       expect(other.status).toBe(400);
       expect((await other.json()).error.code).toBe('invalid_input');

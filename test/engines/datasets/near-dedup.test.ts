@@ -31,7 +31,7 @@ describe('near-duplicate detection', () => {
     const first = minhash(lines[0]!).slice(0, 8).join();
     expect(lines.slice(1, 50).filter((l) => minhash(l).slice(0, 8).join() === first).length).toBeGreaterThan(40);
     const cost = async (n: number) => {
-      const finder = await DuplicateFinder.open(join(tempDir(), 'dedup.db'), 0.8);
+      const finder = new DuplicateFinder(join(tempDir(), 'dedup.db'), 0.8);
       const t0 = performance.now();
       for (const l of lines.slice(0, n)) await finder.check(l);
       const ms = performance.now() - t0;
@@ -47,7 +47,7 @@ describe('near-duplicate detection', () => {
 
   it('still finds a near duplicate among lines that share its bucket', async () => {
     const lines = collidingLines(100);
-    const finder = await DuplicateFinder.open(join(tempDir(), 'dedup.db'), 0.8);
+    const finder = new DuplicateFinder(join(tempDir(), 'dedup.db'), 0.8);
     for (const l of lines) expect(await finder.check(l)).toBeUndefined();
     // One word changed in the newest line: found among the most recent candidates.
     const last = lines[lines.length - 1]!;
