@@ -300,6 +300,12 @@ describe('lease between daemons', () => {
     expect((await entry('b-1', p)).status).toBe(201);
     // The lease names both replicas as the primary's standbys.
     await expect.poll(standbys, { timeout: 10_000 }).toEqual(['replica-1', 'replica-2']);
+    // Both hold the entry before r2 stops. A primary names a replica its standby as soon as the
+    // replica asks for a snapshot; since snapshots are taken off the event loop (0.13) the install
+    // can come a moment later, and an r2 stopped before it had nothing — not even the tokens
+    // (seen in CI as a 401 from r2 and no node standing).
+    const lsn = (await status(p)).billing_lsn;
+    for (const r of [r1, r2]) await expect.poll(async () => (await status(r)).billing_lsn, { timeout: 15_000, interval: 100 }).toBeGreaterThanOrEqual(lsn);
 
     r2.proc.kill('SIGSTOP');
     await p.kill9();
@@ -309,7 +315,14 @@ describe('lease between daemons', () => {
     expect((await status(r1)).role).toBe('replica');
     // Back: the two compare positions, exactly one stands, and the entry is there.
     r2.proc.kill('SIGCONT');
-    await expect.poll(async () => [(await status(r1)).role, (await status(r2)).role].sort(), { timeout: 20_000, interval: 200 }).toEqual(['primary', 'replica']);
+    await expect
+      .poll(async () => [(await status(r1)).role, (await status(r2)).role].sort(), { timeout: 20_000, interval: 200 })
+      .toEqual(['primary', 'replica'])
+      .catch(async (err: unknown) => {
+        // Seen once in CI: one node's status lacked a role. Say what each node answered and logged.
+        const tail = (d: Daemon) => d.output().split('\n').filter((l) => !l.includes('"msg":"request"')).slice(-25).join('\n');
+        throw new Error(`${String(err)}\nr1 status: ${JSON.stringify(await status(r1))}\nr2 status: ${JSON.stringify(await status(r2))}\nr1 log:\n${tail(r1)}\nr2 log:\n${tail(r2)}`);
+      });
     const winner = (await status(r1)).role === 'primary' ? r1 : r2;
     await expect.poll(async () => (await entry('b-2', winner)).status, { timeout: 15_000, interval: 200 }).toBe(201);
     expect((await api(winner, 'GET', '/v1/billing/entries?user_id=before')).body.items.map((e: { ref: string }) => e.ref)).toEqual(['b-1', 'b-2']);
